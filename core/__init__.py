@@ -1,0 +1,10 @@
+"""EDiT Mobile: Efficient Diffusion Transformers on phones.
+
+The namespace is assembled from the repository's top-level folders:
+`edit_mobile.models` (models/), `edit_mobile.calibration` (calibration/),
+`edit_mobile.export` (export/) and `edit_mobile.runtime` (runtime/). Data flows in
+that order and imports follow it. This package itself (core/) holds only what all
+of them share: errors, atomic file output and the command line.
+"""
+
+__version__ = "0.1.0"

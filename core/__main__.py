@@ -1,0 +1,5 @@
+import sys
+
+from edit_mobile.main import main
+
+sys.exit(main())

@@ -1,0 +1,54 @@
+"""The `edit-mobile` command line: one subcommand per stage, each owned by its package."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edit_mobile import __version__
+from edit_mobile.errors import UserError
+
+# Each module defines `register(subparsers)`; its handlers import heavy libraries lazily
+# so that `--help` stays quick. Order follows the data flow.
+COMMAND_MODULES = (
+    "edit_mobile.models.cli",
+    "edit_mobile.calibration.cli",
+    "edit_mobile.export.cli",
+    "edit_mobile.runtime.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edit-mobile",
+        description="Turn diffusion transformers into EDiT / MM-EDiT and put them on phones.",
+    )
+    parser.add_argument("--version", action="version", version=f"edit-mobile {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue  # a stage not built yet adds no commands
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as err:
+        print(f"edit-mobile {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
