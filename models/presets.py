@@ -1,0 +1,152 @@
+"""Named models, built from their configs with random weights, and loading local folders.
+
+Nothing here reaches a model hub: real checkpoints come from a local diffusers folder.
+A preset NAME is the teacher; NAME-edit is its EDiT (PixArt) or MM-EDiT (SD3) student.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import ModelMixin
+from edit_mobile.errors import UserError
+from edit_mobile.models.conversion import CLASS_NAMES, FAMILIES, convert
+
+EDIT_SUFFIX = "-edit"
+
+
+@dataclass(frozen=True)
+class Preset:
+    family: str
+    config: dict
+    description: str
+
+
+PIXART_SIGMA_XL = dict(
+    num_attention_heads=16,
+    attention_head_dim=72,
+    in_channels=4,
+    out_channels=8,
+    num_layers=28,
+    cross_attention_dim=1152,
+    caption_channels=4096,
+    patch_size=2,
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    attention_bias=True,
+    activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000,
+    use_additional_conditions=False,
+)
+SD35_MEDIUM = dict(
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    num_layers=24,
+    attention_head_dim=64,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    caption_projection_dim=1536,
+    pooled_projection_dim=2048,
+    out_channels=16,
+    pos_embed_max_size=384,
+    dual_attention_layers=tuple(range(13)),
+    qk_norm="rms_norm",
+)
+
+PRESETS: dict[str, Preset] = {
+    "tiny-pixart": Preset(
+        "pixart",
+        {**PIXART_SIGMA_XL, "num_attention_heads": 4, "attention_head_dim": 16, "num_layers": 2,
+         "cross_attention_dim": 64, "caption_channels": 32, "sample_size": 16},
+        "PixArt-Sigma layout, width 64, 2 layers, 128 px default: tests and the demo",
+    ),
+    "tiny-sd3": Preset(
+        "sd3",
+        {**SD35_MEDIUM, "num_layers": 2, "attention_head_dim": 16, "num_attention_heads": 4,
+         "joint_attention_dim": 32, "caption_projection_dim": 64, "pooled_projection_dim": 32,
+         "sample_size": 16, "pos_embed_max_size": 64, "dual_attention_layers": (0,)},
+        "SD3.5 (MMDiT-X) layout, width 64, 2 layers, 128 px default: tests and the demo",
+    ),
+    "pixart-sigma-xl-512": Preset(
+        "pixart", {**PIXART_SIGMA_XL, "sample_size": 64}, "PixArt-Sigma XL/2 at 512 px"
+    ),
+    "pixart-sigma-xl-1024": Preset(
+        "pixart", {**PIXART_SIGMA_XL, "sample_size": 128}, "PixArt-Sigma XL/2 at 1024 px"
+    ),
+    "sd35-medium": Preset("sd3", SD35_MEDIUM, "Stable Diffusion 3.5 Medium's transformer"),
+}
+
+
+def preset_names() -> list[str]:
+    return [name + suffix for name in PRESETS for suffix in ("", EDIT_SUFFIX)]
+
+
+def build_preset(name: str, seed: int = 0, device: str | torch.device = "cpu") -> ModelMixin:
+    """A preset with random weights (seeded), on `device` ("meta" builds no weights at all).
+
+    EDiT presets also randomise the new convolutions (ConvFusion's 1x1 starts at zero in a
+    conversion), so every path of the student carries signal in tests and benchmarks.
+    """
+    base, want_edit = (name[: -len(EDIT_SUFFIX)], True) if name.endswith(EDIT_SUFFIX) else (name, False)
+    if base not in PRESETS:
+        raise UserError(f"unknown model {name!r}: not a preset ({', '.join(preset_names())}) nor a folder")
+    preset = PRESETS[base]
+    teacher_cls = FAMILIES[preset.family][0]
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(seed)
+        model = teacher_cls.from_config(preset.config)
+        if want_edit:
+            model = convert(model)
+            if str(device) != "meta":
+                _randomise_fusion(model)
+    return model.eval()
+
+
+def _randomise_fusion(model: ModelMixin) -> None:
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".conv_fusion.expand." in name:
+                parameter.normal_(0.0, 0.02)
+
+
+def _transformer_folder(path: Path) -> Path:
+    """A transformer folder, or the `transformer/` folder inside a pipeline folder."""
+    if (path / "config.json").is_file():
+        return path
+    if (path / "transformer" / "config.json").is_file():
+        return path / "transformer"
+    raise UserError(f"{path} has no config.json: pass a diffusers transformer (or pipeline) folder")
+
+
+def load_folder(path: str | Path) -> ModelMixin:
+    folder = _transformer_folder(Path(path))
+    try:
+        class_name = json.loads((folder / "config.json").read_text())["_class_name"]
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"{folder / 'config.json'} is not a diffusers model config ({err})") from err
+    if class_name not in CLASS_NAMES:
+        raise UserError(
+            f"{folder} holds a {class_name}, not a PixArt or SD3 transformer; "
+            "pass a PixArt-Sigma or SD3/SD3.5 transformer folder"
+        )
+    if not any(folder.glob("*.safetensors")):
+        raise UserError(
+            f"{folder} has no .safetensors weights; pickled weights are never loaded: "
+            "save the model with safe_serialization=True"
+        )
+    family = CLASS_NAMES[class_name]
+    cls = next(c for c in FAMILIES[family] if c.__name__ == class_name)
+    return cls.from_pretrained(folder, use_safetensors=True).eval()
+
+
+def load_transformer(name_or_path: str | Path) -> ModelMixin:
+    """A preset name (teacher or `-edit`) or a local diffusers folder (teacher or EDiT)."""
+    text = str(name_or_path)
+    if Path(text).exists():
+        return load_folder(text)
+    return build_preset(text)
