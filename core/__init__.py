@@ -8,3 +8,15 @@ of them share: errors, atomic file output and the command line.
 """
 
 __version__ = "0.1.0"
+
+
+def _quiet_import_noise() -> None:
+    """torchao and diffusers warn at import about GPU kernels and checkpoint formats this
+    CPU toolchain never uses; those lines would bury our own one-line errors."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+_quiet_import_noise()

@@ -123,8 +123,7 @@ def _transformer_folder(path: Path) -> Path:
     raise UserError(f"{path} has no config.json: pass a diffusers transformer (or pipeline) folder")
 
 
-def load_folder(path: str | Path) -> ModelMixin:
-    folder = _transformer_folder(Path(path))
+def _class_name(folder: Path) -> str:
     try:
         class_name = json.loads((folder / "config.json").read_text())["_class_name"]
     except (OSError, ValueError, KeyError) as err:
@@ -134,14 +133,33 @@ def load_folder(path: str | Path) -> ModelMixin:
             f"{folder} holds a {class_name}, not a PixArt or SD3 transformer; "
             "pass a PixArt-Sigma or SD3/SD3.5 transformer folder"
         )
+    return class_name
+
+
+def _model_class(class_name: str) -> type[ModelMixin]:
+    return next(c for c in FAMILIES[CLASS_NAMES[class_name]] if c.__name__ == class_name)
+
+
+def load_folder(path: str | Path) -> ModelMixin:
+    folder = _transformer_folder(Path(path))
+    class_name = _class_name(folder)
     if not any(folder.glob("*.safetensors")):
         raise UserError(
             f"{folder} has no .safetensors weights; pickled weights are never loaded: "
             "save the model with safe_serialization=True"
         )
-    family = CLASS_NAMES[class_name]
-    cls = next(c for c in FAMILIES[family] if c.__name__ == class_name)
-    return cls.from_pretrained(folder, use_safetensors=True).eval()
+    return _model_class(class_name).from_pretrained(folder, use_safetensors=True).eval()
+
+
+def load_architecture(name_or_path: str | Path) -> ModelMixin:
+    """The model's architecture on the meta device: its config, no weights read or made."""
+    text = str(name_or_path)
+    if not Path(text).exists():
+        return build_preset(text, device="meta")
+    folder = _transformer_folder(Path(text))
+    cls = _model_class(_class_name(folder))
+    with torch.device("meta"):
+        return cls.from_config(cls.load_config(folder))
 
 
 def load_transformer(name_or_path: str | Path) -> ModelMixin:

@@ -1,0 +1,137 @@
+"""Conversion of diffusers teachers, parity of what it leaves alone, save/load, linear cost."""
+
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+from edit_mobile.errors import UserError
+from edit_mobile.models import (
+    DenoiserWrapper,
+    EDiTAttnProcessor,
+    MMEDiTAttnProcessor,
+    PixArtEDiTTransformer2DModel,
+    TransformerSignature,
+    build_preset,
+    convert,
+    load_transformer,
+    to_edit,
+    to_mm_edit,
+    to_teacher,
+)
+from edit_mobile.models.flops import count_step_flops
+from edit_mobile.models.presets import load_architecture
+
+
+def denoise(model, height=128, width=None, seed=0):
+    signature = TransformerSignature.of(model, height, width)
+    with torch.no_grad():
+        return DenoiserWrapper(model)(*signature.example_inputs(seed))
+
+
+@pytest.mark.parametrize("name", ["tiny-pixart", "tiny-sd3"])
+def test_wrapper_is_the_diffusers_teacher_call(name):
+    teacher = build_preset(name)
+    signature = TransformerSignature.of(teacher)
+    hidden, context, conditioning, timestep = signature.example_inputs()
+    extra = {"encoder_attention_mask": conditioning} if name == "tiny-pixart" else {"pooled_projections": conditioning}
+    with torch.no_grad():
+        direct = teacher(hidden, encoder_hidden_states=context, timestep=timestep, **extra).sample
+    assert torch.equal(denoise(teacher), direct)
+
+
+@pytest.mark.parametrize("name", ["tiny-pixart", "tiny-sd3"])
+def test_conversion_leaves_everything_but_image_attention_bit_identical(name):
+    teacher = build_preset(name)
+    student = convert(teacher)
+    teacher_weights, student_weights = teacher.state_dict(), student.state_dict()
+    for key, value in teacher_weights.items():
+        assert torch.equal(student_weights[key], value), key  # W_q, W_k, W_v, W_o, MLP, norms reused
+    assert all(".processor." in key for key in set(student_weights) - set(teacher_weights))
+    # Dropping the EDiT processors gives the teacher back, bit for bit.
+    assert torch.equal(denoise(to_teacher(student)), denoise(teacher))
+
+
+def test_pixart_conversion_touches_self_attention_only():
+    student = to_edit(build_preset("tiny-pixart"))
+    for block in student.transformer_blocks:
+        assert isinstance(block.attn1.processor, EDiTAttnProcessor)
+        assert isinstance(block.attn2.processor, AttnProcessor2_0)  # cross-attention untouched
+
+
+def test_pixart_untouched_modules_give_teacher_outputs():
+    teacher = build_preset("tiny-pixart")
+    student = to_edit(teacher)
+    captured = {}
+
+    def capture(tag):
+        return lambda module, args, output: captured.setdefault(tag, output)
+
+    for tag, model in (("teacher", teacher), ("student", student)):
+        model.pos_embed.register_forward_hook(capture(f"{tag}.pos_embed"))
+        model.caption_projection.register_forward_hook(capture(f"{tag}.caption"))
+        model.transformer_blocks[0].ff.register_forward_hook(capture(f"{tag}.ff_unused"))
+        denoise(model)
+    assert torch.equal(captured["teacher.pos_embed"], captured["student.pos_embed"])
+    assert torch.equal(captured["teacher.caption"], captured["student.caption"])
+    block_t, block_s = teacher.transformer_blocks[1], student.transformer_blocks[1]
+    x, ctx = torch.randn(1, 64, 64), torch.randn(1, 120, 64)
+    with torch.no_grad():
+        assert torch.equal(block_t.attn2(x, encoder_hidden_states=ctx), block_s.attn2(x, encoder_hidden_states=ctx))
+        assert torch.equal(block_t.ff(x), block_s.ff(x))
+
+
+def test_sd3_conversion_covers_joint_and_mmditx_attention():
+    student = to_mm_edit(build_preset("tiny-sd3"))
+    assert isinstance(student.transformer_blocks[0].attn.processor, MMEDiTAttnProcessor)
+    assert isinstance(student.transformer_blocks[0].attn2.processor, EDiTAttnProcessor)
+    assert student.transformer_blocks[1].attn2 is None
+
+
+def test_conversion_refuses_the_wrong_family_and_students():
+    with pytest.raises(UserError, match="expected a pixart"):
+        to_edit(build_preset("tiny-sd3"))
+    with pytest.raises(UserError, match="already an EDiT"):
+        convert(build_preset("tiny-pixart-edit"))
+
+
+@pytest.mark.parametrize("name", ["tiny-pixart-edit", "tiny-sd3-edit"])
+def test_save_and_load_roundtrip(tmp_path, name):
+    student = build_preset(name)
+    student.save_pretrained(tmp_path, safe_serialization=True)
+    loaded = load_transformer(tmp_path)
+    assert type(loaded) is type(student)
+    assert loaded.config["edit_config"] == student.config["edit_config"]
+    assert torch.equal(denoise(loaded), denoise(student))
+
+
+def test_options_are_recorded_and_restored(tmp_path):
+    student = to_edit(build_preset("tiny-pixart"), {"fusion_groups": 2, "mm_normalizer": "exact"})
+    student.save_pretrained(tmp_path, safe_serialization=True)
+    loaded = PixArtEDiTTransformer2DModel.from_pretrained(tmp_path)
+    assert loaded.config["edit_config"]["fusion_groups"] == 2
+    assert loaded.transformer_blocks[0].attn1.processor.conv_fusion.local.groups == 2
+
+
+@pytest.mark.parametrize("name", ["tiny-pixart-edit", "tiny-sd3-edit"])
+def test_non_square_latents(name):
+    model = build_preset(name)
+    assert denoise(model, 128, 256).shape[-2:] == (16, 32)
+    assert denoise(model, 192, 64).shape[-2:] == (24, 8)
+
+
+def test_indivisible_latent_is_refused():
+    model = build_preset("tiny-pixart-edit")
+    with pytest.raises(UserError, match="multiple of 32"):
+        TransformerSignature.of(model, 144)
+    with pytest.raises(UserError, match="compression stride"):
+        model(torch.randn(1, 4, 18, 18), encoder_hidden_states=torch.randn(1, 120, 32), timestep=torch.ones(1))
+
+
+def test_attention_cost_is_linear_for_edit_and_quadratic_for_the_teacher():
+    edit = load_architecture("pixart-sigma-xl-1024-edit")
+    teacher = to_teacher(edit)
+    growth = {}
+    for label, model in (("teacher", teacher), ("edit", edit)):
+        small, large = (count_step_flops(model, TransformerSignature.of(edit, side)).attention for side in (2048, 4096))
+        growth[label] = large / small  # 4x the tokens
+    assert 3.6 < growth["edit"] < 4.4
+    assert growth["teacher"] > 13  # ~16x once N^2 dominates the projections
