@@ -1,0 +1,335 @@
+package org.editmobile.demo;
+
+import java.io.File;
+import java.io.FileInputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The part of an EDiT artifact's manifest.json this app needs: what to call (program file,
+ * input/output specs) and what to check it against (test vectors, sha256 of every file).
+ */
+public final class ArtifactManifest {
+
+  // BEGIN MANIFEST KEYS -- every manifest field/value this app reads; tests/test_demo_apps.py
+  // compares this block with what edit_mobile.export writes. Prefix = where the key lives:
+  // TOP_ top-level key, MODEL_ key of "model", SPEC_ key of an inputs/outputs entry,
+  // ROLE_ key of "files", FILE_ key of a files entry, VECTOR_ test-vector key prefix,
+  // DTYPE_ / BACKEND_ values.
+  public static final String SCHEMA_NAME = "edit-mobile/manifest";
+  public static final int SCHEMA_VERSION = 1;
+  public static final String TOP_SCHEMA = "schema";
+  public static final String TOP_SCHEMA_VERSION = "schema_version";
+  public static final String TOP_MODEL = "model";
+  public static final String TOP_RESOLUTION = "resolution";
+  public static final String TOP_BACKEND = "backend";
+  public static final String TOP_PRECISION = "precision";
+  public static final String TOP_INPUTS = "inputs";
+  public static final String TOP_OUTPUTS = "outputs";
+  public static final String TOP_FILES = "files";
+  public static final String MODEL_SOURCE = "source";
+  public static final String SPEC_NAME = "name";
+  public static final String SPEC_SHAPE = "shape";
+  public static final String SPEC_DTYPE = "dtype";
+  public static final String ROLE_PROGRAM = "program";
+  public static final String ROLE_TEST_VECTORS = "test_vectors";
+  public static final String FILE_PATH = "path";
+  public static final String FILE_SHA256 = "sha256";
+  public static final String FILE_BYTES = "bytes";
+  public static final String VECTOR_INPUT_PREFIX = "input.";
+  public static final String VECTOR_OUTPUT_PREFIX = "output.";
+  public static final String DTYPE_FLOAT32 = "float32";
+  public static final String DTYPE_FLOAT16 = "float16";
+  public static final String BACKEND_XNNPACK = "xnnpack";
+  public static final String BACKEND_VULKAN = "vulkan";
+  public static final String BACKEND_QNN = "qnn";
+  // END MANIFEST KEYS
+
+  /** Backends whose program is an ExecuTorch .pte that this Android app can load. */
+  private static final List<String> ANDROID_BACKENDS =
+      Collections.unmodifiableList(
+          java.util.Arrays.asList(BACKEND_XNNPACK, BACKEND_VULKAN, BACKEND_QNN));
+
+  /** One input or output of the program, as the manifest declares it. */
+  public static final class TensorSpec {
+    public final String name;
+    public final long[] shape;
+    public final String dtype;
+
+    TensorSpec(String name, long[] shape, String dtype) {
+      this.name = name;
+      this.shape = shape;
+      this.dtype = dtype;
+    }
+
+    public long numel() {
+      long count = 1;
+      for (long dim : shape) {
+        count *= dim;
+      }
+      return count;
+    }
+  }
+
+  /** One file of the artifact folder: relative path, expected sha256 (hex) and size. */
+  public static final class FileEntry {
+    public final String role;
+    public final String path;
+    public final String sha256;
+    public final long bytes;
+
+    FileEntry(String role, String path, String sha256, long bytes) {
+      this.role = role;
+      this.path = path;
+      this.sha256 = sha256;
+      this.bytes = bytes;
+    }
+  }
+
+  public final File folder;
+  public final String modelSource;
+  public final String resolution;
+  public final String backend;
+  public final String precision;
+  public final List<TensorSpec> inputs;
+  public final List<TensorSpec> outputs;
+  public final Map<String, FileEntry> files;
+
+  private ArtifactManifest(
+      File folder,
+      String modelSource,
+      String resolution,
+      String backend,
+      String precision,
+      List<TensorSpec> inputs,
+      List<TensorSpec> outputs,
+      Map<String, FileEntry> files) {
+    this.folder = folder;
+    this.modelSource = modelSource;
+    this.resolution = resolution;
+    this.backend = backend;
+    this.precision = precision;
+    this.inputs = inputs;
+    this.outputs = outputs;
+    this.files = files;
+  }
+
+  /** Reads folder/manifest.json; throws DemoException naming the field that is wrong. */
+  public static ArtifactManifest read(File folder) throws IOException {
+    File manifestFile = new File(folder, "manifest.json");
+    if (!manifestFile.isFile()) {
+      throw new DemoException(
+          "no manifest.json in " + folder + "; push an artifact folder there (see README)");
+    }
+    Map<String, Object> root;
+    try {
+      root = Json.parseObject(new String(readAll(manifestFile), StandardCharsets.UTF_8));
+    } catch (IllegalArgumentException err) {
+      throw new DemoException("manifest.json is not valid JSON: " + err.getMessage());
+    }
+    String schema = string(root, TOP_SCHEMA);
+    int version = (int) number(root, TOP_SCHEMA_VERSION);
+    if (!SCHEMA_NAME.equals(schema) || version != SCHEMA_VERSION) {
+      throw new DemoException(
+          "manifest schema is " + schema + " v" + version + ", this app reads " + SCHEMA_NAME
+              + " v" + SCHEMA_VERSION + "; re-export with a matching edit-mobile");
+    }
+    Map<String, Object> model = object(root, TOP_MODEL);
+    List<Object> resolution = array(root, TOP_RESOLUTION);
+    return new ArtifactManifest(
+        folder,
+        String.valueOf(model.get(MODEL_SOURCE)),
+        resolution.size() == 2
+            ? longValue(resolution.get(0)) + "x" + longValue(resolution.get(1))
+            : String.valueOf(resolution),
+        string(root, TOP_BACKEND),
+        string(root, TOP_PRECISION),
+        specs(root, TOP_INPUTS),
+        specs(root, TOP_OUTPUTS),
+        fileEntries(object(root, TOP_FILES)));
+  }
+
+  /** The program (.pte) file, refused when its backend cannot run on Android. */
+  public File programFileForAndroid() throws DemoException {
+    if (!ANDROID_BACKENDS.contains(backend)) {
+      throw new DemoException(
+          "backend '" + backend + "' does not run in this Android app; export with --backend "
+              + String.join(" / ", ANDROID_BACKENDS));
+    }
+    return fileFor(ROLE_PROGRAM);
+  }
+
+  public File fileFor(String role) throws DemoException {
+    FileEntry entry = files.get(role);
+    if (entry == null) {
+      throw new DemoException("manifest has no files." + role + " entry");
+    }
+    return new File(folder, entry.path);
+  }
+
+  /**
+   * Checks size and sha256 of every file the manifest lists that is a plain file (a Core ML
+   * .mlpackage folder is not used on Android and is skipped). Returns the roles checked.
+   */
+  public List<String> verifyFiles() throws IOException {
+    List<String> checked = new ArrayList<>();
+    for (FileEntry entry : files.values()) {
+      File file = new File(folder, entry.path);
+      if (file.isDirectory()) {
+        continue;
+      }
+      if (!file.isFile()) {
+        throw new DemoException(
+            "files." + entry.role + " = " + entry.path + " is missing; push the whole folder");
+      }
+      if (entry.bytes >= 0 && file.length() != entry.bytes) {
+        throw new DemoException(
+            entry.path + " has " + file.length() + " bytes, manifest says " + entry.bytes
+                + "; the copy is incomplete, push it again");
+      }
+      String actual = sha256Hex(file);
+      if (!actual.equalsIgnoreCase(entry.sha256)) {
+        throw new DemoException(
+            entry.path + " sha256 " + actual + " != manifest " + entry.sha256
+                + "; the file was changed or truncated, push it again");
+      }
+      checked.add(entry.role);
+    }
+    return checked;
+  }
+
+  public static String sha256Hex(File file) throws IOException {
+    MessageDigest digest;
+    try {
+      digest = MessageDigest.getInstance("SHA-256");
+    } catch (NoSuchAlgorithmException err) {
+      throw new IllegalStateException(err);
+    }
+    byte[] buffer = new byte[1 << 20];
+    try (InputStream in = new FileInputStream(file)) {
+      int read;
+      while ((read = in.read(buffer)) > 0) {
+        digest.update(buffer, 0, read);
+      }
+    }
+    StringBuilder hex = new StringBuilder();
+    for (byte b : digest.digest()) {
+      hex.append(String.format("%02x", b & 0xff));
+    }
+    return hex.toString();
+  }
+
+  static byte[] readAll(File file) throws IOException {
+    byte[] data = new byte[(int) file.length()];
+    try (InputStream in = new FileInputStream(file)) {
+      int offset = 0;
+      while (offset < data.length) {
+        int read = in.read(data, offset, data.length - offset);
+        if (read < 0) {
+          throw new IOException("unexpected end of " + file);
+        }
+        offset += read;
+      }
+    }
+    return data;
+  }
+
+  // ---- typed access with messages that name the field ----
+
+  private static List<TensorSpec> specs(Map<String, Object> root, String key) {
+    List<TensorSpec> specs = new ArrayList<>();
+    for (Object item : array(root, key)) {
+      if (!(item instanceof Map)) {
+        throw new DemoException("manifest " + key + " must hold objects");
+      }
+      @SuppressWarnings("unchecked")
+      Map<String, Object> spec = (Map<String, Object>) item;
+      List<Object> dims = array(spec, SPEC_SHAPE);
+      long[] shape = new long[dims.size()];
+      for (int i = 0; i < shape.length; i++) {
+        shape[i] = longValue(dims.get(i));
+      }
+      specs.add(new TensorSpec(string(spec, SPEC_NAME), shape, string(spec, SPEC_DTYPE)));
+    }
+    if (specs.isEmpty()) {
+      throw new DemoException("manifest " + key + " is empty");
+    }
+    return Collections.unmodifiableList(specs);
+  }
+
+  private static Map<String, FileEntry> fileEntries(Map<String, Object> files) {
+    Map<String, FileEntry> entries = new LinkedHashMap<>();
+    for (Map.Entry<String, Object> item : files.entrySet()) {
+      if (!(item.getValue() instanceof Map)) {
+        continue; // a role the exporter left null
+      }
+      @SuppressWarnings("unchecked")
+      Map<String, Object> entry = (Map<String, Object>) item.getValue();
+      Object bytes = entry.get(FILE_BYTES);
+      entries.put(
+          item.getKey(),
+          new FileEntry(
+              item.getKey(),
+              string(entry, FILE_PATH),
+              string(entry, FILE_SHA256),
+              bytes == null ? -1 : longValue(bytes)));
+    }
+    return Collections.unmodifiableMap(entries);
+  }
+
+  private static Object require(Map<String, Object> map, String key) {
+    if (!map.containsKey(key) || map.get(key) == null) {
+      throw new DemoException("manifest field '" + key + "' is missing");
+    }
+    return map.get(key);
+  }
+
+  private static String string(Map<String, Object> map, String key) {
+    Object value = require(map, key);
+    if (!(value instanceof String)) {
+      throw new DemoException("manifest field '" + key + "' must be a string");
+    }
+    return (String) value;
+  }
+
+  private static double number(Map<String, Object> map, String key) {
+    Object value = require(map, key);
+    if (!(value instanceof Double)) {
+      throw new DemoException("manifest field '" + key + "' must be a number");
+    }
+    return (Double) value;
+  }
+
+  @SuppressWarnings("unchecked")
+  private static Map<String, Object> object(Map<String, Object> map, String key) {
+    Object value = require(map, key);
+    if (!(value instanceof Map)) {
+      throw new DemoException("manifest field '" + key + "' must be an object");
+    }
+    return (Map<String, Object>) value;
+  }
+
+  @SuppressWarnings("unchecked")
+  private static List<Object> array(Map<String, Object> map, String key) {
+    Object value = require(map, key);
+    if (!(value instanceof List)) {
+      throw new DemoException("manifest field '" + key + "' must be an array");
+    }
+    return (List<Object>) value;
+  }
+
+  private static long longValue(Object value) {
+    if (!(value instanceof Double)) {
+      throw new DemoException("expected a number, got " + value);
+    }
+    return ((Double) value).longValue();
+  }
+}

@@ -1,0 +1,227 @@
+package org.editmobile.demo;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * A small strict JSON reader: objects become LinkedHashMap, arrays ArrayList, numbers Double,
+ * plus String, Boolean and null.
+ *
+ * <p>Why not org.json: it exists on Android but not on a desktop JVM, and this file, like the
+ * rest of the plain-Java logic, is compiled and run by tests/test_demo_apps.py with javac.
+ */
+public final class Json {
+  private final String text;
+  private int pos;
+
+  private Json(String text) {
+    this.text = text;
+  }
+
+  public static Object parse(String text) {
+    Json reader = new Json(text);
+    reader.skipWhitespace();
+    Object value = reader.readValue();
+    reader.skipWhitespace();
+    if (reader.pos != text.length()) {
+      throw reader.error("trailing characters after the JSON value");
+    }
+    return value;
+  }
+
+  @SuppressWarnings("unchecked")
+  public static Map<String, Object> parseObject(String text) {
+    Object value = parse(text);
+    if (!(value instanceof Map)) {
+      throw new IllegalArgumentException("expected a JSON object at the top level");
+    }
+    return (Map<String, Object>) value;
+  }
+
+  private Object readValue() {
+    if (pos >= text.length()) {
+      throw error("unexpected end of JSON");
+    }
+    char c = text.charAt(pos);
+    switch (c) {
+      case '{':
+        return readObject();
+      case '[':
+        return readArray();
+      case '"':
+        return readString();
+      case 't':
+        expectWord("true");
+        return Boolean.TRUE;
+      case 'f':
+        expectWord("false");
+        return Boolean.FALSE;
+      case 'n':
+        expectWord("null");
+        return null;
+      default:
+        return readNumber();
+    }
+  }
+
+  private Map<String, Object> readObject() {
+    Map<String, Object> object = new LinkedHashMap<>();
+    pos++; // '{'
+    skipWhitespace();
+    if (peek() == '}') {
+      pos++;
+      return object;
+    }
+    while (true) {
+      skipWhitespace();
+      if (peek() != '"') {
+        throw error("expected a string key");
+      }
+      String key = readString();
+      skipWhitespace();
+      expectChar(':');
+      skipWhitespace();
+      object.put(key, readValue());
+      skipWhitespace();
+      char next = peek();
+      pos++;
+      if (next == '}') {
+        return object;
+      }
+      if (next != ',') {
+        throw error("expected ',' or '}' in an object");
+      }
+    }
+  }
+
+  private List<Object> readArray() {
+    List<Object> array = new ArrayList<>();
+    pos++; // '['
+    skipWhitespace();
+    if (peek() == ']') {
+      pos++;
+      return array;
+    }
+    while (true) {
+      skipWhitespace();
+      array.add(readValue());
+      skipWhitespace();
+      char next = peek();
+      pos++;
+      if (next == ']') {
+        return array;
+      }
+      if (next != ',') {
+        throw error("expected ',' or ']' in an array");
+      }
+    }
+  }
+
+  private String readString() {
+    pos++; // opening quote
+    StringBuilder out = new StringBuilder();
+    while (true) {
+      if (pos >= text.length()) {
+        throw error("unterminated string");
+      }
+      char c = text.charAt(pos++);
+      if (c == '"') {
+        return out.toString();
+      }
+      if (c != '\\') {
+        out.append(c);
+        continue;
+      }
+      char escaped = peek();
+      pos++;
+      switch (escaped) {
+        case '"':
+        case '\\':
+        case '/':
+          out.append(escaped);
+          break;
+        case 'b':
+          out.append('\b');
+          break;
+        case 'f':
+          out.append('\f');
+          break;
+        case 'n':
+          out.append('\n');
+          break;
+        case 'r':
+          out.append('\r');
+          break;
+        case 't':
+          out.append('\t');
+          break;
+        case 'u':
+          out.append((char) Integer.parseInt(text.substring(pos, pos + 4), 16));
+          pos += 4;
+          break;
+        default:
+          throw error("bad escape \\" + escaped);
+      }
+    }
+  }
+
+  private Double readNumber() {
+    int start = pos;
+    while (pos < text.length() && "+-0123456789.eE".indexOf(text.charAt(pos)) >= 0) {
+      pos++;
+    }
+    if (start == pos) {
+      throw error("unexpected character '" + text.charAt(pos) + "'");
+    }
+    return Double.valueOf(text.substring(start, pos));
+  }
+
+  private void expectWord(String word) {
+    if (!text.startsWith(word, pos)) {
+      throw error("expected " + word);
+    }
+    pos += word.length();
+  }
+
+  private void expectChar(char expected) {
+    if (peek() != expected) {
+      throw error("expected '" + expected + "'");
+    }
+    pos++;
+  }
+
+  private char peek() {
+    if (pos >= text.length()) {
+      throw error("unexpected end of JSON");
+    }
+    return text.charAt(pos);
+  }
+
+  private void skipWhitespace() {
+    while (pos < text.length() && Character.isWhitespace(text.charAt(pos))) {
+      pos++;
+    }
+  }
+
+  private IllegalArgumentException error(String what) {
+    return new IllegalArgumentException("bad JSON at character " + pos + ": " + what);
+  }
+
+  /** Writes a string as a JSON string literal (for the result log line). */
+  public static String quote(String value) {
+    StringBuilder out = new StringBuilder("\"");
+    for (int i = 0; i < value.length(); i++) {
+      char c = value.charAt(i);
+      if (c == '"' || c == '\\') {
+        out.append('\\').append(c);
+      } else if (c < 0x20) {
+        out.append(String.format("\\u%04x", (int) c));
+      } else {
+        out.append(c);
+      }
+    }
+    return out.append('"').toString();
+  }
+}
