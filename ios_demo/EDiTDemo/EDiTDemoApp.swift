@@ -1,0 +1,98 @@
+import Foundation
+import OSLog
+import SwiftUI
+
+@main
+struct EDiTDemoApp: App {
+  var body: some Scene {
+    WindowGroup { ContentView() }
+  }
+}
+
+/// One screen: runs the artifact chosen by the launch argument `-artifact NAME` (default: the
+/// only folder under Documents/artifacts, then under the app bundle's artifacts/) and shows the
+/// report. Results are also printed and logged as one `EDIT_DEMO_RESULT {json}` line.
+struct ContentView: View {
+  @State private var text = "starting ..."
+  @State private var running = false
+
+  var body: some View {
+    NavigationStack {
+      ScrollView {
+        Text(text).font(.system(.body, design: .monospaced)).frame(maxWidth: .infinity, alignment: .leading).padding()
+      }
+      .navigationTitle("EDiT demo")
+      .toolbar { Button("Run again") { Task { await runDemo() } }.disabled(running) }
+    }
+    .task { await runDemo() }
+  }
+
+  @MainActor
+  private func runDemo() async {
+    running = true
+    defer { running = false }
+    do {
+      let folder = try ArtifactLocator.find(requested: UserDefaults.standard.string(forKey: "artifact"))
+      let report = try await DemoRun.run(folder: folder, settings: .fromLaunchArguments()) { message in
+        DemoLog.info(message)
+        text = message
+      }
+      DemoLog.result(report.logLine())
+      text = report.screenText()
+    } catch {
+      let message = error.localizedDescription
+      DemoLog.result(DemoReport.errorLogLine(message))
+      text = "error: \(message)"
+    }
+  }
+}
+
+/// Where artifacts are looked for: Documents/artifacts (copied with Finder file sharing or
+/// `xcrun devicectl`), then artifacts/ inside the app bundle (a folder reference in Xcode).
+enum ArtifactLocator {
+  static func roots() -> [URL] {
+    var roots: [URL] = []
+    if let documents = FileManager.default.urls(for: .documentDirectory, in: .userDomainMask).first {
+      roots.append(documents.appendingPathComponent("artifacts"))
+    }
+    if let bundled = Bundle.main.resourceURL?.appendingPathComponent("artifacts") {
+      roots.append(bundled)
+    }
+    return roots
+  }
+
+  static func find(requested: String?) throws -> URL {
+    for root in roots() {
+      let folders = ((try? FileManager.default.contentsOfDirectory(
+        at: root, includingPropertiesForKeys: [.isDirectoryKey])) ?? [])
+        .filter { (try? $0.resourceValues(forKeys: [.isDirectoryKey]).isDirectory) == true }
+        .sorted { $0.lastPathComponent < $1.lastPathComponent }
+      if let requested {
+        if let match = folders.first(where: { $0.lastPathComponent == requested }) { return match }
+        continue
+      }
+      if folders.count == 1 { return folders[0] }
+      if folders.count > 1 {
+        throw DemoError("several artifacts in \(root.path) (\(folders.map(\.lastPathComponent).joined(separator: ", "))); choose one with -artifact NAME")
+      }
+    }
+    let places = roots().map(\.path).joined(separator: " or ")
+    throw DemoError(requested.map { "no artifact folder '\($0)' in \(places)" }
+      ?? "no artifact in \(places); copy one there (README)")
+  }
+}
+
+/// stdout for `xcrun devicectl ... --console` / `simctl launch --console`, and the unified log
+/// (subsystem org.editmobile.demo) for Console.app and `log stream`.
+enum DemoLog {
+  private static let logger = Logger(subsystem: "org.editmobile.demo", category: "EDiTDemo")
+
+  static func info(_ message: String) {
+    logger.info("\(message, privacy: .public)")
+  }
+
+  static func result(_ line: String) {
+    print(line)
+    logger.notice("\(line, privacy: .public)")
+  }
+}

@@ -1,0 +1,45 @@
+import ExecuTorch
+import Foundation
+
+/// Runs an ExecuTorch program (.pte) with ExecuTorch's Swift API (swiftpm-1.5.x: Module,
+/// AnyTensor, Value). Delegates (XNNPACK, Core ML) register through the linked backend products.
+final class ExecuTorchRunner: ProgramRunner {
+  let runtimeName = "executorch-ios"
+  private let module: Module
+  private var inputs: [AnyTensor] = []
+  private var lastOutputs: [Value] = []
+
+  init(programURL: URL) throws {
+    module = Module(filePath: programURL.path)
+    try module.load("forward")  // eager, so load time is not charged to the first timed run
+  }
+
+  func prepare(inputs vectors: [SafeTensor]) throws {
+    inputs = try vectors.map { tensor in
+      let dataType: DataType
+      switch tensor.dtype {
+      case "F32": dataType = .float
+      case "F16": dataType = .half
+      default: throw DemoError("\(tensor.name): dtype \(tensor.dtype) not supported")
+      }
+      // The safetensors bytes are already the tensor's little-endian contiguous layout.
+      return AnyTensor(data: tensor.data, shape: tensor.shape, dataType: dataType)
+    }
+  }
+
+  func forward() throws {
+    let values: [Value] = try module.forward(inputs)
+    lastOutputs = values
+  }
+
+  func outputs() throws -> [[Float]] {
+    try lastOutputs.map { value in
+      guard let tensor = value.anyTensor else { throw DemoError("program returned a non-tensor output") }
+      // copy(to:) converts half (or float) to a float32 tensor we can read as [Float].
+      guard let floats: Tensor<Float> = tensor.copy(to: .float).asTensor() else {
+        throw DemoError("output of dtype \(tensor.dataType) cannot be read as float32")
+      }
+      return floats.scalars()
+    }
+  }
+}
