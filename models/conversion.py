@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 from diffusers import ModelMixin, PixArtTransformer2DModel, SD3Transformer2DModel
+
 from edit_mobile.errors import UserError
 from edit_mobile.models.config import EDiTConfig
 from edit_mobile.models.pixart_edit import PixArtEDiTTransformer2DModel

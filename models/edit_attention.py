@@ -15,10 +15,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from edit_mobile.errors import UserError
 from edit_mobile.models.config import EDiTConfig
 from edit_mobile.models.linear_attention import relu_linear_attention
-from torch import nn
 
 
 def tokens_to_image(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

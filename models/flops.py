@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import ModelMixin
-from edit_mobile.models.signature import DenoiserWrapper, TransformerSignature
 from torch.utils.flop_counter import FlopCounterMode
+
+from edit_mobile.models.signature import DenoiserWrapper, TransformerSignature
 
 # diffusers names the attentions of a block attn, attn1 and attn2.
 _ATTENTION_MODULE = re.compile(r"\.attn\d?$")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from edit_mobile.models.config import EDiTConfig
 from edit_mobile.models.edit_attention import EDiTAttnProcessor, merge_heads, split_heads
 from edit_mobile.models.linear_attention import relu_linear_attention

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from diffusers import PixArtTransformer2DModel
 from diffusers.configuration_utils import register_to_config
+
 from edit_mobile.models.config import EDiTConfig
 from edit_mobile.models.edit_attention import EDiTAttnProcessor
 from edit_mobile.models.token_grid import latent_token_grid, set_token_grid

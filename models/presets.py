@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from diffusers import ModelMixin
+
 from edit_mobile.errors import UserError
 from edit_mobile.models.conversion import CLASS_NAMES, FAMILIES, convert
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from diffusers import SD3Transformer2DModel
 from diffusers.configuration_utils import register_to_config
+
 from edit_mobile.models.config import EDiTConfig
 from edit_mobile.models.edit_attention import EDiTAttnProcessor
 from edit_mobile.models.mm_edit_attention import MMEDiTAttnProcessor

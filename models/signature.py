@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import ModelMixin
+from torch import nn
+
 from edit_mobile.errors import UserError
 from edit_mobile.models.conversion import edit_options, model_family
-from torch import nn
 
 VAE_SCALE = 8  # pixels per latent cell, for the VAEs of PixArt-Sigma and SD3
 # Prompt tokens per family: PixArt-Sigma's T5 at 120; SD3's CLIP (77) + T5 (256).

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from edit_mobile.errors import UserError
 from torch import nn
+
+from edit_mobile.errors import UserError
 
 
 def latent_token_grid(latent_height: int, latent_width: int, patch_size: int) -> tuple[int, int]:

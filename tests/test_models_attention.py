@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
+
 from edit_mobile.models import (
     EDiTAttnProcessor,
     EDiTConfig,

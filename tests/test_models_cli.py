@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from edit_mobile.main import main
 
 

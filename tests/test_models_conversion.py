@@ -3,6 +3,7 @@
 import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
+
 from edit_mobile.errors import UserError
 from edit_mobile.models import (
     DenoiserWrapper,
