@@ -175,27 +175,34 @@ public final class ArtifactManifest {
     return new File(folder, entry.path);
   }
 
+  /** Roles without which the demo cannot run; the others are checked when they were pushed. */
+  public static boolean isRequiredRole(String role) {
+    return role.equals(ROLE_PROGRAM) || role.equals(ROLE_TEST_VECTORS);
+  }
+
   /**
-   * Checks size and sha256 of every file the manifest lists that is a plain file (a Core ML
-   * .mlpackage folder is not used on Android and is skipped). Returns the roles checked.
+   * Checks size and sha256 of every listed file or folder that is on the device, and that the
+   * required ones (program, test vectors) are. Returns the roles checked; roles not pushed (the
+   * PyTorch reference folder, say) are left out.
    */
   public List<String> verifyFiles() throws IOException {
     List<String> checked = new ArrayList<>();
     for (FileEntry entry : files.values()) {
       File file = new File(folder, entry.path);
-      if (file.isDirectory()) {
+      if (!file.exists()) {
+        if (isRequiredRole(entry.role)) {
+          throw new DemoException(
+              "files." + entry.role + " = " + entry.path + " is missing; push the artifact folder");
+        }
         continue;
       }
-      if (!file.isFile()) {
+      long size = file.isDirectory() ? directorySize(file) : file.length();
+      if (entry.bytes >= 0 && size != entry.bytes) {
         throw new DemoException(
-            "files." + entry.role + " = " + entry.path + " is missing; push the whole folder");
-      }
-      if (entry.bytes >= 0 && file.length() != entry.bytes) {
-        throw new DemoException(
-            entry.path + " has " + file.length() + " bytes, manifest says " + entry.bytes
+            entry.path + " has " + size + " bytes, manifest says " + entry.bytes
                 + "; the copy is incomplete, push it again");
       }
-      String actual = sha256Hex(file);
+      String actual = file.isDirectory() ? directorySha256Hex(file) : sha256Hex(file);
       if (!actual.equalsIgnoreCase(entry.sha256)) {
         throw new DemoException(
             entry.path + " sha256 " + actual + " != manifest " + entry.sha256
@@ -206,13 +213,62 @@ public final class ArtifactManifest {
     return checked;
   }
 
-  public static String sha256Hex(File file) throws IOException {
-    MessageDigest digest;
-    try {
-      digest = MessageDigest.getInstance("SHA-256");
-    } catch (NoSuchAlgorithmException err) {
-      throw new IllegalStateException(err);
+  /**
+   * The exporter's folder hash (a .mlpackage, the reference model): sha256 over
+   * "relative/path\0<file sha256 hex>\n" for every file, sorted by path components.
+   */
+  public static String directorySha256Hex(File root) throws IOException {
+    List<String> paths = new ArrayList<>();
+    collectFiles(root, "", paths);
+    Collections.sort(paths, ArtifactManifest::comparePathComponents);
+    MessageDigest digest = newSha256();
+    for (String relative : paths) {
+      String line = relative + "\0" + sha256Hex(new File(root, relative)) + "\n";
+      digest.update(line.getBytes(StandardCharsets.UTF_8));
     }
+    return hex(digest.digest());
+  }
+
+  /** Python's pathlib sorts by components: "a/b" before "a.txt" although '.' < '/'. */
+  static int comparePathComponents(String left, String right) {
+    String[] a = left.split("/");
+    String[] b = right.split("/");
+    for (int i = 0; i < Math.min(a.length, b.length); i++) {
+      int order = a[i].compareTo(b[i]);
+      if (order != 0) {
+        return order;
+      }
+    }
+    return Integer.compare(a.length, b.length);
+  }
+
+  private static void collectFiles(File dir, String prefix, List<String> out) {
+    File[] children = dir.listFiles();
+    if (children == null) {
+      return;
+    }
+    for (File child : children) {
+      String relative = prefix + child.getName();
+      if (child.isDirectory()) {
+        collectFiles(child, relative + "/", out);
+      } else if (child.isFile()) {
+        out.add(relative);
+      }
+    }
+  }
+
+  private static long directorySize(File dir) {
+    List<String> paths = new ArrayList<>();
+    collectFiles(dir, "", paths);
+    long total = 0;
+    for (String relative : paths) {
+      total += new File(dir, relative).length();
+    }
+    return total;
+  }
+
+  public static String sha256Hex(File file) throws IOException {
+    MessageDigest digest = newSha256();
     byte[] buffer = new byte[1 << 20];
     try (InputStream in = new FileInputStream(file)) {
       int read;
@@ -220,8 +276,20 @@ public final class ArtifactManifest {
         digest.update(buffer, 0, read);
       }
     }
+    return hex(digest.digest());
+  }
+
+  private static MessageDigest newSha256() {
+    try {
+      return MessageDigest.getInstance("SHA-256");
+    } catch (NoSuchAlgorithmException err) {
+      throw new IllegalStateException(err);
+    }
+  }
+
+  private static String hex(byte[] bytes) {
     StringBuilder hex = new StringBuilder();
-    for (byte b : digest.digest()) {
+    for (byte b : bytes) {
       hex.append(String.format("%02x", b & 0xff));
     }
     return hex.toString();

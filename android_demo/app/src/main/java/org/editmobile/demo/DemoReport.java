@@ -7,7 +7,7 @@ import java.util.Locale;
 /**
  * What one run found, as text for the screen and as one JSON line for `adb logcat` scraping:
  * {@code EDIT_DEMO_RESULT {"status": "ok", ...}} (the iOS app prints the same line).
- * An infinite PSNR (output identical to the reference) is written as null.
+ * An output identical to its reference has PSNR Metrics.PERFECT_DB (200), as in the runtime.
  */
 public final class DemoReport {
   public static final String LOG_PREFIX = "EDIT_DEMO_RESULT ";
@@ -97,8 +97,8 @@ public final class DemoReport {
               Locale.US,
               "%s: PSNR %s dB, max |err| %.3g%n",
               check.name,
-              Double.isInfinite(check.psnrDb)
-                  ? "inf"
+              check.psnrDb >= Metrics.PERFECT_DB
+                  ? "200 (identical)"
                   : String.format(Locale.US, "%.2f", check.psnrDb),
               check.maxAbsError));
     }

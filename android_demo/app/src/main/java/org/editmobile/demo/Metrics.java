@@ -6,7 +6,13 @@ import java.util.Arrays;
 public final class Metrics {
   private Metrics() {}
 
-  /** PSNR in dB: 20 log10(max|ref| / RMSE); +Infinity when out equals ref exactly. */
+  /**
+   * Reported instead of infinity when the error is exactly zero, as edit_mobile.runtime.metrics
+   * does, so that the log line stays plain JSON.
+   */
+  public static final double PERFECT_DB = 200.0;
+
+  /** PSNR in dB: 20 log10(max|ref| / RMSE), accumulated in double, capped at PERFECT_DB. */
   public static double psnrDb(float[] ref, float[] out) {
     checkSameLength(ref, out);
     double peak = 0;
@@ -18,9 +24,12 @@ public final class Metrics {
     }
     double rmse = Math.sqrt(squaredError / ref.length);
     if (rmse == 0) {
-      return Double.POSITIVE_INFINITY;
+      return peak > 0 ? PERFECT_DB : 0.0;
     }
-    return 20 * Math.log10(peak / rmse);
+    if (peak == 0) {
+      return -PERFECT_DB;
+    }
+    return Math.min(PERFECT_DB, 20 * Math.log10(peak / rmse));
   }
 
   public static double maxAbsError(float[] ref, float[] out) {
