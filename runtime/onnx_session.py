@@ -1,0 +1,82 @@
+"""ONNX models (.onnx, or ORT format .ort) in onnxruntime's CPU execution provider."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edit_mobile.errors import UserError
+from edit_mobile.runtime.manifest import Manifest
+from edit_mobile.runtime.session import Session
+
+PROVIDERS = ["CPUExecutionProvider"]
+
+
+def session_options(threads: int | None = None, profile_prefix: str | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: warnings about unused initializers are noise here
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return options
+
+
+class OnnxSession(Session):
+    runtime = "onnxruntime"
+
+    def __init__(self, manifest: Manifest, role: str = "program", threads: int | None = None, profile_prefix: str | None = None):
+        super().__init__(manifest)
+        import onnxruntime as ort
+
+        self.entry = manifest.file(role)
+        started = time.perf_counter()
+        try:
+            self.ort_session = ort.InferenceSession(
+                str(self.entry.path), session_options(threads, profile_prefix), providers=PROVIDERS
+            )
+        except Exception as err:  # onnxruntime raises its own Fail / InvalidGraph / ... types
+            raise UserError(f"onnxruntime could not load {self.entry.relative}: {_one_line(err)}; re-export the artifact") from err
+        self.load_seconds = time.perf_counter() - started
+        self._check_signature()
+
+    def _check_signature(self) -> None:
+        declared = [i.name for i in self.ort_session.get_inputs()]
+        if sorted(declared) != sorted(self.input_names):
+            raise UserError(
+                f"{self.entry.relative} takes inputs {declared} but the manifest lists {self.input_names}; re-export the artifact"
+            )
+        self._output_names = [spec.name for spec in self.outputs]
+        produced = {o.name for o in self.ort_session.get_outputs()}
+        if not set(self._output_names) <= produced:
+            raise UserError(
+                f"{self.entry.relative} produces {sorted(produced)} but the manifest lists {self._output_names}; re-export the artifact"
+            )
+
+    def _run(self, inputs: tuple[torch.Tensor, ...]) -> list:
+        feeds = {name: _numpy(tensor) for name, tensor in zip(self.input_names, inputs, strict=True)}
+        try:
+            return self.ort_session.run(self._output_names, feeds)
+        except Exception as err:
+            raise UserError(f"onnxruntime failed running {self.entry.relative}: {_one_line(err)}") from err
+
+    def end_profiling(self) -> Path:
+        """Stop onnxruntime's profiler; returns its JSON trace (needs profile_prefix at load)."""
+        return Path(self.ort_session.end_profiling())
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    if tensor.dtype == torch.bfloat16:
+        raise UserError("onnxruntime takes no bfloat16 inputs from numpy; export the model with float32 inputs")
+    return tensor.numpy()
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__

@@ -1,0 +1,45 @@
+"""The PyTorch reference: the model the artifact was exported from, rebuilt from reference/.
+
+reference/ is a diffusers save_pretrained folder (safetensors; never unpickled), loaded with
+edit_mobile.models.load_transformer and wrapped in DenoiserWrapper, the very module every
+exporter traces, so reference and artifact take the same positional inputs. It always runs in
+float32: the artifact's precision is what validation measures against it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from edit_mobile.errors import UserError
+from edit_mobile.runtime.manifest import Manifest
+from edit_mobile.runtime.session import Session
+
+REFERENCE_ROLE = "reference_model"
+
+
+class ReferenceSession(Session):
+    runtime = "pytorch"
+
+    def __init__(self, manifest: Manifest, threads: int | None = None):
+        super().__init__(manifest)
+        from edit_mobile.models import DenoiserWrapper, load_transformer, model_family
+
+        entry = manifest.file(REFERENCE_ROLE)
+        if threads:
+            torch.set_num_threads(int(threads))
+        started = time.perf_counter()
+        model = load_transformer(entry.path).eval()
+        if model.dtype != torch.float32:
+            model = model.to(torch.float32)
+        family = model_family(model)
+        if family != manifest.family:
+            raise UserError(f"{entry.relative} holds a {family} model but the manifest says {manifest.family}; re-export the artifact")
+        self.model = model
+        self.wrapper = DenoiserWrapper(model).eval()
+        self.load_seconds = time.perf_counter() - started
+
+    @torch.no_grad()
+    def _run(self, inputs: tuple[torch.Tensor, ...]) -> list:
+        return [self.wrapper(*inputs)]

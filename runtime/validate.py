@@ -1,0 +1,242 @@
+"""`edit-mobile validate`: is the artifact's output the PyTorch reference's, within its precision?
+
+The artifact and the reference (rebuilt from reference/) run on the same inputs: the
+manifest's test vectors, then held-out calibration inputs (or seeded random inputs of the
+manifest's shapes). Every output is scored by PSNR, SQNR, cosine and max abs error, and
+passes when its worst PSNR clears the threshold for the artifact's precision. The rebuilt
+reference must also reproduce the exported test vectors, or the comparison means nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from edit_mobile.errors import UserError
+from edit_mobile.runtime.manifest import Manifest, read_manifest
+from edit_mobile.runtime.metrics import Closeness, closeness, psnr_threshold_db
+from edit_mobile.runtime.session import Session, load, load_reference
+
+TEST_VECTORS_ROLE = "test_vectors"
+REFERENCE_REPRODUCES_DB = 80.0  # the rebuilt reference vs the outputs stored at export
+DEFAULT_SAMPLES = 4
+RANDOM_SEED_BASE = 1000  # random inputs never coincide with export's test vectors (seed 0)
+BUNDLED_ATOL_RMSE_FACTOR = 10.0  # bundled check: |error| within 10x the RMSE the threshold allows
+
+
+@dataclass
+class OutputScore:
+    output: str
+    source: str
+    samples: list[Closeness]
+    threshold_db: float
+
+    @property
+    def worst_psnr(self) -> float:
+        return min(s.psnr_db for s in self.samples)
+
+    @property
+    def passed(self) -> bool:
+        return self.worst_psnr >= self.threshold_db
+
+    def as_dict(self) -> dict:
+        return {
+            "output": self.output, "source": self.source, "samples": len(self.samples),
+            "psnr_db_min": self.worst_psnr,
+            "psnr_db_mean": sum(s.psnr_db for s in self.samples) / len(self.samples),
+            "sqnr_db_min": min(s.sqnr_db for s in self.samples),
+            "cosine_min": min(s.cosine for s in self.samples),
+            "max_abs": max(s.max_abs for s in self.samples),
+            "threshold_db": self.threshold_db, "passed": self.passed,
+            "per_sample": [s.as_dict() for s in self.samples],
+        }
+
+
+@dataclass
+class ValidationReport:
+    artifact: str
+    runtime: str
+    description: str
+    threshold_db: float
+    threshold_source: str
+    scores: list[OutputScore] = field(default_factory=list)
+    reference_check: list[OutputScore] = field(default_factory=list)
+    bundled: list[dict] = field(default_factory=list)
+    per_layer: dict | None = None
+    images: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[str]:
+        lines = [
+            f"{s.output}: PSNR {s.worst_psnr:.1f} dB < {s.threshold_db:g} dB on {s.source}" for s in self.scores if not s.passed
+        ]
+        lines += [
+            f"reference/ does not reproduce the exported {s.output} (PSNR {s.worst_psnr:.1f} dB < {s.threshold_db:g} dB): "
+            "the reference model or the test vectors are not the exported ones" for s in self.reference_check if not s.passed
+        ]
+        lines += [f"bundled test case {b['case']}: {b['detail']}" for b in self.bundled if not b["passed"]]
+        return lines
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict:
+        return {
+            "artifact": self.artifact, "runtime": self.runtime, "description": self.description,
+            "threshold_db": self.threshold_db, "threshold_source": self.threshold_source,
+            "passed": self.passed, "failures": self.failures,
+            "outputs": [s.as_dict() for s in self.scores],
+            "reference_check": [s.as_dict() for s in self.reference_check],
+            "bundled_program": self.bundled, "per_layer": self.per_layer, "images": self.images,
+            "notes": self.notes,
+        }
+
+
+def load_test_vectors(manifest: Manifest) -> tuple[list[tuple[torch.Tensor, ...]], dict[str, list[torch.Tensor]]]:
+    """Inputs (in manifest order) and expected outputs stored at export.
+
+    A key holds one vector of the spec's shape, or K of them stacked on a new first axis."""
+    from safetensors.torch import load_file
+
+    entry = manifest.file(TEST_VECTORS_ROLE)
+    tensors = load_file(str(entry.path))
+    inputs_by_name, outputs = {}, {}
+    for spec in manifest.inputs:
+        inputs_by_name[spec.name] = _vectors(tensors, f"input.{spec.name}", spec.shape, entry.relative)
+    for spec in manifest.outputs:
+        if f"output.{spec.name}" in tensors:
+            outputs[spec.name] = _vectors(tensors, f"output.{spec.name}", spec.shape, entry.relative)
+    count = len(next(iter(inputs_by_name.values())))
+    inputs = [tuple(inputs_by_name[spec.name][i] for spec in manifest.inputs) for i in range(count)]
+    return inputs, outputs
+
+
+def _vectors(tensors: dict, key: str, shape: tuple[int, ...], file: str) -> list[torch.Tensor]:
+    if key not in tensors:
+        raise UserError(f"{file} has no '{key}'; re-export the artifact")
+    tensor = tensors[key]
+    if tuple(tensor.shape) == shape:
+        return [tensor]
+    if tuple(tensor.shape[1:]) == shape:
+        return list(tensor.unbind(0))
+    raise UserError(f"{file}: '{key}' has shape {list(tensor.shape)}, not the manifest's {list(shape)}; re-export the artifact")
+
+
+def heldout_inputs(manifest: Manifest, calibration_dir: str | os.PathLike, samples: int) -> list[tuple[torch.Tensor, ...]]:
+    """Held-out calibration records in signature order, batched to the artifact's batch."""
+    from edit_mobile.calibration import load_calibration
+
+    calibration = load_calibration(calibration_dir)
+    names = list(getattr(calibration, "input_names", [spec.name for spec in manifest.inputs]))
+    if names != [spec.name for spec in manifest.inputs]:
+        raise UserError(
+            f"calibration set {calibration_dir} records inputs {names} but the artifact takes "
+            f"{[spec.name for spec in manifest.inputs]}; calibrate the artifact's model"
+        )
+    records = list(calibration.heldout_inputs)
+    batch = manifest.batch
+    needed = samples * batch
+    if len(records) < batch:
+        raise UserError(f"calibration set {calibration_dir} has {len(records)} held-out records; the artifact needs batch {batch}")
+    records = records[:needed]
+    grouped = [records[i : i + batch] for i in range(0, len(records) - batch + 1, batch)]  # whole batches
+    return [tuple(torch.cat(parts) for parts in zip(*group, strict=True)) for group in grouped]
+
+
+def random_inputs(manifest: Manifest, reference: Session, samples: int) -> list[tuple[torch.Tensor, ...]]:
+    """Seeded inputs of the manifest's shapes, made as the model's signature makes examples."""
+    from edit_mobile.models import TransformerSignature
+
+    height, width = manifest.resolution
+    signature = TransformerSignature.of(
+        reference.model, height, width, batch=manifest.batch, prompt_tokens=manifest.data.get("prompt_tokens")
+    )
+    return [signature.example_inputs(seed=RANDOM_SEED_BASE + i) for i in range(samples)]
+
+
+def score(session: Session, reference: Session, inputs, source: str, threshold_db: float) -> list[OutputScore]:
+    per_output: dict[str, list[Closeness]] = {spec.name: [] for spec in session.outputs}
+    for sample in inputs:
+        produced = session.run(sample)
+        expected = reference.run(sample)
+        for name in per_output:
+            per_output[name].append(closeness(expected[name], produced[name]))
+    return [OutputScore(name, source, values, threshold_db) for name, values in per_output.items()]
+
+
+def validate(
+    art_dir: str | os.PathLike,
+    calibration: str | os.PathLike | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    per_layer: bool = False,
+    images: str | os.PathLike | None = None,
+    image_options: dict | None = None,
+    threads: int | None = None,
+    progress=None,
+) -> ValidationReport:
+    if samples < 0:
+        raise UserError(f"--samples {samples} must be 0 or more")
+    manifest = read_manifest(art_dir)
+    threshold, source = psnr_threshold_db(manifest.precision, manifest.quantization)
+    session = load(manifest, threads=threads)
+    reference = load_reference(manifest, threads=threads)
+    report = ValidationReport(str(Path(art_dir)), session.runtime, manifest.describe(), threshold, source)
+    tick = progress or (lambda message: None)
+
+    vectors, stored = load_test_vectors(manifest) if manifest.has(TEST_VECTORS_ROLE) else ([], {})
+    if vectors:
+        tick("test vectors")
+        report.scores += score(session, reference, vectors, "test_vectors", threshold)
+        for name, expected in stored.items():
+            rebuilt = [reference.run(sample)[name] for sample in vectors]
+            values = [closeness(e, r) for e, r in zip(expected, rebuilt, strict=True)]
+            report.reference_check.append(OutputScore(name, "test_vectors", values, REFERENCE_REPRODUCES_DB))
+    else:
+        report.notes.append("no test vectors in the manifest")
+    if samples:
+        if calibration is not None:
+            tick("held-out calibration inputs")
+            report.scores += score(session, reference, heldout_inputs(manifest, calibration, samples), "heldout", threshold)
+        else:
+            tick("random inputs")
+            report.scores += score(session, reference, random_inputs(manifest, reference, samples), "random", threshold)
+    if session.runtime == "executorch" and manifest.has("bundled_program") and stored:
+        tick("bundled program")
+        report.bundled = bundled_checks(manifest, stored, threshold)
+    if per_layer:
+        tick("per-layer")
+        first = vectors[0] if vectors else random_inputs(manifest, reference, 1)[0]
+        report.per_layer = layer_report(manifest, session, first, reference, threshold).as_dict()
+    if images is not None:
+        tick("images")
+        from edit_mobile.runtime.images import compare_images
+
+        report.images = compare_images(manifest, session, reference, images, **(image_options or {}))
+    return report
+
+
+def bundled_checks(manifest: Manifest, stored: dict[str, list[torch.Tensor]], threshold_db: float) -> list[dict]:
+    """The .bpte's own test cases, checked by the ExecuTorch runtime within the threshold's error."""
+    from edit_mobile.runtime.executorch_session import verify_bundled_program
+
+    peak = max(float(t.abs().max()) for values in stored.values() for t in values)
+    atol = BUNDLED_ATOL_RMSE_FACTOR * peak * 10 ** (-threshold_db / 20)
+    return [vars(check) for check in verify_bundled_program(manifest, rtol=0.0, atol=atol)]
+
+
+def layer_report(manifest: Manifest, session: Session, inputs, reference: Session, threshold_db: float):
+    state = reference.wrapper.state_dict()
+    if session.runtime == "executorch":
+        from edit_mobile.runtime.numerics_executorch import executorch_layer_report
+
+        return executorch_layer_report(manifest, inputs, state, threshold_db)
+    if session.runtime == "onnxruntime":
+        from edit_mobile.runtime.numerics_onnx import onnx_layer_report
+
+        return onnx_layer_report(manifest, inputs, reference, threshold_db)
+    raise UserError(f"--per-layer works for ExecuTorch and ONNX artifacts, not {session.runtime}")
