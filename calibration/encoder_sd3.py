@@ -1,0 +1,142 @@
+"""SD3 / SD3.5 text encoders: CLIP-L and CLIP-G (77 tokens each) and T5 (256 tokens).
+
+Follows diffusers' StableDiffusion3Pipeline.encode_prompt: each CLIP gives its penultimate
+hidden states and its projected pooled output; the two CLIP sequences are concatenated on
+channels (768 + 1280 = 2048), zero-padded to T5's width (4096) and put before T5's tokens:
+77 + 256 = 333 tokens. Pooled = concat of both CLIP projections (2048). No T5 -> zeros, as
+in the pipeline. The negative prompt for guidance is "" for all three.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from edit_mobile.calibration.embeddings import EncodedPrompts, PromptEmbeddings
+from edit_mobile.calibration.encoder_pixart import random_t5
+from edit_mobile.errors import UserError
+
+CLIP_TOKENS = 77
+T5_TOKENS = 256
+BATCH = 8
+
+
+class SD3TextEncoder:
+    def __init__(self, clip_l, clip_g, t5, joint_dim: int, description: dict,
+                 clip_tokens: int = CLIP_TOKENS, t5_tokens: int = T5_TOKENS):
+        # Each of clip_l, clip_g: (tokenizer, CLIPTextModelWithProjection); t5: (tokenizer, model) or None.
+        self.clip_l, self.clip_g, self.t5 = clip_l, clip_g, t5
+        for _, model in (clip_l, clip_g) + ((t5,) if t5 else ()):
+            model.eval()
+        self.joint_dim = joint_dim
+        self.clip_tokens, self.t5_tokens = clip_tokens, t5_tokens
+        self.description = description
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, joint_dim: int,
+                    t5_tokens: int = T5_TOKENS) -> SD3TextEncoder:
+        """A diffusers SD3 pipeline folder: text_encoder[_2,_3]/, tokenizer[_2,_3]/ (T5 optional)."""
+        from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
+
+        folder = Path(folder)
+        needed = ["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
+        missing = [name for name in needed if not (folder / name).is_dir()]
+        if missing:
+            raise UserError(
+                f"{folder} is not an SD3 pipeline folder (missing {', '.join(missing)}/); "
+                "pass the folder holding text_encoder, text_encoder_2 and their tokenizers"
+            )
+
+        def load(model_class, encoder_name, tokenizer_name):
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(folder / tokenizer_name, local_files_only=True)
+                model = model_class.from_pretrained(
+                    folder / encoder_name, local_files_only=True, torch_dtype=torch.float32
+                )
+            except (OSError, ValueError) as err:
+                raise UserError(f"cannot load {folder / encoder_name}: {err}") from err
+            return tokenizer, model
+
+        clip_l = load(CLIPTextModelWithProjection, "text_encoder", "tokenizer")
+        clip_g = load(CLIPTextModelWithProjection, "text_encoder_2", "tokenizer_2")
+        has_t5 = (folder / "text_encoder_3").is_dir()
+        t5 = load(T5EncoderModel, "text_encoder_3", "tokenizer_3") if has_t5 else None
+        clip_tokens = getattr(clip_l[0], "model_max_length", CLIP_TOKENS)
+        clip_tokens = clip_tokens if clip_tokens <= 1024 else CLIP_TOKENS
+        description = {"kind": "sd3-clip-l-clip-g-t5" if has_t5 else "sd3-clip-l-clip-g",
+                       "path": str(folder), "tokens": clip_tokens + t5_tokens}
+        return cls(clip_l, clip_g, t5, joint_dim, description, clip_tokens, t5_tokens)
+
+    @classmethod
+    def random(cls, joint_dim: int, pooled_dim: int, seed: int = 0,
+               t5_tokens: int = T5_TOKENS) -> SD3TextEncoder:
+        """Seeded small CLIP-L / CLIP-G / T5 with the real layout, ByT5 byte tokenizers."""
+        from transformers import ByT5Tokenizer
+
+        clip_l_width, clip_g_width = joint_dim // 4, joint_dim // 2  # concat fits in joint_dim
+        pooled_l = pooled_dim // 2
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            clip_l = (ByT5Tokenizer(), _random_clip(clip_l_width, pooled_l))
+            clip_g = (ByT5Tokenizer(), _random_clip(clip_g_width, pooled_dim - pooled_l))
+        t5 = tuple(reversed(random_t5(joint_dim, seed + 1)))  # (tokenizer, model)
+        description = {"kind": "random-sd3", "joint_dim": joint_dim, "pooled_dim": pooled_dim,
+                       "seed": seed, "tokens": CLIP_TOKENS + t5_tokens}
+        return cls(clip_l, clip_g, t5, joint_dim, description, t5_tokens=t5_tokens)
+
+    @torch.no_grad()
+    def _clip(self, clip, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokenizer, model = clip
+        tokens = tokenizer(prompts, padding="max_length", max_length=self.clip_tokens,
+                           truncation=True, return_tensors="pt")
+        output = model(tokens.input_ids, output_hidden_states=True)
+        return output.hidden_states[-2].float(), output[0].float()  # (b, 77, Dc), (b, Dp)
+
+    @torch.no_grad()
+    def _t5(self, prompts: list[str]) -> torch.Tensor:
+        if self.t5 is None:
+            return torch.zeros(len(prompts), self.t5_tokens, self.joint_dim)
+        tokenizer, model = self.t5
+        tokens = tokenizer(prompts, padding="max_length", max_length=self.t5_tokens,
+                           truncation=True, add_special_tokens=True, return_tensors="pt")
+        return model(tokens.input_ids)[0].float()  # (b, 256, joint_dim)
+
+    def _encode(self, prompts: list[str]) -> PromptEmbeddings:
+        embeds, pooled = [], []
+        for start in range(0, len(prompts), BATCH):
+            batch = prompts[start : start + BATCH]
+            hidden_l, pooled_l = self._clip(self.clip_l, batch)
+            hidden_g, pooled_g = self._clip(self.clip_g, batch)
+            clip_hidden = torch.cat([hidden_l, hidden_g], dim=-1)  # (b, 77, Dl + Dg)
+            t5_hidden = self._t5(batch)  # (b, 256, joint_dim)
+            clip_hidden = F.pad(clip_hidden, (0, t5_hidden.shape[-1] - clip_hidden.shape[-1]))
+            embeds.append(torch.cat([clip_hidden, t5_hidden], dim=-2))  # (b, 333, joint_dim)
+            pooled.append(torch.cat([pooled_l, pooled_g], dim=-1))  # (b, pooled_dim)
+        return PromptEmbeddings(torch.cat(embeds), torch.cat(pooled))
+
+    def encode(self, prompts: list[str], guidance: bool) -> EncodedPrompts:
+        positive = self._encode(prompts)
+        negative = self._encode([""]) if guidance else None
+        return EncodedPrompts(positive, negative, self.description)
+
+
+def _random_clip(width: int, projection_dim: int):
+    from transformers import ByT5Tokenizer, CLIPTextConfig, CLIPTextModelWithProjection
+
+    tokenizer = ByT5Tokenizer()
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,  # the penultimate layer's states are the ones used
+        num_attention_heads=2,
+        max_position_embeddings=CLIP_TOKENS,
+        projection_dim=projection_dim,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,  # pooled = the first end-of-text token
+        bos_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModelWithProjection(config)

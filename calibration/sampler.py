@@ -1,0 +1,127 @@
+"""The family's real diffusers sampler, run with classifier-free guidance, recording the
+transformer's inputs at the steps asked for.
+
+PixArt-Sigma: DPMSolverMultistepScheduler with its default configuration, which is the one
+PixArt-Sigma's diffusers conversion ships (DPM-Solver++ 2M, linear betas, epsilon
+prediction); the transformer predicts a learned variance too, whose half is dropped before
+the step, as in PixArtSigmaPipeline. SD3 / SD3.5: FlowMatchEulerDiscreteScheduler with
+shift 3.0, as in the SD3-medium and SD3.5-medium scheduler configs; no latent scaling.
+A `scheduler/` folder in a local pipeline folder (or beside its transformer/) wins over both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEFAULT_STEPS = {"pixart": 20, "sd3": 28}  # the pipelines' num_inference_steps defaults
+DEFAULT_GUIDANCE = {"pixart": 4.5, "sd3": 7.0}  # the pipelines' guidance_scale defaults
+SD3_SHIFT = 3.0
+
+
+def family_scheduler(family: str, model_source: str | os.PathLike | None = None):
+    """A fresh scheduler for the family (or the pipeline's own, beside a local transformer)."""
+    from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
+
+    scheduler_class = DPMSolverMultistepScheduler if family == "pixart" else FlowMatchEulerDiscreteScheduler
+    if model_source is not None and Path(model_source).is_dir():
+        for folder in (Path(model_source) / "scheduler", Path(model_source).parent / "scheduler"):
+            if (folder / "scheduler_config.json").is_file():
+                return scheduler_class.from_config(scheduler_class.load_config(folder))
+    if family == "pixart":
+        return DPMSolverMultistepScheduler()
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=SD3_SHIFT)
+
+
+@dataclass
+class StepRecord:
+    step: int
+    branch: int  # 0 = unconditional, 1 = conditional (the only branch without guidance)
+    latents: torch.Tensor  # (1, C, h, w), exactly what the transformer received
+    timestep: torch.Tensor  # (1,) float32
+
+
+def run_trajectory(
+    denoiser: Callable[..., torch.Tensor],
+    input_names: tuple[str, ...],
+    scheduler,
+    initial_noise: torch.Tensor,  # (1, C, h, w)
+    positive: dict[str, torch.Tensor],  # prompt-level inputs by name, batch 1 each
+    negative: dict[str, torch.Tensor] | None,  # the same for "", None without guidance
+    steps: int,
+    guidance: float,
+    keep: Callable[[int, int], bool],
+    on_step: Callable[[], None] = lambda: None,
+) -> list[StepRecord]:
+    """Denoise one sample; return the records `keep(step, branch)` asks for."""
+    scheduler.set_timesteps(steps)
+    branches = [negative, positive] if negative is not None else [positive]
+    # G = guidance branches (2: unconditional, conditional; or 1), run as one batch.
+    prompt_inputs = {name: torch.cat([b[name] for b in branches]) for name in positive}  # (G, ...)
+    latents = initial_noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow matching: none
+    latent_channels = latents.shape[1]
+    records = []
+    for step, t in enumerate(scheduler.timesteps):
+        model_input = torch.cat([latents] * len(branches))  # (G, C, h, w)
+        if hasattr(scheduler, "scale_model_input"):
+            model_input = scheduler.scale_model_input(model_input, t)
+        timestep = t.to(torch.float32).reshape(1).expand(len(branches)).contiguous()  # (G,)
+        named = {**prompt_inputs, "hidden_states": model_input, "timestep": timestep}
+        with torch.no_grad():
+            noise_pred = denoiser(*(named[name] for name in input_names))  # (G, Cout, h, w)
+        for branch_index in range(len(branches)):
+            branch = branch_index if negative is not None else 1
+            if keep(step, branch):
+                records.append(StepRecord(step, branch, model_input[branch_index : branch_index + 1].clone(),
+                                          timestep[branch_index : branch_index + 1].clone()))
+        if negative is not None:
+            uncond, cond = noise_pred.chunk(2)
+            noise_pred = uncond + guidance * (cond - uncond)
+        if noise_pred.shape[1] == 2 * latent_channels:  # learned variance: keep the noise half
+            noise_pred = noise_pred[:, :latent_channels]
+        latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+        on_step()
+    return records
+
+
+def spread_order(count: int) -> list[int]:
+    """0..count-1 ordered so any prefix is spread evenly: ends first, then midpoints."""
+    order: list[int] = []
+    seen: set[int] = set()
+    parts = 1
+    while len(order) < count:
+        for i in range(parts + 1):
+            index = round(i * (count - 1) / parts)
+            if index not in seen:
+                seen.add(index)
+                order.append(index)
+        parts *= 2
+    return order
+
+
+def stratified_choice(
+    candidates: Iterable[tuple[int, int, int]], steps: int, budget: int, generator: torch.Generator
+) -> set[tuple[int, int, int]]:
+    """Pick `budget` (sample, step, branch) keys, the same count from every step (stratum).
+
+    Steps are visited in spread order, so a budget below the step count still spans the
+    schedule; within a step the pick is random (seeded).
+    """
+    strata: dict[int, list[tuple[int, int, int]]] = {step: [] for step in range(steps)}
+    for key in candidates:
+        strata[key[1]].append(key)
+    for step, keys in strata.items():
+        permutation = torch.randperm(len(keys), generator=generator).tolist()
+        strata[step] = [keys[i] for i in permutation]
+    chosen: set[tuple[int, int, int]] = set()
+    depth, order = 0, spread_order(steps)
+    while len(chosen) < budget and any(depth < len(keys) for keys in strata.values()):
+        for step in order:
+            if len(chosen) < budget and depth < len(strata[step]):
+                chosen.add(strata[step][depth])
+        depth += 1
+    return chosen
