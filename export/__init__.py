@@ -1,0 +1,34 @@
+"""Export: mobile rewrite passes, backends, quantization, delegation coverage and the artifact
+folder (manifest.json + program + test vectors + reference model) the runtime and apps read.
+
+Kept light on import (the CLI imports it for `--help`): the names below load on first use.
+
+Contracts with the sibling subpackages:
+- edit_mobile.export.passes: `default_passes(backend) -> list[str]` and
+  `apply_passes(model, names) -> model`, module rewrites that keep float32 outputs equal.
+- edit_mobile.export.quantization: `quantize_program(exported, *, backend, scheme, calibration,
+  signature) -> (ExportedProgram, dict for manifest["quantization"])`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "ExportRequest": "edit_mobile.export.artifact",
+    "export_artifact": "edit_mobile.export.artifact",
+    "read_manifest": "edit_mobile.export.manifest",
+    "verify_files": "edit_mobile.export.manifest",
+    "delegation_coverage": "edit_mobile.export.coverage",
+    "DelegationCoverage": "edit_mobile.export.coverage",
+    "get_backend": "edit_mobile.export.backends",
+    "backend_names": "edit_mobile.export.backends",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,259 @@
+"""Export one denoiser step to an artifact folder: the orchestrator behind `edit-mobile export`.
+
+load model -> reference outputs -> rewrite passes -> (fp16 cast) -> torch.export ->
+(quantization) -> backend lowering -> manifest, all written into a temporary folder that is
+renamed into place only when complete. The same request gives byte-identical files.
+
+ART_DIR/
+  manifest.json                  how to call the model (schema edit-mobile/manifest v1)
+  model.pte | model.onnx | model.mlpackage   (+ model.bpte for XNNPACK, model.ort on request)
+  test_vectors.safetensors       input.<name> / output.<name>: PyTorch float32 reference
+  reference/                     the PyTorch model (diffusers folder, safetensors)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from tqdm import tqdm
+
+from edit_mobile.errors import UserError
+from edit_mobile.export import manifest as manifest_io
+from edit_mobile.export.backends import Backend, LoweringJob, get_backend
+from edit_mobile.fileio import atomic_output_dir
+
+TEST_VECTORS_FILE = "test_vectors.safetensors"
+REFERENCE_DIR = "reference"
+BATCH_SIZES = (1, 2)
+# A rewrite pass must keep float32 outputs equal up to float reassociation.
+PASS_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    model: str  # preset name or local diffusers folder
+    backend: str
+    output: Path
+    resolution: tuple[int, int] | None = None  # pixels (H, W); None = the model's default
+    precision: str | None = None  # None = the backend's default
+    batch: int = 1
+    passes: list[str] | None = None  # None = the backend's default passes; [] = none
+    quantize: str | None = None
+    calibration: Path | None = None
+    prompt_tokens: int | None = None
+    seed: int = 0  # of the test vectors
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+
+class CastedDenoiser(nn.Module):
+    """Runs the wrapped denoiser in `dtype` behind float32 inputs and output, so that every
+    artifact has the same I/O whatever its precision (the app never converts arrays)."""
+
+    def __init__(self, denoiser: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.denoiser = denoiser.to(dtype)
+        self.dtype = dtype
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.denoiser(*(x.to(self.dtype) for x in inputs)).to(torch.float32)
+
+
+# --- checks made before any work, so that bad input leaves nothing behind -----------------
+
+
+def check_output_dir(path: Path) -> None:
+    """ART_DIR may be new or a previous artifact (replaced atomically), nothing else."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file; pass a folder path with -o")
+    if path.is_dir() and any(path.iterdir()) and not (path / manifest_io.MANIFEST_NAME).is_file():
+        raise UserError(
+            f"{path} is a non-empty folder that is not an export artifact; pass a new folder with -o"
+        )
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write under {ancestor}; choose a writable output folder with -o")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in manifest_io.PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(manifest_io.PRECISIONS)}")
+
+
+def check_batch(batch: int) -> None:
+    if batch not in BATCH_SIZES:
+        raise UserError(f"batch {batch} is not supported; choose one of {', '.join(map(str, BATCH_SIZES))}")
+
+
+# --- hooks into the rewrite passes and quantization packages ------------------------------
+
+
+def resolve_passes(requested: list[str] | None, backend_name: str) -> list[str]:
+    if requested is not None and not requested:
+        return []
+    try:
+        from edit_mobile.export.passes import default_passes
+    except ImportError as err:
+        raise UserError(
+            f"the mobile rewrite passes are not available in this build ({err}); export with --no-passes"
+        ) from err
+    return list(default_passes(backend_name) if requested is None else requested)
+
+
+def apply_passes(model: nn.Module, names: list[str]) -> nn.Module:
+    if not names:
+        return model
+    from edit_mobile.export.passes import apply_passes as apply
+
+    return apply(model, names)
+
+
+def quantization_hook():
+    """edit_mobile.export.quantization.quantize_program, or a clear error if it is not there.
+
+    Contract: quantize_program(exported, *, backend, scheme, calibration, signature)
+    -> (quantized ExportedProgram, manifest "quantization" dict)."""
+    try:
+        from edit_mobile.export.quantization import quantize_program
+    except ImportError as err:
+        raise UserError(
+            "--quantize needs the calibration module (edit_mobile.export.quantization.quantize_program), "
+            "which this build does not have yet; export without --quantize"
+        ) from err
+    return quantize_program
+
+
+# --- the export --------------------------------------------------------------------------
+
+
+def model_record(source: str, model: nn.Module) -> dict[str, Any]:
+    from edit_mobile.models import is_edit, model_family
+
+    config = {key: value for key, value in dict(model.config).items() if not key.startswith("_")}
+    return {
+        "source": source,
+        "family": model_family(model),
+        "edit": is_edit(model),
+        "class_name": type(model).__name__,
+        "config": config,
+    }
+
+
+def apply_umask(folder: Path) -> None:
+    """Give the artifact ordinary permissions: its staging folder is made private (mkdtemp)
+    and some writers create 0600 files, but an artifact is meant to be read and copied."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def write_test_vectors(path: Path, names: list[str], inputs, output_name: str, output) -> None:
+    tensors = {f"input.{name}": tensor.contiguous() for name, tensor in zip(names, inputs, strict=True)}
+    tensors[f"output.{output_name}"] = output.contiguous()
+    save_file(tensors, str(path))
+
+
+def check_passes_kept_outputs(reference: torch.Tensor, rewritten: torch.Tensor, names: list[str]) -> None:
+    error = (rewritten - reference).abs().max().item()
+    scale = max(reference.abs().max().item(), 1.0)
+    if not error <= PASS_TOLERANCE * scale:
+        raise RuntimeError(f"rewrite passes {names} changed the float32 output by {error:.3g}")
+
+
+def export_artifact(request: ExportRequest) -> Path:
+    """Write the artifact folder for `request`; returns its path. Raises UserError on bad input."""
+    from edit_mobile.models import DenoiserWrapper, TransformerSignature, load_transformer
+
+    backend: Backend = get_backend(request.backend)
+    precision = request.precision or backend.default_precision
+    check_precision(precision)
+    check_batch(request.batch)
+    output = Path(request.output)
+    check_output_dir(output)
+    backend.check_available()
+    quantize_program = quantization_hook() if request.quantize else None
+    pass_names = resolve_passes(request.passes, backend.name)
+
+    model = load_transformer(request.model)
+    record = model_record(request.model, model)  # before passes may rebuild modules
+    height, width = request.resolution or (None, None)
+    signature = TransformerSignature.of(
+        model, height, width, batch=request.batch, prompt_tokens=request.prompt_tokens
+    )
+    input_names = signature.input_names
+    output_names = [spec.name for spec in signature.outputs]
+
+    stages = ["reference", "passes", "torch.export", f"lower to {backend.name}", "manifest"]
+    progress = tqdm(stages, desc=f"export {request.model} -> {backend.name}", unit="stage",
+                    file=sys.stderr, disable=None, leave=False)
+    with atomic_output_dir(output) as staging, torch.no_grad():
+        progress.set_postfix_str("reference")
+        inputs = signature.example_inputs(seed=request.seed)
+        reference = DenoiserWrapper(model).eval()(*inputs)
+        model.save_pretrained(staging / REFERENCE_DIR, safe_serialization=True)
+        write_test_vectors(staging / TEST_VECTORS_FILE, input_names, inputs, output_names[0], reference)
+        progress.update()
+
+        progress.set_postfix_str("passes")
+        denoiser: nn.Module = DenoiserWrapper(apply_passes(model, pass_names)).eval()
+        if pass_names:
+            check_passes_kept_outputs(reference, denoiser(*inputs), pass_names)
+        if precision == "fp16" and backend.casts_model_for_fp16:
+            denoiser = CastedDenoiser(denoiser, torch.float16).eval()
+        progress.update()
+
+        progress.set_postfix_str("torch.export")
+        exported = torch.export.export(denoiser, inputs, strict=False)
+        quantization = None
+        if quantize_program is not None:
+            exported, quantization = quantize_program(
+                exported, backend=backend.name, scheme=request.quantize,
+                calibration=request.calibration, signature=signature,
+            )
+        progress.update()
+
+        progress.set_postfix_str(f"lower to {backend.name}")
+        job = LoweringJob(
+            exported=exported,
+            example_inputs=inputs,
+            reference_outputs=(reference,),
+            input_names=input_names,
+            output_names=output_names,
+            precision=precision,
+            options={**request.backend_options, "quantized": quantization is not None},
+        )
+        result = backend.lower(job, staging)
+        progress.update()
+
+        progress.set_postfix_str("manifest")
+        roles = {**result.files, "test_vectors": TEST_VECTORS_FILE, "reference_model": REFERENCE_DIR}
+        manifest = manifest_io.build_manifest(
+            model=record,
+            resolution=signature.resolution,
+            batch=request.batch,
+            prompt_tokens=signature.prompt_tokens,
+            backend=backend.name,
+            precision=precision,
+            quantization=quantization,
+            passes=pass_names,
+            inputs=[spec.to_dict() for spec in signature.inputs],
+            outputs=[spec.to_dict() for spec in signature.outputs],
+            files={role: manifest_io.file_entry(staging, path) for role, path in sorted(roles.items())},
+            delegation=result.delegation,
+            program=result.program,
+        )
+        manifest_io.write_manifest(staging, manifest)
+        apply_umask(staging)
+        progress.update()
+    progress.close()
+    return output

@@ -1,0 +1,175 @@
+"""Core ML (iPhone, iPad, Mac; ANE / GPU / CPU): model.mlpackage, an ML program by coremltools.
+
+Core ML runs only on Apple systems, so here the package is converted and inspected: its
+inputs / outputs (names, shapes, dtypes) and the MIL op types it holds go to the manifest.
+Compute precision is fp16 by default (what the Neural Engine runs); I/O stays float32 so the
+apps feed the same arrays as to every other backend.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edit_mobile.errors import UserError
+from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob
+
+PACKAGE_DIR = "model.mlpackage"
+DEFAULT_TARGET = "iOS17"
+_BUILD_DATE_KEY = "com.github.apple.coremltools.conversion_date"
+# MIL dtypes in the model description -> manifest dtype names
+_ARRAY_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32"}
+
+
+def deployment_target(name: str | None):
+    """'iOS17' / 'macOS14' -> coremltools target; a clear error for other names."""
+    import coremltools as ct
+
+    name = name or DEFAULT_TARGET
+    target = getattr(ct.target, name, None)
+    if target is None or target < ct.target.iOS15:
+        choices = [t.name for t in ct.target if t >= ct.target.iOS15 and t.name[:3] in ("iOS", "mac")]
+        raise UserError(
+            f"Core ML deployment target {name!r} is not one of {', '.join(dict.fromkeys(choices))} "
+            "(ML programs need iOS15 / macOS12 or later)"
+        )
+    return target
+
+
+def compute_precision(precision: str):
+    import coremltools as ct
+
+    return ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+
+
+def strip_build_date(mlmodel) -> None:
+    """coremltools stamps the conversion date into the spec: drop it for byte-identical output."""
+    metadata = mlmodel.user_defined_metadata
+    if _BUILD_DATE_KEY in metadata:
+        del metadata[_BUILD_DATE_KEY]
+
+
+def make_package_deterministic(package: Path) -> None:
+    """Make an .mlpackage's bytes a function of its content. Its Manifest.json names items by
+    random UUIDs: replace them by UUIDs derived from each item's path (they are only keys).
+    Its spec is a protobuf whose maps serialise in per-process hash order: rewrite it with
+    deterministic serialisation (the same message, parsed back identically)."""
+    from coremltools.proto import Model_pb2
+
+    manifest_path = package / "Manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    renamed = {}
+    entries = {}
+    for old_id, item in manifest["itemInfoEntries"].items():
+        new_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "mlpackage:" + item["path"])).upper()
+        renamed[old_id] = new_id
+        entries[new_id] = item
+        if item["name"].endswith(".mlmodel"):
+            spec_path = package / "Data" / item["path"]
+            spec = Model_pb2.Model()
+            spec.ParseFromString(spec_path.read_bytes())
+            spec_path.write_bytes(spec.SerializeToString(deterministic=True))
+    manifest["itemInfoEntries"] = entries
+    manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
+    manifest_path.write_text(json.dumps(manifest, indent=4, sort_keys=True))
+
+
+def spec_io(feature_descriptions) -> list[dict[str, Any]]:
+    specs = []
+    for feature in feature_descriptions:
+        array = feature.type.multiArrayType
+        specs.append(
+            {
+                "name": feature.name,
+                "shape": [int(d) for d in array.shape],
+                "dtype": _ARRAY_DTYPES.get(array.dataType, str(array.dataType)),
+            }
+        )
+    return specs
+
+
+def mil_op_types(spec) -> dict[str, int]:
+    """Op types of an ML program, counted over every function and block (not recursing into
+    nested blocks, which these models do not have)."""
+    counts: Counter[str] = Counter()
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            counts.update(op.type for op in block.operations)
+    return dict(sorted(counts.items()))
+
+
+def inspect_package(package: Path) -> dict[str, Any]:
+    """What a Mac would report about the package, read from its spec: I/O, ops, version."""
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(package))
+    return {
+        "inputs": spec_io(spec.description.input),
+        "outputs": spec_io(spec.description.output),
+        "ops": mil_op_types(spec),
+        "specification_version": spec.specificationVersion,
+    }
+
+
+def convert(job: LoweringJob, target_name: str | None):
+    import coremltools as ct
+
+    target = deployment_target(target_name)
+    # coremltools converts ATen-dialect programs (the core-ATen decomposition, no edge ops).
+    exported = job.exported.run_decompositions({})
+    mlmodel = ct.convert(
+        exported,
+        convert_to="mlprogram",
+        minimum_deployment_target=target,
+        compute_precision=compute_precision(job.precision),
+        inputs=[
+            ct.TensorType(name=name, shape=tuple(tensor.shape), dtype=np.float32)
+            for name, tensor in zip(job.input_names, job.example_inputs, strict=True)
+        ],
+        outputs=[ct.TensorType(name=name, dtype=np.float32) for name in job.output_names],
+        skip_model_load=True,  # Core ML itself exists only on Apple systems
+    )
+    strip_build_date(mlmodel)
+    return mlmodel, target
+
+
+class CoreMLBackend(Backend):
+    name = "coreml"
+    description = "Core ML .mlpackage (ML program) by coremltools; converted and inspected here"
+    default_precision = "fp16"
+    casts_model_for_fp16 = False
+
+    def check_available(self) -> None:
+        try:
+            import coremltools  # noqa: F401
+        except ImportError as err:
+            raise UserError(f"the coreml backend needs coremltools ({err}); pip install coremltools") from err
+
+    def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
+        mlmodel, target = convert(job, job.options.get("coreml_target"))
+        package = out_dir / PACKAGE_DIR
+        mlmodel.save(str(package))
+        make_package_deterministic(package)
+        report = inspect_package(package)
+        expected = [(n, list(t.shape)) for n, t in zip(job.input_names, job.example_inputs, strict=True)]
+        found = [(spec["name"], spec["shape"]) for spec in report["inputs"]]
+        if found != expected:
+            raise RuntimeError(f"Core ML inputs {found} differ from the signature's {expected}")
+        return BackendResult(
+            files={"program": PACKAGE_DIR},
+            delegation=None,
+            program={
+                "format": "mlprogram",
+                "minimum_deployment_target": target.name,
+                "compute_precision": job.precision,
+                **report,
+            },
+        )
+
+
+BACKEND = CoreMLBackend()

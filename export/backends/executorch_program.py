@@ -1,0 +1,45 @@
+"""The ExecuTorch path shared by the .pte backends: partition, lower, serialise, measure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from executorch.exir import (
+    EdgeCompileConfig,
+    EdgeProgramManager,
+    ExecutorchBackendConfig,
+    ExecutorchProgramManager,
+    to_edge_transform_and_lower,
+)
+
+from edit_mobile.export.coverage import DelegationCoverage, delegation_coverage
+
+PROGRAM_FILE = "model.pte"
+
+
+def lower(
+    exported: torch.export.ExportedProgram,
+    partitioners: list[Any],
+    compile_config: EdgeCompileConfig | None = None,
+    transform_passes: list[Any] | None = None,
+) -> tuple[EdgeProgramManager, DelegationCoverage]:
+    edge = to_edge_transform_and_lower(
+        exported,
+        partitioner=partitioners,
+        compile_config=compile_config,
+        transform_passes=transform_passes,
+    )
+    return edge, delegation_coverage(edge.exported_program().graph_module)
+
+
+def to_executorch(edge: EdgeProgramManager) -> ExecutorchProgramManager:
+    # extract_delegate_segments keeps delegate blobs out of the flatbuffer, as the runtime
+    # expects for large programs (the default too; stated because the .pte layout depends on it).
+    return edge.to_executorch(ExecutorchBackendConfig(extract_delegate_segments=True))
+
+
+def write_program(program: ExecutorchProgramManager, out_dir: Path) -> str:
+    (out_dir / PROGRAM_FILE).write_bytes(program.buffer)
+    return PROGRAM_FILE

@@ -1,0 +1,107 @@
+"""ONNX (onnxruntime, incl. ORT Mobile): model.onnx by the dynamo exporter, checked with
+onnx.checker and loaded by onnxruntime here; optionally model.ort, the ORT Mobile format."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from edit_mobile.errors import UserError
+from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob
+
+PROGRAM_FILE = "model.onnx"
+ORT_FILE = "model.ort"
+DEFAULT_OPSET = 18
+MIN_OPSET = 18
+
+_SQUEEZE_OPS = (torch.ops.aten.squeeze.dim, torch.ops.aten.squeeze.dims)
+
+
+def drop_noop_squeezes(exported: torch.export.ExportedProgram) -> int:
+    """Remove squeezes of dims that are not 1 (a no-op in PyTorch). The exporter of
+    onnxscript 0.7 maps them to ONNX Squeeze, which rejects such dims at load time
+    (PixArt's `hidden_states.squeeze(1)` on (B, N, C) is one). Returns how many went."""
+    graph = exported.graph_module.graph
+    dropped = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _SQUEEZE_OPS:
+            continue
+        source = node.args[0]
+        shape = source.meta["val"].shape
+        dims = node.args[1] if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
+        if all(shape[d] != 1 for d in dims):
+            node.replace_all_uses_with(source)
+            graph.erase_node(node)
+            dropped += 1
+    exported.graph_module.recompile()
+    return dropped
+
+
+def strip_debug_metadata(model) -> None:
+    """Drop per-node stack traces and module paths: they name files on the exporting machine."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.metadata_props[:]
+
+
+def write_ort_format(onnx_path: Path, ort_path: Path) -> None:
+    """Save the model as ORT format (ORT Mobile), after the basic, portable graph optimisations,
+    as onnxruntime.tools.convert_onnx_models_to_ort does."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(ort_path)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxBackend(Backend):
+    name = "onnx"
+    description = "ONNX (opset >= 18) by torch.onnx's dynamo exporter; runs in onnxruntime"
+
+    def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
+        import onnx
+        import onnxruntime as ort
+
+        opset = int(job.options.get("onnx_opset") or DEFAULT_OPSET)
+        if opset < MIN_OPSET:
+            raise UserError(f"ONNX opset {opset} is too old; use {MIN_OPSET} or newer")
+        drop_noop_squeezes(job.exported)
+        onnx_program = torch.onnx.export(
+            job.exported,
+            job.example_inputs,
+            dynamo=True,
+            opset_version=opset,
+            input_names=job.input_names,
+            output_names=job.output_names,
+            external_data=False,
+            verbose=False,
+        )
+        model = onnx_program.model_proto
+        strip_debug_metadata(model)
+        onnx.checker.check_model(model, full_check=True)
+        path = out_dir / PROGRAM_FILE
+        onnx.save_model(model, str(path))
+        # Loading builds the session's graph: fails here, not on a phone, if ORT cannot run it.
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        files = {"program": PROGRAM_FILE}
+        if job.options.get("ort_format"):
+            write_ort_format(path, out_dir / ORT_FILE)
+            files["ort_program"] = ORT_FILE
+        return BackendResult(
+            files=files,
+            delegation=None,
+            program={
+                "format": "onnx",
+                "opset": opset,
+                "ops": dict(sorted(Counter(node.op_type for node in model.graph.node).items())),
+                "session_inputs": [i.name for i in session.get_inputs()],
+            },
+        )
+
+
+BACKEND = OnnxBackend()

@@ -1,0 +1,83 @@
+"""`edit-mobile export`: one denoiser step to an artifact folder for one backend."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+BACKENDS = ("xnnpack", "vulkan", "coreml-pte", "qnn", "coreml", "onnx")
+MODEL_HELP = "preset name (tiny-pixart, pixart-sigma-xl-1024, sd35-medium; NAME-edit for EDiT) or a local diffusers folder"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a denoiser step to ExecuTorch / Core ML / ONNX with a manifest",
+        description="Trace one denoiser step, apply the mobile rewrite passes, lower it for a "
+        "backend and write ART_DIR with manifest.json, the program, reference test vectors and "
+        "the PyTorch reference model. The folder appears whole or not at all.",
+    )
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    # Checked by the handler, not argparse `choices`, so that a bad value is one clear line.
+    parser.add_argument("--backend", required=True, metavar="{" + ",".join(BACKENDS) + "}")
+    parser.add_argument("--resolution", default=None, metavar="R[xR2]",
+                        help="pixels, R or HxW, a multiple of 8 x patch x 2 (default: the model's)")
+    parser.add_argument("--precision", default=None, metavar="{fp32,fp16}",
+                        help="default: fp16 for coreml, coreml-pte and qnn; fp32 otherwise")
+    parser.add_argument("--batch", type=int, default=1, metavar="{1,2}",
+                        help="2 runs the conditional and unconditional branch in one call")
+    passes = parser.add_mutually_exclusive_group()
+    passes.add_argument("--passes", nargs="+", default=None, metavar="PASS",
+                        help="rewrite passes to apply, in order (default: the backend's)")
+    passes.add_argument("--no-passes", action="store_true", help="export the model as it is")
+    parser.add_argument("--prompt-tokens", type=int, default=None,
+                        help="prompt length (default: 120 PixArt, 333 SD3)")
+    parser.add_argument("--quantize", default=None, metavar="SCHEME",
+                        help="quantization scheme (needs --calibration; from the calibration stage)")
+    parser.add_argument("--calibration", type=Path, default=None, metavar="DIR",
+                        help="calibration set folder from `edit-mobile calibrate`")
+    parser.add_argument("--coreml-target", default=None, metavar="TARGET",
+                        help="Core ML minimum deployment target, e.g. iOS17 (default), iOS18, macOS14")
+    parser.add_argument("--onnx-opset", type=int, default=None, help="ONNX opset, >= 18 (default 18)")
+    parser.add_argument("--ort", action="store_true", help="onnx: also write model.ort (ORT Mobile)")
+    parser.add_argument("--qnn-soc", default=None, help="qnn: Snapdragon SoC, e.g. SM8750 (default)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the test vectors")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="ART_DIR")
+    parser.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from edit_mobile.errors import UserError
+    from edit_mobile.export.backends import get_backend
+    from edit_mobile.models.signature import parse_resolution
+
+    get_backend(args.backend)  # an unknown name fails before the heavy imports below
+    resolution = parse_resolution(args.resolution) if args.resolution else None
+    if args.quantize is None and args.calibration is not None:
+        raise UserError("--calibration is used only with --quantize SCHEME")
+
+    from edit_mobile.export.artifact import ExportRequest, export_artifact
+
+    options = {
+        "coreml_target": args.coreml_target,
+        "onnx_opset": args.onnx_opset,
+        "ort_format": args.ort,
+        "qnn_soc": args.qnn_soc,
+    }
+    request = ExportRequest(
+        model=args.model,
+        backend=args.backend,
+        output=args.output,
+        resolution=resolution,
+        precision=args.precision,
+        batch=args.batch,
+        passes=[] if args.no_passes else args.passes,
+        quantize=args.quantize,
+        calibration=args.calibration,
+        prompt_tokens=args.prompt_tokens,
+        seed=args.seed,
+        backend_options={key: value for key, value in options.items() if value},
+    )
+    path = export_artifact(request)
+    print(path)
+    return 0
