@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "edit_mobile.models.cli",
     "edit_mobile.calibration.cli",
     "edit_mobile.export.cli",
+    "edit_mobile.export.quantization.cli",
     "edit_mobile.runtime.cli",
 )
 
@@ -33,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
             if err.name != module_name:
                 raise
             continue  # a stage not built yet adds no commands
-        module.register(subparsers)
+        # quantization.cli names its hook register_sensitivity (one command: sensitivity).
+        register = getattr(module, "register", None) or module.register_sensitivity
+        register(subparsers)
     return parser
 
 
