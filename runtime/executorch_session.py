@@ -13,6 +13,7 @@ numerical debugging read them through the devtools Inspector.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,10 +142,12 @@ class ExecuTorchSession(Session):
         """Write what the runs so far recorded (needs etdump=True at load)."""
         if not self.etdump:
             raise UserError("this session records no ETDump; load it with etdump=True")
-        if debug_buffer_path is None:
-            self._etdump_owner.write_etdump_result_to_file(str(etdump_path))
-        else:
+        if debug_buffer_path is not None:
             self._etdump_owner.write_etdump_result_to_file(str(etdump_path), str(debug_buffer_path))
+            return
+        # The Program binding always writes a debug buffer file; without one requested it is dropped.
+        with tempfile.TemporaryDirectory(prefix="edit-mobile-debug-") as scratch:
+            self._etdump_owner.write_etdump_result_to_file(str(etdump_path), str(Path(scratch) / "debug.bin"))
 
     @property
     def bundled_test_cases(self) -> int:

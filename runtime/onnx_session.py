@@ -15,7 +15,7 @@ from edit_mobile.runtime.session import Session
 PROVIDERS = ["CPUExecutionProvider"]
 
 
-def session_options(threads: int | None = None, profile_prefix: str | None = None):
+def session_options(threads: int | None = None, profile_prefix: str | None = None, optimized_path: str | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -26,13 +26,16 @@ def session_options(threads: int | None = None, profile_prefix: str | None = Non
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
+    if optimized_path:
+        options.optimized_model_filepath = optimized_path  # the graph onnxruntime really runs
     return options
 
 
 class OnnxSession(Session):
     runtime = "onnxruntime"
 
-    def __init__(self, manifest: Manifest, role: str = "program", threads: int | None = None, profile_prefix: str | None = None):
+    def __init__(self, manifest: Manifest, role: str = "program", threads: int | None = None,
+                 profile_prefix: str | None = None, optimized_path: str | None = None):
         super().__init__(manifest)
         import onnxruntime as ort
 
@@ -40,7 +43,7 @@ class OnnxSession(Session):
         started = time.perf_counter()
         try:
             self.ort_session = ort.InferenceSession(
-                str(self.entry.path), session_options(threads, profile_prefix), providers=PROVIDERS
+                str(self.entry.path), session_options(threads, profile_prefix, optimized_path), providers=PROVIDERS
             )
         except Exception as err:  # onnxruntime raises its own Fail / InvalidGraph / ... types
             raise UserError(f"onnxruntime could not load {self.entry.relative}: {_one_line(err)}; re-export the artifact") from err

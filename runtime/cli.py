@@ -1,0 +1,279 @@
+"""`edit-mobile validate`, `profile` and `generate`: run an exported artifact.
+
+Heavy libraries (torch, executorch, onnxruntime, diffusers) load inside the handlers, so
+`edit-mobile --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_PASS, EXIT_FAIL = 0, 1
+
+
+def register(subparsers) -> None:
+    validate = subparsers.add_parser(
+        "validate",
+        help="compare an artifact's outputs with its PyTorch reference (exit 0 pass, 1 fail)",
+        description="Run the artifact and the PyTorch reference (rebuilt from ART_DIR/reference) on the "
+        "manifest's test vectors and on held-out calibration inputs (or seeded random inputs), report "
+        "PSNR = 20 log10(max|ref| / RMSE), SQNR, cosine and max abs error per output, and pass if every "
+        "PSNR clears the precision's threshold: fp32 60 dB, fp16 40 dB, quantized from the manifest.",
+    )
+    validate.add_argument("art_dir", metavar="ART_DIR", type=Path)
+    validate.add_argument("--calibration", type=Path, metavar="DIR", help="calibration set: its held-out inputs are used")
+    validate.add_argument("--samples", type=int, default=4, metavar="N", help="held-out or random inputs (default 4)")
+    validate.add_argument("--json", type=Path, metavar="FILE", help="write the full report as JSON")
+    validate.add_argument("--per-layer", action="store_true",
+                          help="find the first layers where the gap opens (ETDump + ETRecord; ONNX intermediates)")
+    validate.add_argument("--images", nargs="?", const="", default=None, metavar="PNG",
+                          help="also generate images with the artifact and with PyTorch, side by side "
+                          "(default file: <ART_DIR name>-images.png)")
+    validate.add_argument("--image-steps", type=int, default=10, metavar="S", help="denoising steps for --images (default 10)")
+    validate.add_argument("--prompts", type=Path, metavar="FILE", help="prompts for --images, one a line (default: 3 shipped ones)")
+    _add_pipeline_options(validate)
+    validate.add_argument("--threads", type=int, metavar="T", help="runtime threads (default: the runtime's)")
+    validate.set_defaults(handler=run_validate)
+
+    profile = subparsers.add_parser(
+        "profile",
+        help="load time, latency, memory and per-operator time of an artifact",
+        description="Time loading and running the artifact (min / median / p90), report peak RSS and "
+        "ExecuTorch's planned memory, and break one run down per operator (ETDump for ExecuTorch, "
+        "onnxruntime's profiler for ONNX), per block and per kind (attention, MLP, conv, norm).",
+    )
+    profile.add_argument("art_dir", metavar="ART_DIR", type=Path)
+    profile.add_argument("--iters", type=int, default=20, metavar="N", help="timed runs (default 20)")
+    profile.add_argument("--warmup", type=int, default=3, metavar="W", help="untimed runs first (default 3)")
+    profile.add_argument("--threads", type=int, metavar="T", help="runtime threads (default: the runtime's)")
+    profile.add_argument("--json", type=Path, metavar="FILE", help="write the full profile as JSON")
+    profile.add_argument("--no-operators", action="store_true", help="skip the per-operator breakdown")
+    profile.set_defaults(handler=run_profile)
+
+    generate = subparsers.add_parser(
+        "generate",
+        help="text to image with an artifact as the denoiser",
+        description="Encode the prompt, denoise with the family's scheduler and classifier-free guidance, "
+        "calling the artifact at every step, decode with the VAE and write a PNG. Same seed, same image.",
+    )
+    generate.add_argument("art_dir", metavar="ART_DIR", type=Path)
+    generate.add_argument("--prompt", required=True, help="what to draw")
+    generate.add_argument("--steps", type=int, metavar="S", help="denoising steps (default: the family's, 20 PixArt / 28 SD3)")
+    generate.add_argument("--seed", type=int, default=0, metavar="N")
+    generate.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale (default 4.5 PixArt / 7 SD3)")
+    generate.add_argument("--size", metavar="HxW", help="image size in pixels; must be the artifact's (default: it)")
+    generate.add_argument("--reference", action="store_true", help="denoise with the PyTorch reference instead")
+    _add_pipeline_options(generate)
+    generate.add_argument("--threads", type=int, metavar="T")
+    generate.add_argument("-o", "--output", required=True, type=Path, metavar="PNG")
+    generate.set_defaults(handler=run_generate)
+
+
+def _add_pipeline_options(parser) -> None:
+    parser.add_argument("--text-encoder", type=Path, metavar="DIR", help="local pipeline or encoder folder (tiny presets: a seeded random one)")
+    parser.add_argument("--embeddings", type=Path, metavar="FILE", help="precomputed prompt embeddings (.safetensors)")
+    parser.add_argument("--vae", type=Path, metavar="DIR", help="diffusers AutoencoderKL folder (tiny presets: a seeded random one)")
+
+
+def _console():
+    """Rich console; at least 120 columns when piped, so tables stay readable in logs."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=max(120, console.width))
+    return console
+
+
+# --- validate --------------------------------------------------------------------------------
+
+def run_validate(args: argparse.Namespace) -> int:
+    from edit_mobile.runtime.validate import validate
+
+    console = _console()
+    images = None
+    if args.images is not None:
+        images = Path(args.images) if args.images else Path(f"{args.art_dir.resolve().name}-images.png")
+    image_options = {"steps": args.image_steps, "text_encoder": args.text_encoder, "embeddings": args.embeddings, "vae": args.vae}
+    if args.prompts is not None:
+        from edit_mobile.calibration import read_prompts
+
+        image_options["prompts"] = read_prompts(args.prompts)
+    with console.status("validating") as status:
+        report = validate(args.art_dir, args.calibration, args.samples, args.per_layer, images, image_options,
+                          args.threads, progress=lambda stage: status.update(f"validating: {stage}"))
+    print_validation(console, report)
+    if args.json:
+        write_json(args.json, report.as_dict())
+    return EXIT_PASS if report.passed else EXIT_FAIL
+
+
+def print_validation(console, report) -> None:
+    from rich.table import Table
+
+    console.print(f"[bold]{report.artifact}[/]: {report.description} on {report.runtime}; "
+                  f"pass at PSNR >= {report.threshold_db:g} dB ({report.threshold_source})")
+    table = Table(show_edge=False)
+    for column in ("output", "inputs", "n", "PSNR min/mean", "SQNR min", "cosine min", "max abs", "result"):
+        table.add_column(column, justify="left" if column in ("output", "inputs", "result") else "right")
+    for score in report.scores + report.reference_check:
+        row = score.as_dict()
+        label = score.source if score in report.scores else "reference/ vs stored outputs"
+        table.add_row(score.output, label, str(row["samples"]), f"{row['psnr_db_min']:.1f} / {row['psnr_db_mean']:.1f}",
+                      f"{row['sqnr_db_min']:.1f}", f"{row['cosine_min']:.6f}", f"{row['max_abs']:.3g}",
+                      "[green]pass[/]" if score.passed else "[red]FAIL[/]")
+    console.print(table)
+    if report.bundled:
+        matched = sum(case["passed"] for case in report.bundled)
+        console.print(f"bundled program: {matched}/{len(report.bundled)} test cases verified by the ExecuTorch runtime")
+    if report.per_layer is not None:
+        print_per_layer(console, report.per_layer)
+    if report.images is not None:
+        psnrs = ", ".join(f"{image['psnr_db']:.1f}" for image in report.images["per_image"])
+        console.print(f"images: {report.images['path']} (image PSNR vs PyTorch, dB: {psnrs})")
+    for note in report.notes:
+        console.print(f"note: {note}")
+    if report.passed:
+        console.print("[bold green]PASS[/]")
+    else:
+        for failure in report.failures:
+            console.print(f"[bold red]FAIL[/] {failure}")
+
+
+def print_per_layer(console, layers: dict) -> None:
+    from rich.table import Table
+
+    console.print(f"per-layer ({layers['runtime']}): {layers['compared']} intermediate values compared, {layers['failing']} below "
+                  f"{layers['threshold_db']:g} dB")
+    if layers["gap_opens_at"]:
+        table = Table(title="where the gap opens", show_edge=False)
+        for column in ("#", "where", "module", "op", "shape", "PSNR", "weights feeding it"):
+            table.add_column(column)
+        for row in layers["gap_opens_at"]:
+            op = row["op"].removeprefix("aten.").removesuffix(".default")
+            table.add_row(str(row["order"]), row["where"], row["module"], op, "x".join(map(str, row["shape"])),
+                          f"{row['psnr_db']:.1f}", ", ".join(row["suspects"][:4]))
+        console.print(table)
+        console.print(f"first layers: {', '.join(layers['first_layers'])}")
+    for mismatch in layers["weight_mismatches"][:5]:
+        console.print(f"exported weight differs from the reference: {mismatch['weight']} (PSNR {mismatch['psnr_db']} dB)")
+    for note in layers["notes"]:
+        console.print(f"note: {note}")
+
+
+# --- profile ---------------------------------------------------------------------------------
+
+def run_profile(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from edit_mobile.runtime.profiling import PROFILED_RUNS, profile
+
+    runs = args.warmup + args.iters + (0 if args.no_operators else PROFILED_RUNS)
+    with tqdm(total=runs, desc="profile", unit="run", file=sys.stderr, disable=None, leave=False) as progress:
+        result = profile(args.art_dir, args.iters, args.warmup, args.threads, not args.no_operators, progress.update)
+    print_profile(_console(), result)
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+def print_profile(console, result: dict) -> None:
+    from rich.table import Table
+
+    latency, memory = result["latency_ms"], result["memory"]
+    console.print(f"[bold]{result['artifact']}[/]: {result['description']} on {result['runtime']}, {result['threads']} threads")
+    summary = Table(show_header=False, show_edge=False)
+    summary.add_row("load", f"{result['load_ms']:.1f} ms (+ {result['verify_ms']:.1f} ms verifying file hashes)")
+    summary.add_row("latency", f"min {latency['min']:.2f}  median {latency['median']:.2f}  p90 {latency['p90']:.2f} ms "
+                    f"over {latency['runs']} runs")
+    summary.add_row("peak RSS", f"{memory['peak_rss_mb']:.0f} MB (before load {memory['rss_before_load_mb']:.0f} MB)")
+    if memory.get("planned_bytes") is not None:
+        summary.add_row("planned memory", f"{memory['planned_bytes'] / 2**20:.2f} MiB activations (ExecuTorch memory plan), "
+                        f"{memory['constant_and_delegate_bytes'] / 2**20:.2f} MiB weights and delegate data")
+    console.print(summary)
+    operators = result.get("operators")
+    if not operators:
+        return
+    coverage = operators["coverage"]
+    console.print(f"per operator ({operators['source']}): {operators['ops_total_ms']:.2f} ms of ops in a {operators['run_ms']:.2f} ms run"
+                  + (f" ({100 * coverage:.0f}%)" if coverage is not None else ""))
+    for title, key in (("by kind", "by_kind"), ("by block", "by_block")):
+        table = Table(title=title, show_edge=False)
+        table.add_column(title.split()[1])
+        table.add_column("ms", justify="right")
+        table.add_column("share", justify="right")
+        total = operators["ops_total_ms"] or 1.0
+        for name, ms in list(operators[key].items())[:12]:
+            table.add_row(name, f"{ms:.3f}", f"{100 * ms / total:.1f}%")
+        console.print(table)
+    for note in operators["notes"]:
+        console.print(f"note: {note}")
+
+
+# --- generate --------------------------------------------------------------------------------
+
+def run_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from edit_mobile.errors import UserError
+    from edit_mobile.runtime.manifest import read_manifest
+    from edit_mobile.runtime.pipeline import build_pipeline
+    from edit_mobile.runtime.session import load
+
+    manifest = read_manifest(args.art_dir)
+    if args.size is not None:
+        from edit_mobile.models.signature import parse_resolution
+
+        if parse_resolution(args.size) != manifest.resolution:
+            height, width = manifest.resolution
+            raise UserError(f"--size {args.size}: the artifact was exported for {height}x{width} pixels; "
+                            "export at the size you want, or drop --size")
+    if args.output.suffix.lower() != ".png":
+        raise UserError(f"-o {args.output}: write a .png file")
+    session = load(manifest, runtime="pytorch" if args.reference else None, threads=args.threads)
+    pipeline = build_pipeline(session, args.text_encoder, args.embeddings, args.vae,
+                              4.5 if args.guidance is None else args.guidance)
+    settings = pipeline.default_settings(args.steps, args.guidance, args.seed)
+    with tqdm(total=settings.steps, desc="denoise", unit="step", file=sys.stderr, disable=None, leave=False) as progress:
+        image = pipeline(args.prompt, settings, progress.update)
+    write_png(image, args.output)
+    print(args.output)
+    return 0
+
+
+# --- output files ----------------------------------------------------------------------------
+
+def write_json(path: Path, data: dict) -> None:
+    _atomic_write(path, (json.dumps(data, indent=2, default=_jsonable) + "\n").encode())
+
+
+def write_png(image, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    _atomic_write(path, buffer.getvalue())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    from edit_mobile.errors import UserError
+
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {err.strerror}; choose a writable path") from err
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,196 @@
+"""Text to image over a loaded transformer artifact: what `edit-mobile generate` runs.
+
+prompt -> text encoder (or cached embeddings) -> the family's diffusers scheduler
+(PixArt-Sigma: DPM-Solver++ multistep; SD3: flow-matching Euler) with classifier-free
+guidance -> VAE decoder -> PIL image. The denoiser is any Session (the artifact or the PyTorch
+reference), called as exported: a batch-2 artifact takes the unconditional and conditional
+branches in one call, a batch-1 artifact in two.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from edit_mobile.errors import UserError
+from edit_mobile.runtime.manifest import Manifest
+from edit_mobile.runtime.session import Session
+
+PROMPT_INPUTS = ("encoder_hidden_states", "encoder_attention_mask", "pooled_projections")
+
+
+class PromptEncoder(Protocol):
+    """What the pipeline needs from a text encoder: calibration's encoders have this shape."""
+
+    def encode(self, prompts: list[str], guidance: bool):  # -> edit_mobile.calibration EncodedPrompts
+        ...
+
+
+class CachedEmbeddings:
+    """Precomputed prompt embeddings (safetensors, the calibration stage's layout): row i is
+    the i-th prompt; the prompt texts given are used only to count rows."""
+
+    def __init__(self, path: str | os.PathLike, pooled: bool, guidance: bool):
+        from edit_mobile.calibration.embeddings import load_precomputed
+
+        self.encoded = load_precomputed(path, need_negative=guidance, need_pooled=pooled)
+
+    def encode(self, prompts: list[str], guidance: bool):
+        from edit_mobile.calibration.embeddings import EncodedPrompts
+
+        available = len(self.encoded.positive)
+        if len(prompts) > available:
+            raise UserError(f"the embeddings file holds {available} prompts; {len(prompts)} were asked for")
+        rows = list(range(len(prompts)))
+        negative = self.encoded.negative if guidance else None
+        return EncodedPrompts(self.encoded.positive.select(rows), negative, self.encoded.description)
+
+    def __len__(self) -> int:
+        return len(self.encoded.positive)
+
+
+def prompt_encoder(manifest: Manifest, text_encoder: str | os.PathLike | None = None,
+                   embeddings: str | os.PathLike | None = None, guidance: bool = True) -> PromptEncoder:
+    """Cached embeddings, a local encoder folder, the model's pipeline folder, or (tiny presets)
+    the calibration stage's seeded random encoder, the same one it calibrates with."""
+    from edit_mobile.calibration.encoder_pixart import PixArtTextEncoder
+    from edit_mobile.calibration.encoder_sd3 import CLIP_TOKENS, SD3TextEncoder
+
+    specs = {spec.name: spec for spec in manifest.inputs}
+    _, tokens, width = specs["encoder_hidden_states"].shape
+    if embeddings is not None:
+        return CachedEmbeddings(embeddings, pooled="pooled_projections" in specs, guidance=guidance)
+    source = Path(str(manifest.model.get("source", "")))
+    folder = Path(text_encoder) if text_encoder is not None else (source if (source / "text_encoder").is_dir() else None)
+    if folder is not None:
+        if manifest.family == "pixart":
+            return PixArtTextEncoder.from_folder(folder, tokens)
+        return SD3TextEncoder.from_folder(folder, width, t5_tokens=tokens - CLIP_TOKENS)
+    if not str(source).startswith("tiny-"):
+        raise UserError(
+            f"{source} needs its text encoder to read prompts: pass --text-encoder DIR (a local pipeline "
+            "folder) or --embeddings FILE.safetensors"
+        )
+    if manifest.family == "pixart":
+        return PixArtTextEncoder.random(width, tokens)
+    return SD3TextEncoder.random(width, specs["pooled_projections"].shape[-1], t5_tokens=tokens - CLIP_TOKENS)
+
+
+@dataclass
+class Generation:
+    steps: int
+    guidance: float
+    seed: int
+
+
+class TextToImage:
+    def __init__(self, denoiser: Session, encoder: PromptEncoder, vae, model_source: str | None = None):
+        self.denoiser = denoiser
+        self.manifest = denoiser.manifest
+        self.encoder = encoder
+        self.vae = vae
+        self.model_source = model_source
+        self.specs = {spec.name: spec for spec in self.manifest.inputs}
+        latent = self.specs["hidden_states"].shape  # (B, C, h, w)
+        self.latent_shape = (1, *latent[1:])
+        if vae.config.latent_channels != latent[1]:
+            raise UserError(
+                f"the VAE has {vae.config.latent_channels} latent channels but the artifact's latents have {latent[1]}; "
+                "pass the VAE of this model family"
+            )
+
+    def default_settings(self, steps: int | None = None, guidance: float | None = None, seed: int = 0) -> Generation:
+        from edit_mobile.calibration.sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
+        family = self.manifest.family
+        return Generation(steps or DEFAULT_STEPS[family], DEFAULT_GUIDANCE[family] if guidance is None else guidance, seed)
+
+    def encode(self, prompts: list[str], guidance: float):
+        encoded = self.encoder.encode(prompts, guidance > 1.0)
+        for part in filter(None, (encoded.positive, encoded.negative)):
+            for name, tensor in part.as_inputs().items():
+                if name in self.specs and tuple(tensor.shape[1:]) != self.specs[name].shape[1:]:
+                    raise UserError(
+                        f"the text encoder gives {name} of shape {list(tensor.shape[1:])} per prompt but the artifact "
+                        f"takes {list(self.specs[name].shape[1:])}; use the model's own encoder"
+                    )
+        return encoded
+
+    @torch.no_grad()
+    def latents(self, encoded, index: int, settings: Generation, progress=None) -> torch.Tensor:
+        """Denoise one prompt (row `index` of `encoded`) from seeded noise; (1, C, h, w)."""
+        from edit_mobile.calibration.sampler import family_scheduler
+
+        if settings.steps < 1:
+            raise UserError(f"--steps {settings.steps} must be at least 1")
+        guided = settings.guidance > 1.0
+        positive = _prompt_inputs(encoded.positive.select(index))
+        branches = [_prompt_inputs(encoded.negative_for(index)), positive] if guided else [positive]
+        scheduler = family_scheduler(self.manifest.family, self.model_source)
+        scheduler.set_timesteps(settings.steps)
+        generator = torch.Generator().manual_seed(settings.seed)
+        latents = torch.randn(self.latent_shape, generator=generator) * getattr(scheduler, "init_noise_sigma", 1.0)
+        channels = self.latent_shape[1]
+        for t in scheduler.timesteps:
+            model_input = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
+            timestep = t.to(torch.float32).reshape(1)  # (1,)
+            noise = self._denoise(branches, model_input, timestep)  # (G, Cout, h, w)
+            if guided:
+                unconditional, conditional = noise.chunk(2)
+                noise = unconditional + settings.guidance * (conditional - unconditional)
+            if noise.shape[1] == 2 * channels:  # PixArt's learned variance: keep the noise half
+                noise = noise[:, :channels]
+            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+            if progress is not None:
+                progress()
+        return latents
+
+    def _denoise(self, branches: list[dict], latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """Noise predictions for each branch, (G, Cout, h, w), in as many calls as the export needs."""
+        batch = self.manifest.batch
+        calls = [branches] if batch == len(branches) else [[b] for b in branches] if batch == 1 else None
+        if calls is None:
+            if batch == 2 and len(branches) == 1:  # a guidance export run without guidance
+                return self._call([branches[0], branches[0]], latents, timestep)[:1]
+            raise UserError(f"the artifact takes batch {batch}; the pipeline needs 1 or {len(branches)}")
+        return torch.cat([self._call(group, latents, timestep) for group in calls])
+
+    def _call(self, group: list[dict], latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        size = len(group)
+        named = {name: torch.cat([branch[name] for branch in group]) for name in group[0]}
+        named["hidden_states"] = latents.expand(size, *latents.shape[1:]).contiguous()  # (G, C, h, w)
+        named["timestep"] = timestep.expand(size).contiguous()  # (G,)
+        missing = [name for name in self.denoiser.input_names if name not in named]
+        if missing:
+            raise UserError(f"the prompt embeddings provide no {', '.join(missing)}, which the artifact takes")
+        return next(iter(self.denoiser.run({name: named[name] for name in self.denoiser.input_names}).values()))
+
+    def image(self, latents: torch.Tensor):
+        from PIL import Image
+
+        from edit_mobile.runtime.vae import decode
+
+        pixels = decode(self.vae, latents)[0]  # (3, H, W) in [0, 1]
+        array = (pixels.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()  # (H, W, 3)
+        return Image.fromarray(array)
+
+    def __call__(self, prompt: str, settings: Generation, progress=None):
+        encoded = self.encode([prompt], settings.guidance)
+        return self.image(self.latents(encoded, 0, settings, progress))
+
+
+def _prompt_inputs(embeddings) -> dict[str, torch.Tensor]:
+    return {name: tensor.float() for name, tensor in embeddings.as_inputs().items() if name in PROMPT_INPUTS}
+
+
+def build_pipeline(denoiser: Session, text_encoder=None, embeddings=None, vae=None, guidance: float = 4.5) -> TextToImage:
+    from edit_mobile.runtime.vae import load_vae
+
+    manifest = denoiser.manifest
+    source = str(manifest.model.get("source", ""))
+    encoder = prompt_encoder(manifest, text_encoder, embeddings, guidance=guidance > 1.0)
+    return TextToImage(denoiser, encoder, load_vae(manifest, vae), model_source=source if Path(source).is_dir() else None)

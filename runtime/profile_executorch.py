@@ -1,0 +1,147 @@
+"""Per-operator time of an ExecuTorch program, from its ETDump, read with the devtools Inspector.
+
+The pip build of ExecuTorch 1.5.1 has the event tracer: `Runtime.load_program(...,
+enable_etdump=True)` records, for every run, each non-delegated instruction (OPERATOR_CALL)
+and each delegate call (DELEGATE_CALL), plus the ops XNNPACK runs inside a delegate, named by
+XNNPACK ("Fully Connected (NC, F32) GEMM #3") and carrying no debug handle.
+
+Attribution to model modules needs the artifact's ETRecord (debug handle -> graph node ->
+nn.Module path). Inside a delegate, XNNPACK runs its operators in the order of the delegated
+subgraph, so the k-th matmul-like operator it reports is matched to the k-th matmul-like node
+of that subgraph (likewise convolutions, softmaxes); other operators inside the delegate take
+the module of the nearest such anchor before them. What XNNPACK does not report (the
+delegate's setup and copies) is kept as the delegate call's "overhead" so the rows add up.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from edit_mobile.runtime.layers import short_module
+from edit_mobile.runtime.manifest import Manifest
+from edit_mobile.runtime.profiling import OperatorProfile, OpTime, op_kind
+
+# XNNPACK operator name prefix -> the edge ops it can come from, for matching inside a delegate.
+XNNPACK_ANCHORS = {
+    "Fully Connected": ("linear", "addmm", "mm"),
+    "Batch Matrix Multiply": ("bmm", "matmul"),
+    "Convolution": ("convolution",),
+    "Deconvolution": ("convolution",),
+    "Softmax": ("_softmax", "softmax"),
+}
+
+
+def executorch_operator_profile(manifest: Manifest, inputs, threads: int | None, runs: int, tick=lambda: None) -> OperatorProfile:
+    from executorch.devtools import Inspector
+
+    from edit_mobile.runtime.executorch_session import ExecuTorchSession
+    from edit_mobile.runtime.numerics_executorch import ETRECORD_ROLE, edge_program, load_etrecord
+
+    session = ExecuTorchSession(manifest, threads=threads, etdump=True)
+    checked = session.check_inputs(inputs)
+    for _ in range(runs):
+        session.execute(checked)
+        tick()
+    etrecord = load_etrecord(manifest) if manifest.has(ETRECORD_ROLE) else None
+    with tempfile.TemporaryDirectory(prefix="edit-mobile-etdump-") as scratch:
+        etdump_path = Path(scratch) / "profile.etdp"
+        session.write_etdump(etdump_path)
+        inspector = Inspector(etdump_path=str(etdump_path), etrecord=etrecord)
+    nodes = _nodes_by_handle(edge_program(etrecord)) if etrecord is not None else {}
+    profile = _attribute(inspector, nodes)
+    if etrecord is None:
+        profile.notes.append("no ETRecord in the artifact: times are per op but not per block (export with an etrecord)")
+    profile.notes.append(f"mean over {runs - 1} runs of an ETDump-enabled session, after one discarded")
+    return profile
+
+
+def _nodes_by_handle(program) -> dict[int, list]:
+    by_handle: dict[int, list] = defaultdict(list)
+    for node in program.graph_module.graph.nodes:
+        handle = node.meta.get("debug_handle")
+        if node.op == "call_function" and isinstance(handle, int):
+            by_handle[handle].append(node)
+    return by_handle
+
+
+def _module(node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return short_module(list(stack.values())[-1][0]) if stack else ""
+
+
+def _op_name(node) -> str:
+    """'aten.linear.default' -> 'linear' (edge ops are named namespace.op.overload)."""
+    parts = str(getattr(node.target, "__name__", node.target)).split(".")
+    return parts[1] if len(parts) >= 3 else parts[-1]
+
+
+def _mean(event) -> float:
+    """Mean over the runs after the first (cold caches, first-touch allocations). Means, not
+    medians: per-op means add up to the mean run, so the rows sum to the total."""
+    if event.perf_data is None:
+        return 0.0
+    raw = event.perf_data.raw[1:] or event.perf_data.raw
+    return float(sum(raw) / len(raw))
+
+
+def _attribute(inspector, by_handle: dict[int, list]) -> OperatorProfile:
+    run_ms, ops = 0.0, []
+    pending_inner = []  # ops XNNPACK reported inside the delegate call that follows them
+    last_kernel = ""
+    for block in inspector.event_blocks:
+        for event in block.events:
+            if event.name == "Method::execute":
+                run_ms = _mean(event)
+            elif event.name.startswith("native_call_"):
+                last_kernel = event.name.removeprefix("native_call_")
+            elif event.is_delegated_op:
+                pending_inner.append(event)
+            elif event.name == "OPERATOR_CALL":
+                nodes = _event_nodes(event, by_handle)
+                # The kernel's own name is exact; debug handles may name several source ops.
+                op = last_kernel.split(".")[0] or (event.op_types[-1].split(".")[1] if event.op_types else "operator")
+                last_kernel = ""
+                module = _module(nodes[-1]) if nodes else ""
+                ops.append(OpTime(f"#{event._instruction_id} {op}", op, module, op_kind(op, module), _mean(event)))
+            elif event.name == "DELEGATE_CALL":
+                ops += _delegate_ops(event, pending_inner, _event_nodes(event, by_handle))
+                pending_inner = []
+    return OperatorProfile("etdump", run_ms, ops)
+
+
+def _event_nodes(event, by_handle) -> list:
+    handles = event.debug_handles
+    handles = [handles] if isinstance(handles, int) else list(handles or [])
+    nodes = [node for handle in sorted(set(handles)) for node in by_handle.get(handle, [])]
+    return sorted(nodes, key=lambda node: node.meta.get("debug_handle", 0))
+
+
+def _delegate_ops(call, inner: list, nodes: list) -> list[OpTime]:
+    """The delegate's own ops attributed to modules, plus the call's unreported overhead."""
+    backend = call.delegate_backend_name or "delegate"
+    anchors: dict[str, list] = {prefix: [n for n in nodes if _op_name(n) in names] for prefix, names in XNNPACK_ANCHORS.items()}
+    seen: dict[str, int] = defaultdict(int)
+    majority = _majority_module(nodes)
+    ops, current = [], None
+    for event in inner:
+        prefix = next((p for p in XNNPACK_ANCHORS if event.name.startswith(p)), None)
+        if prefix is not None:
+            index = seen[prefix]
+            seen[prefix] += 1
+            if index < len(anchors[prefix]):
+                current = _module(anchors[prefix][index])
+        module = current if current is not None else majority
+        op = event.name.split(" #")[0]
+        ops.append(OpTime(f"{backend}: {event.name}", op, module, op_kind(op, module), _mean(event)))
+    overhead = max(0.0, _mean(call) - sum(op.ms for op in ops))
+    ops.append(OpTime(f"#{call._instruction_id} {backend} call overhead", f"{backend} call", majority, "overhead", overhead))
+    return ops
+
+
+def _majority_module(nodes: list) -> str:
+    counts: dict[str, int] = defaultdict(int)
+    for node in nodes:
+        counts[_module(node)] += 1
+    return max(counts, key=counts.get) if counts else ""
