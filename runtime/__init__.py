@@ -5,10 +5,28 @@ PyTorch reference; validation against the reference, profiling, and text-to-imag
     session = load("artifacts/tiny-xnnpack")   # verifies manifest.json and every file's sha256
     noise = session(*inputs)                   # inputs checked against the manifest first
 
-Heavy runtimes load on first use, so importing this package is cheap.
+Names load on first use (torch and the runtimes are heavy), so `edit-mobile --help`,
+which imports edit_mobile.runtime.cli, stays quick.
 """
 
-from edit_mobile.runtime.manifest import Manifest, read_manifest
-from edit_mobile.runtime.session import Session, load, load_reference
+from __future__ import annotations
 
-__all__ = ["Manifest", "Session", "load", "load_reference", "read_manifest"]
+import importlib
+
+_LAZY = {
+    "Manifest": "edit_mobile.runtime.manifest",
+    "read_manifest": "edit_mobile.runtime.manifest",
+    "Session": "edit_mobile.runtime.session",
+    "load": "edit_mobile.runtime.session",
+    "load_reference": "edit_mobile.runtime.session",
+    "profile": "edit_mobile.runtime.profiling",
+    "build_pipeline": "edit_mobile.runtime.pipeline",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
