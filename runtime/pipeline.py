@@ -107,7 +107,8 @@ class TextToImage:
         from edit_mobile.calibration.sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
         family = self.manifest.family
-        return Generation(steps or DEFAULT_STEPS[family], DEFAULT_GUIDANCE[family] if guidance is None else guidance, seed)
+        return Generation(DEFAULT_STEPS[family] if steps is None else steps,
+                          DEFAULT_GUIDANCE[family] if guidance is None else guidance, seed)
 
     def encode(self, prompts: list[str], guidance: float):
         encoded = self.encoder.encode(prompts, guidance > 1.0)

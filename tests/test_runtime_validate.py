@@ -1,0 +1,70 @@
+"""edit-mobile validate: good artifacts pass, a program with one perturbed layer fails, naming the
+output, and the per-layer report points at that layer (ExecuTorch via ETDump, ONNX via its
+intermediate values)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_runtime_artifacts import PERTURBED_WEIGHT, artifact, copy_artifact, perturb_program_weight
+
+from edit_mobile.main import main
+
+PERTURBED_LAYER = PERTURBED_WEIGHT.rsplit(".", 1)[0]  # transformer_blocks.1.ff.net.2
+
+
+def _validate(tmp_path, art, *options) -> tuple[int, dict]:
+    report = tmp_path / "report.json"
+    code = main(["validate", str(art), "--samples", "2", "--json", str(report), *options])
+    return code, json.loads(report.read_text())
+
+
+@pytest.mark.parametrize("kind", ["xnnpack", "onnx"])
+def test_a_faithful_artifact_passes_on_test_vectors_and_random_inputs(kind, tmp_path, capsys):
+    code, report = _validate(tmp_path, artifact(kind))
+    assert code == 0 and report["passed"] and "PASS" in capsys.readouterr().out
+    assert {score["source"] for score in report["outputs"]} == {"test_vectors", "random"}
+    for score in report["outputs"]:
+        assert score["psnr_db_min"] > 60 and score["cosine_min"] > 0.999999 and score["max_abs"] < 1e-3
+    assert report["reference_check"][0]["psnr_db_min"] >= 80  # reference/ reproduces the stored outputs
+    if kind == "xnnpack":  # the .bpte's own test case, verified inside the ExecuTorch runtime
+        assert [case["passed"] for case in report["bundled_program"]] == [True]
+
+
+@pytest.mark.parametrize("kind", ["xnnpack", "onnx"])
+def test_a_perturbed_layer_fails_validation_and_per_layer_points_at_it(kind, tmp_path, capsys):
+    art = copy_artifact(kind, tmp_path / "art")
+    perturb_program_weight(art)
+    code, report = _validate(tmp_path, art, "--per-layer")
+    out = capsys.readouterr().out
+    assert code == 1 and not report["passed"]
+    assert "FAIL noise_pred: PSNR" in out and all("noise_pred" in failure for failure in report["failures"])
+    layers = report["per_layer"]
+    assert layers["first_layers"][0] == PERTURBED_LAYER, layers["gap_opens_at"]
+    first_failing = layers["gap_opens_at"][0]["order"]
+    earlier = [row for row in layers["rows"] if row["order"] < first_failing]
+    assert len(earlier) > 10 and all(row["psnr_db"] >= 60 for row in earlier)  # block 0 and more stay exact
+    assert any(row["module"].startswith("transformer_blocks.0") for row in earlier)
+
+
+def test_held_out_calibration_inputs_are_used_when_given(tmp_path):
+    from edit_mobile.calibration import CalibrationOptions, capture_calibration
+
+    calibration = capture_calibration(
+        "tiny-pixart-edit", tmp_path / "calib", progress=False,
+        options=CalibrationOptions(steps=2, samples=4, records=4, heldout_records=3),
+    )
+    code, report = _validate(tmp_path, artifact("onnx"), "--calibration", str(calibration))
+    heldout = next(score for score in report["outputs"] if score["source"] == "heldout")
+    assert code == 0 and heldout["samples"] == 2 and heldout["psnr_db_min"] > 60
+
+
+def test_images_compare_artifact_and_pytorch_side_by_side(tmp_path):
+    from PIL import Image
+
+    grid = tmp_path / "grid.png"
+    code, report = _validate(tmp_path, artifact("onnx"), "--samples", "0", "--images", str(grid), "--image-steps", "2")
+    assert code == 0 and Image.open(grid).size[0] >= 2 * 128
+    images = report["images"]["per_image"]
+    assert len(images) == 3 and all(image["psnr_db"] > 40 for image in images)
