@@ -1,9 +1,12 @@
 """Artifacts the runtime tests run, built once per test session, and ways to damage them.
 
-The tiny EDiT PixArt (tiny-pixart-edit) exported for real: an XNNPACK ExecuTorch program
-(with its ETRecord and a BundledProgram) and an ONNX model, each in a folder with
-manifest.json (schema edit-mobile/manifest v1, written with edit_mobile.export.manifest),
-test vectors and the reference/ diffusers folder, as `edit-mobile export` lays them out.
+The tiny EDiT PixArt (tiny-pixart-edit), exported for real:
+- ONNX by `edit-mobile export` itself (edit_mobile.export.export_artifact);
+- XNNPACK by ExecuTorch directly, laid out as `edit-mobile export` lays it out (manifest
+  schema v1 written with edit_mobile.export.manifest, test vectors, reference/, a
+  BundledProgram) plus the ETRecord per-layer debugging and per-block profiling need, which the
+  exporter does not write yet (manifest file role "etrecord"). When it does, `_export_xnnpack`
+  becomes a call to export_artifact like `_export_onnx`.
 """
 
 from __future__ import annotations
@@ -148,31 +151,10 @@ def _export_xnnpack(folder: Path) -> Path:
 
 
 def _export_onnx(folder: Path) -> Path:
-    import onnx
+    """The real exporter (`edit-mobile export MODEL --backend onnx`), default passes included."""
+    from edit_mobile.export.artifact import ExportRequest, export_artifact
 
-    model, wrapper, signature = _model()
-    folder.mkdir(parents=True)
-    inputs, _ = _common_files(folder, model, wrapper, signature)
-    exported = torch.export.export(wrapper, inputs, strict=False)
-    _drop_noop_squeezes(exported)
-    onnx_program = torch.onnx.export(exported, inputs, dynamo=True, input_names=[s.name for s in signature.inputs],
-                                     output_names=["noise_pred"], external_data=False, verbose=False)
-    onnx.save_model(onnx_program.model_proto, str(folder / "model.onnx"))
-    _write_manifest(folder, model, signature, "onnx", {"program": "model.onnx"})
-    return folder
-
-
-def _drop_noop_squeezes(exported) -> None:
-    """PixArt squeezes a dim that is not 1 (a no-op in PyTorch); ONNX Squeeze rejects it."""
-    graph = exported.graph_module.graph
-    for node in list(graph.nodes):
-        if node.op == "call_function" and node.target in (torch.ops.aten.squeeze.dim, torch.ops.aten.squeeze.dims):
-            shape = node.args[0].meta["val"].shape
-            dims = node.args[1] if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
-            if all(shape[d] != 1 for d in dims):
-                node.replace_all_uses_with(node.args[0])
-                graph.erase_node(node)
-    exported.graph_module.recompile()
+    return export_artifact(ExportRequest(model=MODEL, backend="onnx", output=folder, resolution=(RESOLUTION, RESOLUTION)))
 
 
 # --- the artifacts themselves follow the schema -------------------------------------------------

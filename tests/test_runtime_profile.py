@@ -28,7 +28,8 @@ def test_profile_reports_latency_memory_and_operator_times_that_add_up(kind, tmp
     assert low <= operators["coverage"] <= high, operators["coverage"]
     assert sum(operators["by_kind"].values()) == pytest.approx(operators["ops_total_ms"])
     assert sum(operators["by_block"].values()) == pytest.approx(operators["ops_total_ms"])
-    assert {"attention", "mlp", "conv", "norm"} <= set(operators["by_kind"])
+    # (norms may be rewritten by export passes into plain arithmetic, so they are not required)
+    assert {"attention", "mlp", "conv"} <= set(operators["by_kind"])
     assert {"transformer_blocks.0", "transformer_blocks.1"} <= set(operators["by_block"])
     if kind == "xnnpack":  # ExecuTorch's memory plan, read from the program
         memory = result["memory"]

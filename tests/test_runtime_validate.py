@@ -63,8 +63,11 @@ def test_held_out_calibration_inputs_are_used_when_given(tmp_path):
 def test_images_compare_artifact_and_pytorch_side_by_side(tmp_path):
     from PIL import Image
 
-    grid = tmp_path / "grid.png"
-    code, report = _validate(tmp_path, artifact("onnx"), "--samples", "0", "--images", str(grid), "--image-steps", "2")
+    grid, prompts = tmp_path / "grid.png", tmp_path / "prompts.txt"
+    prompts.write_text("# two prompts\na red bicycle against a blue wall\nfog over a pine forest at dawn\n")
+    code, report = _validate(tmp_path, artifact("onnx"), "--samples", "0", "--images", str(grid),
+                             "--image-steps", "2", "--prompts", str(prompts))
     assert code == 0 and Image.open(grid).size[0] >= 2 * 128
     images = report["images"]["per_image"]
-    assert len(images) == 3 and all(image["psnr_db"] > 40 for image in images)
+    assert [image["prompt"] for image in images] == ["a red bicycle against a blue wall", "fog over a pine forest at dawn"]
+    assert all(image["psnr_db"] > 40 for image in images)  # an fp32 artifact: the same pictures
