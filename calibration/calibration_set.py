@@ -95,7 +95,8 @@ class CalibrationSet:
         return summary
 
     def check_matches(self, input_specs) -> None:
-        """Raise UserError unless the records fit inputs given as (name, shape, dtype) specs."""
+        """Raise UserError unless the records fit inputs given as (name, shape, dtype) specs;
+        any batch fits (records are batch 1 and are concatenated to a program's batch)."""
         names = tuple(spec.name for spec in input_specs)
         if names != self.input_names:
             raise UserError(
@@ -104,10 +105,11 @@ class CalibrationSet:
             )
         first = self.calibration.record(0)
         for spec, value in zip(input_specs, first, strict=True):
-            if tuple(value.shape) != tuple(spec.shape):
+            if tuple(value.shape[1:]) != tuple(spec.shape[1:]):
                 raise UserError(
                     f"calibration set {self.path} has {spec.name} of shape {tuple(value.shape)}, the "
-                    f"model expects {tuple(spec.shape)}; re-run calibrate at this resolution"
+                    f"model expects {tuple(spec.shape)}; re-run calibrate with this resolution "
+                    "and prompt length"
                 )
 
 

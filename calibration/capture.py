@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from edit_mobile import __version__
 from edit_mobile.calibration.calibration_set import PROMPT_LEVEL_INPUTS, write_calibration_set
 from edit_mobile.calibration.embeddings import EncodedPrompts, load_precomputed
 from edit_mobile.calibration.prompts import prompts_sha256, read_prompts
@@ -145,7 +146,7 @@ def capture_calibration(
     }
     scheduler.set_timesteps(steps)
     manifest = {
-        "created_by": "edit-mobile calibrate",
+        "created_by": f"edit-mobile {__version__} calibrate",
         "model": {"source": str(model_source), "family": family, "edit": bool(is_edit(model)),
                   "class_name": type(model).__name__, "sha256": model_sha256(model)},
         "prompts": prompts_info,

@@ -1,0 +1,120 @@
+"""Layers of a traced denoiser: which module each graph node belongs to, and which to keep float.
+
+Layer names are module paths relative to the diffusers transformer (`transformer_blocks.3`,
+`transformer_blocks.3.attn1.to_q`, `proj_out`), read from each node's `nn_module_stack`, so
+they are the same whatever wraps the model (DenoiserWrapper, a precision cast) and survive
+the rewrite passes, which replace modules in place.
+
+Per-sample vectors stay float whatever the scheme: the timestep (and pooled-text) embedding
+MLPs and the adaLN modulation linears act on (batch, features) rows. They cost nothing next
+to the token GEMMs (one row against thousands), and per-tensor int8 over the six stacked
+modulation chunks, whose ranges differ by orders of magnitude, wrecks every block they scale.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.fx import Node
+
+ROOT_SUFFIX = "Transformer2DModel"  # PixArt[EDiT]Transformer2DModel, SD3[MMEDiT]Transformer2DModel
+QUANTIZABLE_OPS = {
+    torch.ops.aten.linear.default,
+    torch.ops.aten.conv2d.default,
+    torch.ops.aten.conv1d.default,
+    torch.ops.aten.convolution.default,
+}
+# Element-wise ops the XNNPACK quantizer also gives int8 inputs / outputs.
+ELEMENTWISE_OPS = {torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor, torch.ops.aten.cat.default}
+# Ops of the transformer's own forward, outside any submodule (PixArt's final modulation).
+TOP_LEVEL = "<top-level>"
+
+
+def _type_name(entry) -> str:
+    kind = entry[1]
+    return kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def module_paths(node: Node) -> list[str]:
+    """The node's enclosing modules, outermost first, relative to the transformer root."""
+    stack = list(node.meta.get("nn_module_stack", {}).values())
+    for index, entry in enumerate(stack):
+        if _type_name(entry).endswith(ROOT_SUFFIX):
+            root = entry[0]
+            prefix = root + "." if root else ""
+            return [path.removeprefix(prefix) for path, _ in stack[index + 1 :]]
+    return []
+
+
+def in_layers(node: Node, layers) -> bool:
+    """True when the node lies inside one of the named modules (TOP_LEVEL: in none)."""
+    paths = module_paths(node)
+    if not paths:
+        return TOP_LEVEL in layers and bool(node.meta.get("nn_module_stack"))
+    return any(path == layer or path.startswith(layer + ".") for path in paths for layer in layers)
+
+
+def is_per_sample_vector(node: Node) -> bool:
+    """No token axis: (batch, features) or less. For a GEMM its input, else its output."""
+    source = node.args[0] if node.target in QUANTIZABLE_OPS and node.args else node
+    value = source.meta.get("val") if isinstance(source, Node) else None
+    if not isinstance(value, torch.Tensor):
+        return False
+    return value.dim() < 2 or value.numel() == value.shape[0] * value.shape[-1]
+
+
+def quantizable_nodes(graph: torch.fx.Graph) -> list[Node]:
+    return [node for node in graph.nodes if node.op == "call_function" and node.target in QUANTIZABLE_OPS]
+
+
+def vector_layers(graph: torch.fx.Graph) -> list[str]:
+    """Modules of the GEMMs that act on per-sample vectors (kept float: see module doc)."""
+    names = {module_paths(node)[-1] for node in quantizable_nodes(graph)
+             if is_per_sample_vector(node) and module_paths(node)}
+    return sorted(names)
+
+
+def layer_units(graph: torch.fx.Graph, granularity: str = "block") -> list[str]:
+    """Candidate layers for sensitivity and float fallback, in graph order.
+
+    "block": each transformer block and each other top-level module (patch embedding,
+    caption projection, output projection), and TOP_LEVEL for the element-wise ops of the
+    transformer's own forward; "linear": each Linear / Conv module.
+    Modules holding only per-sample-vector GEMMs are left out: they stay float anyway.
+    """
+    units: list[str] = []
+    for node in graph.nodes:
+        if node.op != "call_function" or is_per_sample_vector(node):
+            continue
+        gemm = node.target in QUANTIZABLE_OPS
+        if not gemm and (node.target not in ELEMENTWISE_OPS or granularity == "linear"):
+            continue
+        paths = module_paths(node)
+        if not paths:
+            unit = TOP_LEVEL if node.meta.get("nn_module_stack") else None
+        else:
+            unit = paths[-1] if granularity == "linear" else _top_level_module(paths)
+        if unit is None:
+            continue
+        if unit not in units:
+            units.append(unit)
+    return units
+
+
+def _top_level_module(paths: list[str]) -> str:
+    """`transformer_blocks.3` for a block's ops (even if the ModuleList is on the stack)."""
+    first = paths[0]
+    if len(paths) > 1 and paths[1].startswith(first + "."):
+        index = paths[1][len(first) + 1 :].split(".")[0]
+        if index.isdigit():
+            return f"{first}.{index}"
+    return first
+
+
+def node_filter(float_layers) -> callable:
+    """The quantizer's filter: quantize a node unless it is per-sample or in a float layer."""
+    float_layers = tuple(float_layers)
+
+    def quantize(node: Node) -> bool:
+        return not is_per_sample_vector(node) and not in_layers(node, float_layers)
+
+    return quantize
