@@ -84,6 +84,8 @@ def capture_calibration(
 
     options = options or CalibrationOptions()
     options.validate()
+    if isinstance(model, str) and text_encoder_dir is None and embeddings_path is None:
+        _check_text_source(model, random_text_encoder)  # before loading a large model
     if isinstance(model, str):
         model_source = model_source or model
         model = load_transformer(model)
@@ -192,14 +194,18 @@ def _text_encoder(family, model_source, specs, folder, random_encoder):
         if family == "pixart":
             return PixArtTextEncoder.from_folder(folder, tokens)
         return SD3TextEncoder.from_folder(folder, width, t5_tokens=tokens - CLIP_TOKENS)
-    if not (random_encoder or str(model_source).startswith("tiny-")):
+    _check_text_source(model_source, random_encoder)
+    if family == "pixart":
+        return PixArtTextEncoder.random(width, tokens)
+    return SD3TextEncoder.random(width, specs["pooled_projections"].shape[-1], t5_tokens=tokens - CLIP_TOKENS)
+
+
+def _check_text_source(model_source, random_encoder: bool) -> None:
+    if not (random_encoder or str(model_source).startswith("tiny-") or _has_text_encoder(model_source)):
         raise UserError(
             f"{model_source} needs its text encoder: pass --text-encoder DIR (a local pipeline "
             "folder) or --embeddings FILE.safetensors"
         )
-    if family == "pixart":
-        return PixArtTextEncoder.random(width, tokens)
-    return SD3TextEncoder.random(width, specs["pooled_projections"].shape[-1], t5_tokens=tokens - CLIP_TOKENS)
 
 
 def _check_embeddings(encoded: EncodedPrompts, specs) -> None:
