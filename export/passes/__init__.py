@@ -1,0 +1,73 @@
+"""Mobile rewrite passes: one a file, composed here and nowhere else.
+
+Each pass rewrites a diffusers model at the module level (attention processors, norms,
+layouts) and keeps its float32 outputs; `apply_passes` runs the chosen ones, in the order of
+`PASSES`, on a private copy. `default_passes(backend)` is what `edit-mobile export` uses
+unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from edit_mobile.errors import UserError
+from edit_mobile.export.passes.base import MobilePass
+from edit_mobile.export.passes.channels_first import ChannelsFirst
+from edit_mobile.export.passes.group_norm_pooled import GroupNormPooled
+from edit_mobile.export.passes.linear_attention_bmm import LinearAttentionBMM
+from edit_mobile.export.passes.row_norm_matmul import RowNormMatmul
+from edit_mobile.export.passes.softmax_attention_bmm import SoftmaxAttentionBMM
+from edit_mobile.export.passes.split_head_attention import SplitHeadAttention
+
+# Application order. Attention processors are swapped before the layout changes, because
+# `channels_first` needs processors that understand the (B, C, 1, S) layout.
+PASSES: dict[str, MobilePass] = {
+    p.name: p
+    for p in (
+        LinearAttentionBMM(),
+        SoftmaxAttentionBMM(),
+        SplitHeadAttention(),
+        GroupNormPooled(),
+        RowNormMatmul(),
+        ChannelsFirst(),
+    )
+}
+
+_CPU_DELEGATE = ["linear_attention_bmm", "softmax_attention_bmm", "group_norm_pooled", "row_norm_matmul"]
+_NEURAL_ENGINE = ["linear_attention_bmm", "split_head_attention", "group_norm_pooled", "channels_first"]
+DEFAULT_PASSES: dict[str, list[str]] = {
+    "xnnpack": _CPU_DELEGATE,
+    "vulkan": _CPU_DELEGATE,
+    "onnx": _CPU_DELEGATE,
+    "coreml": _NEURAL_ENGINE,
+    "coreml-pte": _NEURAL_ENGINE,
+    "qnn": _NEURAL_ENGINE,
+}
+
+
+def default_passes(backend: str) -> list[str]:
+    if backend not in DEFAULT_PASSES:
+        raise UserError(f"no default passes for backend {backend!r}; known: {', '.join(DEFAULT_PASSES)}")
+    return list(DEFAULT_PASSES[backend])
+
+
+def check_pass_names(names: list[str]) -> list[str]:
+    unknown = [name for name in names if name not in PASSES]
+    if unknown:
+        raise UserError(f"unknown pass {unknown[0]!r}; choose from {', '.join(PASSES)}")
+    return names
+
+
+def apply_passes(model: nn.Module, names: list[str]) -> nn.Module:
+    """A rewritten copy of `model` with the named passes applied in `PASSES` order."""
+    chosen = set(check_pass_names(list(names)))
+    rewritten = copy.deepcopy(model)
+    for name, mobile_pass in PASSES.items():
+        if name in chosen:
+            mobile_pass.apply(rewritten)
+    return rewritten.eval() if not model.training else rewritten
+
+
+__all__ = ["DEFAULT_PASSES", "PASSES", "MobilePass", "apply_passes", "check_pass_names", "default_passes"]

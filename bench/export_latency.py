@@ -1,0 +1,310 @@
+"""Latency of one denoising step, PixArt-Sigma XL teacher vs EDiT, PyTorch eager vs ExecuTorch.
+
+Builds the PixArt-Sigma XL width (1152, 16 heads, 120 prompt tokens, caption width 4096) with
+few layers (default 2, random weights), converts it to EDiT (`to_edit`, default options), and
+for each resolution exports both with the project's XNNPACK lowering after the default
+xnnpack rewrite passes. Each program runs in the real ExecuTorch runtime, interleaved with
+PyTorch eager on the unrewritten model, in the same process and threads, so the ratios are
+measured side by side. Prints the median latency per step, ExecuTorch/eager and
+EDiT/teacher ratios, planned activation memory (ExecuTorch memory planning) and the peak
+resident memory each run adds; writes a PNG of latency vs tokens and a JSON of every number.
+
+    python bench/export_latency.py [--layers 2] [--resolutions 256,512,1024,2048]
+
+Other agents may share the cores: the load average is printed before and after; trust
+ratios from one run, not absolute times across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import PixArtTransformer2DModel
+from tqdm import tqdm
+
+from edit_mobile.export.passes import apply_passes, default_passes
+from edit_mobile.models import PRESETS, DenoiserWrapper, TransformerSignature, to_edit
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MIB = 1 << 20
+
+
+@dataclass
+class Row:
+    model: str  # "teacher" | "edit"
+    resolution: int  # pixels per side
+    tokens: int  # image tokens
+    eager_ms: float | None = None
+    executorch_ms: float | None = None
+    eager_runs_ms: list[float] = field(default_factory=list)
+    executorch_runs_ms: list[float] = field(default_factory=list)
+    max_abs_diff: float | None = None
+    planned_xnnpack_mib: float | None = None  # ExecuTorch-planned buffers of the XNNPACK program
+    planned_portable_mib: float | None = None  # same graph, no delegate: every activation planned
+    eager_peak_mib: float | None = None  # resident memory a run adds (VmHWM after clear_refs)
+    executorch_peak_mib: float | None = None
+    ops_delegated: str | None = None
+    passes: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def executorch_over_eager(self) -> float | None:
+        if self.eager_ms and self.executorch_ms:
+            return self.executorch_ms / self.eager_ms
+        return None
+
+
+# ---------------------------------------------------------------- models
+
+
+def pixart_sigma_xl(resolution: int, layers: int) -> PixArtTransformer2DModel:
+    config = {**PRESETS["pixart-sigma-xl-1024"].config, "num_layers": layers, "sample_size": resolution // 8}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return PixArtTransformer2DModel.from_config(config).eval()
+
+
+def edit_of(teacher: PixArtTransformer2DModel) -> torch.nn.Module:
+    student = to_edit(teacher).eval()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        for name, parameter in student.named_parameters():
+            if ".conv_fusion.expand." in name:  # conversion starts it at 0; give it signal
+                parameter.normal_(0.0, 0.02)
+    return student
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def peak_added_mib(run) -> float | None:
+    """Resident memory `run()` adds at its peak: reset VmHWM, run, read it back (Linux)."""
+    try:
+        gc.collect()
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kib("VmRSS")
+        run()
+        return (_status_kib("VmHWM") - before) / 1024
+    except OSError:
+        run()
+        return None
+
+
+def planned_mib(program_manager) -> float:
+    """Bytes of the memory-planned (non-constant) buffers of method `forward`."""
+    plan = program_manager.executorch_program.execution_plan[0]
+    return sum(plan.non_const_buffer_sizes) / MIB
+
+
+def portable_planned_mib(exported) -> float:
+    """Plan the same graph without a delegate, so every activation is in ExecuTorch's plan."""
+    from executorch.exir import to_edge
+
+    return planned_mib(to_edge(exported).to_executorch())
+
+
+def lower_xnnpack(exported):
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    from edit_mobile.export.backends import executorch_program
+
+    edge, coverage = executorch_program.lower(exported, [XnnpackPartitioner()])
+    return executorch_program.to_executorch(edge), coverage
+
+
+def fused_score_bytes(model, tokens: int) -> int:
+    """Largest softmax score tensor a fused-head teacher self-attention holds, x2 (scores, probs)."""
+    return 2 * 4 * model.config.num_attention_heads * tokens * tokens
+
+
+def measure(name: str, model, resolution: int, passes: list[str], args) -> Row:
+    signature = TransformerSignature.of(model, resolution, resolution)
+    inputs = signature.example_inputs(seed=0)
+    tokens = (resolution // 8 // model.config.patch_size) ** 2
+    row = Row(name, resolution, tokens, passes=list(passes))
+    eager = DenoiserWrapper(model).eval()
+
+    if name == "teacher" and fused_score_bytes(model, tokens) > args.memory_budget_gib * (1 << 30):
+        if "split_head_attention" not in passes:
+            row.passes = passes = [*passes, "split_head_attention"]
+            row.note = "split heads: fused scores exceed the memory budget; "
+
+    rewritten = DenoiserWrapper(apply_passes(model, passes)).eval()
+    with torch.no_grad():
+        if not args.skip_portable_plan:  # lowering consumes an exported program: plan a fresh one
+            row.planned_portable_mib = portable_planned_mib(torch.export.export(rewritten, inputs))
+        program, coverage = lower_xnnpack(torch.export.export(rewritten, inputs))
+    row.planned_xnnpack_mib = planned_mib(program)
+    row.ops_delegated = f"{coverage.ops_delegated}/{coverage.ops_total}"
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.pte"
+        path.write_bytes(program.buffer)
+        program = rewritten = None
+        gc.collect()
+        time_runs(row, eager, path, inputs, args)
+    row.eager_ms = statistics.median(row.eager_runs_ms)
+    row.executorch_ms = statistics.median(row.executorch_runs_ms)
+    return row
+
+
+def time_runs(row: Row, eager, program_path: Path, inputs, args) -> None:
+    """Peak memory and output check on the first runs, then interleaved timed runs."""
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(program_path).load_method("forward")
+
+    def run_eager():
+        with torch.no_grad():
+            return eager(*inputs)
+
+    def run_executorch():
+        return method.execute(list(inputs))[0]
+
+    outputs = {}
+    row.eager_peak_mib = peak_added_mib(lambda: outputs.setdefault("eager", run_eager()))
+    row.executorch_peak_mib = peak_added_mib(lambda: outputs.setdefault("et", run_executorch()))
+    row.max_abs_diff = float((outputs["et"] - outputs["eager"]).abs().max())
+
+    first_pair = timed(run_eager) + timed(run_executorch)
+    repeats = int(max(args.min_reps, min(args.max_reps, args.budget_s * 1000 // first_pair)))
+    for _ in range(repeats):  # interleaved: both see the same machine load
+        row.eager_runs_ms.append(timed(run_eager))
+        row.executorch_runs_ms.append(timed(run_executorch))
+
+
+def timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return (time.perf_counter() - start) * 1000
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def fmt(value, spec=".0f", none="-"):
+    return none if value is None else format(value, spec)
+
+
+def print_table(rows: list[Row]) -> None:
+    print("\nPer denoising step (median ms); ET = ExecuTorch XNNPACK program")
+    header = (
+        f"{'px':>5} {'tokens':>6} {'model':>7} {'eager':>8} {'ET':>8} {'ET/eager':>8} "
+        f"{'planned MiB (xnn|portable)':>27} {'peak MiB (eager|ET)':>20} {'deleg.':>8} {'maxdiff':>8} reps"
+    )
+    print(header)
+    for r in rows:
+        print(
+            f"{r.resolution:>5} {r.tokens:>6} {r.model:>7} {fmt(r.eager_ms):>8} {fmt(r.executorch_ms):>8} "
+            f"{fmt(r.executorch_over_eager, '.2f'):>8} "
+            f"{fmt(r.planned_xnnpack_mib, '.1f'):>12} | {fmt(r.planned_portable_mib, '.0f'):>12} "
+            f"{fmt(r.eager_peak_mib):>9} | {fmt(r.executorch_peak_mib):>8} {r.ops_delegated or '-':>8} "
+            f"{fmt(r.max_abs_diff, '.1e'):>8} {len(r.executorch_runs_ms)} {r.note}"
+        )
+    print("\nEDiT vs teacher (speed-up = teacher time / EDiT time; memory = EDiT / teacher)")
+    print(f"{'px':>5} {'eager x':>8} {'ET x':>8} {'planned mem (portable)':>23}")
+    by_key = {(r.resolution, r.model): r for r in rows}
+    for px in sorted({r.resolution for r in rows}):
+        teacher, edit = by_key.get((px, "teacher")), by_key.get((px, "edit"))
+        if not teacher or not edit:
+            continue
+        speed = lambda a, b: a / b if a and b else None  # noqa: E731
+        memory = speed(edit.planned_portable_mib, teacher.planned_portable_mib)
+        print(
+            f"{px:>5} {fmt(speed(teacher.eager_ms, edit.eager_ms), '.2f'):>8} "
+            f"{fmt(speed(teacher.executorch_ms, edit.executorch_ms), '.2f'):>8} {fmt(memory, '.3f'):>23}"
+        )
+
+
+def plot(rows: list[Row], path: Path, layers: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    styles = {("teacher", "eager"): "C0--", ("teacher", "executorch"): "C0-",
+              ("edit", "eager"): "C1--", ("edit", "executorch"): "C1-"}
+    for (model, runtime), style in styles.items():
+        points = [(r.tokens, getattr(r, f"{runtime}_ms")) for r in rows if r.model == model]
+        points = [(t, ms) for t, ms in points if ms]
+        if points:
+            label = f"{'EDiT' if model == 'edit' else 'PixArt-Sigma'} - {'ExecuTorch XNNPACK' if runtime == 'executorch' else 'PyTorch eager'}"
+            axis.plot(*zip(*points, strict=True), style, marker="o", label=label)
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_xlabel("image tokens (256 px = 256 ... 2048 px = 16384)")
+    axis.set_ylabel("ms per denoising step (median)")
+    axis.set_title(f"PixArt-Sigma XL width, {layers} layers, fp32, {torch.get_num_threads()} threads")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=2, help="transformer blocks (PixArt-Sigma XL has 28)")
+    parser.add_argument("--resolutions", default="256,512,1024,2048", help="pixels per side, comma-separated")
+    parser.add_argument("--models", default="teacher,edit")
+    parser.add_argument("--passes", default=None, help="comma-separated; default: the xnnpack defaults")
+    parser.add_argument("--budget-s", type=float, default=60.0, help="timing budget per configuration")
+    parser.add_argument("--min-reps", type=int, default=1)
+    parser.add_argument("--max-reps", type=int, default=7)
+    parser.add_argument("--memory-budget-gib", type=float, default=6.0,
+                        help="teacher attention scores above this run with split heads")
+    parser.add_argument("--skip-portable-plan", action="store_true", help="skip the delegate-free memory plan")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    from executorch.extension.pybindings import portable_lib
+
+    passes = args.passes.split(",") if args.passes is not None else default_passes("xnnpack")
+    resolutions = [int(r) for r in args.resolutions.split(",")]
+    models = args.models.split(",")
+    print(f"PixArt-Sigma XL width (1152, 16 heads, 120 prompt tokens) with {args.layers} layers "
+          f"(the real model has 28), random weights, fp32, batch 1")
+    print(f"threads: torch {torch.get_num_threads()}, ExecuTorch threadpool "
+          f"{portable_lib._threadpool_get_thread_count()}; passes: {','.join(passes) or 'none'}")
+    print(f"load average at start: {os.getloadavg()}")
+
+    rows: list[Row] = []
+    for resolution in tqdm(resolutions, desc="resolutions"):
+        teacher = pixart_sigma_xl(resolution, args.layers)
+        candidates = {"teacher": teacher, "edit": edit_of(teacher)}
+        for name in models:
+            rows.append(measure(name, copy.deepcopy(candidates[name]), resolution, passes, args))
+            tqdm.write(f"  {resolution} px {name}: eager {rows[-1].eager_ms:.0f} ms, "
+                       f"ExecuTorch {rows[-1].executorch_ms:.0f} ms")
+        del teacher, candidates
+        gc.collect()
+
+    print(f"load average at end: {os.getloadavg()}")
+    print_table(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    png = args.out / "export_latency.png"
+    plot(rows, png, args.layers)
+    report = {"layers": args.layers, "passes": passes, "threads": torch.get_num_threads(),
+              "rows": [asdict(r) | {"executorch_over_eager": r.executorch_over_eager} for r in rows]}
+    (args.out / "export_latency.json").write_text(json.dumps(report, indent=1))
+    print(f"wrote {png} and {args.out / 'export_latency.json'}")
+
+
+if __name__ == "__main__":
+    main()

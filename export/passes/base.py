@@ -1,0 +1,57 @@
+"""What a mobile rewrite pass is, and the module-walking helpers the passes share.
+
+A pass rewrites a diffusers model in place at the nn.Module level (swapping attention
+processors or submodules for mobile forms) and keeps its float32 outputs unchanged;
+`apply_passes` hands it a private deep copy, so the caller's model is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from torch import nn
+
+
+class MobilePass:
+    """One rewrite. `name` is what manifests and the CLI use; `serves` says which backend
+    constraint the rewrite answers and what it costs, in one line."""
+
+    name: str = ""
+    serves: str = ""
+
+    def apply(self, model: nn.Module) -> int:
+        """Rewrite `model` in place; return how many modules were rewritten."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<pass {self.name}>"
+
+
+def attention_modules(model: nn.Module) -> Iterator[nn.Module]:
+    """Every diffusers `Attention` (anything with a swappable `processor`)."""
+    for module in model.modules():
+        if hasattr(module, "set_processor") and hasattr(module, "processor"):
+            yield module
+
+
+def swap_processors(model: nn.Module, replace: Callable[[object], object | None]) -> int:
+    """Set `replace(old_processor)` on every attention where it returns a new processor."""
+    swapped = 0
+    for attn in attention_modules(model):
+        new = replace(attn.processor)
+        if new is not None:
+            attn.set_processor(new)
+            swapped += 1
+    return swapped
+
+
+def swap_children(model: nn.Module, replace: Callable[[nn.Module], nn.Module | None]) -> int:
+    """Replace every submodule for which `replace(child)` returns a module."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            new = replace(child)
+            if new is not None:
+                setattr(parent, child_name, new)
+                swapped += 1
+    return swapped

@@ -1,0 +1,193 @@
+"""Pass `linear_attention_bmm`: EDiT / MM-EDiT attention as rank-3 batched matmuls.
+
+Serves every backend: heads folded into the batch (no 4-D per-head matmuls, no einsum, no
+5-D tensors), numerator and normaliser from one matmul against V with a ones column appended,
+and K pre-scaled by 1/M (eps too) so fp16 sums over 16384 tokens cannot overflow.
+Cost: one (M, d+1) pad and one (BH, M, d) multiply per layer, both small (M = N / 4).
+
+The processors keep the student's own modules (ConvFusion, Spatial Compressors) and the
+teacher's projections; only the arithmetic around them changes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edit_mobile.export.passes.attention_kernels import (
+    fold_heads,
+    fold_heads_channels_first,
+    linear_attention,
+    linear_attention_channels_first,
+    normaliser_guard,
+    softmax_attention,
+    split_head_softmax_attention,
+    unfold_heads,
+    unfold_heads_channels_first,
+)
+from edit_mobile.export.passes.base import MobilePass, swap_processors
+from edit_mobile.export.passes.softmax_processors import (
+    SoftmaxAttention,
+    norm_per_head,
+    norm_per_head_channels_first,
+)
+from edit_mobile.models import EDiTAttnProcessor, MMEDiTAttnProcessor
+from edit_mobile.models.edit_attention import check_token_grid, image_to_tokens, tokens_to_image
+
+
+class EDiTBMMAttnProcessor(EDiTAttnProcessor):
+    """EDiTAttnProcessor computed with `linear_attention` on folded heads."""
+
+    @classmethod
+    def like(cls, processor: EDiTAttnProcessor) -> EDiTBMMAttnProcessor:
+        """A processor of this class sharing `processor`'s modules (weights are not copied)."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.eps = processor.eps
+        new.conv_fusion = processor.conv_fusion
+        new.key_compressor = processor.key_compressor
+        new.value_compressor = processor.value_compressor
+        new.token_grid = processor.token_grid
+        return new
+
+    def folded_features(self, attn, hidden_states: torch.Tensor):
+        """ReLU(Q), ReLU(K_c), V_c folded, and the pre-ReLU Q and K_c, V_c (for MM-EDiT).
+
+        Token layout (B, N, C): each (BH, tokens, d). Channels-first (B, C, 1, S): each
+        (BH, d, tokens).
+        """
+        channels_first = hidden_states.dim() == 4
+        length = hidden_states.shape[-1] if channels_first else hidden_states.shape[1]
+        grid = check_token_grid(self.token_grid, length, self.key_compressor.stride)
+        batch, heads = hidden_states.shape[0], attn.heads
+        if channels_first:
+            image = hidden_states.view(batch, -1, *grid)  # (B, C, h, w): a view
+            fused = hidden_states + self.conv_fusion(image).view(hidden_states.shape)  # (B, C, 1, S)
+            key = attn.to_k(hidden_states).view(image.shape)  # (B, C, h, w)
+            value = attn.to_v(hidden_states).view(image.shape)
+            query = norm_per_head_channels_first(attn.norm_q, fold_heads_channels_first(attn.to_q(fused), heads))
+            key_c = self.key_compressor.conv(key)  # (B, C, h/s, w/s)
+            value_c = self.value_compressor.conv(value)
+            key_c = norm_per_head_channels_first(attn.norm_k, fold_heads_channels_first(key_c, heads))  # (BH, d, M)
+            value_c = fold_heads_channels_first(value_c, heads)  # (BH, d, M)
+        else:
+            fused = hidden_states + image_to_tokens(self.conv_fusion(tokens_to_image(hidden_states, grid)))
+            query = norm_per_head(attn.norm_q, fold_heads(attn.to_q(fused), heads))  # (BH, N, d)
+            key_c = self.key_compressor(attn.to_k(hidden_states), grid)  # (B, M, C)
+            value_c = self.value_compressor(attn.to_v(hidden_states), grid)
+            key_c = norm_per_head(attn.norm_k, fold_heads(key_c, heads))  # (BH, M, d)
+            value_c = fold_heads(value_c, heads)  # (BH, M, d)
+        return F.relu(query), F.relu(key_c), value_c, query, key_c
+
+    def linear(self, query_features, key_features, value, channels_first: bool) -> torch.Tensor:
+        if channels_first:
+            return linear_attention_channels_first(query_features, key_features, value, self.eps)
+        return linear_attention(query_features, key_features, value, self.eps)
+
+    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
+        if encoder_hidden_states is not None:
+            raise ValueError("EDiT attention replaces a self-attention; got encoder_hidden_states")
+        channels_first = hidden_states.dim() == 4
+        query_features, key_features, value_c, _, _ = self.folded_features(attn, hidden_states)
+        out = self.linear(query_features, key_features, value_c, channels_first)
+        batch = hidden_states.shape[0]
+        out = unfold_heads_channels_first(out, batch) if channels_first else unfold_heads(out, batch)
+        out = attn.to_out[1](attn.to_out[0](out.to(hidden_states.dtype)))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+class MMEDiTBMMAttnProcessor(EDiTBMMAttnProcessor):
+    """MMEDiTAttnProcessor on folded heads; its softmax parts go through `SoftmaxAttention`,
+    which the `split_head_attention` pass can switch to one head at a time. Token layout only."""
+
+    @classmethod
+    def like(cls, processor: MMEDiTAttnProcessor) -> MMEDiTBMMAttnProcessor:
+        new = super().like(processor)
+        new.normalizer = processor.normalizer
+        new.prompt_image_keys = processor.prompt_image_keys
+        new.softmax = SoftmaxAttention(split_heads=False)
+        return new
+
+    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
+        if encoder_hidden_states is None:
+            raise ValueError("MM-EDiT attention replaces a joint attention; pass encoder_hidden_states")
+        if hidden_states.dim() != 3:
+            raise NotImplementedError("MM-EDiT attention runs in the token layout (B, N, C) only")
+        batch, heads = hidden_states.shape[0], attn.heads
+        query_features, key_features, value_c, query, key_c = self.folded_features(attn, hidden_states)
+        prompt_q = norm_per_head(attn.norm_added_q, fold_heads(attn.add_q_proj(encoder_hidden_states), heads))
+        prompt_k = norm_per_head(attn.norm_added_k, fold_heads(attn.add_k_proj(encoder_hidden_states), heads))
+        prompt_v = fold_heads(attn.add_v_proj(encoder_hidden_states), heads)  # (BH, T, d)
+        scale = query.shape[-1] ** -0.5  # SDPA's default scale, as the MM-EDiT processor uses
+
+        if self.normalizer == "exact":
+            out_image = self.exact_image_rows(query * scale, query_features, key_features, value_c, prompt_k, prompt_v)
+        else:
+            image_tokens, prompt_tokens = query.shape[1], prompt_k.shape[1]
+            eta = image_tokens / (image_tokens + prompt_tokens)
+            linear = linear_attention(query_features, key_features, value_c, self.eps)  # (BH, N, d)
+            softmax = self.softmax_rows(query * scale, prompt_k, prompt_v, batch)  # (BH, N, d)
+            out_image = eta * linear + (1 - eta) * softmax
+        out_image = attn.to_out[1](attn.to_out[0](unfold_heads(out_image, batch).to(hidden_states.dtype)))
+        if attn.context_pre_only:
+            return out_image, None
+
+        if self.prompt_image_keys == "full":
+            image_k = norm_per_head(attn.norm_k, fold_heads(attn.to_k(hidden_states), heads))  # (BH, N, d)
+            image_v = fold_heads(attn.to_v(hidden_states), heads)
+        else:
+            image_k, image_v = key_c, value_c  # (BH, M, d)
+        keys = torch.cat([image_k, prompt_k], dim=1)  # (BH, N+T, d)
+        values = torch.cat([image_v, prompt_v], dim=1)
+        out_prompt = self.softmax_rows(prompt_q * scale, keys, values, batch)  # (BH, T, d)
+        out_prompt = attn.to_add_out(unfold_heads(out_prompt, batch).to(encoder_hidden_states.dtype))
+        return out_image, out_prompt
+
+    def softmax_rows(self, query, key, value, batch):
+        """query (scaled): (BH, N, d), key/value: (BH, M, d) -> (BH, N, d)."""
+        key_t = key.transpose(1, 2)  # (BH, d, M)
+        if self.softmax.split_heads:
+            return split_head_softmax_attention(query, key_t, value, batch)
+        return softmax_attention(query, key_t, value)
+
+    def exact_image_rows(self, query, query_features, key_features, value_c, prompt_k, prompt_v):
+        """The "exact" shared normaliser, with every sum scaled by 1/M like `linear_attention`.
+
+        out = (e^-m q (K^T V) + sum_p e^{s_p - m} v_p) / (e^-m q K^T 1 + sum_p e^{s_p - m} + eps),
+        m = max(0, max_p s_p); numerator and normaliser of both parts each from one matmul.
+        """
+        keys = key_features.shape[1]
+        scores = torch.bmm(query, prompt_k.transpose(1, 2))  # (BH, N, T)
+        shift = scores.amax(dim=-1, keepdim=True).clamp_min(0)  # (BH, N, 1)
+        weights = torch.exp(scores - shift) * (1.0 / keys)  # (BH, N, T)
+        damp = torch.exp(-shift)  # (BH, N, 1)
+        value_ones = F.pad(value_c, (0, 1), value=1.0)  # (BH, M, d+1)
+        key_value = torch.bmm((key_features * (1.0 / keys)).transpose(1, 2), value_ones)  # (BH, d, d+1)
+        both = damp * torch.bmm(query_features, key_value)  # (BH, N, d+1)
+        both = both + torch.bmm(weights, F.pad(prompt_v, (0, 1), value=1.0))  # (BH, N, d+1)
+        head_dim = value_c.shape[-1]
+        return both[:, :, :head_dim] / (both[:, :, head_dim:] + normaliser_guard(self.eps, keys, query.dtype))
+
+
+def _bmm_form(processor):
+    if isinstance(processor, MMEDiTBMMAttnProcessor | EDiTBMMAttnProcessor):
+        return None
+    if isinstance(processor, MMEDiTAttnProcessor):
+        return MMEDiTBMMAttnProcessor.like(processor)
+    if isinstance(processor, EDiTAttnProcessor):
+        return EDiTBMMAttnProcessor.like(processor)
+    return None
+
+
+class LinearAttentionBMM(MobilePass):
+    name = "linear_attention_bmm"
+    serves = (
+        "all backends: EDiT linear attention as rank-3 bmm (heads in batch, ones column for the "
+        "normaliser, K and eps scaled by 1/M against fp16 overflow); costs a small pad and scale"
+    )
+
+    def apply(self, model: nn.Module) -> int:
+        return swap_processors(model, _bmm_form)

@@ -1,0 +1,85 @@
+"""Every mobile rewrite pass, alone and in each backend's default list, keeps the float32 output."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edit_mobile.errors import UserError
+from edit_mobile.export.passes import DEFAULT_PASSES, PASSES, apply_passes, default_passes
+from edit_mobile.export.passes.channels_first import ChannelsFirstPixArtForward
+from edit_mobile.export.passes.linear_attention_bmm import (
+    EDiTBMMAttnProcessor,
+    MMEDiTBMMAttnProcessor,
+)
+from edit_mobile.export.passes.softmax_processors import SoftmaxAttention
+from edit_mobile.models import DenoiserWrapper, TransformerSignature, load_transformer
+
+PRESETS = ["tiny-pixart", "tiny-pixart-edit", "tiny-sd3", "tiny-sd3-edit"]
+PIXART_ONLY = {"channels_first"}
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {name: load_transformer(name) for name in PRESETS}
+
+
+def outputs(model, inputs):
+    with torch.no_grad():
+        return DenoiserWrapper(model)(*inputs)
+
+
+def pass_lists():
+    single = [[name] for name in PASSES]
+    defaults = [DEFAULT_PASSES[backend] for backend in ("xnnpack", "coreml")]
+    return single + defaults + [list(PASSES)]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("names", pass_lists(), ids=lambda names: "+".join(names))
+def test_pass_keeps_float32_output(models, preset, names):
+    model = models[preset]
+    if "sd3" in preset and PIXART_ONLY & set(names):
+        with pytest.raises(UserError, match="PixArt"):
+            apply_passes(model, names)
+        return
+    inputs = TransformerSignature.of(model, 128, 192, batch=2).example_inputs(seed=3)
+    reference = outputs(model, inputs)
+    rewritten = apply_passes(model, names)
+    got = outputs(rewritten, inputs)
+    assert got.shape == reference.shape
+    torch.testing.assert_close(got, reference, atol=2e-5, rtol=1e-4)
+
+
+def test_passes_really_rewrite(models):
+    """Guards the test above against passes that silently do nothing."""
+    edit = apply_passes(models["tiny-pixart-edit"], ["linear_attention_bmm", "split_head_attention"])
+    processors = [block.attn1.processor for block in edit.transformer_blocks]
+    assert all(type(p) is EDiTBMMAttnProcessor for p in processors)
+    cross = [block.attn2.processor.attention for block in edit.transformer_blocks]
+    assert all(isinstance(a, SoftmaxAttention) and a.split_heads for a in cross)
+    mm = apply_passes(models["tiny-sd3-edit"], ["linear_attention_bmm"])
+    assert all(type(block.attn.processor) is MMEDiTBMMAttnProcessor for block in mm.transformer_blocks)
+    counts = {name: PASSES[name].apply(apply_passes(models["tiny-pixart-edit"], [])) for name in PASSES}
+    assert all(count > 0 for count in counts.values()), counts
+    assert isinstance(apply_passes(models["tiny-pixart"], ["channels_first"]), ChannelsFirstPixArtForward)
+
+
+def test_apply_passes_leaves_the_input_model_alone(models):
+    model = models["tiny-pixart-edit"]
+    before = type(model.transformer_blocks[0].attn1.processor)
+    apply_passes(model, list(DEFAULT_PASSES["coreml"]))
+    assert type(model.transformer_blocks[0].attn1.processor) is before
+    assert not isinstance(model, ChannelsFirstPixArtForward)
+
+
+def test_defaults_and_bad_names():
+    for backend in ("xnnpack", "vulkan", "onnx", "coreml", "coreml-pte", "qnn"):
+        names = default_passes(backend)
+        assert "linear_attention_bmm" in names and "group_norm_pooled" in names
+    assert "channels_first" in default_passes("coreml") and "split_head_attention" in default_passes("qnn")
+    assert "channels_first" not in default_passes("xnnpack")
+    with pytest.raises(UserError, match="unknown pass"):
+        apply_passes(torch.nn.Linear(2, 2), ["fast_mode"])
+    with pytest.raises(UserError, match="backend"):
+        default_passes("tpu")
