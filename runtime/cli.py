@@ -194,6 +194,7 @@ def print_profile(console, result: dict) -> None:
     if memory.get("planned_bytes") is not None:
         summary.add_row("planned memory", f"{memory['planned_bytes'] / 2**20:.2f} MiB activations (ExecuTorch memory plan), "
                         f"{memory['constant_and_delegate_bytes'] / 2**20:.2f} MiB weights and delegate data")
+        summary.add_row("", memory["planned_note"])
     console.print(summary)
     operators = result.get("operators")
     if not operators:

@@ -17,6 +17,7 @@ maps each runtime instruction to debug handles, hence to graph nodes and model m
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -162,7 +163,9 @@ def executorch_layer_report(manifest: Manifest, inputs, reference_state: dict[st
     with tempfile.TemporaryDirectory(prefix="edit-mobile-etdump-") as scratch:
         etdump_path, debug_path = Path(scratch) / "run.etdp", Path(scratch) / "debug.bin"
         session.write_etdump(etdump_path, debug_path)
-        inspector = Inspector(etdump_path=str(etdump_path), etrecord=etrecord, debug_buffer_path=str(debug_path))
+        with warnings.catch_warnings():  # devtools warns about every graph kwarg it does not draw
+            warnings.simplefilter("ignore")
+            inspector = Inspector(etdump_path=str(etdump_path), etrecord=etrecord, debug_buffer_path=str(debug_path))
 
     weights, mapped, mismatches = _reference_weights(program, reference_state)
     capture = _Capture(program.graph_module)

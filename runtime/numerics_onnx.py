@@ -76,15 +76,18 @@ def _reference_name(name: str, reference_state) -> str:
 def _anchors(model, owners: dict[str, str]) -> list[Anchor]:
     """For each weighted module, the last node (graph order) that consumes one of its weights.
 
-    A weight consumed by several nodes anchors nothing: the exporter stores equal tensors once
-    (e.g. two layers' identically initialised kernels), so its name says only one owner."""
+    A module whose weights are used more than once anchors nothing: the exporter stores equal
+    tensors once (two layers' identically initialised kernels share one name), and a layer
+    applied twice (MM-EDiT's image keys, for the linear and the softmax parts) has no single
+    output to compare."""
     consumers: dict[str, int] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers[name] = consumers.get(name, 0) + 1
+    reused = {owners[name].rsplit(".", 1)[0] for name in owners if consumers.get(name, 0) > 1}
     last: dict[str, Anchor] = {}
     for index, node in enumerate(model.graph.node):
-        for module in {owners[i].rsplit(".", 1)[0] for i in node.input if i in owners and consumers[i] == 1}:
+        for module in {owners[i].rsplit(".", 1)[0] for i in node.input if i in owners} - reused:
             last[module] = Anchor(module, index, node.name, node.op_type, node.output[0])
     return sorted(last.values(), key=lambda a: (a.node_index, -a.module.count(".")))
 

@@ -16,6 +16,7 @@ delegate's setup and copies) is kept as the delegate call's "overhead" so the ro
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -48,7 +49,9 @@ def executorch_operator_profile(manifest: Manifest, inputs, threads: int | None,
     with tempfile.TemporaryDirectory(prefix="edit-mobile-etdump-") as scratch:
         etdump_path = Path(scratch) / "profile.etdp"
         session.write_etdump(etdump_path)
-        inspector = Inspector(etdump_path=str(etdump_path), etrecord=etrecord)
+        with warnings.catch_warnings():  # devtools warns about every graph kwarg it does not draw
+            warnings.simplefilter("ignore")
+            inspector = Inspector(etdump_path=str(etdump_path), etrecord=etrecord)
     nodes = _nodes_by_handle(edge_program(etrecord)) if etrecord is not None else {}
     profile = _attribute(inspector, nodes)
     if etrecord is None:

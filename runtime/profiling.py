@@ -255,6 +255,9 @@ def planned_memory(session: Session) -> dict:
         "constant_and_delegate_bytes": info.segment_bytes,
         "instructions": plan.instructions,
         "delegate_calls": len(plan.delegates),
+        "planned_note": "tensors ExecuTorch holds between instructions; a delegate's inner activations live in "
+                        "its own workspace (XNNPACK's), counted in peak RSS, not here" if plan.delegates else
+                        "every activation of the program",
     }
 
 

@@ -30,7 +30,7 @@ class ReferenceSession(Session):
         if threads:
             torch.set_num_threads(int(threads))
         started = time.perf_counter()
-        model = load_transformer(entry.path).eval()
+        model = _quietly(load_transformer, entry.path).eval()
         if model.dtype != torch.float32:
             model = model.to(torch.float32)
         family = model_family(model)
@@ -43,3 +43,16 @@ class ReferenceSession(Session):
     @torch.no_grad()
     def _run(self, inputs: tuple[torch.Tensor, ...]) -> list:
         return [self.wrapper(*inputs)]
+
+
+def _quietly(function, *args):
+    """Call with diffusers' logging at errors only: from_pretrained's advice about installing
+    accelerate is noise in a validation report."""
+    from diffusers.utils import logging as diffusers_logging
+
+    previous = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        return function(*args)
+    finally:
+        diffusers_logging.set_verbosity(previous)

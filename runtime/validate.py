@@ -205,6 +205,8 @@ def validate(
         else:
             tick("random inputs")
             report.scores += score(session, reference, random_inputs(manifest, reference, samples), "random", threshold)
+    if not report.scores:
+        raise UserError(f"nothing to compare: {manifest.root.name} has no test vectors and --samples is 0; pass --samples N")
     if session.runtime == "executorch" and manifest.has("bundled_program") and stored:
         tick("bundled program")
         report.bundled = bundled_checks(manifest, stored, threshold)
