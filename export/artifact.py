@@ -47,6 +47,8 @@ class ExportRequest:
     passes: list[str] | None = None  # None = the backend's default passes; [] = none
     quantize: str | None = None
     calibration: Path | None = None
+    min_psnr: float | None = None  # quantization: keep sensitive layers float for this PSNR
+    float_layers: tuple[str, ...] = ()  # quantization: layers kept float by name
     prompt_tokens: int | None = None
     seed: int = 0  # of the test vectors
     backend_options: dict[str, Any] = field(default_factory=dict)
@@ -97,15 +99,17 @@ def check_batch(batch: int) -> None:
 
 
 def resolve_passes(requested: list[str] | None, backend_name: str) -> list[str]:
+    """The pass names to apply, checked and in the order the passes package applies them."""
     if requested is not None and not requested:
         return []
     try:
-        from edit_mobile.export.passes import default_passes
+        from edit_mobile.export.passes import PASSES, check_pass_names, default_passes
     except ImportError as err:
         raise UserError(
             f"the mobile rewrite passes are not available in this build ({err}); export with --no-passes"
         ) from err
-    return list(default_passes(backend_name) if requested is None else requested)
+    chosen = set(check_pass_names(list(default_passes(backend_name) if requested is None else requested)))
+    return [name for name in PASSES if name in chosen]
 
 
 def apply_passes(model: nn.Module, names: list[str]) -> nn.Module:
@@ -116,19 +120,20 @@ def apply_passes(model: nn.Module, names: list[str]) -> nn.Module:
     return apply(model, names)
 
 
-def quantization_hook():
-    """edit_mobile.export.quantization.quantize_program, or a clear error if it is not there.
+def quantization_api(backend_name: str, scheme: str):
+    """edit_mobile.export.quantization, with the scheme checked for the backend, or a clear
+    error if that module is not there. See its docstring for the two-stage contract:
+    quantize_program on the torch.export program, then (record["stage"] == "lowered")
+    quantize_lowered on the written program file."""
+    from edit_mobile.export import quantization
 
-    Contract: quantize_program(exported, *, backend, scheme, calibration, signature)
-    -> (quantized ExportedProgram, manifest "quantization" dict)."""
-    try:
-        from edit_mobile.export.quantization import quantize_program
-    except ImportError as err:
+    if not hasattr(quantization, "quantize_program"):
         raise UserError(
             "--quantize needs the calibration module (edit_mobile.export.quantization.quantize_program), "
             "which this build does not have yet; export without --quantize"
-        ) from err
-    return quantize_program
+        )
+    quantization.check_scheme(backend_name, scheme)
+    return quantization
 
 
 # --- the export --------------------------------------------------------------------------
@@ -181,7 +186,9 @@ def export_artifact(request: ExportRequest) -> Path:
     output = Path(request.output)
     check_output_dir(output)
     backend.check_available()
-    quantize_program = quantization_hook() if request.quantize else None
+    if request.quantize is None and (request.min_psnr is not None or request.float_layers):
+        raise UserError("--min-psnr and --float-layers apply only with --quantize SCHEME")
+    quantization_module = quantization_api(backend.name, request.quantize) if request.quantize else None
     pass_names = resolve_passes(request.passes, backend.name)
 
     model = load_transformer(request.model)
@@ -215,10 +222,11 @@ def export_artifact(request: ExportRequest) -> Path:
         progress.set_postfix_str("torch.export")
         exported = torch.export.export(denoiser, inputs, strict=False)
         quantization = None
-        if quantize_program is not None:
-            exported, quantization = quantize_program(
+        if quantization_module is not None:
+            exported, quantization = quantization_module.quantize_program(
                 exported, backend=backend.name, scheme=request.quantize,
-                calibration=request.calibration, signature=signature,
+                calibration=request.calibration, signature=signature, denoiser=denoiser,
+                min_psnr=request.min_psnr, float_layers=tuple(request.float_layers),
             )
         progress.update()
 
@@ -233,6 +241,13 @@ def export_artifact(request: ExportRequest) -> Path:
             options={**request.backend_options, "quantized": quantization is not None},
         )
         result = backend.lower(job, staging)
+        if quantization is not None and quantization.get("stage") == "lowered":
+            # Schemes applied to the written program (ONNX QDQ, Core ML weight compression).
+            quantization = quantization_module.quantize_lowered(
+                staging / result.files["program"], backend=backend.name, scheme=request.quantize,
+                calibration=request.calibration, signature=signature, record=quantization,
+            )
+            result = backend.program_rewritten(result, staging)
         progress.update()
 
         progress.set_postfix_str("manifest")

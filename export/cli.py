@@ -28,7 +28,7 @@ def register(subparsers) -> None:
                         help="2 runs the conditional and unconditional branch in one call")
     passes = parser.add_mutually_exclusive_group()
     passes.add_argument("--passes", nargs="+", default=None, metavar="PASS",
-                        help="rewrite passes to apply, in order (default: the backend's)")
+                        help="rewrite passes to apply (default: the backend's; applied in the passes package's order)")
     passes.add_argument("--no-passes", action="store_true", help="export the model as it is")
     parser.add_argument("--prompt-tokens", type=int, default=None,
                         help="prompt length (default: 120 PixArt, 333 SD3)")
@@ -36,6 +36,11 @@ def register(subparsers) -> None:
                         help="quantization scheme (needs --calibration; from the calibration stage)")
     parser.add_argument("--calibration", type=Path, default=None, metavar="DIR",
                         help="calibration set folder from `edit-mobile calibrate`")
+    parser.add_argument("--min-psnr", type=float, default=None, metavar="DB",
+                        help="with --quantize (xnnpack int8): keep the most sensitive layers float "
+                        "until the held-out PSNR reaches DB")
+    parser.add_argument("--float-layers", nargs="+", default=(), metavar="LAYER",
+                        help="with --quantize: layers to keep float (names from `edit-mobile sensitivity`)")
     parser.add_argument("--coreml-target", default=None, metavar="TARGET",
                         help="Core ML minimum deployment target, e.g. iOS17 (default), iOS18, macOS14")
     parser.add_argument("--onnx-opset", type=int, default=None, help="ONNX opset, >= 18 (default 18)")
@@ -74,6 +79,8 @@ def run_export(args: argparse.Namespace) -> int:
         passes=[] if args.no_passes else args.passes,
         quantize=args.quantize,
         calibration=args.calibration,
+        min_psnr=args.min_psnr,
+        float_layers=tuple(args.float_layers),
         prompt_tokens=args.prompt_tokens,
         seed=args.seed,
         backend_options={key: value for key, value in options.items() if value},

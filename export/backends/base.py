@@ -49,3 +49,8 @@ class Backend:
 
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
         raise NotImplementedError
+
+    def program_rewritten(self, result: BackendResult, out_dir: Path) -> BackendResult:
+        """The program file was rewritten after lowering (quantization of a written program):
+        redo what `lower` derived from it (determinism fixes, inspection)."""
+        return result

@@ -93,18 +93,34 @@ def spec_io(feature_descriptions) -> list[dict[str, Any]]:
     return specs
 
 
+def _main_block(spec):
+    function = spec.mlProgram.functions["main"]
+    return function.block_specializations[function.opset]
+
+
 def mil_op_types(spec) -> dict[str, int]:
-    """Op types of an ML program, counted over every function and block (not recursing into
-    nested blocks, which these models do not have)."""
-    counts: Counter[str] = Counter()
-    for function in spec.mlProgram.functions.values():
-        for block in function.block_specializations.values():
-            counts.update(op.type for op in block.operations)
+    counts = Counter(op.type for op in _main_block(spec).operations)
     return dict(sorted(counts.items()))
 
 
+def mil_ranks(spec) -> dict[str, int]:
+    """Highest tensor rank in the program, and among matmul operands: the Neural Engine
+    wants rank 4 or less (the mobile rewrite folds heads into the batch for that)."""
+    block = _main_block(spec)
+    rank = {value.name: value.type.tensorType.rank for value in spec.mlProgram.functions["main"].inputs}
+    matmul_rank = 0
+    for op in block.operations:
+        for output in op.outputs:
+            rank[output.name] = output.type.tensorType.rank
+        if op.type == "matmul":
+            for argument in ("x", "y"):
+                for binding in op.inputs[argument].arguments:
+                    matmul_rank = max(matmul_rank, rank.get(binding.name, 0))
+    return {"max_rank": max(rank.values(), default=0), "matmul_max_rank": matmul_rank}
+
+
 def inspect_package(package: Path) -> dict[str, Any]:
-    """What a Mac would report about the package, read from its spec: I/O, ops, version."""
+    """What a Mac would report about the package, read from its spec: I/O, ops, ranks."""
     import coremltools as ct
 
     spec = ct.utils.load_spec(str(package))
@@ -112,6 +128,7 @@ def inspect_package(package: Path) -> dict[str, Any]:
         "inputs": spec_io(spec.description.input),
         "outputs": spec_io(spec.description.output),
         "ops": mil_op_types(spec),
+        **mil_ranks(spec),
         "specification_version": spec.specificationVersion,
     }
 
@@ -152,24 +169,25 @@ class CoreMLBackend(Backend):
 
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
         mlmodel, target = convert(job, job.options.get("coreml_target"))
-        package = out_dir / PACKAGE_DIR
-        mlmodel.save(str(package))
-        make_package_deterministic(package)
-        report = inspect_package(package)
+        mlmodel.save(str(out_dir / PACKAGE_DIR))
         expected = [(n, list(t.shape)) for n, t in zip(job.input_names, job.example_inputs, strict=True)]
-        found = [(spec["name"], spec["shape"]) for spec in report["inputs"]]
-        if found != expected:
-            raise RuntimeError(f"Core ML inputs {found} differ from the signature's {expected}")
-        return BackendResult(
+        result = BackendResult(
             files={"program": PACKAGE_DIR},
             delegation=None,
-            program={
-                "format": "mlprogram",
-                "minimum_deployment_target": target.name,
-                "compute_precision": job.precision,
-                **report,
-            },
+            program={"format": "mlprogram", "minimum_deployment_target": target.name,
+                     "compute_precision": job.precision},
         )
+        result = self.program_rewritten(result, out_dir)
+        found = [(spec["name"], spec["shape"]) for spec in result.program["inputs"]]
+        if found != expected:
+            raise RuntimeError(f"Core ML inputs {found} differ from the signature's {expected}")
+        return result
+
+    def program_rewritten(self, result: BackendResult, out_dir: Path) -> BackendResult:
+        package = out_dir / result.files["program"]
+        make_package_deterministic(package)
+        result.program = {**result.program, **inspect_package(package)}
+        return result
 
 
 BACKEND = CoreMLBackend()

@@ -39,12 +39,19 @@ def drop_noop_squeezes(exported: torch.export.ExportedProgram) -> int:
     return dropped
 
 
-def strip_debug_metadata(model) -> None:
-    """Drop per-node stack traces and module paths: they name files on the exporting machine."""
+def tidy_graph(model) -> None:
+    """Drop per-node stack traces and module paths (they name files on the exporting machine)
+    and value_info entries of initializers: they repeat the weight's shape and go stale when a
+    tool rewrites the weight (onnxruntime's quantizer transposes Gemm weights, then fails its
+    own shape inference on them)."""
     for node in model.graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
     del model.metadata_props[:]
+    initializers = {initializer.name for initializer in model.graph.initializer}
+    kept = [info for info in model.graph.value_info if info.name not in initializers]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
 
 
 def write_ort_format(onnx_path: Path, ort_path: Path) -> None:
@@ -65,7 +72,6 @@ class OnnxBackend(Backend):
 
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
         import onnx
-        import onnxruntime as ort
 
         opset = int(job.options.get("onnx_opset") or DEFAULT_OPSET)
         if opset < MIN_OPSET:
@@ -82,26 +88,31 @@ class OnnxBackend(Backend):
             verbose=False,
         )
         model = onnx_program.model_proto
-        strip_debug_metadata(model)
+        tidy_graph(model)
         onnx.checker.check_model(model, full_check=True)
-        path = out_dir / PROGRAM_FILE
-        onnx.save_model(model, str(path))
-        # Loading builds the session's graph: fails here, not on a phone, if ORT cannot run it.
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        files = {"program": PROGRAM_FILE}
-        if job.options.get("ort_format"):
-            write_ort_format(path, out_dir / ORT_FILE)
-            files["ort_program"] = ORT_FILE
-        return BackendResult(
-            files=files,
+        onnx.save_model(model, str(out_dir / PROGRAM_FILE))
+        result = BackendResult(
+            files={"program": PROGRAM_FILE},
             delegation=None,
-            program={
-                "format": "onnx",
-                "opset": opset,
-                "ops": dict(sorted(Counter(node.op_type for node in model.graph.node).items())),
-                "session_inputs": [i.name for i in session.get_inputs()],
-            },
+            program={"format": "onnx", "opset": opset},
         )
+        return self.program_rewritten(result, out_dir, ort_format=bool(job.options.get("ort_format")))
+
+    def program_rewritten(self, result: BackendResult, out_dir: Path, ort_format: bool | None = None) -> BackendResult:
+        """Inspect model.onnx and load it in onnxruntime (fails here, not on a phone, if ORT
+        cannot build its graph); (re)write model.ort from it when asked or already there."""
+        import onnx
+        import onnxruntime as ort
+
+        path = out_dir / result.files["program"]
+        model = onnx.load(str(path))
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        if ort_format or (ort_format is None and "ort_program" in result.files):
+            write_ort_format(path, out_dir / ORT_FILE)
+            result.files["ort_program"] = ORT_FILE
+        ops = Counter(node.op_type for node in model.graph.node)
+        result.program = {**result.program, "ops": dict(sorted(ops.items()))}
+        return result
 
 
 BACKEND = OnnxBackend()

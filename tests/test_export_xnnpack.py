@@ -1,0 +1,87 @@
+"""XNNPACK: the .pte runs in the ExecuTorch runtime and matches PyTorch; the .bpte verifies
+itself in the runtime; the manifest describes the folder; attention and MLP stay delegated."""
+
+from __future__ import annotations
+
+import pytest
+from export_artifacts import exported, load_test_vectors, manifest, max_abs_diff
+
+TINY_PRESETS = ["tiny-pixart", "tiny-pixart-edit", "tiny-sd3", "tiny-sd3-edit"]
+TOLERANCE = 1e-4  # float32, max abs
+
+
+@pytest.mark.parametrize("model", TINY_PRESETS)
+def test_pte_matches_pytorch_in_executorch_runtime(model):
+    from executorch.runtime import Runtime
+
+    art_dir = exported(model, "xnnpack")
+    inputs, reference = load_test_vectors(art_dir)
+    program = Runtime.get().load_program(art_dir / manifest(art_dir)["files"]["program"]["path"])
+    (output,) = program.load_method("forward").execute(inputs)
+    assert max_abs_diff(output, reference) <= TOLERANCE
+
+
+@pytest.mark.parametrize("model", ["tiny-pixart-edit", "tiny-sd3-edit"])
+def test_bundled_program_verifies_itself_in_runtime(model):
+    from executorch.extension.pybindings import portable_lib
+
+    art_dir = exported(model, "xnnpack")
+    bundle = portable_lib._load_bundled_program_from_buffer(
+        (art_dir / manifest(art_dir)["files"]["bundled_program"]["path"]).read_bytes()
+    )
+    # Runs the program on the bundled inputs and raises if the outputs differ from the
+    # bundled expected outputs (ExecuTorch 1.5's BundledModule API).
+    bundle.verify_result_with_bundled_expected_output("forward", 0, 0.0, TOLERANCE)
+
+
+def test_manifest_describes_the_folder():
+    from edit_mobile.export.manifest import SCHEMA, SCHEMA_VERSION, read_manifest, verify_files
+
+    art_dir = exported("tiny-pixart-edit", "xnnpack")
+    data = read_manifest(art_dir)
+    verify_files(art_dir, data)
+    assert (data["schema"], data["schema_version"]) == (SCHEMA, SCHEMA_VERSION)
+    assert data["model"]["source"] == "tiny-pixart-edit"
+    assert data["model"]["family"] == "pixart" and data["model"]["edit"] is True
+    assert data["model"]["config"]["edit_config"]["compression_stride"] == 2
+    assert data["resolution"] == [128, 128] and data["latent"] == [16, 16] and data["batch"] == 1
+    assert (data["backend"], data["precision"], data["quantization"]) == ("xnnpack", "fp32", None)
+    assert "linear_attention_bmm" in data["passes"]
+    assert set(data["files"]) == {"program", "bundled_program", "test_vectors", "reference_model"}
+    assert [spec["name"] for spec in data["inputs"]] == [
+        "hidden_states", "encoder_hidden_states", "encoder_attention_mask", "timestep"
+    ]
+    inputs, reference = load_test_vectors(art_dir)
+    assert [list(t.shape) for t in inputs] == [spec["shape"] for spec in data["inputs"]]
+    assert list(reference.shape) == data["outputs"][0]["shape"] == [1, 8, 16, 16]
+    assert {"torch", "executorch", "diffusers"} <= set(data["tools"])
+    assert "created" not in data and "timestamp" not in data  # byte-identical re-exports
+
+
+def test_reference_model_folder_rebuilds_the_reference():
+    import torch
+
+    from edit_mobile.models import DenoiserWrapper, load_transformer
+
+    art_dir = exported("tiny-pixart-edit", "xnnpack")
+    model = load_transformer(art_dir / manifest(art_dir)["files"]["reference_model"]["path"])
+    inputs, reference = load_test_vectors(art_dir)
+    with torch.no_grad():
+        assert max_abs_diff(DenoiserWrapper(model)(*inputs), reference) == 0.0
+
+
+def test_attention_and_mlp_compute_stays_in_the_xnnpack_delegate():
+    coverage = manifest(exported("tiny-pixart-edit", "xnnpack"))["delegation"]
+    print(
+        f"\ntiny-pixart-edit xnnpack: {coverage['ops_delegated']}/{coverage['ops_total']} ops, "
+        f"{coverage['flops_share_delegated']:.4%} of FLOPs delegated in {coverage['delegate_calls']} "
+        f"calls; outside: {coverage['non_delegated_ops']}"
+    )
+    assert coverage["delegates"] == ["XnnpackBackend"]
+    outside = {
+        path: ops
+        for path, ops in coverage["non_delegated_compute"].items()
+        if any(part.startswith(("attn", "ff")) for part in path.split("."))
+    }
+    assert outside == {}, f"attention / MLP compute runs outside XNNPACK: {outside}"
+    assert coverage["flops_share_delegated"] > 0.999
