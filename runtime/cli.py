@@ -115,8 +115,7 @@ def run_validate(args: argparse.Namespace) -> int:
 def print_validation(console, report) -> None:
     from rich.table import Table
 
-    console.print(f"[bold]{report.artifact}[/]: {report.description} on {report.runtime}; "
-                  f"pass at PSNR >= {report.threshold_db:g} dB ({report.threshold_source})")
+    console.print(f"[bold]{report.artifact}[/]: {report.description} on {report.runtime}; pass at {report.threshold.describe()}")
     table = Table(show_edge=False)
     for column in ("output", "inputs", "n", "PSNR min/mean", "SQNR min", "cosine min", "max abs", "result"):
         table.add_column(column, justify="left" if column in ("output", "inputs", "result") else "right")
@@ -125,7 +124,7 @@ def print_validation(console, report) -> None:
         label = score.source if score in report.scores else "reference/ vs stored outputs"
         table.add_row(score.output, label, str(row["samples"]), f"{row['psnr_db_min']:.1f} / {row['psnr_db_mean']:.1f}",
                       f"{row['sqnr_db_min']:.1f}", f"{row['cosine_min']:.6f}", f"{row['max_abs']:.3g}",
-                      "[green]pass[/]" if score.passed else "[red]FAIL[/]")
+                      "[green]pass[/]" if score.passed else "[red]FAIL[/]" if score.gated else "below (info)")
     console.print(table)
     if report.bundled:
         matched = sum(case["passed"] for case in report.bundled)
