@@ -70,7 +70,9 @@ def prompt_encoder(manifest: Manifest, text_encoder: str | os.PathLike | None = 
         if manifest.family == "pixart":
             return PixArtTextEncoder.from_folder(folder, tokens)
         return SD3TextEncoder.from_folder(folder, width, t5_tokens=tokens - CLIP_TOKENS)
-    if not str(source).startswith("tiny-"):
+    from edit_mobile.runtime.vae import is_tiny_architecture
+
+    if not is_tiny_architecture(manifest):
         raise UserError(
             f"{source} needs its text encoder to read prompts: pass --text-encoder DIR (a local pipeline "
             "folder) or --embeddings FILE.safetensors"

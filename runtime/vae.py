@@ -42,6 +42,22 @@ def tiny_vae(family: str, seed: int = 0):
     return vae.eval()
 
 
+def is_tiny_architecture(manifest: Manifest) -> bool:
+    """Is the artifact's model one of the tiny presets (by name, or by a config that keeps every
+    setting of one, as a student converted from it does)? Those have no real text encoder or
+    VAE anywhere, so the pipeline uses seeded random ones."""
+    from edit_mobile.models import PRESETS
+
+    if str(manifest.model.get("source", "")).startswith("tiny-"):
+        return True
+    config = manifest.model.get("config") or {}
+    normal = lambda value: list(value) if isinstance(value, (list, tuple)) else value  # noqa: E731
+    return any(
+        all(normal(config.get(key)) == normal(value) for key, value in preset.config.items())
+        for name, preset in PRESETS.items() if name.startswith("tiny-")
+    )
+
+
 def vae_folder_for(manifest: Manifest) -> Path | None:
     """The `vae/` of the pipeline folder the model came from, if the source was a local folder."""
     source = Path(str(manifest.model.get("source", "")))
@@ -56,7 +72,7 @@ def load_vae(manifest: Manifest, folder: str | os.PathLike | None = None, seed: 
 
     folder = Path(folder) if folder is not None else vae_folder_for(manifest)
     if folder is None:
-        if not str(manifest.model.get("source", "")).startswith("tiny-"):
+        if not is_tiny_architecture(manifest):
             raise UserError(
                 f"{manifest.model.get('source')} needs its VAE to make images: pass --vae DIR "
                 "(a diffusers AutoencoderKL folder, e.g. the pipeline's vae/)"

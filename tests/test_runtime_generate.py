@@ -42,3 +42,19 @@ def test_a_size_other_than_the_exported_one_is_refused(tmp_path, capsys):
 def test_bad_steps_are_refused(tmp_path, steps, capsys):
     assert main(["generate", str(artifact("xnnpack")), "--prompt", "x", "--steps", steps, "-o", str(tmp_path / "x.png")]) == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_tiny_architectures_get_seeded_random_encoder_and_vae_real_ones_must_be_given(tmp_path, capsys):
+    import json
+
+    from test_runtime_artifacts import copy_artifact
+
+    art = copy_artifact("onnx", tmp_path / "art")
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["model"]["source"] = str(tmp_path / "student")  # converted from tiny-pixart into a folder
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["generate", str(art), "--prompt", "x", "--steps", "1", "-o", str(tmp_path / "tiny.png")]) == 0
+    manifest["model"]["config"]["caption_channels"] = 4096  # no tiny preset: a real model's encoder is needed
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["generate", str(art), "--prompt", "x", "--steps", "1", "-o", str(tmp_path / "real.png")]) == 2
+    assert "--text-encoder" in capsys.readouterr().err
