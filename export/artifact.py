@@ -90,6 +90,23 @@ def check_precision(precision: str) -> None:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(manifest_io.PRECISIONS)}")
 
 
+def check_resolution(model: nn.Module, resolution: tuple[int, int] | None) -> None:
+    """Pixels per side must be a multiple of 8 (VAE) x patch x 2, for teachers too, so that a
+    teacher and its EDiT student are exported at the same resolutions (EDiT needs the 2:
+    its spatial compressor halves the token grid)."""
+    from edit_mobile.models.signature import VAE_SCALE, required_multiple
+
+    if resolution is None:
+        return
+    multiple = max(VAE_SCALE * model.config.patch_size * 2, required_multiple(model))
+    height, width = resolution
+    if height % multiple or width % multiple:
+        raise UserError(
+            f"resolution {height}x{width} is not divisible by {multiple} (VAE {VAE_SCALE} x patch "
+            f"{model.config.patch_size} x 2); use a multiple of {multiple} pixels per side"
+        )
+
+
 def check_batch(batch: int) -> None:
     if batch not in BATCH_SIZES:
         raise UserError(f"batch {batch} is not supported; choose one of {', '.join(map(str, BATCH_SIZES))}")
@@ -175,100 +192,146 @@ def check_passes_kept_outputs(reference: torch.Tensor, rewritten: torch.Tensor, 
         raise RuntimeError(f"rewrite passes {names} changed the float32 output by {error:.3g}")
 
 
-def export_artifact(request: ExportRequest) -> Path:
-    """Write the artifact folder for `request`; returns its path. Raises UserError on bad input."""
-    from edit_mobile.models import DenoiserWrapper, TransformerSignature, load_transformer
+@dataclass
+class ExportPlan:
+    """A checked request: everything resolved before any file is written."""
+
+    request: ExportRequest
+    backend: Backend
+    precision: str
+    pass_names: list[str]
+    quantization: Any  # the edit_mobile.export.quantization module, or None
+    model: nn.Module
+    record: dict[str, Any]
+    signature: Any  # edit_mobile.models.TransformerSignature
+
+
+def plan_export(request: ExportRequest) -> ExportPlan:
+    """Check the whole request, cheapest checks first, so that bad input costs little and
+    leaves nothing behind. Raises UserError."""
+    from edit_mobile.models import TransformerSignature, load_transformer
 
     backend: Backend = get_backend(request.backend)
     precision = request.precision or backend.default_precision
     check_precision(precision)
     check_batch(request.batch)
-    output = Path(request.output)
-    check_output_dir(output)
+    check_output_dir(Path(request.output))
     backend.check_available()
     if request.quantize is None and (request.min_psnr is not None or request.float_layers):
         raise UserError("--min-psnr and --float-layers apply only with --quantize SCHEME")
-    quantization_module = quantization_api(backend.name, request.quantize) if request.quantize else None
+    quantization = quantization_api(backend.name, request.quantize) if request.quantize else None
     pass_names = resolve_passes(request.passes, backend.name)
-
     model = load_transformer(request.model)
-    record = model_record(request.model, model)  # before passes may rebuild modules
+    check_resolution(model, request.resolution)
     height, width = request.resolution or (None, None)
     signature = TransformerSignature.of(
         model, height, width, batch=request.batch, prompt_tokens=request.prompt_tokens
     )
-    input_names = signature.input_names
-    output_names = [spec.name for spec in signature.outputs]
+    record = model_record(request.model, model)  # before passes may rebuild modules
+    return ExportPlan(request, backend, precision, pass_names, quantization, model, record, signature)
 
-    stages = ["reference", "passes", "torch.export", f"lower to {backend.name}", "manifest"]
-    progress = tqdm(stages, desc=f"export {request.model} -> {backend.name}", unit="stage",
-                    file=sys.stderr, disable=None, leave=False)
-    with atomic_output_dir(output) as staging, torch.no_grad():
-        progress.set_postfix_str("reference")
-        inputs = signature.example_inputs(seed=request.seed)
-        reference = DenoiserWrapper(model).eval()(*inputs)
-        model.save_pretrained(staging / REFERENCE_DIR, safe_serialization=True)
-        write_test_vectors(staging / TEST_VECTORS_FILE, input_names, inputs, output_names[0], reference)
-        progress.update()
 
-        progress.set_postfix_str("passes")
-        denoiser: nn.Module = DenoiserWrapper(apply_passes(model, pass_names)).eval()
-        if pass_names:
-            check_passes_kept_outputs(reference, denoiser(*inputs), pass_names)
-        if precision == "fp16" and backend.casts_model_for_fp16:
-            denoiser = CastedDenoiser(denoiser, torch.float16).eval()
-        progress.update()
+def write_reference(plan: ExportPlan, staging: Path) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """The PyTorch model and its float32 output on seeded inputs: what every backend is
+    compared against, on this machine and on the device."""
+    from edit_mobile.models import DenoiserWrapper
 
-        progress.set_postfix_str("torch.export")
-        exported = torch.export.export(denoiser, inputs, strict=False)
-        quantization = None
-        if quantization_module is not None:
-            exported, quantization = quantization_module.quantize_program(
-                exported, backend=backend.name, scheme=request.quantize,
-                calibration=request.calibration, signature=signature, denoiser=denoiser,
-                min_psnr=request.min_psnr, float_layers=tuple(request.float_layers),
-            )
-        progress.update()
+    inputs = plan.signature.example_inputs(seed=plan.request.seed)
+    reference = DenoiserWrapper(plan.model).eval()(*inputs)
+    plan.model.save_pretrained(staging / REFERENCE_DIR, safe_serialization=True)
+    output_name = plan.signature.outputs[0].name
+    write_test_vectors(staging / TEST_VECTORS_FILE, plan.signature.input_names, inputs, output_name, reference)
+    return inputs, reference
 
-        progress.set_postfix_str(f"lower to {backend.name}")
+
+def mobile_denoiser(plan: ExportPlan, inputs, reference: torch.Tensor) -> nn.Module:
+    """The module to trace: rewrite passes applied (checked to keep the output), then cast to
+    fp16 behind float32 I/O where the backend runs fp16 by casting."""
+    from edit_mobile.models import DenoiserWrapper
+
+    denoiser: nn.Module = DenoiserWrapper(apply_passes(plan.model, plan.pass_names)).eval()
+    if plan.pass_names:
+        check_passes_kept_outputs(reference, denoiser(*inputs), plan.pass_names)
+    if plan.precision == "fp16" and plan.backend.casts_model_for_fp16:
+        denoiser = CastedDenoiser(denoiser, torch.float16).eval()
+    return denoiser
+
+
+def trace(plan: ExportPlan, denoiser: nn.Module, inputs) -> tuple[torch.export.ExportedProgram, dict | None]:
+    """torch.export of the denoiser, quantized before lowering where the scheme says so."""
+    exported = torch.export.export(denoiser, inputs, strict=False)
+    if plan.quantization is None:
+        return exported, None
+    request = plan.request
+    return plan.quantization.quantize_program(
+        exported, backend=plan.backend.name, scheme=request.quantize,
+        calibration=request.calibration, signature=plan.signature, denoiser=denoiser,
+        min_psnr=request.min_psnr, float_layers=tuple(request.float_layers),
+    )
+
+
+def lower(plan: ExportPlan, job: LoweringJob, quantization: dict | None, staging: Path):
+    """The backend writes its program; schemes that quantize the written file run after it."""
+    result = plan.backend.lower(job, staging)
+    if quantization is not None and quantization.get("stage") == "lowered":
+        request = plan.request
+        quantization = plan.quantization.quantize_lowered(
+            staging / result.files["program"], backend=plan.backend.name, scheme=request.quantize,
+            calibration=request.calibration, signature=plan.signature, record=quantization,
+        )
+        result = plan.backend.program_rewritten(result, staging)
+    return result, quantization
+
+
+def write_manifest(plan: ExportPlan, result, quantization: dict | None, staging: Path) -> None:
+    roles = {**result.files, "test_vectors": TEST_VECTORS_FILE, "reference_model": REFERENCE_DIR}
+    manifest = manifest_io.build_manifest(
+        model=plan.record,
+        resolution=plan.signature.resolution,
+        batch=plan.request.batch,
+        prompt_tokens=plan.signature.prompt_tokens,
+        backend=plan.backend.name,
+        precision=plan.precision,
+        quantization=quantization,
+        passes=plan.pass_names,
+        inputs=[spec.to_dict() for spec in plan.signature.inputs],
+        outputs=[spec.to_dict() for spec in plan.signature.outputs],
+        files={role: manifest_io.file_entry(staging, path) for role, path in sorted(roles.items())},
+        delegation=result.delegation,
+        program=result.program,
+    )
+    manifest_io.write_manifest(staging, manifest)
+
+
+def export_artifact(request: ExportRequest) -> Path:
+    """Write the artifact folder for `request`; returns its path. Raises UserError on bad input."""
+    plan = plan_export(request)
+    stages = tqdm(total=5, desc=f"export {request.model} -> {plan.backend.name}", unit="stage",
+                  file=sys.stderr, disable=None, leave=False)
+    with atomic_output_dir(request.output) as staging, torch.no_grad(), stages:
+        stages.set_postfix_str("reference")
+        inputs, reference = write_reference(plan, staging)
+        stages.update()
+        stages.set_postfix_str("passes")
+        denoiser = mobile_denoiser(plan, inputs, reference)
+        stages.update()
+        stages.set_postfix_str("torch.export")
+        exported, quantization = trace(plan, denoiser, inputs)
+        stages.update()
+        stages.set_postfix_str(f"lower to {plan.backend.name}")
         job = LoweringJob(
             exported=exported,
             example_inputs=inputs,
             reference_outputs=(reference,),
-            input_names=input_names,
-            output_names=output_names,
-            precision=precision,
+            input_names=plan.signature.input_names,
+            output_names=[spec.name for spec in plan.signature.outputs],
+            precision=plan.precision,
             options={**request.backend_options, "quantized": quantization is not None},
         )
-        result = backend.lower(job, staging)
-        if quantization is not None and quantization.get("stage") == "lowered":
-            # Schemes applied to the written program (ONNX QDQ, Core ML weight compression).
-            quantization = quantization_module.quantize_lowered(
-                staging / result.files["program"], backend=backend.name, scheme=request.quantize,
-                calibration=request.calibration, signature=signature, record=quantization,
-            )
-            result = backend.program_rewritten(result, staging)
-        progress.update()
-
-        progress.set_postfix_str("manifest")
-        roles = {**result.files, "test_vectors": TEST_VECTORS_FILE, "reference_model": REFERENCE_DIR}
-        manifest = manifest_io.build_manifest(
-            model=record,
-            resolution=signature.resolution,
-            batch=request.batch,
-            prompt_tokens=signature.prompt_tokens,
-            backend=backend.name,
-            precision=precision,
-            quantization=quantization,
-            passes=pass_names,
-            inputs=[spec.to_dict() for spec in signature.inputs],
-            outputs=[spec.to_dict() for spec in signature.outputs],
-            files={role: manifest_io.file_entry(staging, path) for role, path in sorted(roles.items())},
-            delegation=result.delegation,
-            program=result.program,
-        )
-        manifest_io.write_manifest(staging, manifest)
+        result, quantization = lower(plan, job, quantization, staging)
+        stages.update()
+        stages.set_postfix_str("manifest")
+        write_manifest(plan, result, quantization, staging)
         apply_umask(staging)
-        progress.update()
-    progress.close()
-    return output
+        stages.update()
+    return Path(request.output)

@@ -26,6 +26,7 @@ def run_cli(argv, capsys):
     [
         (["tiny-pixart-edit", "--backend", "tpu"], "unknown backend 'tpu'"),
         (["tiny-pixart-edit", "--backend", "xnnpack", "--resolution", "136"], "not divisible by 32"),
+        (["tiny-pixart", "--backend", "onnx", "--resolution", "144"], "not divisible by 32"),
         (["tiny-pixart", "--backend", "onnx", "--resolution", "12O"], "is not R or HxW"),
         (["tiny-pixart-edit", "--backend", "onnx", "--precision", "int4"], "unknown precision 'int4'"),
         (["tiny-pixart-edit", "--backend", "onnx", "--batch", "3"], "batch 3 is not supported"),
