@@ -157,7 +157,8 @@ def print_per_layer(console, layers: dict) -> None:
             table.add_row(str(row["order"]), row["where"], row["module"], op, "x".join(map(str, row["shape"])),
                           f"{row['psnr_db']:.1f}", ", ".join(row["suspects"][:4]))
         console.print(table)
-        console.print(f"first layers: {', '.join(layers['first_layers'])}")
+        first, more = layers["first_layers"][:6], len(layers["first_layers"]) - 6
+        console.print(f"first layers: {', '.join(first)}" + (f" (+{more} more upstream in the same instruction)" if more > 0 else ""))
     for mismatch in layers["weight_mismatches"][:5]:
         console.print(f"exported weight differs from the reference: {mismatch['weight']} (PSNR {mismatch['psnr_db']} dB)")
     for note in layers["notes"]:

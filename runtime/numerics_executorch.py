@@ -31,6 +31,7 @@ from edit_mobile.runtime.metrics import closeness
 ETRECORD_ROLE = "etrecord"
 DEBUG_ENTRY_OVERHEAD = 256  # bytes per logged tensor for alignment and framing, generously
 DEBUG_BUFFER_MARGIN = 1 << 20
+MAX_SCANNED_MODULES = 48  # weight scans of a failing value's suspects (each reads the program once)
 
 
 def load_etrecord(manifest: Manifest):
@@ -209,7 +210,42 @@ def executorch_layer_report(manifest: Manifest, inputs, reference_state: dict[st
     if not mapped:
         notes.append("no exported weight name matches the reference: the runtime is compared with the exported graph itself")
     notes.append("a delegate is opaque: its outputs are the finest values the runtime logs inside it")
+    failing = next((row for row in rows if row.closeness.psnr_db < threshold_db), None)
+    if failing is not None and not manifest.quantization and manifest.precision == "fp32":
+        changed = changed_program_weights(session.entry.path, failing.suspects[:MAX_SCANNED_MODULES], reference_state)
+        if changed:
+            # Inside an opaque delegate, the weights the program no longer holds are the culprits.
+            failing.suspects = changed + [s for s in failing.suspects if s not in changed]
+            notes.append(f"weights feeding the first failing value that the program does not hold verbatim: {', '.join(changed)}")
     return LayerReport("executorch", threshold_db, rows, notes, mismatches)
+
+
+def changed_program_weights(program_path: Path, modules: list[str], reference_state: dict[str, torch.Tensor]) -> list[str]:
+    """Of these modules, those with a weight whose reference bytes the fp32 program does not hold.
+
+    An fp32 ExecuTorch program keeps every weight's float32 bytes, in the source layout, or
+    transposed / channels-last for the delegate's kernels; a weight found in none of these
+    layouts was changed between the reference and the program."""
+    import mmap
+
+    changed = []
+    with open(program_path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for module in modules:
+            weights = [t for name, t in reference_state.items() if name.rsplit(".", 1)[0] in (module, f"model.{module}")
+                       and t.is_floating_point() and t.numel() >= 16 and not bool((t == t.flatten()[0]).all())]
+            if any(not any(data.find(layout) >= 0 for layout in _stored_layouts(t)) for t in weights):
+                changed.append(module)
+    return changed
+
+
+def _stored_layouts(tensor: torch.Tensor) -> list[bytes]:
+    value = tensor.detach().float()
+    layouts = [value]
+    if value.dim() == 2:
+        layouts.append(value.t())
+    if value.dim() == 4:  # (O, I, H, W) -> channels-last (O, H, W, I), depthwise (I, H, W, O)
+        layouts += [value.permute(0, 2, 3, 1), value.permute(1, 2, 3, 0)]
+    return [layout.contiguous().numpy().tobytes() for layout in layouts]
 
 
 def _logged_events(inspector):
