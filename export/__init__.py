@@ -4,10 +4,15 @@ folder (manifest.json + program + test vectors + reference model) the runtime an
 Kept light on import (the CLI imports it for `--help`): the names below load on first use.
 
 Contracts with the sibling subpackages:
-- edit_mobile.export.passes: `default_passes(backend) -> list[str]` and
-  `apply_passes(model, names) -> model`, module rewrites that keep float32 outputs equal.
-- edit_mobile.export.quantization: `quantize_program(exported, *, backend, scheme, calibration,
-  signature) -> (ExportedProgram, dict for manifest["quantization"])`.
+- edit_mobile.export.passes: `default_passes(backend[, family]) -> list[str]` (given the model
+  family, "pixart" / "sd3", when it accepts a `family` argument), `check_pass_names(names)`,
+  `PASSES` (application order) and `apply_passes(model, names) -> model`, module rewrites that
+  keep float32 outputs equal.
+- edit_mobile.export.quantization: `check_scheme(backend, scheme)`, `quantize_program(exported,
+  *, backend, scheme, calibration, signature, denoiser, min_psnr, float_layers) ->
+  (ExportedProgram, record)` before lowering and, when record["stage"] == "lowered",
+  `quantize_lowered(program_path, ...) -> record` on the written file; record is
+  manifest["quantization"].
 """
 
 from __future__ import annotations

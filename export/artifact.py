@@ -13,6 +13,7 @@ ART_DIR/
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from dataclasses import dataclass, field
@@ -115,8 +116,10 @@ def check_batch(batch: int) -> None:
 # --- hooks into the rewrite passes and quantization packages ------------------------------
 
 
-def resolve_passes(requested: list[str] | None, backend_name: str) -> list[str]:
-    """The pass names to apply, checked and in the order the passes package applies them."""
+def resolve_passes(requested: list[str] | None, backend_name: str, family: str | None = None) -> list[str]:
+    """The pass names to apply, checked and in the order the passes package applies them.
+    `family` ("pixart" / "sd3") is handed to default_passes when it takes one, since some
+    rewrites (channels_first) exist for one family only."""
     if requested is not None and not requested:
         return []
     try:
@@ -125,7 +128,10 @@ def resolve_passes(requested: list[str] | None, backend_name: str) -> list[str]:
         raise UserError(
             f"the mobile rewrite passes are not available in this build ({err}); export with --no-passes"
         ) from err
-    chosen = set(check_pass_names(list(default_passes(backend_name) if requested is None else requested)))
+    if requested is None:
+        takes_family = "family" in inspect.signature(default_passes).parameters
+        requested = default_passes(backend_name, family=family) if takes_family else default_passes(backend_name)
+    chosen = set(check_pass_names(list(requested)))
     return [name for name in PASSES if name in chosen]
 
 
@@ -209,7 +215,7 @@ class ExportPlan:
 def plan_export(request: ExportRequest) -> ExportPlan:
     """Check the whole request, cheapest checks first, so that bad input costs little and
     leaves nothing behind. Raises UserError."""
-    from edit_mobile.models import TransformerSignature, load_transformer
+    from edit_mobile.models import TransformerSignature, load_transformer, model_family
 
     backend: Backend = get_backend(request.backend)
     precision = request.precision or backend.default_precision
@@ -220,8 +226,10 @@ def plan_export(request: ExportRequest) -> ExportPlan:
     if request.quantize is None and (request.min_psnr is not None or request.float_layers):
         raise UserError("--min-psnr and --float-layers apply only with --quantize SCHEME")
     quantization = quantization_api(backend.name, request.quantize) if request.quantize else None
-    pass_names = resolve_passes(request.passes, backend.name)
+    if request.passes:
+        resolve_passes(request.passes, backend.name)  # unknown names fail before loading
     model = load_transformer(request.model)
+    pass_names = resolve_passes(request.passes, backend.name, model_family(model))
     check_resolution(model, request.resolution)
     height, width = request.resolution or (None, None)
     signature = TransformerSignature.of(
