@@ -118,7 +118,7 @@ def quantize_lowered(program_path, *, backend: str, scheme: str, calibration, si
         calib = None
         mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
         compressed, result = compress_coreml(mlmodel, scheme)
-        staging = path.with_name(path.name + ".compressed")
+        staging = path.with_name(path.stem + ".compressing" + path.suffix)  # coremltools wants .mlpackage
         compressed.save(str(staging))
         shutil.rmtree(path)
         staging.rename(path)

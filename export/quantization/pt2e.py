@@ -74,11 +74,45 @@ def quantize_graph(
     float_layers: Iterable[str] = (),
     fold_quantize: bool = True,
     progress: bool = True,
+    observed: GraphModule | None = None,
+    keep_prepared: list | None = None,
 ) -> GraphModule:
-    """The converted (q/dq) module. Dynamic schemes need one record only, to trace shapes."""
+    """The converted (q/dq) module. Dynamic schemes need one record only, to trace shapes.
+
+    `observed`: a calibrated prepared module of the same program (any float layers) whose
+    observer statistics are reused instead of running the calibration set again.
+    `keep_prepared`: receives a copy of the calibrated prepared module, for later reuse.
+    """
     prepared = prepare(exported, make_quantizer(dynamic, float_layers))
-    calibrate(prepared, calibration_inputs[:1] if dynamic else calibration_inputs, progress and not dynamic)
+    if observed is None or not copy_observers(observed, prepared):
+        calibrate(prepared, calibration_inputs[:1] if dynamic else calibration_inputs, progress and not dynamic)
+    if keep_prepared is not None:
+        keep_prepared.append(copy.deepcopy(prepared))
     return convert_pt2e(prepared, fold_quantize=fold_quantize)
+
+
+def _observers(prepared: GraphModule) -> dict[str, torch.nn.Module]:
+    """Observer modules by the name of the node each one watches (one observer a node)."""
+    found: dict[str, torch.nn.Module] = {}
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and node.target.startswith("activation_post_process"):
+            watched = node.args[0].name if isinstance(node.args[0], Node) else None
+            if watched is None or watched in found:
+                return {}
+            found[watched] = prepared.get_submodule(node.target)
+    return found
+
+
+def copy_observers(source: GraphModule, target: GraphModule) -> bool:
+    """Give `target`'s observers the statistics of `source`'s on the same nodes. Both come
+    from one program, so node names match; an observer with no twin means: calibrate."""
+    sources, targets = _observers(source), _observers(target)
+    if not targets or not all(name in sources and type(sources[name]) is type(module)
+                              for name, module in targets.items()):
+        return False
+    for name, module in targets.items():
+        module.load_state_dict(sources[name].state_dict())
+    return True
 
 
 def reexport(module: GraphModule, example_inputs: Inputs) -> torch.export.ExportedProgram:

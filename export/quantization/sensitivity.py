@@ -62,8 +62,12 @@ class SensitivityAnalysis:
         self.references = reference_outputs(exported.module(), self.heldout)
         self.units = layer_units(exported.graph, granularity)
         self.vector_layers = vector_layers(exported.graph)
+        self.exported = exported
+        kept: list = []
         self.converted = pt2e.quantize_graph(exported, dynamic, calibration_inputs,
-                                             fold_quantize=False, progress=progress)
+                                             fold_quantize=False, progress=progress, keep_prepared=kept)
+        self.observed = kept[0]  # calibrated observers, reused by the final quantization
+        self._reports: dict[str, SensitivityReport] = {}
 
     def psnr(self, module) -> tuple[float, float]:
         return mean_psnr(module, self.references, self.heldout)
@@ -72,6 +76,11 @@ class SensitivityAnalysis:
         return self.psnr(pt2e.with_float_layers(self.converted, float_layers))[0]
 
     def report(self, scheme: str) -> SensitivityReport:
+        if scheme not in self._reports:
+            self._reports[scheme] = self._measure(scheme)
+        return self._reports[scheme]
+
+    def _measure(self, scheme: str) -> SensitivityReport:
         costs = []
         for unit in tqdm(self.units, desc="layer sensitivity", unit="layer", disable=not self.progress):
             mean, low = self.psnr(pt2e.with_only_layer(self.converted, unit))

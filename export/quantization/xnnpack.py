@@ -38,9 +38,12 @@ def quantize_for_xnnpack(
     denoiser: torch.nn.Module | None = None,
     granularity: str = "block",
     progress: bool = True,
+    analysis: SensitivityAnalysis | None = None,
 ) -> tuple[torch.export.ExportedProgram, dict]:
     """Quantized ExportedProgram ready for to_edge_transform_and_lower(XnnpackPartitioner),
-    and the manifest record {"scheme", "float_layers", "heldout_psnr_db", ...}."""
+    and the manifest record {"scheme", "float_layers", "heldout_psnr_db", ...}.
+
+    `analysis`: a SensitivityAnalysis of this program and records to reuse for min_psnr."""
     if scheme not in SCHEMES:
         raise UserError(f"unknown XNNPACK quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     if not calibration_inputs:
@@ -53,9 +56,9 @@ def quantize_for_xnnpack(
             raise UserError("--min-psnr works with int8-static and int8-dynamic; int4-weight has no layer search")
         if not heldout_inputs:
             raise UserError("--min-psnr needs held-out records; re-run edit-mobile calibrate")
-        analysis = SensitivityAnalysis(exported, calibration_inputs, heldout_inputs,
-                                       dynamic=scheme == "int8-dynamic", granularity=granularity,
-                                       progress=progress)
+        analysis = analysis or SensitivityAnalysis(exported, calibration_inputs, heldout_inputs,
+                                                   dynamic=scheme == "int8-dynamic",
+                                                   granularity=granularity, progress=progress)
         report = analysis.report(scheme)
         choice = analysis.choose_float_layers(min_psnr, report)
         if not choice.target_met:
@@ -76,7 +79,8 @@ def quantize_for_xnnpack(
             program, module = _int4_weight(denoiser, exported, example_inputs, float_layers)
         else:
             module = pt2e.quantize_graph(exported, scheme == "int8-dynamic", calibration_inputs,
-                                         float_layers, progress=progress)
+                                         float_layers, progress=progress,
+                                         observed=analysis.observed if analysis else None)
             program = pt2e.reexport(module, example_inputs)
         psnr = mean_psnr(module, references, heldout_inputs) if heldout_inputs else (None, None)
         if min_psnr is None or psnr[0] >= min_psnr:
