@@ -23,6 +23,8 @@ import gc
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -52,7 +54,7 @@ class Row:
     planned_xnnpack_mib: float | None = None  # ExecuTorch-planned buffers of the XNNPACK program
     planned_portable_mib: float | None = None  # same graph, no delegate: every activation planned
     eager_peak_mib: float | None = None  # resident memory a run adds (VmHWM after clear_refs)
-    executorch_peak_mib: float | None = None
+    executorch_peak_mib: float | None = None  # same, first run of a fresh program (XNNPACK workspace)
     ops_delegated: str | None = None
     passes: list[str] = field(default_factory=list)
     note: str = ""
@@ -105,6 +107,34 @@ def peak_added_mib(run) -> float | None:
     except OSError:
         run()
         return None
+
+
+PROBE = """
+import sys, torch
+from pathlib import Path
+from executorch.runtime import Runtime
+status = lambda key: next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(key + ":"))
+method = Runtime.get().load_program(sys.argv[1]).load_method("forward")
+inputs = torch.load(sys.argv[2], weights_only=True)
+Path("/proc/self/clear_refs").write_text("5")
+before = status("VmRSS")
+method.execute(inputs)
+print((status("VmHWM") - before) / 1024)
+"""
+
+
+def executorch_run_memory_mib(program_path: Path, inputs) -> float | None:
+    """Memory the first run of a freshly loaded program adds: XNNPACK allocates its
+    activation workspace then (ExecuTorch's planned buffers are allocated at load). Measured
+    in a fresh process, because XNNPACK may share one workspace between programs."""
+    inputs_path = program_path.with_suffix(".inputs.pt")
+    torch.save(list(inputs), inputs_path)
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", PROBE, str(program_path), str(inputs_path)],
+        capture_output=True, text=True, check=False,
+    )
+    lines = result.stdout.strip().splitlines()
+    return float(lines[-1]) if result.returncode == 0 and lines else None
 
 
 def planned_mib(program_manager) -> float:
@@ -179,8 +209,9 @@ def time_runs(row: Row, eager, program_path: Path, inputs, args) -> None:
 
     outputs = {}
     row.eager_peak_mib = peak_added_mib(lambda: outputs.setdefault("eager", run_eager()))
-    row.executorch_peak_mib = peak_added_mib(lambda: outputs.setdefault("et", run_executorch()))
+    outputs["et"] = run_executorch()
     row.max_abs_diff = float((outputs["et"] - outputs["eager"]).abs().max())
+    row.executorch_peak_mib = executorch_run_memory_mib(program_path, inputs)
 
     first_pair = timed(run_eager) + timed(run_executorch)
     repeats = int(max(args.min_reps, min(args.max_reps, args.budget_s * 1000 // first_pair)))
@@ -206,7 +237,7 @@ def print_table(rows: list[Row]) -> None:
     print("\nPer denoising step (median ms); ET = ExecuTorch XNNPACK program")
     header = (
         f"{'px':>5} {'tokens':>6} {'model':>7} {'eager':>8} {'ET':>8} {'ET/eager':>8} "
-        f"{'planned MiB (xnn|portable)':>27} {'peak MiB (eager|ET)':>20} {'deleg.':>8} {'maxdiff':>8} reps"
+        f"{'planned MiB (xnn|portable)':>27} {'run MiB (eager|ET)':>20} {'deleg.':>8} {'maxdiff':>8} reps"
     )
     print(header)
     for r in rows:
@@ -218,7 +249,7 @@ def print_table(rows: list[Row]) -> None:
             f"{fmt(r.max_abs_diff, '.1e'):>8} {len(r.executorch_runs_ms)} {r.note}"
         )
     print("\nEDiT vs teacher (speed-up = teacher time / EDiT time; memory = EDiT / teacher)")
-    print(f"{'px':>5} {'eager x':>8} {'ET x':>8} {'planned mem (portable)':>23}")
+    print(f"{'px':>5} {'eager x':>8} {'ET x':>8} {'planned mem (portable)':>23} {'ET run mem':>11}")
     by_key = {(r.resolution, r.model): r for r in rows}
     for px in sorted({r.resolution for r in rows}):
         teacher, edit = by_key.get((px, "teacher")), by_key.get((px, "edit"))
@@ -226,9 +257,11 @@ def print_table(rows: list[Row]) -> None:
             continue
         speed = lambda a, b: a / b if a and b else None  # noqa: E731
         memory = speed(edit.planned_portable_mib, teacher.planned_portable_mib)
+        run_memory = speed(edit.executorch_peak_mib, teacher.executorch_peak_mib)
         print(
             f"{px:>5} {fmt(speed(teacher.eager_ms, edit.eager_ms), '.2f'):>8} "
-            f"{fmt(speed(teacher.executorch_ms, edit.executorch_ms), '.2f'):>8} {fmt(memory, '.3f'):>23}"
+            f"{fmt(speed(teacher.executorch_ms, edit.executorch_ms), '.2f'):>8} {fmt(memory, '.3f'):>23} "
+            f"{fmt(run_memory, '.3f'):>11}"
         )
 
 

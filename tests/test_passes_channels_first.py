@@ -52,3 +52,18 @@ def test_edit_image_path_is_channels_first():
     convs = [n for n in graph.nodes if n.target == torch.ops.aten.conv2d.default]
     one_by_one = [n for n in convs if tuple(n.args[1].meta["val"].shape[-2:]) == (1, 1)]
     assert len(one_by_one) >= 6 * model.config.num_layers  # q, k, v, out, ff in, ff out per block
+
+
+def test_sd3_is_channels_first_with_rank4_at_most():
+    model = load_transformer("tiny-sd3-edit")
+    rewritten = apply_passes(model, default_passes("coreml"))
+    inputs = TransformerSignature.of(model, 128, 128).example_inputs(seed=2)
+    graph = torch.export.export(DenoiserWrapper(rewritten).eval(), inputs).graph
+    for node in graph.nodes:
+        value = node.meta.get("val")
+        if isinstance(value, torch.Tensor):
+            assert value.dim() <= 4, f"{node.target} makes rank {value.dim()}"
+        name = str(node.target)
+        if node.op == "call_function" and any(op in name for op in MATMUL_LIKE):
+            # only the timestep / pooled-text embedding and adaptive-norm linears, on (B, features)
+            assert node.args[0].meta["val"].dim() == 2, f"{name} on {tuple(node.args[0].meta['val'].shape)}"

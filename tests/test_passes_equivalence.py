@@ -7,21 +7,35 @@ import torch
 
 from edit_mobile.errors import UserError
 from edit_mobile.export.passes import DEFAULT_PASSES, PASSES, apply_passes, default_passes
-from edit_mobile.export.passes.channels_first import ChannelsFirstPixArtForward
+from edit_mobile.export.passes.channels_first_pixart import ChannelsFirstPixArtForward
+from edit_mobile.export.passes.channels_first_sd3 import ChannelsFirstSD3Forward
 from edit_mobile.export.passes.linear_attention_bmm import (
     EDiTBMMAttnProcessor,
     MMEDiTBMMAttnProcessor,
 )
 from edit_mobile.export.passes.softmax_processors import SoftmaxAttention
-from edit_mobile.models import DenoiserWrapper, TransformerSignature, load_transformer
+from edit_mobile.models import DenoiserWrapper, TransformerSignature, load_transformer, to_mm_edit
 
 PRESETS = ["tiny-pixart", "tiny-pixart-edit", "tiny-sd3", "tiny-sd3-edit"]
-PIXART_ONLY = {"channels_first"}
 
 
 @pytest.fixture(scope="module")
 def models():
     return {name: load_transformer(name) for name in PRESETS}
+
+
+def test_mm_edit_options_survive_the_rewrites():
+    """MM-EDiT's non-default options: the exact shared normaliser, compressed image keys."""
+    teacher = load_transformer("tiny-sd3")
+    student = to_mm_edit(teacher, {"mm_normalizer": "exact", "mm_prompt_image_keys": "compressed"}).eval()
+    with torch.no_grad():
+        for name, parameter in student.named_parameters():
+            if ".conv_fusion.expand." in name:
+                parameter.normal_(0.0, 0.05)
+    inputs = TransformerSignature.of(student, 128, 128).example_inputs(seed=4)
+    reference = outputs(student, inputs)
+    for names in (["linear_attention_bmm"], DEFAULT_PASSES["coreml"]):
+        torch.testing.assert_close(outputs(apply_passes(student, names), inputs), reference, atol=2e-5, rtol=1e-4)
 
 
 def outputs(model, inputs):
@@ -39,10 +53,6 @@ def pass_lists():
 @pytest.mark.parametrize("names", pass_lists(), ids=lambda names: "+".join(names))
 def test_pass_keeps_float32_output(models, preset, names):
     model = models[preset]
-    if "sd3" in preset and PIXART_ONLY & set(names):
-        with pytest.raises(UserError, match="PixArt"):
-            apply_passes(model, names)
-        return
     inputs = TransformerSignature.of(model, 128, 192, batch=2).example_inputs(seed=3)
     reference = outputs(model, inputs)
     rewritten = apply_passes(model, names)
@@ -63,6 +73,7 @@ def test_passes_really_rewrite(models):
     counts = {name: PASSES[name].apply(apply_passes(models["tiny-pixart-edit"], [])) for name in PASSES}
     assert all(count > 0 for count in counts.values()), counts
     assert isinstance(apply_passes(models["tiny-pixart"], ["channels_first"]), ChannelsFirstPixArtForward)
+    assert isinstance(apply_passes(models["tiny-sd3-edit"], ["channels_first"]), ChannelsFirstSD3Forward)
 
 
 def test_apply_passes_leaves_the_input_model_alone(models):
@@ -75,8 +86,8 @@ def test_apply_passes_leaves_the_input_model_alone(models):
 
 def test_defaults_and_bad_names():
     for backend in ("xnnpack", "vulkan", "onnx", "coreml", "coreml-pte", "qnn"):
-        names = default_passes(backend)
-        assert "linear_attention_bmm" in names and "group_norm_pooled" in names
+        assert "linear_attention_bmm" in default_passes(backend)
+    assert "group_norm_pooled" in default_passes("xnnpack") and "group_norm_pooled" in default_passes("qnn")
     assert "channels_first" in default_passes("coreml") and "split_head_attention" in default_passes("qnn")
     assert "channels_first" not in default_passes("xnnpack")
     with pytest.raises(UserError, match="unknown pass"):

@@ -35,12 +35,16 @@ PASSES: dict[str, MobilePass] = {
     )
 }
 
-_CPU_DELEGATE = ["linear_attention_bmm", "softmax_attention_bmm", "group_norm_pooled", "row_norm_matmul"]
+# Why each list (see each pass's `serves`): XNNPACK has no GroupNorm, LayerNorm, 3-D mean or
+# fused SDPA, and the SDPA decomposition's safe softmax falls back to portable kernels.
+# Vulkan has native GroupNorm / LayerNorm / reductions but no `any` (safe softmax). ONNX
+# Runtime runs every op itself; the explicit softmax avoids the safe-softmax masking work.
+# Neural engines (Core ML, QNN) want the channels-first layout and per-head softmax.
 _NEURAL_ENGINE = ["linear_attention_bmm", "split_head_attention", "group_norm_pooled", "channels_first"]
 DEFAULT_PASSES: dict[str, list[str]] = {
-    "xnnpack": _CPU_DELEGATE,
-    "vulkan": _CPU_DELEGATE,
-    "onnx": _CPU_DELEGATE,
+    "xnnpack": ["linear_attention_bmm", "softmax_attention_bmm", "group_norm_pooled", "row_norm_matmul"],
+    "vulkan": ["linear_attention_bmm", "softmax_attention_bmm"],
+    "onnx": ["linear_attention_bmm", "softmax_attention_bmm"],
     "coreml": _NEURAL_ENGINE,
     "coreml-pte": _NEURAL_ENGINE,
     "qnn": _NEURAL_ENGINE,

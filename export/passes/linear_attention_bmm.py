@@ -22,6 +22,7 @@ from edit_mobile.export.passes.attention_kernels import (
     linear_attention_channels_first,
     normaliser_guard,
     softmax_attention,
+    softmax_attention_channels_first,
     split_head_softmax_attention,
     unfold_heads,
     unfold_heads_channels_first,
@@ -100,8 +101,8 @@ class EDiTBMMAttnProcessor(EDiTAttnProcessor):
 
 
 class MMEDiTBMMAttnProcessor(EDiTBMMAttnProcessor):
-    """MMEDiTAttnProcessor on folded heads; its softmax parts go through `SoftmaxAttention`,
-    which the `split_head_attention` pass can switch to one head at a time. Token layout only."""
+    """MMEDiTAttnProcessor on folded heads, token or channels-first layout; its softmax parts
+    go through `SoftmaxAttention`, which `split_head_attention` switches to one head at a time."""
 
     @classmethod
     def like(cls, processor: MMEDiTAttnProcessor) -> MMEDiTBMMAttnProcessor:
@@ -114,40 +115,48 @@ class MMEDiTBMMAttnProcessor(EDiTBMMAttnProcessor):
     def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
         if encoder_hidden_states is None:
             raise ValueError("MM-EDiT attention replaces a joint attention; pass encoder_hidden_states")
-        if hidden_states.dim() != 3:
-            raise NotImplementedError("MM-EDiT attention runs in the token layout (B, N, C) only")
+        first = hidden_states.dim() == 4  # channels-first (B, C, 1, S); else tokens (B, N, C)
+        fold = fold_heads_channels_first if first else fold_heads
+        norm = norm_per_head_channels_first if first else norm_per_head
+        unfold = unfold_heads_channels_first if first else unfold_heads
+        token_axis = 2 if first else 1  # of folded tensors: (BH, d, tokens) or (BH, tokens, d)
         batch, heads = hidden_states.shape[0], attn.heads
+
         query_features, key_features, value_c, query, key_c = self.folded_features(attn, hidden_states)
-        prompt_q = norm_per_head(attn.norm_added_q, fold_heads(attn.add_q_proj(encoder_hidden_states), heads))
-        prompt_k = norm_per_head(attn.norm_added_k, fold_heads(attn.add_k_proj(encoder_hidden_states), heads))
-        prompt_v = fold_heads(attn.add_v_proj(encoder_hidden_states), heads)  # (BH, T, d)
-        scale = query.shape[-1] ** -0.5  # SDPA's default scale, as the MM-EDiT processor uses
+        prompt_q = norm(attn.norm_added_q, fold(attn.add_q_proj(encoder_hidden_states), heads))
+        prompt_k = norm(attn.norm_added_k, fold(attn.add_k_proj(encoder_hidden_states), heads))
+        prompt_v = fold(attn.add_v_proj(encoder_hidden_states), heads)  # (BH, T, d) or (BH, d, T)
+        head_dim = query.shape[1] if first else query.shape[-1]
+        scale = head_dim**-0.5  # SDPA's default scale, as the MM-EDiT processor uses
 
         if self.normalizer == "exact":
-            out_image = self.exact_image_rows(query * scale, query_features, key_features, value_c, prompt_k, prompt_v)
+            exact = self.exact_image_rows_channels_first if first else self.exact_image_rows
+            out_image = exact(query * scale, query_features, key_features, value_c, prompt_k, prompt_v)
         else:
-            image_tokens, prompt_tokens = query.shape[1], prompt_k.shape[1]
+            image_tokens, prompt_tokens = query.shape[token_axis], prompt_k.shape[token_axis]
             eta = image_tokens / (image_tokens + prompt_tokens)
-            linear = linear_attention(query_features, key_features, value_c, self.eps)  # (BH, N, d)
-            softmax = self.softmax_rows(query * scale, prompt_k, prompt_v, batch)  # (BH, N, d)
+            linear = self.linear(query_features, key_features, value_c, first)
+            softmax = self.softmax_rows(query * scale, prompt_k, prompt_v, batch, first)
             out_image = eta * linear + (1 - eta) * softmax
-        out_image = attn.to_out[1](attn.to_out[0](unfold_heads(out_image, batch).to(hidden_states.dtype)))
+        out_image = attn.to_out[1](attn.to_out[0](unfold(out_image, batch).to(hidden_states.dtype)))
         if attn.context_pre_only:
             return out_image, None
 
         if self.prompt_image_keys == "full":
-            image_k = norm_per_head(attn.norm_k, fold_heads(attn.to_k(hidden_states), heads))  # (BH, N, d)
-            image_v = fold_heads(attn.to_v(hidden_states), heads)
+            image_k = norm(attn.norm_k, fold(attn.to_k(hidden_states), heads))  # all N image tokens
+            image_v = fold(attn.to_v(hidden_states), heads)
         else:
-            image_k, image_v = key_c, value_c  # (BH, M, d)
-        keys = torch.cat([image_k, prompt_k], dim=1)  # (BH, N+T, d)
-        values = torch.cat([image_v, prompt_v], dim=1)
-        out_prompt = self.softmax_rows(prompt_q * scale, keys, values, batch)  # (BH, T, d)
-        out_prompt = attn.to_add_out(unfold_heads(out_prompt, batch).to(encoder_hidden_states.dtype))
+            image_k, image_v = key_c, value_c  # the N / s^2 compressed tokens
+        keys = torch.cat([image_k, prompt_k], dim=token_axis)
+        values = torch.cat([image_v, prompt_v], dim=token_axis)
+        out_prompt = self.softmax_rows(prompt_q * scale, keys, values, batch, first)
+        out_prompt = attn.to_add_out(unfold(out_prompt, batch).to(encoder_hidden_states.dtype))
         return out_image, out_prompt
 
-    def softmax_rows(self, query, key, value, batch):
-        """query (scaled): (BH, N, d), key/value: (BH, M, d) -> (BH, N, d)."""
+    def softmax_rows(self, query, key, value, batch, channels_first: bool):
+        """Scaled query against keys/values, folded: tokens (BH, N, d) or channels-first (BH, d, N)."""
+        if channels_first:
+            return softmax_attention_channels_first(query, key, value, batch, None, self.softmax.split_heads)
         key_t = key.transpose(1, 2)  # (BH, d, M)
         if self.softmax.split_heads:
             return split_head_softmax_attention(query, key_t, value, batch)
@@ -158,6 +167,7 @@ class MMEDiTBMMAttnProcessor(EDiTBMMAttnProcessor):
 
         out = (e^-m q (K^T V) + sum_p e^{s_p - m} v_p) / (e^-m q K^T 1 + sum_p e^{s_p - m} + eps),
         m = max(0, max_p s_p); numerator and normaliser of both parts each from one matmul.
+        Token layout: query (BH, N, d), keys/values (BH, M, d), prompt (BH, T, d).
         """
         keys = key_features.shape[1]
         scores = torch.bmm(query, prompt_k.transpose(1, 2))  # (BH, N, T)
@@ -170,6 +180,20 @@ class MMEDiTBMMAttnProcessor(EDiTBMMAttnProcessor):
         both = both + torch.bmm(weights, F.pad(prompt_v, (0, 1), value=1.0))  # (BH, N, d+1)
         head_dim = value_c.shape[-1]
         return both[:, :, :head_dim] / (both[:, :, head_dim:] + normaliser_guard(self.eps, keys, query.dtype))
+
+    def exact_image_rows_channels_first(self, query, query_features, key_features, value_c, prompt_k, prompt_v):
+        """`exact_image_rows` with queries (BH, d, N), keys/values (BH, d, M), prompt (BH, d, T)."""
+        keys = key_features.shape[-1]
+        scores = torch.bmm(prompt_k.transpose(1, 2), query)  # (BH, T, N): prompt keys on axis 1
+        shift = scores.amax(dim=1, keepdim=True).clamp_min(0)  # (BH, 1, N)
+        weights = torch.exp(scores - shift) * (1.0 / keys)  # (BH, T, N)
+        damp = torch.exp(-shift)  # (BH, 1, N)
+        value_ones = F.pad(value_c, (0, 0, 0, 1), value=1.0)  # (BH, d+1, M)
+        value_key = torch.bmm(value_ones, (key_features * (1.0 / keys)).transpose(1, 2))  # (BH, d+1, d)
+        both = damp * torch.bmm(value_key, query_features)  # (BH, d+1, N)
+        both = both + torch.bmm(F.pad(prompt_v, (0, 0, 0, 1), value=1.0), weights)  # (BH, d+1, N)
+        head_dim = value_c.shape[1]
+        return both[:, :head_dim] / (both[:, head_dim:] + normaliser_guard(self.eps, keys, query.dtype))
 
 
 def _bmm_form(processor):

@@ -34,11 +34,27 @@ def norm_per_head(module: nn.Module | None, folded: torch.Tensor) -> torch.Tenso
     return folded if module is None else module(folded)
 
 
+def norm_parameters(module: nn.Module) -> tuple[float, torch.Tensor | None, torch.Tensor | None, bool]:
+    """(eps, weight, bias, centre) of a LayerNorm, diffusers RMSNorm or MatmulRowNorm."""
+    if isinstance(module, nn.LayerNorm):
+        return module.eps, module.weight, module.bias, True
+    centre = getattr(module, "centre", False)  # MatmulRowNorm; diffusers RMSNorm does not centre
+    return module.eps, module.weight, getattr(module, "bias", None), centre
+
+
 def norm_per_head_channels_first(module: nn.Module | None, folded: torch.Tensor) -> torch.Tensor:
-    """Per-head q/k norm over d, the middle axis of (BH, d, S)."""
+    """Per-head q/k norm over d, the middle axis of (BH, d, S): reduced in place, no transpose."""
     if module is None:
         return folded
-    return module(folded.transpose(1, 2)).transpose(1, 2)
+    eps, weight, bias, centre = norm_parameters(module)
+    if centre:
+        folded = folded - folded.mean(dim=1, keepdim=True)
+    out = folded * torch.rsqrt((folded * folded).mean(dim=1, keepdim=True) + eps)  # (BH, d, S)
+    if weight is not None:
+        out = out * weight.view(1, -1, 1)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1)
+    return out
 
 
 class SoftmaxAttention(nn.Module):
