@@ -108,7 +108,7 @@ def _common_files(staging: Path, model, wrapper, signature) -> tuple[tuple, torc
     return inputs, expected
 
 
-def _write_manifest(staging: Path, model, signature, backend: str, roles: dict, delegation=None) -> None:
+def _write_manifest(staging: Path, model, signature, backend: str, roles: dict, delegation=None, passes=()) -> None:
     from edit_mobile.models import is_edit, model_family
 
     config = {key: value for key, value in dict(model.config).items() if not key.startswith("_")}
@@ -117,7 +117,7 @@ def _write_manifest(staging: Path, model, signature, backend: str, roles: dict, 
         model={"source": MODEL, "family": model_family(model), "edit": is_edit(model),
                "class_name": type(model).__name__, "config": config},
         resolution=signature.resolution, batch=1, prompt_tokens=signature.prompt_tokens,
-        backend=backend, precision="fp32", quantization=None, passes=[],
+        backend=backend, precision="fp32", quantization=None, passes=list(passes),
         inputs=[spec.to_dict() for spec in signature.inputs],
         outputs=[spec.to_dict() for spec in signature.outputs],
         files={role: file_entry(staging, path) for role, path in sorted(roles.items())},
@@ -135,10 +135,15 @@ def _export_xnnpack(folder: Path) -> Path:
     )
     from executorch.exir import to_edge_transform_and_lower
 
+    from edit_mobile.export.passes import apply_passes, default_passes
+    from edit_mobile.models import DenoiserWrapper
+
     model, wrapper, signature = _model()
     folder.mkdir(parents=True)
     inputs, expected = _common_files(folder, model, wrapper, signature)
-    exported = torch.export.export(wrapper, inputs, strict=False)
+    passes = default_passes("xnnpack")  # the exporter's mobile rewrites, as `edit-mobile export` applies them
+    rewritten = _model()[0]  # a second copy: the passes rebuild modules, reference/ keeps the original
+    exported = torch.export.export(DenoiserWrapper(apply_passes(rewritten, passes)).eval(), inputs, strict=False)
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()], generate_etrecord=True)
     program = edge.to_executorch()
     (folder / "model.pte").write_bytes(program.buffer)
@@ -146,7 +151,7 @@ def _export_xnnpack(folder: Path) -> Path:
     suite = MethodTestSuite("forward", [MethodTestCase(inputs=list(inputs), expected_outputs=[expected])])
     (folder / "model.bpte").write_bytes(serialize_from_bundled_program_to_flatbuffer(BundledProgram(program, [suite])))
     roles = {"program": "model.pte", "bundled_program": "model.bpte", "etrecord": "etrecord.bin"}
-    _write_manifest(folder, model, signature, "xnnpack", roles, {"delegates": ["XnnpackBackend"]})
+    _write_manifest(folder, model, signature, "xnnpack", roles, {"delegates": ["XnnpackBackend"]}, passes)
     return folder
 
 

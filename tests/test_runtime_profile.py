@@ -31,6 +31,6 @@ def test_profile_reports_latency_memory_and_operator_times_that_add_up(kind, tmp
     # (norms may be rewritten by export passes into plain arithmetic, so they are not required)
     assert {"attention", "mlp", "conv"} <= set(operators["by_kind"])
     assert {"transformer_blocks.0", "transformer_blocks.1"} <= set(operators["by_block"])
-    if kind == "xnnpack":  # ExecuTorch's memory plan, read from the program
+    if kind == "xnnpack":  # ExecuTorch's memory plan, read from the program: at least the output it returns
         memory = result["memory"]
-        assert memory["planned_bytes"] > 64 * 16 * 16 * 4 and memory["delegate_calls"] >= 1
+        assert memory["planned_bytes"] >= 1 * 8 * 16 * 16 * 4 and memory["delegate_calls"] >= 1
