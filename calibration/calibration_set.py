@@ -88,8 +88,8 @@ class CalibrationSet:
 
     def summary(self) -> dict:
         """What an artifact manifest records about the calibration it used."""
-        keys = ("model", "prompts", "steps", "seed", "guidance", "resolution")
-        summary = {key: self.manifest[key] for key in keys}
+        keys = ("model", "prompts", "steps", "seed", "guidance", "resolution", "trajectory")
+        summary = {key: self.manifest.get(key) for key in keys}
         summary["records"] = {split: len(getattr(self, split)) for split in SPLIT_FILES}
         summary["manifest_sha256"] = sha256_file(self.path / MANIFEST)
         return summary

@@ -18,6 +18,7 @@ from edit_mobile.calibration.sampler import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
     family_scheduler,
+    forward_trajectory,
     run_trajectory,
     stratified_choice,
 )
@@ -36,6 +37,9 @@ class CalibrationOptions:
     records: int = 128  # calibration records kept, stratified across steps
     heldout_records: int = 32  # held-out records kept, from prompts never used to calibrate
     heldout_fraction: float = 0.25  # share of the samples (prompts) held out
+    # "sampler": the model's own trajectories; "forward": latents of the forward process at
+    # the sampler's timesteps (x0 ~ N(0, I)), for models without trained weights.
+    trajectory: str = "sampler"
 
     def validate(self) -> None:
         checks = [
@@ -44,6 +48,7 @@ class CalibrationOptions:
             (self.prompt_tokens is None or self.prompt_tokens >= 1, "--prompt-tokens must be positive"),
             (self.records >= 1 and self.heldout_records >= 1, "record counts must be at least 1"),
             (0 < self.heldout_fraction < 1, "--heldout-fraction must be between 0 and 1"),
+            (self.trajectory in ("sampler", "forward"), "--trajectory must be sampler or forward"),
         ]
         for ok, message in checks:
             if not ok:
@@ -131,14 +136,18 @@ def capture_calibration(
     kept = set().union(*splits.values())
     with bar:
         for sample in samples_run:
-            noise = torch.randn(latent_shape, generator=torch.Generator().manual_seed(options.seed + sample))
-            positive = _prompt_inputs(encoded.positive.select(sample), input_names)
-            negative = _prompt_inputs(encoded.negative_for(sample), input_names) if use_guidance else None
-            records = run_trajectory(
-                wrapper, input_names, scheduler, noise, positive, negative, steps, guidance,
-                keep=lambda step, branch, sample=sample: (sample, step, branch) in kept,
-                on_step=bar.update,
-            )
+            generator = torch.Generator().manual_seed(options.seed + sample)
+            noise = torch.randn(latent_shape, generator=generator)
+            keep = lambda step, branch, sample=sample: (sample, step, branch) in kept  # noqa: E731
+            if options.trajectory == "forward":
+                clean = torch.randn(latent_shape, generator=generator)
+                records = forward_trajectory(scheduler, clean, noise, steps, (0, 1) if use_guidance else (1,),
+                                             keep, on_step=bar.update)
+            else:
+                positive = _prompt_inputs(encoded.positive.select(sample), input_names)
+                negative = _prompt_inputs(encoded.negative_for(sample), input_names) if use_guidance else None
+                records = run_trajectory(wrapper, input_names, scheduler, noise, positive, negative,
+                                         steps, guidance, keep, on_step=bar.update)
             for record in records:
                 captured[(sample, record.step, record.branch)] = record
 
@@ -156,6 +165,7 @@ def capture_calibration(
         "sampler": {"scheduler": type(scheduler).__name__, "config": dict(scheduler.config),
                     "schedule": [float(t) for t in scheduler.timesteps]},
         "steps": steps, "guidance": guidance, "seed": options.seed, "samples": options.samples,
+        "trajectory": options.trajectory,
         "resolution": [height, width],
         "inputs": [spec.to_dict() for spec in signature.inputs],
         "split": {split: {"records": len(keys), "samples": sorted({k[0] for k in keys})}

@@ -37,6 +37,10 @@ def register(subparsers) -> None:
     sampling.add_argument("--resolution", metavar="R", help="pixels, R or HxW (default: the model's)")
     sampling.add_argument("--prompt-tokens", type=int, help="prompt length (default: PixArt 120, SD3 333)")
     sampling.add_argument("--seed", type=int, default=0)
+    sampling.add_argument("--trajectory", default="sampler", metavar="{sampler,forward}",
+                          help="sampler: the model's own denoising trajectories (default); forward: "
+                          "latents of the forward process at the sampler's timesteps, for models "
+                          "without trained weights, whose trajectories diverge")
     kept = calibrate.add_argument_group("records kept")
     kept.add_argument("--records", type=int, default=128, help="calibration records (default 128)")
     kept.add_argument("--heldout-records", type=int, default=32, help="held-out records (default 32)")
@@ -64,6 +68,7 @@ def run_calibrate(args) -> int:
         records=args.records,
         heldout_records=args.heldout_records,
         heldout_fraction=args.heldout_fraction,
+        trajectory=args.trajectory,
     )
     capture_calibration(
         args.model,

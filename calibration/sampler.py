@@ -88,6 +88,38 @@ def run_trajectory(
     return records
 
 
+def forward_trajectory(
+    scheduler,
+    clean: torch.Tensor,  # (1, C, h, w) x0
+    noise: torch.Tensor,  # (1, C, h, w)
+    steps: int,
+    branches: tuple[int, ...],
+    keep: Callable[[int, int], bool],
+    on_step: Callable[[], None] = lambda: None,
+) -> list[StepRecord]:
+    """Latents of the forward process q(x_t | x_0) at the sampler's timesteps, no model run.
+
+    What a trained denoiser's trajectory looks like at each step, for models without
+    trained weights: their own trajectories diverge (a random network does not predict the
+    noise, so each solver step extrapolates further), which misrepresents activation ranges.
+    """
+    scheduler.set_timesteps(steps)
+    records = []
+    for step, t in enumerate(scheduler.timesteps):
+        timestep = t.reshape(1)
+        if hasattr(scheduler, "add_noise"):  # DPM-Solver: alpha_t x0 + sigma_t noise
+            latents = scheduler.add_noise(clean, noise, timestep)
+        else:  # flow matching: (1 - sigma) x0 + sigma noise
+            latents = scheduler.scale_noise(clean, timestep, noise)
+        if hasattr(scheduler, "scale_model_input"):
+            latents = scheduler.scale_model_input(latents, t)
+        for branch in branches:
+            if keep(step, branch):
+                records.append(StepRecord(step, branch, latents.clone(), timestep.to(torch.float32).clone()))
+        on_step()
+    return records
+
+
 def spread_order(count: int) -> list[int]:
     """0..count-1 ordered so any prefix is spread evenly: ends first, then midpoints."""
     order: list[int] = []

@@ -131,3 +131,13 @@ def test_models_without_weights_need_an_encoder(tmp_path):
     with pytest.raises(UserError, match="--text-encoder"):
         capture_calibration("pixart-sigma-xl-512", tmp_path / "x", progress=False,
                             options=CalibrationOptions(steps=1, samples=2))
+
+
+def test_forward_trajectory_keeps_latents_at_unit_scale(tmp_path):
+    capture_calibration("tiny-pixart-edit", tmp_path / "fwd", progress=False,
+                        options=CalibrationOptions(**SMALL, trajectory="forward"))
+    calibration = load_calibration(tmp_path / "fwd")
+    assert calibration.manifest["trajectory"] == "forward"
+    stds = [record[0].std().item() for record in calibration.calibration_inputs]
+    assert all(0.8 < std < 1.25 for std in stds)  # alpha_t x0 + sigma_t noise, both N(0, I)
+    assert set(calibration.calibration.steps.tolist()) == set(range(SMALL["steps"]))
