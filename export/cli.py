@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-BACKENDS = ("xnnpack", "vulkan", "coreml-pte", "qnn", "coreml", "onnx")
+from edit_mobile.export.manifest import BACKENDS, PRECISIONS
+
 MODEL_HELP = "preset name (tiny-pixart, pixart-sigma-xl-1024, sd35-medium; NAME-edit for EDiT) or a local diffusers folder"
 
 
@@ -22,7 +23,7 @@ def register(subparsers) -> None:
     parser.add_argument("--backend", required=True, metavar="{" + ",".join(BACKENDS) + "}")
     parser.add_argument("--resolution", default=None, metavar="R[xR2]",
                         help="pixels, R or HxW, a multiple of 8 x patch x 2 (default: the model's)")
-    parser.add_argument("--precision", default=None, metavar="{fp32,fp16}",
+    parser.add_argument("--precision", default=None, metavar="{" + ",".join(PRECISIONS) + "}",
                         help="default: fp16 for coreml, coreml-pte and qnn; fp32 otherwise")
     parser.add_argument("--batch", type=int, default=1, metavar="{1,2}",
                         help="2 runs the conditional and unconditional branch in one call")

@@ -106,3 +106,10 @@ def test_same_request_gives_byte_identical_folders(tmp_path):
         assert sorted(first) == sorted(second), backend
         changed = [name for name in first if first[name] != second[name]]
         assert changed == [], f"{backend}: {changed} differ between identical exports"
+
+
+def test_every_backend_of_the_manifest_schema_is_registered():
+    from edit_mobile.export.backends import backend_names
+    from edit_mobile.export.manifest import BACKENDS
+
+    assert backend_names() == list(BACKENDS)
