@@ -17,6 +17,7 @@ from executorch.exir import (
 from edit_mobile.export.coverage import DelegationCoverage, delegation_coverage
 
 PROGRAM_FILE = "model.pte"
+ETRECORD_FILE = "etrecord.bin"
 
 
 def lower(
@@ -24,12 +25,14 @@ def lower(
     partitioners: list[Any],
     compile_config: EdgeCompileConfig | None = None,
     transform_passes: list[Any] | None = None,
+    generate_etrecord: bool = False,
 ) -> tuple[EdgeProgramManager, DelegationCoverage]:
     edge = to_edge_transform_and_lower(
         exported,
         partitioner=partitioners,
         compile_config=compile_config,
         transform_passes=transform_passes,
+        generate_etrecord=generate_etrecord,
     )
     return edge, delegation_coverage(edge.exported_program().graph_module)
 
@@ -43,3 +46,10 @@ def to_executorch(edge: EdgeProgramManager) -> ExecutorchProgramManager:
 def write_program(program: ExecutorchProgramManager, out_dir: Path) -> str:
     (out_dir / PROGRAM_FILE).write_bytes(program.buffer)
     return PROGRAM_FILE
+
+
+def write_etrecord(program: ExecutorchProgramManager, out_dir: Path) -> str:
+    """The ETRecord maps the program's debug handles back to graph nodes and modules: the
+    runtime's per-layer numerics and per-block profile need it (devtools Inspector)."""
+    program.get_etrecord().save(str(out_dir / ETRECORD_FILE))
+    return ETRECORD_FILE

@@ -37,12 +37,15 @@ class XnnpackBackend(Backend):
     description = "ExecuTorch .pte on the XNNPACK CPU delegate (+ BundledProgram .bpte)"
 
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
-        edge, coverage = executorch_program.lower(job.exported, [XnnpackPartitioner()])
+        edge, coverage = executorch_program.lower(
+            job.exported, [XnnpackPartitioner()], generate_etrecord=True
+        )
         program = executorch_program.to_executorch(edge)
         return BackendResult(
             files={
                 "program": executorch_program.write_program(program, out_dir),
                 "bundled_program": write_bundled_program(program, job, out_dir),
+                "etrecord": executorch_program.write_etrecord(program, out_dir),
             },
             delegation=coverage.to_dict(),
             program={"format": "executorch-pte", "method": "forward"},
