@@ -62,7 +62,7 @@ def test_onnx_static_qdq_runs_in_onnxruntime(tiny):
                               calibration=root / "calib", signature=signature, record=record)
     ops = Counter(node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node)
     assert ops["QuantizeLinear"] > 10 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
-    assert record["float_vector_layers"]  # timestep / modulation GEMMs stay float
+    assert record["always_float_layers"]  # timestep / modulation GEMMs stay float
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     values = []
     for inputs in load_calibration(root / "calib").heldout_inputs:

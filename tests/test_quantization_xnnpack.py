@@ -49,7 +49,7 @@ def test_static_int8_program_runs_in_executorch_above_the_psnr_floor(tiny):
     program, record = quantize_for_xnnpack(exported, "int8-static", calibration.calibration_inputs,
                                            calibration.heldout_inputs, progress=False)
     assert record["scheme"] == "int8-static" and record["float_layers"] == []
-    assert "adaln_single.linear" in record["float_vector_layers"]
+    assert "adaln_single.linear" in record["always_float_layers"]
     executorch_program = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     delegated = [n for n in executorch_program.exported_program().graph.nodes
                  if n.op == "call_function" and "call_delegate" in str(n.target)]

@@ -26,7 +26,7 @@ Schemes by backend (`SCHEMES`):
    (A backend may instead call `compress_coreml(mlmodel, scheme)` / `quantize_onnx(...)`
    itself, before saving.)
 `record` is manifest["quantization"]: {"scheme", "calibration": CalibrationSet.summary(),
-"float_layers", "float_vector_layers", "heldout_psnr_db", "heldout_psnr_min_db",
+"float_layers", "always_float_layers", "heldout_psnr_db", "heldout_psnr_min_db",
 "heldout_records", and with min_psnr: "min_psnr_db", "layers_total", "all_quantized_psnr_db"}.
 PSNR = 20 log10(max|ref| / RMSE) of the quantized program's output against the float one on
 held-out records (mean over records; _min_db the worst record). `min_psnr` (export

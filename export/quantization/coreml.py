@@ -22,7 +22,7 @@ import torch
 
 from edit_mobile.errors import UserError
 from edit_mobile.export.quantization import pt2e
-from edit_mobile.export.quantization.layers import vector_layers
+from edit_mobile.export.quantization.layers import always_float_layers
 from edit_mobile.export.quantization.metrics import Inputs, mean_psnr, reference_outputs
 
 WEIGHT_SCHEMES = ("int8-weight", "palettize-6bit", "palettize-4bit")
@@ -85,7 +85,7 @@ def quantize_for_coreml_w8a8(
         references = reference_outputs(exported.module(), heldout_inputs)
         psnr = mean_psnr(module, references, heldout_inputs)
     record = {"scheme": "w8a8", "float_layers": list(float_layers),
-              "float_vector_layers": vector_layers(exported.graph),
+              "always_float_layers": always_float_layers(exported.graph),
               "heldout_psnr_db": psnr[0], "heldout_psnr_min_db": psnr[1],
               "heldout_psnr_measured_in": "pytorch (q/dq program, float32)",
               "heldout_records": len(heldout_inputs)}

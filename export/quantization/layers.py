@@ -9,6 +9,9 @@ Per-sample vectors stay float whatever the scheme: the timestep (and pooled-text
 MLPs and the adaLN modulation linears act on (batch, features) rows. They cost nothing next
 to the token GEMMs (one row against thousands), and per-tensor int8 over the six stacked
 modulation chunks, whose ranges differ by orders of magnitude, wrecks every block they scale.
+Normalisations stay float too (any module whose class name has "Norm": LayerNorm, GroupNorm,
+RMSNorm, adaLN, and the rewrite passes' MatmulRowNorm / PooledGroupNorm, which compute means
+and variances as GEMVs): int8 statistics of x*x cost tens of dB at the output for no speed.
 """
 
 from __future__ import annotations
@@ -53,6 +56,16 @@ def in_layers(node: Node, layers) -> bool:
     return any(path == layer or path.startswith(layer + ".") for path in paths for layer in layers)
 
 
+def in_normalization(node: Node) -> bool:
+    return any("Norm" in _type_name(entry).rsplit(".", 1)[-1]
+               for entry in node.meta.get("nn_module_stack", {}).values())
+
+
+def stays_float(node: Node) -> bool:
+    """Per-sample vectors and normalisations: float whatever the scheme (see module doc)."""
+    return is_per_sample_vector(node) or in_normalization(node)
+
+
 def is_per_sample_vector(node: Node) -> bool:
     """No token axis: (batch, features) or less. For a GEMM its input, else its output."""
     source = node.args[0] if node.target in QUANTIZABLE_OPS and node.args else node
@@ -66,10 +79,10 @@ def quantizable_nodes(graph: torch.fx.Graph) -> list[Node]:
     return [node for node in graph.nodes if node.op == "call_function" and node.target in QUANTIZABLE_OPS]
 
 
-def vector_layers(graph: torch.fx.Graph) -> list[str]:
-    """Modules of the GEMMs that act on per-sample vectors (kept float: see module doc)."""
+def always_float_layers(graph: torch.fx.Graph) -> list[str]:
+    """Modules of the GEMMs kept float whatever the scheme: per-sample vectors, norms."""
     names = {module_paths(node)[-1] for node in quantizable_nodes(graph)
-             if is_per_sample_vector(node) and module_paths(node)}
+             if stays_float(node) and module_paths(node)}
     return sorted(names)
 
 
@@ -79,11 +92,11 @@ def layer_units(graph: torch.fx.Graph, granularity: str = "block") -> list[str]:
     "block": each transformer block and each other top-level module (patch embedding,
     caption projection, output projection), and TOP_LEVEL for the element-wise ops of the
     transformer's own forward; "linear": each Linear / Conv module.
-    Modules holding only per-sample-vector GEMMs are left out: they stay float anyway.
+    Per-sample-vector and normalisation ops are left out: they stay float anyway.
     """
     units: list[str] = []
     for node in graph.nodes:
-        if node.op != "call_function" or is_per_sample_vector(node):
+        if node.op != "call_function" or stays_float(node):
             continue
         gemm = node.target in QUANTIZABLE_OPS
         if not gemm and (node.target not in ELEMENTWISE_OPS or granularity == "linear"):
@@ -111,10 +124,10 @@ def _top_level_module(paths: list[str]) -> str:
 
 
 def node_filter(float_layers) -> callable:
-    """The quantizer's filter: quantize a node unless it is per-sample or in a float layer."""
+    """The quantizer's filter: quantize a node unless it stays float or is in a float layer."""
     float_layers = tuple(float_layers)
 
     def quantize(node: Node) -> bool:
-        return not is_per_sample_vector(node) and not in_layers(node, float_layers)
+        return not stays_float(node) and not in_layers(node, float_layers)
 
     return quantize

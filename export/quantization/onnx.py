@@ -46,15 +46,18 @@ class RecordReader:
 
 
 def vector_gemm_nodes(model) -> list[str]:
-    """GEMM nodes whose activation input is a per-sample vector (rank <= 2, no token axis)."""
+    """GEMM nodes kept float: on per-sample vectors (input rank <= 2, no token axis), or
+    reductions (a constant weight with one output column: the means of matmul norms)."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model)
     ranks = {}
     for value in list(inferred.graph.value_info) + list(inferred.graph.input):
         ranks[value.name] = len(value.type.tensor_type.shape.dim)
+    columns = {init.name: init.dims[-1] for init in inferred.graph.initializer if init.dims}
     return [node.name for node in inferred.graph.node
-            if node.op_type in GEMM_OPS and ranks.get(node.input[0], 3) <= 2]
+            if node.op_type in GEMM_OPS and (ranks.get(node.input[0], 3) <= 2
+                                              or (node.op_type == "MatMul" and columns.get(node.input[1]) == 1))]
 
 
 def quantize_onnx(
@@ -106,7 +109,7 @@ def quantize_onnx(
     return {
         "scheme": scheme,
         "float_layers": list(float_nodes),
-        "float_vector_layers": vector_nodes,
+        "always_float_layers": vector_nodes,
         "heldout_psnr_db": psnr[0],
         "heldout_psnr_min_db": psnr[1],
         "heldout_records": len(heldout_inputs),

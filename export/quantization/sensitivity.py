@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from edit_mobile.export.quantization import pt2e
-from edit_mobile.export.quantization.layers import layer_units, vector_layers
+from edit_mobile.export.quantization.layers import always_float_layers, layer_units
 from edit_mobile.export.quantization.metrics import Inputs, mean_psnr, reference_outputs
 
 
@@ -37,7 +37,7 @@ class SensitivityReport:
     all_quantized_psnr_db: float
     all_quantized_min_psnr_db: float
     layers: list[LayerCost]  # most sensitive (lowest PSNR) first
-    vector_layers: list[str] = field(default_factory=list)  # always float
+    always_float_layers: list[str] = field(default_factory=list)  # per-sample vectors, norms
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,7 +61,7 @@ class SensitivityAnalysis:
         self.heldout = list(heldout_inputs)
         self.references = reference_outputs(exported.module(), self.heldout)
         self.units = layer_units(exported.graph, granularity)
-        self.vector_layers = vector_layers(exported.graph)
+        self.always_float_layers = always_float_layers(exported.graph)
         self.exported = exported
         kept: list = []
         self.converted = pt2e.quantize_graph(exported, dynamic, calibration_inputs,
@@ -87,7 +87,7 @@ class SensitivityAnalysis:
             costs.append(LayerCost(unit, mean, low))
         costs.sort(key=lambda cost: cost.psnr_db)
         mean, low = self.psnr(self.converted)
-        return SensitivityReport(scheme, self.granularity, mean, low, costs, self.vector_layers)
+        return SensitivityReport(scheme, self.granularity, mean, low, costs, self.always_float_layers)
 
     def choose_float_layers(self, min_psnr: float, report: SensitivityReport | None = None) -> FloatLayerChoice:
         """Fewest most-sensitive layers to keep float so the estimate reaches `min_psnr`.
@@ -138,8 +138,8 @@ def format_table(report: SensitivityReport, choice: FloatLayerChoice | None = No
     ]
     for cost in report.layers:
         lines.append(f"{cost.layer.ljust(width)}  {cost.psnr_db:7.1f}  {cost.min_psnr_db:8.1f}")
-    if report.vector_layers:
-        lines.append(f"always float (per-sample vectors): {', '.join(report.vector_layers)}")
+    if report.always_float_layers:
+        lines.append(f"always float (per-sample vectors, norms): {', '.join(report.always_float_layers)}")
     if choice is not None:
         verdict = "met" if choice.target_met else "NOT reachable without keeping every layer float"
         lines.append(f"float layers for the target ({verdict}): {', '.join(choice.float_layers) or 'none'}; "

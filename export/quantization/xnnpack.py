@@ -20,7 +20,7 @@ import torch
 
 from edit_mobile.errors import UserError
 from edit_mobile.export.quantization import pt2e
-from edit_mobile.export.quantization.layers import ROOT_SUFFIX, vector_layers
+from edit_mobile.export.quantization.layers import ROOT_SUFFIX, always_float_layers
 from edit_mobile.export.quantization.metrics import Inputs, mean_psnr, reference_outputs
 from edit_mobile.export.quantization.sensitivity import SensitivityAnalysis
 
@@ -96,7 +96,7 @@ def quantize_for_xnnpack(
 
     record.update(
         float_layers=float_layers,
-        float_vector_layers=vector_layers(exported.graph),
+        always_float_layers=always_float_layers(exported.graph),
         heldout_psnr_db=psnr[0],
         heldout_psnr_min_db=psnr[1],
         heldout_records=len(heldout_inputs),
@@ -117,7 +117,7 @@ def _int4_weight(denoiser: torch.nn.Module, exported, example_inputs: Inputs, fl
     root = next((name for name, module in quantized.named_modules()
                  if type(module).__name__.endswith(ROOT_SUFFIX)), "")
     prefix = root + "." if root else ""
-    keep_float = tuple(float_layers) + tuple(vector_layers(exported.graph))
+    keep_float = tuple(float_layers) + tuple(always_float_layers(exported.graph))
 
     def take(module: torch.nn.Module, name: str) -> bool:
         relative = name.removeprefix(prefix)
