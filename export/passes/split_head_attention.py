@@ -8,6 +8,12 @@ delegates the fused form is faster, so it is not a default there.
 
 Applies to the prompt interactions (PixArt cross-attention, MM-EDiT image->prompt and
 prompt rows) and to any remaining full softmax attention (teachers).
+
+The saving needs a backend that keeps the heads' program order. XNNPACK (ExecuTorch 1.5.1)
+does not: fusing a partition into one subgraph re-sorts it breadth-first (all heads' QK^T,
+then all softmaxes, then all PV), so every head's scores are live at once; measured on one
+PixArt-Sigma layer at 4096 tokens, its workspace was 1.07 GiB split vs 1.13 GiB fused,
+while ExecuTorch's own memory plan of the same graph fell from 2.0 GiB to 0.21 GiB.
 """
 
 from __future__ import annotations
