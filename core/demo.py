@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     run(["convert", args.model, "-o", str(student)])
     run(["info", str(student), "--resolution", "128", "1024", "2048"])
     # The tiny preset has no real text encoder: the seeded random one of the right width stands in.
-    run(["calibrate", str(student), "--random-text-encoder", "--samples", "8", "--steps", "10", "-o", str(calib)])
+    # 16 records: static int8 observers cost ~2 s a record here, and 16 cover the schedule.
+    run(["calibrate", str(student), "--random-text-encoder", "--samples", "8", "--steps", "10",
+         "--records", "16", "--heldout-records", "8", "-o", str(calib)])
     rows = []
     for name, backend, flags in ARTIFACTS:
         artifact = out / name
