@@ -55,10 +55,13 @@ def summary_row(name: str, backend: str, artifact: Path, reports: Path) -> dict:
         "median_ms": None,
         "psnr_db": None,
         "delegated": (manifest.get("delegation") or {}).get("flops_share_delegated"),
+        "validation": "inspected",
     }
     validation, profile = reports / f"{name}-validate.json", reports / f"{name}-profile.json"
     if validation.exists():
-        row["psnr_db"] = min(o["psnr_db_min"] for o in _validation_rows(json.loads(validation.read_text())))
+        report = json.loads(validation.read_text())
+        row["psnr_db"] = min(o["psnr_db_min"] for o in _validation_rows(report))
+        row["validation"] = "pass" if report["passed"] else "FAIL"
     if profile.exists():
         row["median_ms"] = json.loads(profile.read_text())["latency_ms"]["median"]
     return row
@@ -70,7 +73,7 @@ def _validation_rows(report: dict) -> list[dict]:
 
 
 def print_summary(rows: list[dict]) -> None:
-    header = f"{'artifact':<14} {'backend':<8} {'precision':<12} {'size MB':>8} {'median ms':>10} {'PSNR dB':>8} {'delegated':>10}"
+    header = f"{'artifact':<14} {'backend':<8} {'precision':<12} {'size MB':>8} {'median ms':>10} {'PSNR dB':>8} {'delegated':>10} {'validate':>9}"
     print("\nSummary (PSNR: worst output vs the PyTorch reference; Core ML runs only on macOS)")
     print(header)
     print("-" * len(header))
@@ -78,7 +81,7 @@ def print_summary(rows: list[dict]) -> None:
         median = f"{row['median_ms']:.2f}" if row["median_ms"] is not None else "-"
         psnr = f"{row['psnr_db']:.1f}" if row["psnr_db"] is not None else "-"
         share = f"{row['delegated']:.1%}" if row["delegated"] is not None else "-"
-        print(f"{row['artifact']:<14} {row['backend']:<8} {row['precision']:<12} {row['size_mb']:>8.2f} {median:>10} {psnr:>8} {share:>10}")
+        print(f"{row['artifact']:<14} {row['backend']:<8} {row['precision']:<12} {row['size_mb']:>8.2f} {median:>10} {psnr:>8} {share:>10} {row['validation']:>9}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         flags = [flag.replace("{calib}", str(calib)) for flag in flags]
         run(["export", str(student), "--backend", backend, *flags, "-o", str(artifact)])
         if backend in RUNNABLE_HERE:
+            # A failed gate (exit 1) is a result to show, not a reason to stop: the tiny preset's
+            # random weights quantize far worse than trained ones do.
             run(["validate", str(artifact), "--calibration", str(calib),
-                 "--json", str(reports / f"{name}-validate.json")])
+                 "--json", str(reports / f"{name}-validate.json")], allowed=(0, 1))
             run(["profile", str(artifact), "--iters", "20",
                  "--json", str(reports / f"{name}-profile.json")])
         rows.append(summary_row(name, backend, artifact, reports))
