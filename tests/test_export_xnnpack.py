@@ -47,7 +47,8 @@ def test_manifest_describes_the_folder():
     assert data["resolution"] == [128, 128] and data["latent"] == [16, 16] and data["batch"] == 1
     assert (data["backend"], data["precision"], data["quantization"]) == ("xnnpack", "fp32", None)
     assert "linear_attention_bmm" in data["passes"]
-    assert set(data["files"]) == {"program", "bundled_program", "test_vectors", "reference_model"}
+    # The ETRecord lets `profile` and `validate --per-layer` map delegate events back to modules.
+    assert set(data["files"]) == {"program", "bundled_program", "test_vectors", "reference_model", "etrecord"}
     assert [spec["name"] for spec in data["inputs"]] == [
         "hidden_states", "encoder_hidden_states", "encoder_attention_mask", "timestep"
     ]
