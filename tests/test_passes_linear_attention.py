@@ -68,3 +68,20 @@ def test_exported_edit_attention_is_rank3_bmm_without_einsum():
         assert max(ranks) <= 4, f"{preset}: tensor of rank {max(ranks)} in attention"
         matmuls = [n for n in nodes if n.target in (torch.ops.aten.bmm.default, torch.ops.aten.matmul.default)]
         assert matmuls and all(n.meta["val"].dim() == 3 for n in matmuls)
+
+
+def test_gelu_pass_is_native_in_fp32_and_sigmoid_in_fp16():
+    from edit_mobile.export.passes.gelu_tanh_sigmoid import gelu_tanh
+
+    x = torch.randn(4096) * 4
+    assert torch.equal(gelu_tanh(x), torch.nn.functional.gelu(x, approximate="tanh"))
+    expected = torch.nn.functional.gelu(x.double(), approximate="tanh")
+    torch.testing.assert_close(gelu_tanh(x.half()).double(), expected, atol=2e-2, rtol=1e-2)
+    big = torch.tensor([300.0, -300.0], dtype=torch.float16)  # x * x overflows: GELU's limits
+    assert gelu_tanh(big).tolist() == [300.0, 0.0]
+
+    model = apply_passes(load_transformer("tiny-pixart-edit"), ["gelu_tanh_sigmoid"]).half()
+    inputs = tuple(t.half() for t in TransformerSignature.of(model, 128, 128).example_inputs())
+    graph = torch.export.export(DenoiserWrapper(model).eval(), inputs).graph
+    names = {str(node.target) for node in graph.nodes}
+    assert "aten.sigmoid.default" in names and not any("gelu" in name for name in names)

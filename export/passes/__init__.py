@@ -15,6 +15,7 @@ from torch import nn
 from edit_mobile.errors import UserError
 from edit_mobile.export.passes.base import MobilePass
 from edit_mobile.export.passes.channels_first import ChannelsFirst
+from edit_mobile.export.passes.gelu_tanh_sigmoid import GeluTanhSigmoid
 from edit_mobile.export.passes.group_norm_pooled import GroupNormPooled
 from edit_mobile.export.passes.linear_attention_bmm import LinearAttentionBMM
 from edit_mobile.export.passes.row_norm_matmul import RowNormMatmul
@@ -31,18 +32,26 @@ PASSES: dict[str, MobilePass] = {
         SplitHeadAttention(),
         GroupNormPooled(),
         RowNormMatmul(),
+        GeluTanhSigmoid(),
         ChannelsFirst(),
     )
 }
 
-# Why each list (see each pass's `serves`): XNNPACK has no GroupNorm, LayerNorm, 3-D mean or
-# fused SDPA, and the SDPA decomposition's safe softmax falls back to portable kernels.
+# Why each list (see each pass's `serves`): XNNPACK has no GroupNorm, LayerNorm, 3-D mean,
+# fp16 GELU or fused SDPA, and the SDPA decomposition's safe softmax falls back to portable
+# kernels.
 # Vulkan has native GroupNorm / LayerNorm / reductions but no `any` (safe softmax). ONNX
 # Runtime runs every op itself; the explicit softmax avoids the safe-softmax masking work.
 # Neural engines (Core ML, QNN) want the channels-first layout and per-head softmax.
 _NEURAL_ENGINE = ["linear_attention_bmm", "split_head_attention", "group_norm_pooled", "channels_first"]
 DEFAULT_PASSES: dict[str, list[str]] = {
-    "xnnpack": ["linear_attention_bmm", "softmax_attention_bmm", "group_norm_pooled", "row_norm_matmul"],
+    "xnnpack": [
+        "linear_attention_bmm",
+        "softmax_attention_bmm",
+        "group_norm_pooled",
+        "row_norm_matmul",
+        "gelu_tanh_sigmoid",
+    ],
     "vulkan": ["linear_attention_bmm", "softmax_attention_bmm"],
     "onnx": ["linear_attention_bmm", "softmax_attention_bmm"],
     "coreml": _NEURAL_ENGINE,
