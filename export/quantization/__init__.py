@@ -78,7 +78,11 @@ def load_records(calibration, signature, need: bool = True):
 def quantize_program(exported, *, backend: str, scheme: str, calibration, signature,
                      denoiser=None, min_psnr: float | None = None, float_layers=(),
                      progress: bool = True):
+    import torch
+
     check_scheme(backend, scheme)
+    if any(value.dtype == torch.float16 for value in exported.state_dict.values()):
+        raise UserError("quantization starts from the float32 program: export without --precision fp16")
     calibrated = scheme not in ("int8-dynamic", "int8-weight", "palettize-6bit", "palettize-4bit")
     if scheme in LOWERED_SCHEMES.get(backend, ()):
         if min_psnr is not None:

@@ -16,6 +16,8 @@ and variances as GEMVs): int8 statistics of x*x cost tens of dB at the output fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.fx import Node
 
@@ -102,12 +104,9 @@ def layer_units(graph: torch.fx.Graph, granularity: str = "block") -> list[str]:
         if not gemm and (node.target not in ELEMENTWISE_OPS or granularity == "linear"):
             continue
         paths = module_paths(node)
-        if not paths:
-            unit = TOP_LEVEL if node.meta.get("nn_module_stack") else None
-        else:
-            unit = paths[-1] if granularity == "linear" else _top_level_module(paths)
-        if unit is None:
-            continue
+        if not paths and not node.meta.get("nn_module_stack"):
+            continue  # not traced from the model (inserted by a pass)
+        unit = TOP_LEVEL if not paths else paths[-1] if granularity == "linear" else _top_level_module(paths)
         if unit not in units:
             units.append(unit)
     return units
@@ -123,7 +122,7 @@ def _top_level_module(paths: list[str]) -> str:
     return first
 
 
-def node_filter(float_layers) -> callable:
+def node_filter(float_layers) -> Callable[[Node], bool]:
     """The quantizer's filter: quantize a node unless it stays float or is in a float layer."""
     float_layers = tuple(float_layers)
 

@@ -48,9 +48,7 @@ def quantize_for_xnnpack(
         raise UserError(f"unknown XNNPACK quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     if not calibration_inputs:
         raise UserError("quantization needs calibration records; pass --calibration CALIB_DIR")
-    example_inputs = tuple(calibration_inputs[0])
-    float_layers = list(float_layers)
-    record: dict = {"scheme": scheme}
+    float_layers, record, order = list(float_layers), {"scheme": scheme}, []
     if min_psnr is not None:
         if scheme == "int4-weight":
             raise UserError("--min-psnr works with int8-static and int8-dynamic; int4-weight has no layer search")
@@ -59,41 +57,17 @@ def quantize_for_xnnpack(
         analysis = analysis or SensitivityAnalysis(exported, calibration_inputs, heldout_inputs,
                                                    dynamic=scheme == "int8-dynamic",
                                                    granularity=granularity, progress=progress)
-        report = analysis.report(scheme)
-        choice = analysis.choose_float_layers(min_psnr, report)
-        if not choice.target_met:
-            raise UserError(
-                f"{scheme} cannot reach {min_psnr:g} dB held-out PSNR unless every layer stays float "
-                f"(all quantized: {report.all_quantized_psnr_db:.1f} dB); lower --min-psnr or use int8-dynamic"
-            )
-        float_layers = _merge(float_layers, choice.float_layers)
-        record.update(min_psnr_db=min_psnr, layers_total=choice.layers_total,
-                      all_quantized_psnr_db=report.all_quantized_psnr_db)
-        order = [cost.layer for cost in report.layers]
+        order, search = _search_float_layers(analysis, scheme, min_psnr)
+        float_layers = _merge(float_layers, search.pop("float_layers"))
+        record.update(search)
     references = reference_outputs(exported.module(), heldout_inputs) if heldout_inputs else []
-
     while True:
-        if scheme == "int4-weight":
-            if denoiser is None:
-                raise UserError("int4-weight quantizes the eager model: the export must pass denoiser=")
-            program, module = _int4_weight(denoiser, exported, example_inputs, float_layers)
-        else:
-            module = pt2e.quantize_graph(exported, scheme == "int8-dynamic", calibration_inputs,
-                                         float_layers, progress=progress,
-                                         observed=analysis.observed if analysis else None)
-            program = pt2e.reexport(module, example_inputs)
+        program, module = _quantize_once(exported, scheme, calibration_inputs, float_layers, denoiser,
+                                         analysis, progress)
         psnr = mean_psnr(module, references, heldout_inputs) if heldout_inputs else (None, None)
         if min_psnr is None or psnr[0] >= min_psnr:
             break
-        # The estimate was optimistic: keep the next most sensitive layer float too.
-        remaining = [layer for layer in order if layer not in float_layers]
-        if len(remaining) <= 1:
-            raise UserError(
-                f"{scheme} cannot reach {min_psnr:g} dB held-out PSNR: with every layer but "
-                f"{remaining or 'none'} float it gives {psnr[0]:.1f} dB; lower --min-psnr or use another scheme"
-            )
-        float_layers.append(remaining[0])
-
+        float_layers.append(_next_float_layer(order, float_layers, scheme, min_psnr, psnr[0]))
     record.update(
         float_layers=float_layers,
         always_float_layers=always_float_layers(exported.graph),
@@ -102,6 +76,43 @@ def quantize_for_xnnpack(
         heldout_records=len(heldout_inputs),
     )
     return program, record
+
+
+def _search_float_layers(analysis: SensitivityAnalysis, scheme: str, min_psnr: float) -> tuple[list[str], dict]:
+    """(layers in sensitivity order, record entries incl. the estimated float layers)."""
+    report = analysis.report(scheme)
+    choice = analysis.choose_float_layers(min_psnr, report)
+    if not choice.target_met:
+        raise UserError(
+            f"{scheme} cannot reach {min_psnr:g} dB held-out PSNR unless every layer stays float "
+            f"(all quantized: {report.all_quantized_psnr_db:.1f} dB); lower --min-psnr or use int8-dynamic"
+        )
+    order = [cost.layer for cost in report.layers]
+    return order, {"float_layers": choice.float_layers, "min_psnr_db": min_psnr,
+                   "layers_total": choice.layers_total, "all_quantized_psnr_db": report.all_quantized_psnr_db}
+
+
+def _quantize_once(exported, scheme, calibration_inputs, float_layers, denoiser, analysis, progress):
+    """(program for lowering, module to measure it with)."""
+    example_inputs = tuple(calibration_inputs[0])
+    if scheme == "int4-weight":
+        if denoiser is None:
+            raise UserError("int4-weight quantizes the eager model: the export must pass denoiser=")
+        return _int4_weight(denoiser, exported, example_inputs, float_layers)
+    module = pt2e.quantize_graph(exported, scheme == "int8-dynamic", calibration_inputs, float_layers,
+                                 progress=progress, observed=analysis.observed if analysis else None)
+    return pt2e.reexport(module, example_inputs), module
+
+
+def _next_float_layer(order, float_layers, scheme, min_psnr, measured) -> str:
+    """The estimate was optimistic: the next most sensitive layer goes float too."""
+    remaining = [layer for layer in order if layer not in float_layers]
+    if len(remaining) <= 1:
+        raise UserError(
+            f"{scheme} cannot reach {min_psnr:g} dB held-out PSNR: with every layer but "
+            f"{remaining or 'none'} float it gives {measured:.1f} dB; lower --min-psnr or use another scheme"
+        )
+    return remaining[0]
 
 
 def _merge(first: Sequence[str], second: Sequence[str]) -> list[str]:
