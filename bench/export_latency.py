@@ -1,15 +1,19 @@
 """Latency of one denoising step, PixArt-Sigma XL teacher vs EDiT, PyTorch eager vs ExecuTorch.
 
 Builds the PixArt-Sigma XL width (1152, 16 heads, 120 prompt tokens, caption width 4096) with
-few layers (default 2, random weights), converts it to EDiT (`to_edit`, default options), and
-for each resolution exports both with the project's XNNPACK lowering after the default
-xnnpack rewrite passes. Each program runs in the real ExecuTorch runtime, interleaved with
-PyTorch eager on the unrewritten model, in the same process and threads, so the ratios are
-measured side by side. Prints the median latency per step, ExecuTorch/eager and
-EDiT/teacher ratios, planned activation memory (ExecuTorch memory planning) and the peak
-resident memory each run adds; writes a PNG of latency vs tokens and a JSON of every number.
+few layers (default 2, random weights), converts it to EDiT (`to_edit`: the faithful full 3x3
+ConvFusion, and `edit-gG` for the lighter grouped 3x3 form with G groups), and for each
+resolution exports each with the project's XNNPACK lowering after the default xnnpack rewrite
+passes. Each program runs in the real ExecuTorch runtime; every timing round runs every model
+once in eager (the unrewritten diffusers model) and once in ExecuTorch, in the same process
+and threads, so ExecuTorch/eager and EDiT/teacher ratios are measured side by side. Prints
+the median latency per step, the ratios, the GEMM-bound rate (model FLOPs / time, and its
+share of this machine's torch fp32 GEMM rate measured in the same run), planned activation
+memory (ExecuTorch memory planning) and the peak resident memory each run adds; writes a PNG
+of latency vs tokens and a JSON of every number.
 
     python bench/export_latency.py [--layers 2] [--resolutions 256,512,1024,2048]
+                                   [--models teacher,edit,edit-g8]
 
 Other agents may share the cores: the load average is printed before and after; trust
 ratios from one run, not absolute times across runs.
@@ -27,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,6 +41,7 @@ from tqdm import tqdm
 
 from edit_mobile.export.passes import apply_passes, default_passes
 from edit_mobile.models import PRESETS, DenoiserWrapper, TransformerSignature, to_edit
+from edit_mobile.models.flops import count_step_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 1 << 20
@@ -43,9 +49,10 @@ MIB = 1 << 20
 
 @dataclass
 class Row:
-    model: str  # "teacher" | "edit"
+    model: str  # "teacher" | "edit" | "edit-gG"
     resolution: int  # pixels per side
     tokens: int  # image tokens
+    gflop: float | None = None  # model FLOPs per step (torch FlopCounterMode)
     eager_ms: float | None = None
     executorch_ms: float | None = None
     eager_runs_ms: list[float] = field(default_factory=list)
@@ -65,6 +72,10 @@ class Row:
             return self.executorch_ms / self.eager_ms
         return None
 
+    def gflops(self, runtime: str) -> float | None:
+        ms = getattr(self, f"{runtime}_ms")
+        return self.gflop / ms * 1000 if self.gflop and ms else None
+
 
 # ---------------------------------------------------------------- models
 
@@ -76,14 +87,29 @@ def pixart_sigma_xl(resolution: int, layers: int) -> PixArtTransformer2DModel:
         return PixArtTransformer2DModel.from_config(config).eval()
 
 
-def edit_of(teacher: PixArtTransformer2DModel) -> torch.nn.Module:
-    student = to_edit(teacher).eval()
+def edit_of(teacher: PixArtTransformer2DModel, fusion_groups: int = 1) -> torch.nn.Module:
+    student = to_edit(teacher, {"fusion_groups": fusion_groups}).eval()
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         for name, parameter in student.named_parameters():
             if ".conv_fusion.expand." in name:  # conversion starts it at 0; give it signal
                 parameter.normal_(0.0, 0.02)
     return student
+
+
+def variants(teacher: PixArtTransformer2DModel, names: list[str]) -> dict[str, torch.nn.Module]:
+    """teacher, edit (faithful full 3x3 ConvFusion) and edit-gG (grouped 3x3, G groups)."""
+    built = {}
+    for name in names:
+        if name == "teacher":
+            built[name] = copy.deepcopy(teacher)
+        elif name == "edit":
+            built[name] = edit_of(teacher)
+        elif name.startswith("edit-g"):
+            built[name] = edit_of(teacher, int(name.removeprefix("edit-g")))
+        else:
+            raise SystemExit(f"unknown model {name!r}: use teacher, edit or edit-gG (G = ConvFusion groups)")
+    return built
 
 
 # ---------------------------------------------------------------- measuring
@@ -164,26 +190,30 @@ def fused_score_bytes(model, tokens: int) -> int:
     return 4 * model.config.num_attention_heads * tokens * tokens
 
 
-def time_eager_only(row: Row, eager, inputs, args) -> float:
-    def run_eager():
-        with torch.no_grad():
-            return eager(*inputs)
+@dataclass
+class Contender:
+    """One model at one resolution, ready to time: eager module and (if lowered) its program."""
 
-    row.eager_peak_mib = peak_added_mib(run_eager)
-    first = timed(run_eager)
-    repeats = int(max(args.min_reps, min(args.max_reps, args.budget_s * 1000 // first)))
-    row.eager_runs_ms = [timed(run_eager) for _ in range(repeats)]
-    return statistics.median(row.eager_runs_ms)
+    row: Row
+    run_eager: Callable[[], torch.Tensor]
+    run_executorch: Callable[[], torch.Tensor] | None = None
 
 
-def measure(name: str, model, resolution: int, passes: list[str], args) -> Row:
+def prepare(name: str, model, resolution: int, passes: list[str], folder: Path, args) -> Contender:
+    """Count FLOPs, lower to XNNPACK, check outputs and measure memory; timing comes later."""
     signature = TransformerSignature.of(model, resolution, resolution)
     inputs = signature.example_inputs(seed=0)
     tokens = (resolution // 8 // model.config.patch_size) ** 2
     row = Row(name, resolution, tokens, passes=list(passes))
+    row.gflop = count_step_flops(model, signature).total / 1e9
     eager = DenoiserWrapper(model).eval()
 
-    rewritten = DenoiserWrapper(apply_passes(model, passes)).eval()
+    def run_eager():
+        with torch.no_grad():
+            return eager(*inputs)
+
+    contender = Contender(row, run_eager)
+    rewritten = DenoiserWrapper(apply_passes(copy.deepcopy(model), passes)).eval()
     with torch.no_grad():
         if not args.skip_portable_plan:  # lowering consumes an exported program: plan a fresh one
             row.planned_portable_mib = portable_planned_mib(torch.export.export(rewritten, inputs))
@@ -192,46 +222,68 @@ def measure(name: str, model, resolution: int, passes: list[str], args) -> Row:
             # XNNPACK keeps every head's score matrix alive at once: its partition re-sorts the
             # graph breadth-first, so even split heads do not bound it (see split_head_attention.py).
             row.note = f"ExecuTorch skipped: XNNPACK would hold ~{score_gib:.0f} GiB of attention scores"
-            row.eager_ms = time_eager_only(row, eager, inputs, args)
-            return row
+            row.eager_peak_mib = peak_added_mib(run_eager)
+            return contender
         program, coverage = lower_xnnpack(torch.export.export(rewritten, inputs))
     row.planned_xnnpack_mib = planned_mib(program)
     row.ops_delegated = f"{coverage.ops_delegated}/{coverage.ops_total}"
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.pte"
-        path.write_bytes(program.buffer)
-        program = rewritten = None
-        gc.collect()
-        time_runs(row, eager, path, inputs, args)
-    row.eager_ms = statistics.median(row.eager_runs_ms)
-    row.executorch_ms = statistics.median(row.executorch_runs_ms)
-    return row
+    path = folder / f"{name}-{resolution}.pte"
+    path.write_bytes(program.buffer)
+    del program, rewritten
+    gc.collect()
+    contender.run_executorch = executorch_runner(path, inputs)
+    outputs = {}
+    row.eager_peak_mib = peak_added_mib(lambda: outputs.setdefault("eager", run_eager()))
+    row.max_abs_diff = float((contender.run_executorch() - outputs["eager"]).abs().max())
+    row.executorch_peak_mib = executorch_run_memory_mib(path, inputs)
+    return contender
 
 
-def time_runs(row: Row, eager, program_path: Path, inputs, args) -> None:
-    """Peak memory and output check on the first runs, then interleaved timed runs."""
+def executorch_runner(program_path: Path, inputs) -> Callable[[], torch.Tensor]:
     from executorch.runtime import Runtime
 
     method = Runtime.get().load_program(program_path).load_method("forward")
+    return lambda: method.execute(list(inputs))[0]
 
-    def run_eager():
-        with torch.no_grad():
-            return eager(*inputs)
 
-    def run_executorch():
-        return method.execute(list(inputs))[0]
+def time_round_robin(contenders: list[Contender], args) -> None:
+    """Each round runs every contender once, eager then ExecuTorch, so all the ratios of one
+    resolution (ExecuTorch/eager and EDiT/teacher) are taken under the same machine load."""
+    runs = []
+    for c in contenders:
+        runs.append((c.row.eager_runs_ms, c.run_eager))
+        if c.run_executorch:
+            runs.append((c.row.executorch_runs_ms, c.run_executorch))
+    one_round = sum(timed(run) for _, run in runs)  # warm-up round, also sizes the budget
+    repeats = int(max(args.min_reps, min(args.max_reps, args.budget_s * 1000 // one_round)))
+    for _ in tqdm(range(repeats), desc="timing rounds", leave=False):
+        for samples, run in runs:
+            samples.append(timed(run))
+    for c in contenders:
+        c.row.eager_ms = statistics.median(c.row.eager_runs_ms)
+        if c.row.executorch_runs_ms:
+            c.row.executorch_ms = statistics.median(c.row.executorch_runs_ms)
 
-    outputs = {}
-    row.eager_peak_mib = peak_added_mib(lambda: outputs.setdefault("eager", run_eager()))
-    outputs["et"] = run_executorch()
-    row.max_abs_diff = float((outputs["et"] - outputs["eager"]).abs().max())
-    row.executorch_peak_mib = executorch_run_memory_mib(program_path, inputs)
 
-    first_pair = timed(run_eager) + timed(run_executorch)
-    repeats = int(max(args.min_reps, min(args.max_reps, args.budget_s * 1000 // first_pair)))
-    for _ in range(repeats):  # interleaved: both see the same machine load
-        row.eager_runs_ms.append(timed(run_eager))
-        row.executorch_runs_ms.append(timed(run_executorch))
+def measure_resolution(resolution: int, names: list[str], passes: list[str], args) -> list[Row]:
+    models = variants(pixart_sigma_xl(resolution, args.layers), names)
+    with tempfile.TemporaryDirectory() as folder:
+        contenders = []
+        for name in names:
+            contenders.append(prepare(name, models.pop(name), resolution, passes, Path(folder), args))
+            row = contenders[-1].row
+            tqdm.write(f"  {resolution} px {name}: {row.gflop:.0f} GFLOP, delegated ops {row.ops_delegated or '-'} "
+                       f"{row.note}")
+        time_round_robin(contenders, args)
+    return [c.row for c in contenders]
+
+
+def gemm_peak_gflops() -> float:
+    """This machine's fp32 GEMM rate through torch's BLAS: the yardstick for "% of peak"."""
+    a, b = torch.randn(4096, 1152), torch.randn(1152, 4608)
+    torch.mm(a, b)
+    best = min(timed(lambda: torch.mm(a, b)) for _ in range(5))
+    return 2 * 4096 * 1152 * 4608 / best / 1e6
 
 
 CLOCK = time.perf_counter  # --cpu-time: time.thread_time (one thread: the caller runs all the work)
@@ -250,36 +302,52 @@ def fmt(value, spec=".0f", none="-"):
     return none if value is None else format(value, spec)
 
 
-def print_table(rows: list[Row]) -> None:
-    print("\nPer denoising step (median ms); ET = ExecuTorch XNNPACK program")
-    header = (
-        f"{'px':>5} {'tokens':>6} {'model':>7} {'eager':>8} {'ET':>8} {'ET/eager':>8} "
-        f"{'planned MiB (xnn|portable)':>27} {'run MiB (eager|ET)':>20} {'deleg.':>8} {'maxdiff':>8} reps"
+def print_table(rows: list[Row], peak_gflops: float) -> None:
+    print("\nPer denoising step (median ms); ET = ExecuTorch XNNPACK program; "
+          f"% peak = model GFLOP/s over the torch GEMM rate ({peak_gflops:.0f} GFLOP/s)")
+    print(
+        f"{'px':>5} {'tokens':>6} {'model':>8} {'GFLOP':>6} {'eager':>8} {'ET':>8} {'ET/eager':>8} "
+        f"{'% peak (eager|ET)':>18} {'planned MiB (xnn|portable)':>27} {'run MiB (eager|ET)':>20} "
+        f"{'deleg.':>8} {'maxdiff':>8} reps"
     )
-    print(header)
     for r in rows:
+        share = {runtime: fmt(r.gflops(runtime) and 100 * r.gflops(runtime) / peak_gflops)
+                 for runtime in ("eager", "executorch")}
         print(
-            f"{r.resolution:>5} {r.tokens:>6} {r.model:>7} {fmt(r.eager_ms):>8} {fmt(r.executorch_ms):>8} "
-            f"{fmt(r.executorch_over_eager, '.2f'):>8} "
+            f"{r.resolution:>5} {r.tokens:>6} {r.model:>8} {fmt(r.gflop):>6} {fmt(r.eager_ms):>8} "
+            f"{fmt(r.executorch_ms):>8} {fmt(r.executorch_over_eager, '.2f'):>8} "
+            f"{share['eager']:>8} | {share['executorch']:>7} "
             f"{fmt(r.planned_xnnpack_mib, '.1f'):>12} | {fmt(r.planned_portable_mib, '.0f'):>12} "
             f"{fmt(r.eager_peak_mib):>9} | {fmt(r.executorch_peak_mib):>8} {r.ops_delegated or '-':>8} "
-            f"{fmt(r.max_abs_diff, '.1e'):>8} {len(r.executorch_runs_ms)} {r.note}"
+            f"{fmt(r.max_abs_diff, '.1e'):>8} {len(r.eager_runs_ms)} {r.note}"
         )
-    print("\nEDiT vs teacher (speed-up = teacher time / EDiT time; memory = EDiT / teacher)")
-    print(f"{'px':>5} {'eager x':>8} {'ET x':>8} {'planned mem (portable)':>23} {'ET run mem':>11}")
+    print_speedups(rows)
+
+
+def print_speedups(rows: list[Row]) -> None:
+    print("\nEDiT vs teacher, same timing rounds (speed-up = teacher time / EDiT time; memory = EDiT / teacher)")
+    print("deployed x = the teacher's faster runtime (ExecuTorch, or eager where ExecuTorch was skipped) / EDiT in ExecuTorch")
+    print(f"{'px':>5} {'model':>8} {'eager x':>8} {'ET x':>8} {'deployed x':>11} {'planned mem (portable)':>23} {'ET run mem':>11}")
     by_key = {(r.resolution, r.model): r for r in rows}
-    for px in sorted({r.resolution for r in rows}):
-        teacher, edit = by_key.get((px, "teacher")), by_key.get((px, "edit"))
-        if not teacher or not edit:
+    ratio = lambda a, b: a / b if a and b else None  # noqa: E731
+    for r in rows:
+        teacher = by_key.get((r.resolution, "teacher"))
+        if r.model == "teacher" or teacher is None:
             continue
-        speed = lambda a, b: a / b if a and b else None  # noqa: E731
-        memory = speed(edit.planned_portable_mib, teacher.planned_portable_mib)
-        run_memory = speed(edit.executorch_peak_mib, teacher.executorch_peak_mib)
+        best_teacher = min(ms for ms in (teacher.eager_ms, teacher.executorch_ms) if ms)
         print(
-            f"{px:>5} {fmt(speed(teacher.eager_ms, edit.eager_ms), '.2f'):>8} "
-            f"{fmt(speed(teacher.executorch_ms, edit.executorch_ms), '.2f'):>8} {fmt(memory, '.3f'):>23} "
-            f"{fmt(run_memory, '.3f'):>11}"
+            f"{r.resolution:>5} {r.model:>8} {fmt(ratio(teacher.eager_ms, r.eager_ms), '.2f'):>8} "
+            f"{fmt(ratio(teacher.executorch_ms, r.executorch_ms), '.2f'):>8} "
+            f"{fmt(ratio(best_teacher, r.executorch_ms), '.2f'):>11} "
+            f"{fmt(ratio(r.planned_portable_mib, teacher.planned_portable_mib), '.3f'):>23} "
+            f"{fmt(ratio(r.executorch_peak_mib, teacher.executorch_peak_mib), '.3f'):>11}"
         )
+
+
+def label_of(model: str) -> str:
+    if model == "teacher":
+        return "PixArt-Sigma"
+    return "EDiT" if model == "edit" else f"EDiT, grouped ConvFusion g={model.removeprefix('edit-g')}"
 
 
 def plot(rows: list[Row], path: Path, layers: int) -> None:
@@ -288,23 +356,25 @@ def plot(rows: list[Row], path: Path, layers: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    styles = {("teacher", "eager"): "C0--", ("teacher", "executorch"): "C0-",
-              ("edit", "eager"): "C1--", ("edit", "executorch"): "C1-"}
-    for (model, runtime), style in styles.items():
-        points = [(r.tokens, getattr(r, f"{runtime}_ms")) for r in rows if r.model == model]
-        points = [(t, ms) for t, ms in points if ms]
-        if points:
-            label = f"{'EDiT' if model == 'edit' else 'PixArt-Sigma'} - {'ExecuTorch XNNPACK' if runtime == 'executorch' else 'PyTorch eager'}"
-            axis.plot(*zip(*points, strict=True), style, marker="o", label=label)
+    figure, axis = plt.subplots(figsize=(7.5, 4.8))
+    models = list(dict.fromkeys(r.model for r in rows))
+    for index, model in enumerate(models):
+        for runtime, style in (("eager", "--"), ("executorch", "-")):
+            points = [(r.tokens, getattr(r, f"{runtime}_ms")) for r in rows if r.model == model]
+            points = [(t, ms) for t, ms in points if ms]
+            if points:
+                where = "ExecuTorch XNNPACK" if runtime == "executorch" else "PyTorch eager"
+                axis.plot(*zip(*points, strict=True), f"C{index}{style}", marker="o",
+                          label=f"{label_of(model)} - {where}")
     axis.set_xscale("log", base=2)
     axis.set_yscale("log")
     axis.set_xlabel("image tokens (256 px = 256 ... 2048 px = 16384)")
     axis.set_ylabel("ms per denoising step (median)")
     clock = "on-CPU time" if CLOCK is time.thread_time else "wall time"
-    axis.set_title(f"PixArt-Sigma XL width, {layers} layer(s), fp32, {torch.get_num_threads()} thread(s), {clock}")
+    axis.set_title(f"PixArt-Sigma XL width, {layers} layer(s), fp32, {torch.get_num_threads()} thread(s), {clock}",
+                   fontsize=10)
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
@@ -313,9 +383,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=2, help="transformer blocks (PixArt-Sigma XL has 28)")
     parser.add_argument("--resolutions", default="256,512,1024,2048", help="pixels per side, comma-separated")
-    parser.add_argument("--models", default="teacher,edit")
-    parser.add_argument("--passes", default=None, help="comma-separated; default: the xnnpack defaults")
-    parser.add_argument("--budget-s", type=float, default=60.0, help="timing budget per configuration")
+    parser.add_argument("--models", default="teacher,edit,edit-g8",
+                        help="teacher, edit (faithful ConvFusion), edit-gG (grouped 3x3 ConvFusion, G groups)")
+    parser.add_argument("--passes", default=None, help="comma-separated; default: the xnnpack defaults; \"\" for none (the naive export)")
+    parser.add_argument("--budget-s", type=float, default=120.0, help="timing budget per resolution")
     parser.add_argument("--min-reps", type=int, default=1)
     parser.add_argument("--max-reps", type=int, default=7)
     parser.add_argument("--memory-budget-gib", type=float, default=6.0,
@@ -338,7 +409,7 @@ def main() -> None:
             parser.error("--cpu-time needs --threads 1: with more threads the work runs on other threads")
         CLOCK = time.thread_time
 
-    passes = args.passes.split(",") if args.passes is not None else default_passes("xnnpack")
+    passes = [p for p in args.passes.split(",") if p] if args.passes is not None else default_passes("xnnpack")
     resolutions = [int(r) for r in args.resolutions.split(",")]
     models = args.models.split(",")
     print(f"PixArt-Sigma XL width (1152, 16 heads, 120 prompt tokens) with {args.layers} layers "
@@ -349,25 +420,22 @@ def main() -> None:
     load_at_start = os.getloadavg()
     print(f"load average at start: {load_at_start}")
 
+    peak = gemm_peak_gflops()
+    print(f"torch fp32 GEMM rate (4096x1152 @ 1152x4608, best of 5): {peak:.0f} GFLOP/s")
     rows: list[Row] = []
     for resolution in tqdm(resolutions, desc="resolutions"):
-        teacher = pixart_sigma_xl(resolution, args.layers)
-        candidates = {"teacher": teacher, "edit": edit_of(teacher)}
-        for name in models:
-            rows.append(measure(name, copy.deepcopy(candidates[name]), resolution, passes, args))
-            tqdm.write(f"  {resolution} px {name}: eager {fmt(rows[-1].eager_ms)} ms, "
-                       f"ExecuTorch {fmt(rows[-1].executorch_ms)} ms {rows[-1].note}")
-        del teacher, candidates
+        rows += measure_resolution(resolution, models, passes, args)
         gc.collect()
 
     load_at_end = os.getloadavg()
     print(f"load average at end: {load_at_end}")
-    print_table(rows)
+    print_table(rows, peak)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"export_latency_{torch.get_num_threads()}t{'_cpu' if args.cpu_time else ''}"
+    stem = f"export_latency_{torch.get_num_threads()}t{'_cpu' if args.cpu_time else ''}{'' if passes else '_nopasses'}"
     png = args.out / f"{stem}.png"
     plot(rows, png, args.layers)
     report = {"layers": args.layers, "passes": passes, "threads": torch.get_num_threads(),
+              "gemm_peak_gflops": peak,
               "clock": "thread_time" if args.cpu_time else "wall", "load": [load_at_start, load_at_end],
               "rows": [asdict(r) | {"executorch_over_eager": r.executorch_over_eager} for r in rows]}
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
