@@ -71,3 +71,23 @@ def test_images_compare_artifact_and_pytorch_side_by_side(tmp_path):
     images = report["images"]["per_image"]
     assert [image["prompt"] for image in images] == ["a red bicycle against a blue wall", "fog over a pine forest at dawn"]
     assert all(image["psnr_db"] > 40 for image in images)  # an fp32 artifact: the same pictures
+
+
+def test_a_quantized_program_is_bundled_with_what_it_computes_here(tmp_path, capsys):
+    """The bundle of a quantized program holds the host's ExecuTorch outputs (the device must
+    reproduce them); closeness to PyTorch is judged from the manifest's held-out PSNR instead."""
+    from executorch.extension.pybindings import portable_lib
+
+    from edit_mobile.calibration import CalibrationOptions, capture_calibration
+
+    calibration = capture_calibration(
+        "tiny-pixart-edit", tmp_path / "calib", progress=False,
+        options=CalibrationOptions(steps=2, samples=4, records=4, heldout_records=3),
+    )
+    art = tmp_path / "int8"
+    assert main(["export", "tiny-pixart-edit", "--backend", "xnnpack", "--quantize", "int8-static",
+                 "--calibration", str(calibration), "-o", str(art)]) == 0
+    bundle = portable_lib._load_bundled_program_from_buffer((art / "model.bpte").read_bytes())
+    bundle.verify_result_with_bundled_expected_output("forward", 0, 0.0, 1e-6)  # raises if not
+    code, report = _validate(tmp_path, art, "--calibration", str(calibration))
+    assert code == 0 and report["passed"], report["failures"]
