@@ -17,6 +17,11 @@ def _quiet_import_noise() -> None:
 
     for name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Off macOS coremltools says at import that each native Core ML proxy is missing; we say
+    # once, where it matters, that Core ML models run only on macOS.
+    logging.getLogger("coremltools").addFilter(
+        lambda record: not record.getMessage().startswith("Failed to load _ML")
+    )
 
 
 _quiet_import_noise()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from edit_mobile import __version__
 from edit_mobile.errors import UserError
@@ -40,7 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Deprecation notices from inside torch / ExecuTorch / coremltools that a user cannot act on.
+THIRD_PARTY_NOTICES = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"Function _TORCH_OPS_REGISTRY.__contains__ is deprecated",
+    r".*is deprecated. Use files\(\) instead",
+    r"`torch.jit.script_method` is deprecated",
+    r"This API is experimental",
+)
+
+
+def quiet_third_party_notices() -> None:
+    for message in THIRD_PARTY_NOTICES:
+        warnings.filterwarnings("ignore", message=message)
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_third_party_notices()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

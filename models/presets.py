@@ -149,7 +149,8 @@ def load_folder(path: str | Path) -> ModelMixin:
             f"{folder} has no .safetensors weights; pickled weights are never loaded: "
             "save the model with safe_serialization=True"
         )
-    return _model_class(class_name).from_pretrained(folder, use_safetensors=True).eval()
+    # `accelerate` is not a dependency: ask for the plain load rather than be warned each time.
+    return _model_class(class_name).from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).eval()
 
 
 def load_architecture(name_or_path: str | Path) -> ModelMixin:
