@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from edit_mobile.errors import UserError
+from edit_mobile.export.manifest import MANIFEST_NAME, PRECISIONS, SCHEMA, SCHEMA_VERSION
 
-MANIFEST_NAME = "manifest.json"
-SCHEMA = "edit-mobile/manifest"
-SCHEMA_VERSION = 1
 REQUIRED_FIELDS = ("model", "resolution", "batch", "backend", "precision", "inputs", "outputs", "files")
 KNOWN_DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
-PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
