@@ -211,7 +211,9 @@ def _text_encoder(family, model_source, specs, folder, random_encoder):
 
 
 def _check_text_source(model_source, random_encoder: bool) -> None:
-    if not (random_encoder or str(model_source).startswith("tiny-") or _has_text_encoder(model_source)):
+    from edit_mobile.models import is_tiny
+
+    if not (random_encoder or is_tiny(model_source) or _has_text_encoder(model_source)):
         raise UserError(
             f"{model_source} needs its text encoder: pass --text-encoder DIR (a local pipeline "
             "folder) or --embeddings FILE.safetensors"

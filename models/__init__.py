@@ -15,7 +15,13 @@ from edit_mobile.models.edit_attention import ConvFusion, EDiTAttnProcessor, Spa
 from edit_mobile.models.linear_attention import relu_linear_attention
 from edit_mobile.models.mm_edit_attention import MMEDiTAttnProcessor
 from edit_mobile.models.pixart_edit import PixArtEDiTTransformer2DModel
-from edit_mobile.models.presets import PRESETS, build_preset, load_transformer, preset_names
+from edit_mobile.models.presets import (
+    PRESETS,
+    build_preset,
+    is_tiny,
+    load_transformer,
+    preset_names,
+)
 from edit_mobile.models.sd3_mm_edit import SD3MMEDiTTransformer2DModel
 from edit_mobile.models.signature import (
     DenoiserWrapper,
@@ -38,6 +44,7 @@ __all__ = [
     "TensorSpec",
     "TransformerSignature",
     "build_preset",
+    "is_tiny",
     "convert",
     "default_resolution",
     "edit_options",

@@ -115,6 +115,24 @@ def _randomise_fusion(model: ModelMixin) -> None:
                 parameter.normal_(0.0, 0.02)
 
 
+def is_tiny(source: str | Path | None, config: dict | None = None) -> bool:
+    """Is this one of the tiny presets: by name, or by a config keeping every setting of one (as
+    a student converted from it does)? Tiny presets have no real text encoder or VAE anywhere,
+    so calibration and the image pipeline use seeded random ones."""
+    if str(source or "").startswith("tiny-"):
+        return True
+    if config is None and source is not None and Path(source).is_dir():
+        try:
+            config = json.loads((_transformer_folder(Path(source)) / "config.json").read_text())
+        except (UserError, ValueError):
+            return False
+    normal = lambda value: list(value) if isinstance(value, list | tuple) else value  # noqa: E731
+    return config is not None and any(
+        all(normal(config.get(key)) == normal(value) for key, value in preset.config.items())
+        for name, preset in PRESETS.items() if name.startswith("tiny-")
+    )
+
+
 def _transformer_folder(path: Path) -> Path:
     """A transformer folder, or the `transformer/` folder inside a pipeline folder."""
     if (path / "config.json").is_file():

@@ -43,19 +43,9 @@ def tiny_vae(family: str, seed: int = 0):
 
 
 def is_tiny_architecture(manifest: Manifest) -> bool:
-    """Is the artifact's model one of the tiny presets (by name, or by a config that keeps every
-    setting of one, as a student converted from it does)? Those have no real text encoder or
-    VAE anywhere, so the pipeline uses seeded random ones."""
-    from edit_mobile.models import PRESETS
+    from edit_mobile.models import is_tiny
 
-    if str(manifest.model.get("source", "")).startswith("tiny-"):
-        return True
-    config = manifest.model.get("config") or {}
-    normal = lambda value: list(value) if isinstance(value, (list, tuple)) else value  # noqa: E731
-    return any(
-        all(normal(config.get(key)) == normal(value) for key, value in preset.config.items())
-        for name, preset in PRESETS.items() if name.startswith("tiny-")
-    )
+    return is_tiny(manifest.model.get("source"), manifest.model.get("config") or {})
 
 
 def vae_folder_for(manifest: Manifest) -> Path | None:

@@ -136,3 +136,14 @@ def test_attention_cost_is_linear_for_edit_and_quadratic_for_the_teacher():
         growth[label] = large / small  # 4x the tokens
     assert 3.6 < growth["edit"] < 4.4
     assert growth["teacher"] > 13  # ~16x once N^2 dominates the projections
+
+
+def test_tiny_presets_are_known_by_name_config_or_converted_folder(tmp_path):
+    from edit_mobile.models import is_tiny
+
+    student = load_transformer("tiny-sd3-edit")
+    student.save_pretrained(tmp_path / "student")
+    assert is_tiny("tiny-pixart") and is_tiny(tmp_path / "student")
+    assert is_tiny("my-model", dict(student.config))  # a renamed copy keeps the tiny architecture
+    assert not is_tiny("pixart-sigma-xl-512") and not is_tiny(tmp_path / "missing")
+    assert not is_tiny("my-model", {**student.config, "num_layers": 28})
