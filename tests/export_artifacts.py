@@ -21,10 +21,11 @@ _ROOT: Path | None = None
 _CACHE: dict[str, Path] = {}
 
 
-def _root() -> Path:
+def scratch_root() -> Path:
+    """One private temporary folder for the test session's shared artifacts, removed at exit."""
     global _ROOT
     if _ROOT is None:
-        _ROOT = Path(tempfile.mkdtemp(prefix="edit-mobile-export-tests-"))
+        _ROOT = Path(tempfile.mkdtemp(prefix="edit-mobile-tests-"))
         atexit.register(shutil.rmtree, _ROOT, True)
     return _ROOT
 
@@ -35,7 +36,7 @@ def exported(model: str, backend: str, **options) -> Path:
 
     key = json.dumps([model, backend, options], sort_keys=True, default=str)
     if key not in _CACHE:
-        output = _root() / f"{model}-{backend}-{len(_CACHE)}"
+        output = scratch_root() / f"{model}-{backend}-{len(_CACHE)}"
         export_artifact(ExportRequest(model=model, backend=backend, output=output, **options))
         _CACHE[key] = output
     return _CACHE[key]
@@ -62,3 +63,12 @@ def max_abs_diff(a, b) -> float:
 
 def files_of(art_dir: Path) -> dict[str, bytes]:
     return {p.relative_to(art_dir).as_posix(): p.read_bytes() for p in sorted(art_dir.rglob("*")) if p.is_file()}
+
+
+def attention_or_mlp_outside(coverage: dict) -> dict:
+    """Compute ops of attention (attn*) or MLP (ff) modules that run outside the delegate."""
+    return {
+        path: ops
+        for path, ops in coverage["non_delegated_compute"].items()
+        if any(part.startswith(("attn", "ff")) for part in path.split("."))
+    }

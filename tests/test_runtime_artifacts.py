@@ -11,15 +11,14 @@ The tiny EDiT PixArt (tiny-pixart-edit), exported for real:
 
 from __future__ import annotations
 
-import atexit
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from export_artifacts import scratch_root
 
 from edit_mobile.export.manifest import build_manifest, file_entry, write_manifest
 
@@ -28,15 +27,6 @@ RESOLUTION = 128
 PERTURBED_WEIGHT = "transformer_blocks.1.ff.net.2.weight"  # the last block's MLP output projection
 
 _built: dict[str, Path] = {}
-_root: Path | None = None
-
-
-def scratch_root() -> Path:
-    global _root
-    if _root is None:
-        _root = Path(tempfile.mkdtemp(prefix="edit-mobile-runtime-tests-"))
-        atexit.register(shutil.rmtree, _root, True)
-    return _root
 
 
 def artifact(kind: str) -> Path:
