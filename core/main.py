@@ -41,13 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Deprecation notices from inside torch / ExecuTorch / coremltools that a user cannot act on.
+# Deprecation notices from inside torch / ExecuTorch / coremltools / diffusers that a user
+# cannot act on (the test suite filters the same list, see tests/conftest.py).
 THIRD_PARTY_NOTICES = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"Function _TORCH_OPS_REGISTRY.__contains__ is deprecated",
     r".*is deprecated. Use files\(\) instead",
     r"`torch.jit.script_method` is deprecated",
     r"This API is experimental",
+    r"__array__ implementation doesn't accept a copy keyword",
 )
 
 
