@@ -102,7 +102,7 @@ def variants(teacher: PixArtTransformer2DModel, names: list[str]) -> dict[str, t
     built = {}
     for name in names:
         if name == "teacher":
-            built[name] = copy.deepcopy(teacher)
+            built[name] = teacher  # nothing mutates it: students are rebuilt, passes run on copies
         elif name == "edit":
             built[name] = edit_of(teacher)
         elif name.startswith("edit-g"):
