@@ -51,15 +51,19 @@ struct TensorSpec {
   let dtype: String
 }
 
-/// One file (or folder, for a .mlpackage) of the artifact: relative path, sha256 hex, size.
+/// One file (or folder, for a .mlpackage) of the artifact: relative path, where it is (checked
+/// to be inside the folder), sha256 hex, size.
 struct FileEntry {
   let role: String
   let path: String
+  let url: URL
   let sha256: String
   let bytes: Int?
 }
 
 /// The part of manifest.json this app needs: what to call and what to check it against.
+/// The folder may come from anywhere, so every path it names is confined to it: absolute
+/// paths, ".." and symlinks leading out are refused.
 struct ArtifactManifest {
   typealias K = ManifestKeys
 
@@ -76,10 +80,20 @@ struct ArtifactManifest {
   static let executorchBackends = [K.backendXnnpack, K.backendCoremlPte]
   static let coreMLBackends = [K.backendCoreml]
 
+  /// Manifests are a few kB; this bounds what a hostile one can make the app load.
+  static let maxManifestBytes = 16 << 20
+
   static func read(folder: URL) throws -> ArtifactManifest {
-    let url = folder.appendingPathComponent("manifest.json")
+    let folder = folder.standardizedFileURL.resolvingSymlinksInPath()
+    let url = try inside(folder, "manifest.json", what: "manifest.json")
+    if let size = try? url.resourceValues(forKeys: [.fileSizeKey]).fileSize, size > maxManifestBytes {
+      throw DemoError("manifest.json is \(size) bytes, more than the \(maxManifestBytes) this app reads; refused")
+    }
     guard let data = try? Data(contentsOf: url) else {
       throw DemoError("no manifest.json in \(folder.path); copy an artifact folder there (README)")
+    }
+    guard !JSONDepth.exceeds(data) else {
+      throw DemoError("manifest.json is not valid JSON: nested deeper than \(JSONDepth.maxDepth) levels")
     }
     guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
       throw DemoError("manifest.json is not a JSON object")
@@ -102,12 +116,39 @@ struct ArtifactManifest {
       precision: try field(root, K.topPrecision),
       inputs: try specs(root, K.topInputs),
       outputs: try specs(root, K.topOutputs),
-      files: try fileEntries(fileTable))
+      files: try fileEntries(folder, fileTable))
   }
 
   func url(for role: String) throws -> URL {
     guard let entry = files[role] else { throw DemoError("manifest has no files.\(role) entry") }
-    return folder.appendingPathComponent(entry.path)
+    return entry.url
+  }
+
+  /// folder/relative (folder already resolved), refused unless it stays inside folder: no
+  /// absolute path, no "..", no symlink leading out. `what` names the path in the message.
+  static func inside(_ folder: URL, _ relative: String, what: String) throws -> URL {
+    guard !relative.isEmpty else { throw DemoError("\(what) is an empty path; re-export the artifact") }
+    guard !relative.hasPrefix("/") else {
+      throw DemoError("\(what) is an absolute path, outside the artifact folder; re-export the artifact")
+    }
+    guard !relative.split(separator: "/").contains("..") else {
+      throw DemoError("\(what) climbs out with '..', outside the artifact folder; re-export the artifact")
+    }
+    let url = folder.appendingPathComponent(relative).standardizedFileURL
+    // A missing file has no link to follow (verifyFiles reports it). Resolve only existing ones:
+    // resolvingSymlinksInPath drops "/private" only for paths that exist, as it did for folder.
+    guard FileManager.default.fileExists(atPath: url.path) else { return url }
+    let real = url.resolvingSymlinksInPath()
+    guard isUnder(folder, real) else {
+      throw DemoError("\(what) resolves to \(real.path), outside the artifact folder (a symlink?); copy real files")
+    }
+    return real
+  }
+
+  /// Whether resolved `url` is resolved `folder` itself or below it.
+  static func isUnder(_ folder: URL, _ url: URL) -> Bool {
+    let root = folder.path.hasSuffix("/") ? folder.path : folder.path + "/"
+    return url.path == folder.path || url.path.hasPrefix(root)
   }
 
   static func isRequired(role: String) -> Bool {
@@ -119,7 +160,7 @@ struct ArtifactManifest {
   func verifyFiles() throws -> [String] {
     var checked: [String] = []
     for entry in files.values.sorted(by: { $0.role < $1.role }) {
-      let url = folder.appendingPathComponent(entry.path)
+      let url = entry.url
       var isDirectory: ObjCBool = false
       guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
         if Self.isRequired(role: entry.role) {
@@ -161,15 +202,49 @@ struct ArtifactManifest {
     }
   }
 
-  private static func fileEntries(_ table: [String: Any]) throws -> [String: FileEntry] {
+  private static func fileEntries(_ folder: URL, _ table: [String: Any]) throws -> [String: FileEntry] {
     var entries: [String: FileEntry] = [:]
     for (role, value) in table {
       guard let entry = value as? [String: Any] else { continue }  // a role left null
-      entries[role] = FileEntry(role: role, path: try field(entry, K.filePath),
+      let path: String = try field(entry, K.filePath)
+      entries[role] = FileEntry(role: role, path: path,
+                                url: try inside(folder, path, what: "files.\(role) = \(path)"),
                                 sha256: try field(entry, K.fileSha256),
                                 bytes: entry[K.fileBytes] as? Int)
     }
     return entries
+  }
+}
+
+/// Nesting bound for JSON read from the artifact, as the Android app's Json.MAX_DEPTH:
+/// JSONSerialization's own limit depends on the OS version, so deep input is refused here first.
+enum JSONDepth {
+  static let maxDepth = 64
+
+  /// Whether brackets outside strings nest deeper than maxDepth; one pass, no recursion.
+  static func exceeds(_ data: Data) -> Bool {
+    var depth = 0
+    var inString = false
+    var escaped = false
+    for byte in data {
+      if inString {
+        if escaped {
+          escaped = false
+        } else if byte == UInt8(ascii: "\\") {
+          escaped = true
+        } else if byte == UInt8(ascii: "\"") {
+          inString = false
+        }
+      } else if byte == UInt8(ascii: "\"") {
+        inString = true
+      } else if byte == UInt8(ascii: "[") || byte == UInt8(ascii: "{") {
+        depth += 1
+        if depth > maxDepth { return true }
+      } else if byte == UInt8(ascii: "]") || byte == UInt8(ascii: "}") {
+        depth -= 1
+      }
+    }
+    return false
   }
 }
 
@@ -195,10 +270,14 @@ enum FileHashing {
     let enumerator = FileManager.default.enumerator(
       at: root, includingPropertiesForKeys: [.isRegularFileKey])
     while let url = enumerator?.nextObject() as? URL {
+      let full = url.standardizedFileURL.resolvingSymlinksInPath().path
+      // Checked before the file type: a symlink leading out is refused, not hashed or skipped.
+      guard full.hasPrefix(root.path + "/") else {
+        throw DemoError("\(root.lastPathComponent)/\(url.lastPathComponent) resolves to \(full), outside \(root.lastPathComponent)/ (a symlink); copy real files")
+      }
       guard try url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile == true else {
         continue
       }
-      let full = url.standardizedFileURL.resolvingSymlinksInPath().path
       relativePaths.append(String(full.dropFirst(root.path.count + 1)))
     }
     relativePaths.sort {

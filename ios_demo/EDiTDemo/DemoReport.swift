@@ -68,7 +68,8 @@ struct DemoReport {
   }
 
   private static func json(_ object: [String: Any]) -> String {
-    // PSNR is capped at 200 dB, so every number is finite and JSONSerialization accepts it.
+    // PSNR is capped at 200 dB and NaN / inf outputs are refused before (DemoRun.checkOutput),
+    // so every number is finite and JSONSerialization accepts it.
     guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else {
       return "{\"status\": \"error\", \"error\": \"report not serialisable\"}"
     }

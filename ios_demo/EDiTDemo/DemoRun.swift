@@ -44,11 +44,8 @@ enum DemoRun {
     }
     var checks: [DemoReport.OutputCheck] = []
     for (index, expected) in vectors.expectedOutputs.enumerated() {
-      let reference = try expected.floats()
-      checks.append(DemoReport.OutputCheck(
-        name: manifest.outputs[index].name,
-        psnrDb: try Metrics.psnrDb(reference: reference, output: produced[index]),
-        maxAbsError: try Metrics.maxAbsError(reference: reference, output: produced[index])))
+      checks.append(try checkOutput(name: manifest.outputs[index].name,
+                                    reference: try expected.floats(), output: produced[index]))
     }
 
     await progress("timing \(settings.timedRuns) runs after \(settings.warmupRuns) warm-up ...")
@@ -62,6 +59,22 @@ enum DemoRun {
     return DemoReport(runtime: runner.runtimeName, manifest: manifest, filesVerified: verified,
                       loadMs: loadMs, outputs: checks, warmupRuns: settings.warmupRuns,
                       latency: Metrics.latency(runsMs: runsMs))
+  }
+
+  /// PSNR / max error of one output, as the Android app's ArtifactCheck.checkOutput: NaN or inf
+  /// (in the output, or in a damaged reference) is a failure named as such, never a pass.
+  static func checkOutput(name: String, reference: [Float], output: [Float]) throws -> DemoReport.OutputCheck {
+    let badOutput = Metrics.countNonFinite(output)
+    guard badOutput == 0 else {
+      throw DemoError("non-finite output: \(name) has \(badOutput) NaN/inf values of \(output.count); the program failed on this device (try other compute units or another backend)")
+    }
+    let badReference = Metrics.countNonFinite(reference)
+    guard badReference == 0 else {
+      throw DemoError("non-finite reference: \(ManifestKeys.vectorOutputPrefix)\(name) has \(badReference) NaN/inf values; re-export the artifact")
+    }
+    return DemoReport.OutputCheck(name: name,
+                                  psnrDb: try Metrics.psnrDb(reference: reference, output: output),
+                                  maxAbsError: try Metrics.maxAbsError(reference: reference, output: output))
   }
 
   /// ExecuTorch for .pte backends, Core ML for .mlpackage; anything else is refused.

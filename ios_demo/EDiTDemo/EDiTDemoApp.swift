@@ -40,6 +40,8 @@ struct ContentView: View {
       DemoLog.result(report.logLine())
       text = report.screenText()
     } catch {
+      // Every error ends here as one message. A trap cannot be caught, which is why the readers
+      // check header values with overflow-reporting arithmetic instead of trapping on them.
       let message = error.localizedDescription
       DemoLog.result(DemoReport.errorLogLine(message))
       text = "error: \(message)"

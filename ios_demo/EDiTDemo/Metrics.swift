@@ -6,9 +6,13 @@ enum Metrics {
   /// Reported instead of infinity when the error is exactly zero (edit_mobile.runtime.metrics).
   static let perfectDb = 200.0
 
-  /// PSNR in dB: 20 log10(max|ref| / RMSE), accumulated in Double, capped at perfectDb.
+  /// PSNR in dB: 20 log10(max|ref| / RMSE), accumulated in Double, capped at perfectDb; the
+  /// cases as in edit_mobile.runtime.metrics: no error is perfectDb (all-zero tensors included),
+  /// error against an all-zero reference is -perfectDb, and a NaN or inf anywhere is NaN (a
+  /// failure, never a pass: see DemoRun.checkOutput).
   static func psnrDb(reference: [Float], output: [Float]) throws -> Double {
     try checkSameCount(reference, output)
+    guard reference.allSatisfy(\.isFinite), output.allSatisfy(\.isFinite) else { return .nan }
     var peak = 0.0
     var squaredError = 0.0
     for (ref, out) in zip(reference, output) {
@@ -17,9 +21,14 @@ enum Metrics {
       squaredError += diff * diff
     }
     let rmse = (squaredError / Double(reference.count)).squareRoot()
-    if rmse == 0 { return peak > 0 ? perfectDb : 0 }
+    if rmse == 0 { return perfectDb }
     if peak == 0 { return -perfectDb }
     return min(perfectDb, 20 * log10(peak / rmse))
+  }
+
+  /// How many values are NaN or infinite.
+  static func countNonFinite(_ values: [Float]) -> Int {
+    values.lazy.filter { !$0.isFinite }.count
   }
 
   static func maxAbsError(reference: [Float], output: [Float]) throws -> Double {

@@ -3,6 +3,8 @@ import Foundation
 /// Reader for the safetensors format: an 8-byte little-endian header length, a JSON header
 /// {name: {"dtype", "shape", "data_offsets": [begin, end]}} (offsets from the end of the
 /// header), then the raw little-endian tensor bytes.
+/// The file may be hostile: every length and offset is checked with arithmetic that reports
+/// overflow instead of trapping, against the bytes really there, before anything is copied.
 struct SafeTensor {
   let name: String
   let dtype: String  // "F32", "F16", ...
@@ -58,30 +60,60 @@ enum SafeTensors {
     let label = url.lastPathComponent
     guard bytes.count >= 8 else { throw DemoError("\(label) is shorter than a safetensors header") }
     let headerLength = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-    guard headerLength > 0, 8 + headerLength <= UInt64(bytes.count) else {
-      throw DemoError("\(label): header length \(headerLength) does not fit the file")
+    // Compared with what is left after the 8 length bytes (a sum could overflow); printed
+    // signed, as the Android app does.
+    guard headerLength > 0, headerLength <= UInt64(bytes.count - 8) else {
+      throw DemoError("\(label): header length \(Int64(bitPattern: headerLength)) does not fit the file")
     }
-    let dataStart = 8 + Int(headerLength)
+    let dataStart = 8 + Int(headerLength)  // <= bytes.count
     let headerData = bytes.subdata(in: 8..<dataStart)
+    guard !JSONDepth.exceeds(headerData) else {
+      throw DemoError("\(label): the header is not valid JSON: nested deeper than \(JSONDepth.maxDepth) levels")
+    }
     guard let header = (try? JSONSerialization.jsonObject(with: headerData)) as? [String: Any] else {
       throw DemoError("\(label): the header is not a JSON object")
     }
     var tensors: [String: SafeTensor] = [:]
     for (name, value) in header where name != "__metadata__" {
+      let tensor = "\(label): tensor \(name)"
       guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
             let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int],
             offsets.count == 2
-      else { throw DemoError("\(label): tensor \(name) has a malformed header entry") }
+      else { throw DemoError("\(tensor) has a malformed header entry; the file is damaged") }
       let (begin, end) = (offsets[0], offsets[1])
-      guard end - begin == shape.reduce(1, *) * (try elementSize(dtype)),
-            dataStart + end <= bytes.count
-      else {
-        throw DemoError("\(label): tensor \(name) offsets do not match its shape and dtype; the file is damaged")
+      guard begin >= 0, shape.allSatisfy({ $0 >= 0 }) else {
+        throw DemoError("\(tensor) has a negative shape or offset; the file is damaged")
+      }
+      let elementBytes = try elementSize(dtype)
+      guard let expectedBytes = checkedProduct(shape + [elementBytes]) else {
+        throw DemoError("\(tensor) shape \(shape) has too many elements; the file is damaged")
+      }
+      guard begin <= end else {
+        throw DemoError("\(tensor) data_offsets [\(begin), \(end)) are reversed; the file is damaged")
+      }
+      let (stop, overflow) = dataStart.addingReportingOverflow(end)
+      guard !overflow, stop <= bytes.count else {
+        throw DemoError("\(tensor) data_offsets [\(begin), \(end)) run past the end of the \(bytes.count - dataStart) data bytes; the file is damaged or truncated")
+      }
+      // 0 <= begin <= end <= bytes.count - dataStart from here: no sum below can overflow.
+      guard end - begin == expectedBytes else {
+        throw DemoError("\(tensor) data_offsets [\(begin), \(end)) hold \(end - begin) bytes, shape \(shape) of \(dtype) needs \(expectedBytes); the file is damaged")
       }
       tensors[name] = SafeTensor(name: name, dtype: dtype, shape: shape,
-                                 data: bytes.subdata(in: (dataStart + begin)..<(dataStart + end)))
+                                 data: bytes.subdata(in: (dataStart + begin)..<stop))
     }
     return tensors
+  }
+
+  /// The product of non-negative factors, nil when it does not fit in an Int.
+  static func checkedProduct(_ factors: [Int]) -> Int? {
+    var product = 1
+    for factor in factors {
+      let (next, overflow) = product.multipliedReportingOverflow(by: factor)
+      if overflow { return nil }
+      product = next
+    }
+    return product
   }
 
   /// IEEE 754 binary16 bits to Float, subnormals, infinities and NaN included (portable: no

@@ -37,14 +37,32 @@ public final class ArtifactCheck {
     }
     List<DemoReport.OutputCheck> checks = new ArrayList<>();
     for (int i = 0; i < expected.size(); i++) {
-      float[] reference = expected.get(i).toFloats();
-      float[] produced = producedOutputs.get(i);
       checks.add(
-          new DemoReport.OutputCheck(
-              manifest.outputs.get(i).name,
-              Metrics.psnrDb(reference, produced),
-              Metrics.maxAbsError(reference, produced)));
+          checkOutput(
+              manifest.outputs.get(i).name, expected.get(i).toFloats(), producedOutputs.get(i)));
     }
     return checks;
+  }
+
+  /**
+   * PSNR / max error of one output. NaN or inf (in the output, or in a damaged reference) is a
+   * failure named as such: no PSNR is reported for it, and the run does not pass.
+   */
+  public static DemoReport.OutputCheck checkOutput(
+      String name, float[] reference, float[] produced) {
+    int badOutput = Metrics.countNonFinite(produced);
+    if (badOutput > 0) {
+      throw new DemoException(
+          "non-finite output: " + name + " has " + badOutput + " NaN/inf values of "
+              + produced.length + "; the program failed on this device (try another backend)");
+    }
+    int badReference = Metrics.countNonFinite(reference);
+    if (badReference > 0) {
+      throw new DemoException(
+          "non-finite reference: " + ArtifactManifest.VECTOR_OUTPUT_PREFIX + name + " has "
+              + badReference + " NaN/inf values; re-export the artifact");
+    }
+    return new DemoReport.OutputCheck(
+        name, Metrics.psnrDb(reference, produced), Metrics.maxAbsError(reference, produced));
   }
 }

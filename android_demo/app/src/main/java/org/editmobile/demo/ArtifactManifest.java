@@ -16,6 +16,9 @@ import java.util.Map;
 /**
  * The part of an EDiT artifact's manifest.json this app needs: what to call (program file,
  * input/output specs) and what to check it against (test vectors, sha256 of every file).
+ *
+ * <p>The folder may come from anywhere, so every path it names is confined to it: absolute
+ * paths, ".." and symlinks leading out are refused, and no file is read past what fits in memory.
  */
 public final class ArtifactManifest {
 
@@ -53,6 +56,12 @@ public final class ArtifactManifest {
   public static final String BACKEND_QNN = "qnn";
   // END MANIFEST KEYS
 
+  /** The largest Java array: a bigger file is refused, not truncated to an int length. */
+  public static final long MAX_READ_BYTES = Integer.MAX_VALUE - 8;
+
+  /** Manifests are a few kB; this bounds what a hostile one can make the app allocate. */
+  public static final long MAX_MANIFEST_BYTES = 16L << 20;
+
   /** Backends whose program is an ExecuTorch .pte that this Android app can load. */
   private static final List<String> ANDROID_BACKENDS =
       Collections.unmodifiableList(
@@ -79,16 +88,21 @@ public final class ArtifactManifest {
     }
   }
 
-  /** One file of the artifact folder: relative path, expected sha256 (hex) and size. */
+  /**
+   * One file of the artifact folder: relative path, where it is (checked to be inside the
+   * folder), expected sha256 (hex) and size.
+   */
   public static final class FileEntry {
     public final String role;
     public final String path;
+    public final File file;
     public final String sha256;
     public final long bytes;
 
-    FileEntry(String role, String path, String sha256, long bytes) {
+    FileEntry(String role, String path, File file, String sha256, long bytes) {
       this.role = role;
       this.path = path;
+      this.file = file;
       this.sha256 = sha256;
       this.bytes = bytes;
     }
@@ -124,37 +138,39 @@ public final class ArtifactManifest {
 
   /** Reads folder/manifest.json; throws DemoException naming the field that is wrong. */
   public static ArtifactManifest read(File folder) throws IOException {
-    File manifestFile = new File(folder, "manifest.json");
+    File root = folder.getCanonicalFile();
+    File manifestFile = inside(root, "manifest.json", "manifest.json");
     if (!manifestFile.isFile()) {
       throw new DemoException(
           "no manifest.json in " + folder + "; push an artifact folder there (see README)");
     }
-    Map<String, Object> root;
+    Map<String, Object> json;
     try {
-      root = Json.parseObject(new String(readAll(manifestFile), StandardCharsets.UTF_8));
+      json = Json.parseObject(
+          new String(readAll(manifestFile, MAX_MANIFEST_BYTES), StandardCharsets.UTF_8));
     } catch (IllegalArgumentException err) {
       throw new DemoException("manifest.json is not valid JSON: " + err.getMessage());
     }
-    String schema = string(root, TOP_SCHEMA);
-    int version = (int) number(root, TOP_SCHEMA_VERSION);
+    String schema = string(json, TOP_SCHEMA);
+    int version = (int) number(json, TOP_SCHEMA_VERSION);
     if (!SCHEMA_NAME.equals(schema) || version != SCHEMA_VERSION) {
       throw new DemoException(
           "manifest schema is " + schema + " v" + version + ", this app reads " + SCHEMA_NAME
               + " v" + SCHEMA_VERSION + "; re-export with a matching edit-mobile");
     }
-    Map<String, Object> model = object(root, TOP_MODEL);
-    List<Object> resolution = array(root, TOP_RESOLUTION);
+    Map<String, Object> model = object(json, TOP_MODEL);
+    List<Object> resolution = array(json, TOP_RESOLUTION);
     return new ArtifactManifest(
-        folder,
+        root,
         String.valueOf(model.get(MODEL_SOURCE)),
         resolution.size() == 2
             ? longValue(resolution.get(0)) + "x" + longValue(resolution.get(1))
             : String.valueOf(resolution),
-        string(root, TOP_BACKEND),
-        string(root, TOP_PRECISION),
-        specs(root, TOP_INPUTS),
-        specs(root, TOP_OUTPUTS),
-        fileEntries(object(root, TOP_FILES)));
+        string(json, TOP_BACKEND),
+        string(json, TOP_PRECISION),
+        specs(json, TOP_INPUTS),
+        specs(json, TOP_OUTPUTS),
+        fileEntries(root, object(json, TOP_FILES)));
   }
 
   /** The program (.pte) file, refused when its backend cannot run on Android. */
@@ -172,7 +188,42 @@ public final class ArtifactManifest {
     if (entry == null) {
       throw new DemoException("manifest has no files." + role + " entry");
     }
-    return new File(folder, entry.path);
+    return entry.file;
+  }
+
+  /**
+   * folder/relative, refused unless it stays inside folder (a canonical path): no absolute
+   * path, no "..", no symlink leading out. {@code what} names the path in the message.
+   */
+  static File inside(File folder, String relative, String what) throws IOException {
+    if (relative.isEmpty()) {
+      throw new DemoException(what + " is an empty path; re-export the artifact");
+    }
+    if (relative.startsWith("/") || relative.startsWith("\\") || new File(relative).isAbsolute()) {
+      throw new DemoException(
+          what + " is an absolute path, outside the artifact folder; re-export the artifact");
+    }
+    for (String part : relative.split("[/\\\\]")) {
+      if (part.equals("..")) {
+        throw new DemoException(
+            what + " climbs out with '..', outside the artifact folder; re-export the artifact");
+      }
+    }
+    File file = new File(folder, relative).getCanonicalFile();
+    if (!isUnder(folder, file)) {
+      throw new DemoException(
+          what + " resolves to " + file + ", outside the artifact folder (a symlink?);"
+              + " push real files");
+    }
+    return file;
+  }
+
+  /** Whether canonical path {@code file} is {@code folder} itself or below it. */
+  private static boolean isUnder(File folder, File file) {
+    String root = folder.getPath();
+    String path = file.getPath();
+    return path.equals(root)
+        || path.startsWith(root.endsWith(File.separator) ? root : root + File.separator);
   }
 
   /** Roles without which the demo cannot run; the others are checked when they were pushed. */
@@ -188,7 +239,7 @@ public final class ArtifactManifest {
   public List<String> verifyFiles() throws IOException {
     List<String> checked = new ArrayList<>();
     for (FileEntry entry : files.values()) {
-      File file = new File(folder, entry.path);
+      File file = entry.file;
       if (!file.exists()) {
         if (isRequiredRole(entry.role)) {
           throw new DemoException(
@@ -219,7 +270,7 @@ public final class ArtifactManifest {
    */
   public static String directorySha256Hex(File root) throws IOException {
     List<String> paths = new ArrayList<>();
-    collectFiles(root, "", paths);
+    collectFiles(root.getCanonicalFile(), root.getCanonicalFile(), "", paths);
     Collections.sort(paths, ArtifactManifest::comparePathComponents);
     MessageDigest digest = newSha256();
     for (String relative : paths) {
@@ -242,27 +293,36 @@ public final class ArtifactManifest {
     return Integer.compare(a.length, b.length);
   }
 
-  private static void collectFiles(File dir, String prefix, List<String> out) {
+  /** Relative paths of the files below dir; a symlink leading out of root is refused. */
+  private static void collectFiles(File root, File dir, String prefix, List<String> out)
+      throws IOException {
     File[] children = dir.listFiles();
     if (children == null) {
       return;
     }
     for (File child : children) {
       String relative = prefix + child.getName();
+      File real = child.getCanonicalFile();
+      if (!isUnder(root, real)) {
+        throw new DemoException(
+            root.getName() + "/" + relative + " resolves to " + real + ", outside "
+                + root.getName() + "/ (a symlink); push real files");
+      }
       if (child.isDirectory()) {
-        collectFiles(child, relative + "/", out);
+        collectFiles(root, child, relative + "/", out);
       } else if (child.isFile()) {
         out.add(relative);
       }
     }
   }
 
-  private static long directorySize(File dir) {
+  private static long directorySize(File dir) throws IOException {
+    File root = dir.getCanonicalFile();
     List<String> paths = new ArrayList<>();
-    collectFiles(dir, "", paths);
+    collectFiles(root, root, "", paths);
     long total = 0;
     for (String relative : paths) {
-      total += new File(dir, relative).length();
+      total = Math.addExact(total, new File(root, relative).length());
     }
     return total;
   }
@@ -295,14 +355,21 @@ public final class ArtifactManifest {
     return hex.toString();
   }
 
-  static byte[] readAll(File file) throws IOException {
-    byte[] data = new byte[(int) file.length()];
+  /** The whole file, refused when longer than {@code limit} bytes (never cut to an int). */
+  static byte[] readAll(File file, long limit) throws IOException {
+    long length = file.length();
+    if (length > limit) {
+      throw new DemoException(
+          file.getName() + " is " + length + " bytes, more than the " + limit
+              + " this app reads; refused rather than truncated");
+    }
+    byte[] data = new byte[(int) length];
     try (InputStream in = new FileInputStream(file)) {
       int offset = 0;
       while (offset < data.length) {
         int read = in.read(data, offset, data.length - offset);
         if (read < 0) {
-          throw new IOException("unexpected end of " + file);
+          throw new DemoException(file.getName() + " shrank while it was read; push it again");
         }
         offset += read;
       }
@@ -333,7 +400,8 @@ public final class ArtifactManifest {
     return Collections.unmodifiableList(specs);
   }
 
-  private static Map<String, FileEntry> fileEntries(Map<String, Object> files) {
+  private static Map<String, FileEntry> fileEntries(File root, Map<String, Object> files)
+      throws IOException {
     Map<String, FileEntry> entries = new LinkedHashMap<>();
     for (Map.Entry<String, Object> item : files.entrySet()) {
       if (!(item.getValue() instanceof Map)) {
@@ -342,11 +410,13 @@ public final class ArtifactManifest {
       @SuppressWarnings("unchecked")
       Map<String, Object> entry = (Map<String, Object>) item.getValue();
       Object bytes = entry.get(FILE_BYTES);
+      String path = string(entry, FILE_PATH);
       entries.put(
           item.getKey(),
           new FileEntry(
               item.getKey(),
-              string(entry, FILE_PATH),
+              path,
+              inside(root, path, "files." + item.getKey() + " = " + path),
               string(entry, FILE_SHA256),
               bytes == null ? -1 : longValue(bytes)));
     }
@@ -394,10 +464,12 @@ public final class ArtifactManifest {
     return (List<Object>) value;
   }
 
+  /** An integral JSON number; fractions and values past 2^53 (not exact in JSON) refused. */
   private static long longValue(Object value) {
-    if (!(value instanceof Double)) {
-      throw new DemoException("expected a number, got " + value);
+    double number = value instanceof Double ? (Double) value : Double.NaN;
+    if (!(Math.abs(number) <= 9007199254740992.0 && number == Math.rint(number))) {
+      throw new DemoException("manifest: expected an integer, got " + value);
     }
-    return ((Double) value).longValue();
+    return (long) number;
   }
 }

@@ -11,10 +11,18 @@ import java.util.Map;
  *
  * <p>Why not org.json: it exists on Android but not on a desktop JVM, and this file, like the
  * rest of the plain-Java logic, is compiled and run by tests/test_demo_apps.py with javac.
+ *
+ * <p>Every malformed input, hostile ones included, ends in IllegalArgumentException: nesting is
+ * bounded (the reader recurses, so 100k '[' would otherwise overflow the stack) and numbers
+ * must be finite.
  */
 public final class Json {
+  /** Deeper than any manifest or safetensors header; far below what the thread stack holds. */
+  public static final int MAX_DEPTH = 64;
+
   private final String text;
   private int pos;
+  private int depth;
 
   private Json(String text) {
     this.text = text;
@@ -67,11 +75,13 @@ public final class Json {
   }
 
   private Map<String, Object> readObject() {
+    enter();
     Map<String, Object> object = new LinkedHashMap<>();
     pos++; // '{'
     skipWhitespace();
     if (peek() == '}') {
       pos++;
+      depth--;
       return object;
     }
     while (true) {
@@ -88,6 +98,7 @@ public final class Json {
       char next = peek();
       pos++;
       if (next == '}') {
+        depth--;
         return object;
       }
       if (next != ',') {
@@ -97,11 +108,13 @@ public final class Json {
   }
 
   private List<Object> readArray() {
+    enter();
     List<Object> array = new ArrayList<>();
     pos++; // '['
     skipWhitespace();
     if (peek() == ']') {
       pos++;
+      depth--;
       return array;
     }
     while (true) {
@@ -111,6 +124,7 @@ public final class Json {
       char next = peek();
       pos++;
       if (next == ']') {
+        depth--;
         return array;
       }
       if (next != ',') {
@@ -158,12 +172,24 @@ public final class Json {
           out.append('\t');
           break;
         case 'u':
-          out.append((char) Integer.parseInt(text.substring(pos, pos + 4), 16));
-          pos += 4;
+          out.append(readHex4());
           break;
         default:
           throw error("bad escape \\" + escaped);
       }
+    }
+  }
+
+  private char readHex4() {
+    if (pos + 4 > text.length()) {
+      throw error("\\u escape cut short");
+    }
+    try {
+      char c = (char) Integer.parseInt(text.substring(pos, pos + 4), 16);
+      pos += 4;
+      return c;
+    } catch (NumberFormatException err) {
+      throw error("bad \\u escape");
     }
   }
 
@@ -175,7 +201,23 @@ public final class Json {
     if (start == pos) {
       throw error("unexpected character '" + text.charAt(pos) + "'");
     }
-    return Double.valueOf(text.substring(start, pos));
+    double value;
+    try {
+      value = Double.parseDouble(text.substring(start, pos));
+    } catch (NumberFormatException err) {
+      throw error("bad number " + text.substring(start, pos));
+    }
+    if (Double.isInfinite(value)) {
+      throw error("number " + text.substring(start, pos) + " is out of range");
+    }
+    return value;
+  }
+
+  /** One level deeper into an object or array; refused past MAX_DEPTH. */
+  private void enter() {
+    if (++depth > MAX_DEPTH) {
+      throw error("nested deeper than " + MAX_DEPTH + " levels");
+    }
   }
 
   private void expectWord(String word) {

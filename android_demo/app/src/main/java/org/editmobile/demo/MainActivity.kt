@@ -37,9 +37,10 @@ class MainActivity : Activity() {
       val report = DemoRun.run(folder, settings) { show(it) }
       Log.i(TAG, report.toLogLine())
       show(report.toScreenText())
-    } catch (err: Exception) {
-      // DemoException carries the fix in its message; anything else is shown as it came.
-      val message = err.message ?: err.toString()
+    } catch (err: Throwable) {
+      // Throwable, not Exception: a hostile artifact must give one message, never a crash
+      // (StackOverflowError, OutOfMemoryError included). DemoException carries the fix.
+      val message = DemoException.describe(err)
       Log.e(TAG, DemoReport.errorLogLine(message))
       show("error: $message")
     }
@@ -49,6 +50,10 @@ class MainActivity : Activity() {
   private fun findArtifact(requested: String?): File {
     val root = File(filesDir, "artifacts")
     if (requested != null) {
+      // A folder name, not a path: "../.." would leave files/artifacts/.
+      if (requested.isEmpty() || requested.contains('/') || requested == "." || requested == "..") {
+        throw DemoException("artifact '$requested' must be a folder name under $root")
+      }
       return File(root, requested).takeIf { it.isDirectory }
           ?: throw DemoException("no artifact folder $root/$requested; push it first (README)")
     }

@@ -12,9 +12,17 @@ public final class Metrics {
    */
   public static final double PERFECT_DB = 200.0;
 
-  /** PSNR in dB: 20 log10(max|ref| / RMSE), accumulated in double, capped at PERFECT_DB. */
+  /**
+   * PSNR in dB: 20 log10(max|ref| / RMSE), accumulated in double, capped at PERFECT_DB; the
+   * cases as in edit_mobile.runtime.metrics: no error is PERFECT_DB (all-zero tensors included),
+   * error against an all-zero reference is -PERFECT_DB, and a NaN or inf anywhere is NaN (a
+   * failure, never a pass: see ArtifactCheck.checkOutput).
+   */
   public static double psnrDb(float[] ref, float[] out) {
     checkSameLength(ref, out);
+    if (countNonFinite(ref) > 0 || countNonFinite(out) > 0) {
+      return Double.NaN;
+    }
     double peak = 0;
     double squaredError = 0;
     for (int i = 0; i < ref.length; i++) {
@@ -24,12 +32,23 @@ public final class Metrics {
     }
     double rmse = Math.sqrt(squaredError / ref.length);
     if (rmse == 0) {
-      return peak > 0 ? PERFECT_DB : 0.0;
+      return PERFECT_DB;
     }
     if (peak == 0) {
       return -PERFECT_DB;
     }
     return Math.min(PERFECT_DB, 20 * Math.log10(peak / rmse));
+  }
+
+  /** How many values are NaN or infinite. */
+  public static int countNonFinite(float[] values) {
+    int count = 0;
+    for (float value : values) {
+      if (Float.isNaN(value) || Float.isInfinite(value)) {
+        count++;
+      }
+    }
+    return count;
   }
 
   public static double maxAbsError(float[] ref, float[] out) {
