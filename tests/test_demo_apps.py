@@ -8,7 +8,11 @@ No Android SDK, Kotlin compiler or Xcode here, so the apps are not built. What i
   PSNR, latency statistics, result line) compiled with javac and run on an artifact folder built
   with the exporter's own functions from the real tiny EDiT model, against Python's figures;
 - refusals: a tampered file, a manifest whose shape disagrees with the test vectors;
-- the iOS app (Swift, not compiled here) by inspection: same result-line prefix and fields.
+- hostile files (paths leading out of the folder, damaged safetensors offsets and lengths, a
+  4 GiB file, JSON nested 100k deep, NaN outputs): each one named refusal, never a crash;
+- one PSNR: Java's equals edit_mobile.runtime.metrics.closeness on shared vectors;
+- the iOS app (Swift, not compiled here) by inspection: same result-line prefix and fields,
+  the same PSNR cases and the same overflow-checked, folder-confined reading.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -216,14 +222,18 @@ def java_classes(tmp_path_factory) -> Path:
     return classes
 
 
+def run_jvm_check(classes: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["java", "-cp", str(classes), "JvmCheck", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
 def run_java(classes: Path, folder: Path, produced: Path, warmup: int, runs_ms: list[float]):
-    completed = subprocess.run(
-        ["java", "-cp", str(classes), "JvmCheck", str(folder), str(produced), str(warmup),
-         ",".join(repr(t) for t in runs_ms)],
-        capture_output=True, text=True, timeout=60,
-    )
-    line = next(out for out in completed.stdout.splitlines() if out.startswith(RESULT_PREFIX))
-    return completed.returncode, json.loads(line[len(RESULT_PREFIX):]), completed.stdout
+    completed = run_jvm_check(classes, str(folder), str(produced), str(warmup),
+                              ",".join(repr(t) for t in runs_ms))
+    lines = [out for out in completed.stdout.splitlines() if out.startswith(RESULT_PREFIX)]
+    if len(lines) != 1:  # a crash: no result line, a stack trace instead
+        pytest.fail(f"no single result line (exit {completed.returncode}):\n{completed.stdout}{completed.stderr}")
+    return completed.returncode, json.loads(lines[0][len(RESULT_PREFIX):]), completed.stdout
 
 
 def python_psnr(reference: torch.Tensor, produced: torch.Tensor) -> tuple[float, float]:
@@ -326,3 +336,274 @@ def test_java_reads_artifacts_the_exporter_wrote(folder, java_classes):
     assert code == 0, stdout
     assert "program" in result["files_verified"] and "test_vectors" in result["files_verified"]
     assert all(check["psnr_db"] == 200.0 for check in result["outputs"])
+
+
+# ---------------------------------------------------------------- hostile files
+
+@pytest.fixture(scope="module")
+def small_artifact(tmp_path_factory) -> Path:
+    """A minimal artifact (one (1, 4) input and output, no real model) that each hostile case
+    copies and damages: cheap to copy and to hash."""
+    folder = tmp_path_factory.mktemp("small")
+    save_file({"input.x": torch.arange(4.0).reshape(1, 4), "output.y": torch.ones(1, 4)},
+              str(folder / "test_vectors.safetensors"))
+    (folder / "model.pte").write_bytes(bytes(64))
+    (folder / "reference").mkdir()
+    (folder / "reference" / "config.json").write_text("{}")
+    roles = {"program": "model.pte", "test_vectors": "test_vectors.safetensors", "reference_model": "reference"}
+    write_manifest(folder, build_manifest_dict(
+        inputs=[TensorSpec("x", (1, 4)).to_dict()], outputs=[TensorSpec("y", (1, 4)).to_dict()],
+        files={role: file_entry_dict(folder, path) for role, path in roles.items()}, backend="xnnpack",
+    ))
+    return folder
+
+
+def update_manifest(folder: Path, change) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    write_manifest(folder, manifest)
+
+
+def outside_copy(folder: Path) -> Path:
+    """The real test vectors, next to (not inside) the folder: reading them would succeed."""
+    outside = folder.parent / "outside.safetensors"
+    shutil.copy(folder / "test_vectors.safetensors", outside)
+    return outside
+
+
+def manifest_path(role: str, path) -> Callable[[Path], None]:
+    """The manifest names `path` (a string, or a function of the folder) for `role`."""
+    def damage(folder: Path) -> None:
+        named = path(folder) if callable(path) else path
+        update_manifest(folder, lambda m: m["files"][role].update(path=str(named)))
+    return damage
+
+
+def symlinked_vectors(folder: Path) -> None:
+    outside = outside_copy(folder)
+    (folder / "test_vectors.safetensors").unlink()
+    (folder / "test_vectors.safetensors").symlink_to(outside)
+
+
+def symlink_in_reference(folder: Path) -> None:
+    (folder / "reference" / "leak").symlink_to(outside_copy(folder))
+    update_manifest(folder, lambda m: m["files"].update(reference_model=file_entry_dict(folder, "reference")))
+
+
+def raw_safetensors(header, *, length: int | None = None, data: bytes = bytes(16)) -> bytes:
+    """A safetensors file byte for byte: header length (unsigned 64-bit), header, data."""
+    text = (header if isinstance(header, str) else json.dumps(header)).encode()
+    return struct.pack("<Q", len(text) if length is None else length) + text + data
+
+
+def vectors_file(content: bytes) -> Callable[[Path], None]:
+    """These bytes as the test vectors, the manifest's sha256 and size updated to match, so
+    the check gets past verification to the reader."""
+    def damage(folder: Path) -> None:
+        (folder / "test_vectors.safetensors").write_bytes(content)
+        update_manifest(folder, lambda m: m["files"].update(
+            test_vectors=file_entry_dict(folder, "test_vectors.safetensors")))
+    return damage
+
+
+def vectors_with_output(**tensor) -> Callable[[Path], None]:
+    """A good input.x and an output.y entry of dtype / shape / data_offsets given."""
+    entry = {"dtype": "F32", "shape": [1, 4], "data_offsets": [16, 32]} | tensor
+    return vectors_file(raw_safetensors({"input.x": {"dtype": "F32", "shape": [1, 4], "data_offsets": [0, 16]},
+                                         "output.y": entry}, data=bytes(32)))
+
+
+FOUR_GIB_AND_100 = 4 * 2**30 + 100
+
+
+def sparse_file(path: Path, head: bytes) -> None:
+    """FOUR_GIB_AND_100 bytes, only `head` stored: the rest is a hole, no disk used. An int cast
+    of the size reads it as 100 bytes, i.e. as `head` padded to 100."""
+    with open(path, "wb") as f:
+        f.write(head.ljust(100, b" "))
+        f.truncate(FOUR_GIB_AND_100)
+
+
+def sparse_manifest(folder: Path) -> None:
+    sparse_file(folder / "manifest.json", b"{}")
+
+
+def sparse_produced(folder: Path) -> Path:
+    # Its first 100 bytes are a valid file holding output.y: truncation would read it fine.
+    header = json.dumps({"output.y": {"dtype": "F32", "shape": [1, 4], "data_offsets": [0, 16]}})
+    header = header.ljust(100 - 8 - 16)
+    sparse_file(folder.parent / "produced.safetensors", raw_safetensors(header, data=bytes(16)))
+    return folder.parent / "produced.safetensors"
+
+
+def nan_output(folder: Path) -> Path:
+    produced = folder.parent / "produced.safetensors"
+    save_file({"output.y": torch.tensor([[1.0, float("nan"), 1.0, 1.0]])}, str(produced))
+    return produced
+
+
+DEEP = 100_000
+# case: (damage the folder, returning the produced-outputs file when not the test vectors; the
+# refusal's text). Each must end in exit 3, the app's refusal, with that text.
+HOSTILE = {
+    "path-traversal": (
+        manifest_path("program", "../../../../etc/passwd"),
+        "files.program = ../../../../etc/passwd climbs out with '..', outside the artifact folder"),
+    "path-traversal-to-vectors": (
+        manifest_path("test_vectors", lambda f: f"../{outside_copy(f).name}"), "outside the artifact folder"),
+    "absolute-path": (
+        manifest_path("test_vectors", outside_copy), "is an absolute path, outside the artifact folder"),
+    "symlink-out": (symlinked_vectors, "files.test_vectors = test_vectors.safetensors resolves to"),
+    "symlink-out-of-reference": (symlink_in_reference, "reference/leak resolves to"),
+    "negative-offset": (
+        vectors_with_output(data_offsets=[-16, 0]),
+        "tensor output.y data_offsets has -16, not an integer in [0, 2^53]"),
+    "offset-past-2^64": (
+        vectors_with_output(data_offsets=[2**64 - 16, 2**64]),
+        "tensor output.y data_offsets has 1.8446744073709552E19, not an integer"),
+    "offset-past-2^63": (
+        vectors_with_output(dtype="U8", shape=[2**63 - 1], data_offsets=[0, 2**63 - 1]),
+        "tensor output.y shape has 9.223372036854776E18, not an integer"),
+    "shape-product-overflows": (
+        vectors_with_output(shape=[2**40, 2**40], data_offsets=[16, 16]),
+        "shape [1099511627776, 1099511627776] has too many elements"),
+    "reversed-offsets": (vectors_with_output(data_offsets=[32, 16]), "data_offsets [32, 16) are reversed"),
+    "offsets-past-file-end": (
+        vectors_with_output(data_offsets=[1000, 1016]),
+        "data_offsets [1000, 1016) run past the end of the 32 data bytes"),
+    "offsets-size-mismatch": (
+        vectors_with_output(data_offsets=[16, 24]), "hold 8 bytes, shape [1, 4] of F32 needs 16"),
+    "header-longer-than-file": (
+        vectors_file(raw_safetensors({}, length=1000)), "header length 1000 does not fit the file"),
+    "header-length-2^63-1": (
+        vectors_file(raw_safetensors({}, length=2**63 - 1)),
+        "header length 9223372036854775807 does not fit the file"),
+    "header-length-negative": (
+        vectors_file(raw_safetensors({}, length=2**64 - 1)), "header length -1 does not fit the file"),
+    "header-nested-100k": (
+        vectors_file(raw_safetensors("[" * DEEP + "]" * DEEP)),
+        "the header is not valid JSON: bad JSON at character 64: nested deeper than 64 levels"),
+    "manifest-nested-100k": (
+        lambda f: (f / "manifest.json").write_text('{"a": ' + "[" * DEEP + "]" * DEEP + "}"),
+        "manifest.json is not valid JSON: bad JSON at character 69: nested deeper than 64 levels"),
+    "manifest-4GiB+100": (
+        sparse_manifest,
+        f"manifest.json is {FOUR_GIB_AND_100} bytes, more than the 16777216 this app reads;"
+        " refused rather than truncated"),
+    "outputs-4GiB+100": (
+        sparse_produced,
+        f"produced.safetensors is {FOUR_GIB_AND_100} bytes, more than the 2147483639 this app reads"),
+    "nan-output": (nan_output, "non-finite output: y has 1 NaN/inf values of 4"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_java_refuses_hostile_files_with_one_message(small_artifact, java_classes, tmp_path, case):
+    folder = copy_artifact(small_artifact, tmp_path)
+    damage, refusal = HOSTILE[case]
+    try:
+        produced = damage(folder) or folder / "test_vectors.safetensors"
+        code, result, stdout = run_java(java_classes, folder, produced, 1, [1.0])
+    finally:
+        for path in tmp_path.rglob("*"):  # the sparse files: cost no disk, but nobody wants them
+            if path.is_file() and not path.is_symlink() and path.stat().st_size > 2**31:
+                path.unlink()
+    assert code == 3, stdout  # a DemoException: the app's refusal, not the catch-all (exit 4)
+    assert result["status"] == "error" and refusal in result["error"], result["error"]
+
+
+def test_small_artifact_passes_before_it_is_damaged(small_artifact, java_classes, tmp_path):
+    """So that each hostile case fails for its damage, not for the artifact it starts from."""
+    vectors = small_artifact / "test_vectors.safetensors"
+    code, result, stdout = run_java(java_classes, small_artifact, vectors, 1, [1.0])
+    assert code == 0, stdout
+    assert sorted(result["files_verified"]) == ["program", "reference_model", "test_vectors"]
+    assert result["outputs"][0]["psnr_db"] == 200.0
+
+
+# ---------------------------------------------------------------- one PSNR, three languages
+
+def psnr_pairs() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(2)
+    ref = torch.randn(3, 64, generator=gen)
+    zeros = torch.zeros(3, 64)
+    noise = torch.randn(3, 64, generator=gen)
+    with_nan, with_inf, with_neg_inf = ref.clone(), ref.clone(), ref.clone()
+    with_nan[1, 7], with_inf[2, 3], with_neg_inf[0, 0] = float("nan"), float("inf"), float("-inf")
+    return {
+        "identical": (ref, ref.clone()),
+        "all-zero-identical": (zeros, zeros.clone()),
+        "zero-reference": (zeros, 1e-3 * noise),
+        "small-noise": (ref, ref + 1e-4 * noise),
+        "large-noise": (ref, ref + 10 * noise),  # below 0 dB
+        "nan-output": (ref, with_nan),
+        "inf-output": (ref, with_inf),
+        "neg-inf-output": (ref, with_neg_inf),
+        "nan-reference": (with_nan, ref),
+    }
+
+
+def test_java_psnr_is_pythons_on_shared_vectors(java_classes, tmp_path):
+    from edit_mobile.runtime.metrics import PERFECT_DB, closeness
+
+    pairs = psnr_pairs()
+    tensors = {}
+    for case, (ref, out) in pairs.items():
+        tensors[f"ref.{case}"], tensors[f"out.{case}"] = ref.clone(), out.clone()  # no shared storage
+    save_file(tensors, str(tmp_path / "pairs.safetensors"))
+    completed = run_jvm_check(java_classes, "psnr", str(tmp_path / "pairs.safetensors"))
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    java = {}
+    for line in completed.stdout.splitlines():
+        found = json.loads(line.removeprefix("EDIT_DEMO_PSNR "))
+        java[found.pop("case")] = found
+    assert set(java) == set(pairs)
+
+    for case, (ref, out) in pairs.items():
+        if not (torch.isfinite(ref).all() and torch.isfinite(out).all()):
+            # Python is being changed to report these as failures too; Java must already.
+            assert "psnr_db" not in java[case], case
+            which = "reference" if "reference" in case else "output"
+            assert java[case]["error"].startswith(f"non-finite {which}: "), case
+            continue
+        assert java[case]["psnr_db"] == pytest.approx(closeness(ref, out).psnr_db, abs=1e-6), case
+    assert java["identical"]["psnr_db"] == java["all-zero-identical"]["psnr_db"] == PERFECT_DB
+    assert java["zero-reference"]["psnr_db"] == -PERFECT_DB
+    assert java["large-noise"]["psnr_db"] < 0 < java["small-noise"]["psnr_db"] < PERFECT_DB
+
+
+def swift_function(source: str, name: str) -> str:
+    """The text of `func name(...)` up to the next func / MARK (Swift is read, not compiled)."""
+    start = source.index(f"func {name}(")
+    end = min((i for i in (source.find("\n  static func", start + 1), source.find("\n  func", start + 1),
+                           source.find("// MARK", start + 1)) if i > 0), default=len(source))
+    return source[start:end]
+
+
+def test_ios_psnr_has_pythons_cases():
+    metrics = (SWIFT_SOURCES / "Metrics.swift").read_text()
+    psnr = swift_function(metrics, "psnrDb")
+    assert "static let perfectDb = 200.0" in metrics
+    assert "if rmse == 0 { return perfectDb }" in psnr  # all-zero identical included
+    assert "if peak == 0 { return -perfectDb }" in psnr
+    assert "isFinite" in psnr and "return .nan" in psnr
+    # The caller turns NaN / inf into a failure with the Android app's words.
+    run = (SWIFT_SOURCES / "DemoRun.swift").read_text()
+    assert '"non-finite output: ' in run and '"non-finite reference: ' in run
+
+
+def test_ios_reads_hostile_files_with_checked_arithmetic():
+    safetensors = (SWIFT_SOURCES / "SafeTensors.swift").read_text()
+    read = swift_function(safetensors, "read")
+    assert "addingReportingOverflow" in safetensors and "multipliedReportingOverflow" in safetensors
+    # No trapping arithmetic on header values: every sum / product of them goes through those.
+    assert not re.search(r"8 \+ headerLength|dataStart \+ end|reduce\(1, \*\)", read), read
+    manifest = (SWIFT_SOURCES / "ArtifactManifest.swift").read_text()
+    assert "resolvingSymlinksInPath()" in manifest and "hasPrefix(" in manifest and '".."' in manifest
+    # The same refusals, in the same words, as the Android app's.
+    java = "".join(p.read_text() for p in JAVA_SOURCES.glob("*.java"))
+    swift = "".join(p.read_text() for p in SWIFT_SOURCES.glob("*.swift"))
+    for words in ("outside the artifact folder", "climbs out with '..'", "is an absolute path",
+                  "nested deeper than", "does not fit the file", "are reversed", "has too many elements",
+                  "run past the end of the"):
+        assert words in java and words in swift, words
