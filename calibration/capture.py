@@ -76,6 +76,8 @@ def capture_calibration(
     options: CalibrationOptions | None = None,
     model_source: str | None = None,
     progress: bool = True,
+    inputs: tuple | list = (),
+    force: bool = False,
 ) -> Path:
     """Write a calibration set for `model` (preset name, local folder or loaded model)."""
     from edit_mobile.models import (
@@ -171,7 +173,7 @@ def capture_calibration(
         "split": {split: {"records": len(keys), "samples": sorted({k[0] for k in keys})}
                   for split, keys in splits.items()},
     }
-    with atomic_output_dir(output_dir) as staging:
+    with atomic_output_dir(output_dir, "calibrate", inputs, force) as staging:
         write_calibration_set(staging, _jsonable(manifest), split_tensors)
     return Path(output_dir)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import warnings
 
 from edit_mobile import __version__
+from edit_mobile.cli_args import OneLineParser
 from edit_mobile.errors import UserError
 
 # Each module defines `register(subparsers)`; its handlers import heavy libraries lazily
@@ -22,22 +25,14 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="edit-mobile",
         description="Turn diffusion transformers into EDiT / MM-EDiT and put them on phones.",
     )
     parser.add_argument("--version", action="version", version=f"edit-mobile {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue  # a stage not built yet adds no commands
-        # quantization.cli names its hook register_sensitivity (one command: sensitivity).
-        register = getattr(module, "register", None) or module.register_sensitivity
-        register(subparsers)
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
@@ -58,10 +53,23 @@ def quiet_third_party_notices() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every `with` block cleans up."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_third_party_notices()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a bad flag (one line, code 2)
+        return int(done.code or 0)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return int(args.handler(args) or 0)
     except UserError as err:
@@ -70,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import typing
 
+from edit_mobile import cli_args
 from edit_mobile.models.config import EDiTConfig
 
 MODEL_HELP = "preset name (e.g. tiny-pixart, pixart-sigma-xl-1024, sd35-medium; NAME-edit for the student) or a local diffusers folder"
@@ -19,7 +20,9 @@ def register(subparsers) -> None:
         "reusing its weights, and write a diffusers folder that records the EDiT options.",
     )
     convert.add_argument("model", metavar="MODEL", help=MODEL_HELP)
-    convert.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write")
+    convert.add_argument("-o", "--output", required=True, metavar="DIR",
+                         help="folder to write: new, empty, or an earlier convert output")
+    cli_args.add_output_force(convert)
     _add_edit_options(convert)
     convert.set_defaults(handler=run_convert)
 
@@ -31,11 +34,15 @@ def register(subparsers) -> None:
     )
     info.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     info.add_argument(
-        "--resolution", nargs="+", default=None, metavar="R",
+        "--resolution", nargs="+", type=cli_args.resolution, default=None, metavar="R",
         help="pixels, R or HxW; several allowed (default: the model's sample size x 8)",
     )
-    info.add_argument("--prompt-tokens", type=int, default=None, help="prompt length (default: 120 PixArt, 333 SD3)")
+    info.add_argument("--prompt-tokens", type=cli_args.prompt_tokens, default=None, help="prompt length (default: 120 PixArt, 333 SD3)")
     info.set_defaults(handler=run_info)
+
+
+# Numbers are finite and positive where EDiTConfig needs them; it checks the relations.
+ARG_TYPES = {int: cli_args.positive_int, float: cli_args.float_range(0.0, what="a number")}
 
 
 def _add_edit_options(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +54,7 @@ def _add_edit_options(parser: argparse.ArgumentParser) -> None:
         group.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
-            type=None if choices else hint,
+            type=None if choices else ARG_TYPES[hint],
             choices=choices,
             default=field.default,
             help=f"default: {field.default}",
@@ -55,14 +62,15 @@ def _add_edit_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_convert(args) -> int:
-    from edit_mobile.fileio import atomic_output_dir
+    from edit_mobile.fileio import atomic_output_dir, check_output_dir
     from edit_mobile.models.conversion import convert
     from edit_mobile.models.presets import load_transformer
 
     options = EDiTConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(EDiTConfig)})
+    check_output_dir(args.output, "convert", [args.model], args.force)  # before the model loads
     teacher = load_transformer(args.model)
     student = convert(teacher, options)
-    with atomic_output_dir(args.output) as staging:
+    with atomic_output_dir(args.output, "convert", [args.model], args.force) as staging:
         student.save_pretrained(staging, safe_serialization=True)
     parameters = sum(p.numel() for p in student.parameters())
     print(f"wrote {type(student).__name__} ({parameters / 1e6:.2f} M parameters) to {args.output}")
@@ -76,12 +84,11 @@ def run_info(args) -> int:
     from edit_mobile.models.signature import (
         TransformerSignature,
         default_resolution,
-        parse_resolution,
     )
 
     model = load_architecture(args.model)
     teacher, student = (to_teacher(model), model) if is_edit(model) else (model, convert(model))
-    resolutions = [parse_resolution(r) for r in args.resolution] if args.resolution else [default_resolution(model)]
+    resolutions = args.resolution or [default_resolution(model)]
     signatures = [
         TransformerSignature.of(student, height, width, prompt_tokens=args.prompt_tokens)
         for height, width in resolutions

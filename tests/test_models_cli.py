@@ -43,13 +43,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
 
 
 def test_folder_that_is_not_a_transformer(tmp_path, capsys):
-    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
-    assert main(["convert", str(tmp_path), "-o", str(tmp_path / "x")]) == 2
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    assert main(["convert", str(model), "-o", str(tmp_path / "x")]) == 2
     assert "not a PixArt or SD3 transformer" in capsys.readouterr().err
 
 
 def test_pickled_weights_are_refused(tmp_path, capsys):
-    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "PixArtTransformer2DModel"}))
-    (tmp_path / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
-    assert main(["convert", str(tmp_path), "-o", str(tmp_path / "x")]) == 2
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"_class_name": "PixArtTransformer2DModel"}))
+    (model / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
+    assert main(["convert", str(model), "-o", str(tmp_path / "x")]) == 2
     assert "safetensors" in capsys.readouterr().err
