@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edit_mobile import cli_args
+
 MODEL_HELP = (
     "preset name (e.g. tiny-pixart, pixart-sigma-xl-1024, sd35-medium; NAME-edit for the student) "
     "or a local diffusers folder"
@@ -18,7 +20,9 @@ def register(subparsers) -> None:
         "prompts) as safetensors with a manifest. Deterministic for a seed.",
     )
     calibrate.add_argument("model", metavar="MODEL", help=MODEL_HELP)
-    calibrate.add_argument("-o", "--output", required=True, metavar="CALIB_DIR", help="folder to write")
+    calibrate.add_argument("-o", "--output", required=True, metavar="CALIB_DIR",
+                           help="folder to write: new, empty, or an earlier calibrate output")
+    cli_args.add_output_force(calibrate)
     source = calibrate.add_argument_group("prompts (default: the shipped set of varied prompts)")
     source.add_argument("--prompts", metavar="FILE", help="UTF-8 text, one prompt a line, # comments")
     source.add_argument("--text-encoder", metavar="DIR",
@@ -31,20 +35,20 @@ def register(subparsers) -> None:
                         help="use a seeded random encoder of the right width for any model "
                         "(pipeline tests without weights; not for real quantization)")
     sampling = calibrate.add_argument_group("sampling")
-    sampling.add_argument("--steps", type=int, help="sampler steps (default: PixArt 20, SD3 28)")
-    sampling.add_argument("--samples", type=int, default=16, help="trajectories, one prompt each (default 16)")
-    sampling.add_argument("--guidance", type=float, help="CFG scale (default: PixArt 4.5, SD3 7.0; <= 1: none)")
-    sampling.add_argument("--resolution", metavar="R", help="pixels, R or HxW (default: the model's)")
-    sampling.add_argument("--prompt-tokens", type=int, help="prompt length (default: PixArt 120, SD3 333)")
-    sampling.add_argument("--seed", type=int, default=0)
+    sampling.add_argument("--steps", type=cli_args.steps, help="sampler steps (default: PixArt 20, SD3 28)")
+    sampling.add_argument("--samples", type=cli_args.int_range(1, 100000, what="a trajectory count"), default=16, help="trajectories, one prompt each (default 16)")
+    sampling.add_argument("--guidance", type=cli_args.guidance, help="CFG scale (default: PixArt 4.5, SD3 7.0; <= 1: none)")
+    sampling.add_argument("--resolution", type=cli_args.resolution, metavar="R", help="pixels, R or HxW (default: the model's)")
+    sampling.add_argument("--prompt-tokens", type=cli_args.prompt_tokens, help="prompt length (default: PixArt 120, SD3 333)")
+    sampling.add_argument("--seed", type=cli_args.seed, default=0)
     sampling.add_argument("--trajectory", default="sampler", metavar="{sampler,forward}",
                           help="sampler: the model's own denoising trajectories (default); forward: "
                           "latents of the forward process at the sampler's timesteps, for models "
                           "without trained weights, whose trajectories diverge")
     kept = calibrate.add_argument_group("records kept")
-    kept.add_argument("--records", type=int, default=128, help="calibration records (default 128)")
-    kept.add_argument("--heldout-records", type=int, default=32, help="held-out records (default 32)")
-    kept.add_argument("--heldout-fraction", type=float, default=0.25,
+    kept.add_argument("--records", type=cli_args.int_range(1, 100000, what="a record count"), default=128, help="calibration records (default 128)")
+    kept.add_argument("--heldout-records", type=cli_args.int_range(0, 100000, what="a record count"), default=32, help="held-out records (default 32)")
+    kept.add_argument("--heldout-fraction", type=cli_args.fraction, default=0.25,
                       help="share of the prompts held out (default 0.25)")
     calibrate.set_defaults(handler=run_calibrate)
 
@@ -54,15 +58,17 @@ def run_calibrate(args) -> int:
     from edit_mobile.calibration.calibration_set import load_calibration
     from edit_mobile.calibration.capture import CalibrationOptions, capture_calibration
     from edit_mobile.errors import UserError
-    from edit_mobile.models import parse_resolution
+    from edit_mobile.fileio import check_output_dir
 
     if args.prompts and args.embeddings:
         raise UserError("pass either --prompts or --embeddings, not both")
+    inputs = [args.model, args.prompts, args.text_encoder, args.embeddings]
+    check_output_dir(args.output, "calibrate", inputs, args.force)  # before any work
     options = CalibrationOptions(
         steps=args.steps,
         samples=args.samples,
         guidance=args.guidance,
-        resolution=parse_resolution(args.resolution) if args.resolution else None,
+        resolution=args.resolution,
         prompt_tokens=args.prompt_tokens,
         seed=args.seed,
         records=args.records,
@@ -78,6 +84,8 @@ def run_calibrate(args) -> int:
         embeddings_path=args.embeddings,
         random_text_encoder=args.random_text_encoder,
         options=options,
+        inputs=inputs,
+        force=args.force,
     )
     calibration = load_calibration(args.output)
     manifest = calibration.manifest

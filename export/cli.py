@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edit_mobile import cli_args
 from edit_mobile.export.manifest import BACKENDS, PRECISIONS
+from edit_mobile.export.quantization import schemes_help
 
 MODEL_HELP = "preset name (tiny-pixart, pixart-sigma-xl-1024, sd35-medium; NAME-edit for EDiT) or a local diffusers folder"
 
@@ -21,44 +23,48 @@ def register(subparsers) -> None:
     parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     # Checked by the handler, not argparse `choices`, so that a bad value is one clear line.
     parser.add_argument("--backend", required=True, metavar="{" + ",".join(BACKENDS) + "}")
-    parser.add_argument("--resolution", default=None, metavar="R[xR2]",
+    parser.add_argument("--resolution", type=cli_args.resolution, default=None, metavar="R[xR2]",
                         help="pixels, R or HxW, a multiple of 8 x patch x 2 (default: the model's)")
     parser.add_argument("--precision", default=None, metavar="{" + ",".join(PRECISIONS) + "}",
                         help="default: fp16 for coreml, coreml-pte and qnn; fp32 otherwise")
-    parser.add_argument("--batch", type=int, default=1, metavar="{1,2}",
+    parser.add_argument("--batch", type=cli_args.int_range(1, 2, what="a batch"), default=1, metavar="{1,2}",
                         help="2 runs the conditional and unconditional branch in one call")
     passes = parser.add_mutually_exclusive_group()
     passes.add_argument("--passes", nargs="+", default=None, metavar="PASS",
                         help="rewrite passes to apply (default: the backend's; applied in the passes package's order)")
     passes.add_argument("--no-passes", action="store_true", help="export the model as it is")
-    parser.add_argument("--prompt-tokens", type=int, default=None,
+    parser.add_argument("--prompt-tokens", type=cli_args.prompt_tokens, default=None,
                         help="prompt length (default: 120 PixArt, 333 SD3)")
     parser.add_argument("--quantize", default=None, metavar="SCHEME",
-                        help="quantization scheme (needs --calibration; from the calibration stage)")
+                        help=f"quantization scheme (calibrated schemes need --calibration): {schemes_help()}")
     parser.add_argument("--calibration", type=Path, default=None, metavar="DIR",
                         help="calibration set folder from `edit-mobile calibrate`")
-    parser.add_argument("--min-psnr", type=float, default=None, metavar="DB",
+    parser.add_argument("--min-psnr", type=cli_args.psnr_db, default=None, metavar="DB",
                         help="with --quantize (xnnpack int8): keep the most sensitive layers float "
                         "until the held-out PSNR reaches DB")
     parser.add_argument("--float-layers", nargs="+", default=(), metavar="LAYER",
                         help="with --quantize: layers to keep float (names from `edit-mobile sensitivity`)")
     parser.add_argument("--coreml-target", default=None, metavar="TARGET",
                         help="Core ML minimum deployment target, e.g. iOS17 (default), iOS18, macOS14")
-    parser.add_argument("--onnx-opset", type=int, default=None, help="ONNX opset, >= 18 (default 18)")
+    parser.add_argument("--onnx-opset", type=cli_args.int_range(18, 23, what="an ONNX opset"),
+                        default=None, help="ONNX opset, 18 to 23 (default 18)")
     parser.add_argument("--ort", action="store_true", help="onnx: also write model.ort (ORT Mobile)")
     parser.add_argument("--qnn-soc", default=None, help="qnn: Snapdragon SoC, e.g. SM8750 (default)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the test vectors")
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="ART_DIR")
+    parser.add_argument("--seed", type=cli_args.seed, default=0, help="seed of the test vectors")
+    parser.add_argument("--allow-below-floor", action="store_true",
+                        help="write the artifact even if its outputs on the test vectors fall below its "
+                        "precision's PSNR floor (fp32 60, fp16 40, quantized 30 dB); recorded in the manifest")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="ART_DIR",
+                        help="folder to write: new, empty, or an earlier export output")
+    cli_args.add_output_force(parser)
     parser.set_defaults(handler=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
     from edit_mobile.errors import UserError
     from edit_mobile.export.backends import get_backend
-    from edit_mobile.models.signature import parse_resolution
 
     get_backend(args.backend)  # an unknown name fails before the heavy imports below
-    resolution = parse_resolution(args.resolution) if args.resolution else None
     if args.quantize is None and args.calibration is not None:
         raise UserError("--calibration is used only with --quantize SCHEME")
 
@@ -74,7 +80,7 @@ def run_export(args: argparse.Namespace) -> int:
         model=args.model,
         backend=args.backend,
         output=args.output,
-        resolution=resolution,
+        resolution=args.resolution,
         precision=args.precision,
         batch=args.batch,
         passes=[] if args.no_passes else args.passes,
@@ -84,6 +90,8 @@ def run_export(args: argparse.Namespace) -> int:
         float_layers=tuple(args.float_layers),
         prompt_tokens=args.prompt_tokens,
         seed=args.seed,
+        allow_below_floor=args.allow_below_floor,
+        force=args.force,
         backend_options={key: value for key, value in options.items() if value},
     )
     path = export_artifact(request)

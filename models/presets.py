@@ -159,16 +159,88 @@ def _model_class(class_name: str) -> type[ModelMixin]:
     return next(c for c in FAMILIES[CLASS_NAMES[class_name]] if c.__name__ == class_name)
 
 
+# Bounds on a folder's config, checked before anything is allocated: the largest real models of
+# these families (SD3.5-Large: 38 layers, 24 heads of 64; PixArt-Sigma XL: 28 layers, 16 x 72)
+# sit far inside them, and a typo or hostile config (10000 layers, patch 0) cannot reach memory.
+CONFIG_BOUNDS = {
+    "num_layers": (1, 256), "num_attention_heads": (1, 512), "attention_head_dim": (1, 1024),
+    "patch_size": (1, 16), "in_channels": (1, 1024), "out_channels": (1, 1024),
+    "sample_size": (1, 1024), "caption_channels": (1, 65536), "cross_attention_dim": (1, 65536),
+    "joint_attention_dim": (1, 65536), "caption_projection_dim": (1, 65536),
+    "pooled_projection_dim": (1, 65536), "pos_embed_max_size": (1, 4096),
+}
+MAX_PARAMETERS = 20e9  # 80 GB of fp32 weights: more than any phone model, less than a typo
+
+
 def load_folder(path: str | Path) -> ModelMixin:
+    """A local diffusers transformer folder, refused unless its config is sane and its
+    safetensors hold exactly the tensors (names and shapes) that config builds."""
     folder = _transformer_folder(Path(path))
-    class_name = _class_name(folder)
-    if not any(folder.glob("*.safetensors")):
-        raise UserError(
-            f"{folder} has no .safetensors weights; pickled weights are never loaded: "
-            "save the model with safe_serialization=True"
-        )
+    cls = _model_class(_class_name(folder))
+    expected = _expected_tensors(folder, cls)
+    _check_weights(folder, expected)
     # `accelerate` is not a dependency: ask for the plain load rather than be warned each time.
-    return _model_class(class_name).from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).eval()
+    return cls.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).eval()
+
+
+def _expected_tensors(folder: Path, cls: type[ModelMixin]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the model's state dict, built on the meta device (no memory)."""
+    config = cls.load_config(folder)
+    for key, (low, high) in CONFIG_BOUNDS.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise UserError(f"{folder / 'config.json'}: {key} = {value!r} is not a whole number from {low} to {high}; "
+                            "fix the config or pass another model folder")
+    try:
+        with torch.device("meta"):
+            model = cls.from_config(config)
+    except Exception as err:  # noqa: BLE001 - any failure to build means the config is unusable
+        raise UserError(f"{folder / 'config.json'} does not build a {cls.__name__} "
+                        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); fix the config") from err
+    parameters = sum(p.numel() for p in model.parameters())
+    if parameters > MAX_PARAMETERS:
+        raise UserError(f"{folder / 'config.json'} builds {parameters / 1e9:.0f}B parameters (over "
+                        f"{MAX_PARAMETERS / 1e9:.0f}B); fix the config")
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files diffusers would read: the shards of an index, or the single file."""
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise UserError(f"{index} is not a safetensors index ({err}); save the model again") from err
+        return [folder / shard for shard in shards]
+    single = folder / "diffusion_pytorch_model.safetensors"
+    if single.is_file():
+        return [single]
+    raise UserError(f"{folder} has no diffusion_pytorch_model.safetensors; pickled weights are never loaded: "
+                    "save the model with safe_serialization=True")
+
+
+def _check_weights(folder: Path, expected: dict[str, tuple[int, ...]]) -> None:
+    from safetensors import safe_open
+
+    found: dict[str, tuple[int, ...]] = {}
+    for file in _weight_files(folder):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 - safe_open is not a dict
+                    found[key] = tuple(handle.get_slice(key).get_shape())
+        except Exception as err:  # noqa: BLE001 - safetensors raises several types for bad files
+            raise UserError(f"{file} is not a readable safetensors file ({type(err).__name__}); save the model again") from err
+    problems = [f"missing {name}" for name in expected if name not in found]
+    problems += [f"{name} is {list(found[name])}, the config needs {list(shape)}"
+                 for name, shape in expected.items() if name in found and found[name] != shape]
+    problems += [f"unexpected {name}" for name in found if name not in expected]
+    if problems:
+        more = f" (+{len(problems) - 2} more)" if len(problems) > 2 else ""
+        raise UserError(f"{folder}'s weights do not match its config: {'; '.join(problems[:2])}{more}; "
+                        "pass a complete folder saved by diffusers or edit-mobile")
 
 
 def load_architecture(name_or_path: str | Path) -> ModelMixin:

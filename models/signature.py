@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 from diffusers import ModelMixin
 from torch import nn
 
+from edit_mobile.cli_args import check_prompt_tokens, parse_resolution
 from edit_mobile.errors import UserError
 from edit_mobile.models.conversion import edit_options, model_family
 
@@ -25,15 +25,6 @@ class TensorSpec:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-
-def parse_resolution(text: str | int) -> tuple[int, int]:
-    """'1024' -> (1024, 1024); '768x1024' -> (768, 1024) as (height, width) in pixels."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", str(text))
-    if not match:
-        raise UserError(f"resolution {text!r} is not R or HxW in pixels, e.g. 1024 or 768x1024")
-    height = int(match.group(1))
-    return height, int(match.group(2) or height)
 
 
 def required_multiple(model: ModelMixin) -> int:
@@ -66,7 +57,10 @@ class TransformerSignature:
         prompt_tokens: int | None = None,
     ) -> TransformerSignature:
         family = model_family(model)
-        height_px, width_px = (height_px, width_px or height_px) if height_px else default_resolution(model)
+        if height_px is None:
+            height_px, width_px = default_resolution(model)
+        width_px = height_px if width_px is None else width_px
+        parse_resolution(f"{height_px}x{width_px}")  # the same bounds as the command line
         multiple = required_multiple(model)
         if height_px % multiple or width_px % multiple:
             raise UserError(
@@ -78,7 +72,7 @@ class TransformerSignature:
         if batch < 1:
             raise UserError(f"batch {batch} must be at least 1")
         latent = (height_px // VAE_SCALE, width_px // VAE_SCALE)
-        tokens = prompt_tokens or DEFAULT_PROMPT_TOKENS[family]
+        tokens = DEFAULT_PROMPT_TOKENS[family] if prompt_tokens is None else check_prompt_tokens(prompt_tokens)
         config = model.config
         inputs = [TensorSpec("hidden_states", (batch, config.in_channels, *latent))]
         if family == "pixart":

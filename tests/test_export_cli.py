@@ -29,7 +29,7 @@ def run_cli(argv, capsys):
         (["tiny-pixart", "--backend", "onnx", "--resolution", "144"], "not divisible by 32"),
         (["tiny-pixart", "--backend", "onnx", "--resolution", "12O"], "is not R or HxW"),
         (["tiny-pixart-edit", "--backend", "onnx", "--precision", "int4"], "unknown precision 'int4'"),
-        (["tiny-pixart-edit", "--backend", "onnx", "--batch", "3"], "batch 3 is not supported"),
+        (["tiny-pixart-edit", "--backend", "onnx", "--batch", "3"], "3 is out of range: use a batch from 1 to 2"),
         (["tiny-pixart-edit", "--backend", "onnx", "--calibration", "cal"], "only with --quantize"),
         (["tiny-pixart-edit", "--backend", "onnx", "--passes", "no_such_pass"], "unknown pass"),
         (["no-such-model", "--backend", "onnx"], "unknown model"),
@@ -68,7 +68,7 @@ def test_unwritable_output_is_refused(tmp_path, capsys):
 def test_a_folder_that_is_not_an_artifact_is_not_replaced(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("keep me")
     code, line = run_cli(["export", "tiny-pixart", "--backend", "onnx", "-o", str(tmp_path)], capsys)
-    assert code == 2 and "not an export artifact" in line
+    assert code == 2 and "edit-mobile did not write" in line
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 

@@ -51,13 +51,30 @@ SCHEMES = {
 }
 LOWERED_SCHEMES = {"coreml": ("int8-weight", "palettize-6bit", "palettize-4bit"),
                    "onnx": ("int8-static", "int8-dynamic")}
+# `--quantize int8`, what users type: each backend's default int8 scheme.
+INT8_ALIAS = "int8"
+DEFAULT_INT8 = {"xnnpack": "int8-static", "coreml": "int8-weight", "onnx": "int8-static"}
+
+
+def schemes_help() -> str:
+    listed = "; ".join(f"{backend}: {', '.join(schemes)}" for backend, schemes in SCHEMES.items())
+    aliases = ", ".join(f"{backend} {scheme}" for backend, scheme in DEFAULT_INT8.items())
+    return f"{listed}. '{INT8_ALIAS}' is each backend's default int8 scheme ({aliases})"
+
+
+def resolve_scheme(backend: str, scheme: str) -> str:
+    """The scheme name for `backend`, with the int8 alias resolved; UserError if it has none."""
+    if backend not in SCHEMES:
+        raise UserError(f"--quantize is available for {', '.join(SCHEMES)}, not {backend}; export it in float")
+    scheme = DEFAULT_INT8[backend] if scheme == INT8_ALIAS else scheme
+    if scheme not in SCHEMES[backend]:
+        raise UserError(f"{backend} has no quantization scheme {scheme!r}; choose one of "
+                        f"{', '.join(SCHEMES[backend])} or {INT8_ALIAS}")
+    return scheme
 
 
 def check_scheme(backend: str, scheme: str) -> None:
-    if backend not in SCHEMES:
-        raise UserError(f"--quantize is available for {', '.join(SCHEMES)}, not {backend}; export it in float")
-    if scheme not in SCHEMES[backend]:
-        raise UserError(f"{backend} has no quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES[backend])}")
+    resolve_scheme(backend, scheme)
 
 
 def load_records(calibration, signature, need: bool = True):
@@ -87,8 +104,13 @@ def quantize_program(exported, *, backend: str, scheme: str, calibration, signat
     if scheme in LOWERED_SCHEMES.get(backend, ()):
         if min_psnr is not None:
             raise UserError(f"--min-psnr searches float layers for xnnpack int8 schemes, not {backend} {scheme}")
+        if float_layers:
+            raise UserError(f"--float-layers applies to xnnpack schemes and coreml w8a8, not {backend} {scheme}")
         calib, _, _ = load_records(calibration, signature, need=calibrated)
         return exported, {"scheme": scheme, "stage": "lowered", **_calibration_entry(calib)}
+    from edit_mobile.export.quantization.layers import check_float_layers
+
+    check_float_layers(exported.graph, float_layers)
     calib, records, heldout = load_records(calibration, signature, need=calibrated)
     if not records:  # int8-dynamic without a set: one traced-shape record suffices
         records = [tuple(exported.example_inputs[0])]

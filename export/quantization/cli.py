@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from edit_mobile import cli_args
+
 MODEL_HELP = "preset name (NAME-edit for EDiT) or a local diffusers folder"
 
 
-def register_sensitivity(subparsers) -> None:
+def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "sensitivity",
         help="output PSNR each layer costs when quantized alone (table + PNG)",
@@ -22,10 +24,11 @@ def register_sensitivity(subparsers) -> None:
                         help="a layer is a transformer block / top-level module, or one Linear / Conv")
     parser.add_argument("--passes", nargs="+", default=[], metavar="PASS",
                         help="rewrite passes to apply first, as export would (default: none)")
-    parser.add_argument("--min-psnr", type=float, default=None, metavar="DB",
+    parser.add_argument("--min-psnr", type=cli_args.psnr_db, default=None, metavar="DB",
                         help="also choose float layers for this held-out PSNR")
     parser.add_argument("-o", "--output", required=True, metavar="DIR",
-                        help="folder for sensitivity.txt / .json / .png")
+                        help="folder for sensitivity.txt / .json / .png: new, empty, or an earlier sensitivity output")
+    cli_args.add_output_force(parser)
     parser.set_defaults(handler=run_sensitivity)
 
 
@@ -39,13 +42,15 @@ def run_sensitivity(args) -> int:
         format_table,
         write_report,
     )
-    from edit_mobile.fileio import atomic_output_dir
+    from edit_mobile.fileio import atomic_output_dir, check_output_dir
     from edit_mobile.models import DenoiserWrapper, TransformerSignature, load_transformer
 
     if args.scheme not in ("int8-static", "int8-dynamic"):
         raise UserError(f"--scheme {args.scheme!r}: sensitivity covers int8-static and int8-dynamic")
     if args.granularity not in ("block", "linear"):
         raise UserError(f"--granularity {args.granularity!r}: choose block or linear")
+    inputs = [args.model, args.calibration]
+    check_output_dir(args.output, "sensitivity", inputs, args.force)  # before any work
     calibration = load_calibration(args.calibration)
     model = load_transformer(args.model)
     if model_sha256(model) != calibration.manifest["model"]["sha256"]:
@@ -66,7 +71,7 @@ def run_sensitivity(args) -> int:
                                    dynamic=args.scheme == "int8-dynamic", granularity=args.granularity)
     report = analysis.report(args.scheme)
     choice = analysis.choose_float_layers(args.min_psnr, report) if args.min_psnr is not None else None
-    with atomic_output_dir(args.output) as staging:
+    with atomic_output_dir(args.output, "sensitivity", inputs, args.force) as staging:
         write_report(report, staging, args.min_psnr, choice)
     print(format_table(report, choice))
     print(f"wrote {args.output}/sensitivity.txt, .json, .png")

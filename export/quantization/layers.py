@@ -122,6 +122,19 @@ def _top_level_module(paths: list[str]) -> str:
     return first
 
 
+def check_float_layers(graph: torch.fx.Graph, float_layers) -> None:
+    """Refuse a --float-layers name that matches no op of the program: a typo would otherwise
+    be recorded in the manifest as if it had been kept float."""
+    from edit_mobile.errors import UserError
+
+    nodes = [node for node in graph.nodes if node.op == "call_function"]
+    unknown = [layer for layer in float_layers if not any(in_layers(node, (layer,)) for node in nodes)]
+    if unknown:
+        known = layer_units(graph)
+        raise UserError(f"--float-layers {unknown[0]!r} is no layer of this model; choose from "
+                        f"{', '.join(known[:6])}{', ...' if len(known) > 6 else ''} (see edit-mobile sensitivity)")
+
+
 def node_filter(float_layers) -> Callable[[Node], bool]:
     """The quantizer's filter: quantize a node unless it stays float or is in a float layer."""
     float_layers = tuple(float_layers)
