@@ -13,7 +13,7 @@ ART_DIR/
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ from tqdm import tqdm
 from edit_mobile.errors import UserError
 from edit_mobile.export import manifest as manifest_io
 from edit_mobile.export.backends import Backend, LoweringJob, get_backend
-from edit_mobile.fileio import atomic_output_dir
+from edit_mobile.fileio import atomic_output_dir, check_output_dir
 
 TEST_VECTORS_FILE = "test_vectors.safetensors"
 REFERENCE_DIR = "reference"
@@ -52,7 +52,14 @@ class ExportRequest:
     float_layers: tuple[str, ...] = ()  # quantization: layers kept float by name
     prompt_tokens: int | None = None
     seed: int = 0  # of the test vectors
+    allow_below_floor: bool = False  # keep an artifact whose self-check is below its PSNR floor
+    force: bool = False  # replace an output folder edit-mobile did not write (never an input)
     backend_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> list:
+        """What the export reads: its output never lands on or inside these."""
+        return [self.model, self.calibration]
 
 
 class CastedDenoiser(nn.Module):
@@ -69,21 +76,6 @@ class CastedDenoiser(nn.Module):
 
 
 # --- checks made before any work, so that bad input leaves nothing behind -----------------
-
-
-def check_output_dir(path: Path) -> None:
-    """ART_DIR may be new or a previous artifact (replaced atomically), nothing else."""
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{path} is a file; pass a folder path with -o")
-    if path.is_dir() and any(path.iterdir()) and not (path / manifest_io.MANIFEST_NAME).is_file():
-        raise UserError(
-            f"{path} is a non-empty folder that is not an export artifact; pass a new folder with -o"
-        )
-    ancestor = path.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write under {ancestor}; choose a writable output folder with -o")
 
 
 def check_precision(precision: str) -> None:
@@ -116,10 +108,8 @@ def check_batch(batch: int) -> None:
 # --- hooks into the rewrite passes and quantization packages ------------------------------
 
 
-def resolve_passes(requested: list[str] | None, backend_name: str, family: str | None = None) -> list[str]:
-    """The pass names to apply, checked and in the order the passes package applies them.
-    `family` ("pixart" / "sd3") is handed to default_passes when it takes one, since some
-    rewrites (channels_first) exist for one family only."""
+def resolve_passes(requested: list[str] | None, backend_name: str) -> list[str]:
+    """The pass names to apply, checked and in the order the passes package applies them."""
     if requested is not None and not requested:
         return []
     try:
@@ -129,8 +119,7 @@ def resolve_passes(requested: list[str] | None, backend_name: str, family: str |
             f"the mobile rewrite passes are not available in this build ({err}); export with --no-passes"
         ) from err
     if requested is None:
-        takes_family = "family" in inspect.signature(default_passes).parameters
-        requested = default_passes(backend_name, family=family) if takes_family else default_passes(backend_name)
+        requested = default_passes(backend_name)
     chosen = set(check_pass_names(list(requested)))
     return [name for name in PASSES if name in chosen]
 
@@ -144,17 +133,11 @@ def apply_passes(model: nn.Module, names: list[str]) -> nn.Module:
 
 
 def quantization_api(backend_name: str, scheme: str):
-    """edit_mobile.export.quantization, with the scheme checked for the backend, or a clear
-    error if that module is not there. See its docstring for the two-stage contract:
-    quantize_program on the torch.export program, then (record["stage"] == "lowered")
-    quantize_lowered on the written program file."""
+    """edit_mobile.export.quantization, with the scheme checked for the backend. See its
+    docstring for the two-stage contract: quantize_program on the torch.export program, then
+    (record["stage"] == "lowered") quantize_lowered on the written program file."""
     from edit_mobile.export import quantization
 
-    if not hasattr(quantization, "quantize_program"):
-        raise UserError(
-            "--quantize needs the calibration module (edit_mobile.export.quantization.quantize_program), "
-            "which this build does not have yet; export without --quantize"
-        )
     quantization.check_scheme(backend_name, scheme)
     return quantization
 
@@ -210,33 +193,66 @@ class ExportPlan:
     model: nn.Module
     record: dict[str, Any]
     signature: Any  # edit_mobile.models.TransformerSignature
+    calibration_warnings: list[str] = field(default_factory=list)
 
 
 def plan_export(request: ExportRequest) -> ExportPlan:
     """Check the whole request, cheapest checks first, so that bad input costs little and
     leaves nothing behind. Raises UserError."""
-    from edit_mobile.models import TransformerSignature, load_transformer, model_family
+    from edit_mobile.models import TransformerSignature, load_transformer
 
     backend: Backend = get_backend(request.backend)
     precision = request.precision or backend.default_precision
     check_precision(precision)
     check_batch(request.batch)
-    check_output_dir(Path(request.output))
+    check_output_dir(request.output, "export", request.inputs, request.force)
     backend.check_available()
     if request.quantize is None and (request.min_psnr is not None or request.float_layers):
         raise UserError("--min-psnr and --float-layers apply only with --quantize SCHEME")
-    quantization = quantization_api(backend.name, request.quantize) if request.quantize else None
+    quantization = None
+    if request.quantize:
+        from edit_mobile.export.quantization import resolve_scheme
+
+        request = dataclasses.replace(request, quantize=resolve_scheme(backend.name, request.quantize))
+        quantization = quantization_api(backend.name, request.quantize)
     if request.passes:
         resolve_passes(request.passes, backend.name)  # unknown names fail before loading
     model = load_transformer(request.model)
-    pass_names = resolve_passes(request.passes, backend.name, model_family(model))
+    pass_names = resolve_passes(request.passes, backend.name)
     check_resolution(model, request.resolution)
     height, width = request.resolution or (None, None)
     signature = TransformerSignature.of(
         model, height, width, batch=request.batch, prompt_tokens=request.prompt_tokens
     )
     record = model_record(request.model, model)  # before passes may rebuild modules
-    return ExportPlan(request, backend, precision, pass_names, quantization, model, record, signature)
+    warnings = calibration_warnings(request.calibration, model) if request.calibration else []
+    return ExportPlan(request, backend, precision, pass_names, quantization, model, record, signature, warnings)
+
+
+# Latents along a sane sampler trajectory stay within a few units (unit-variance noise, scaled
+# by the scheduler); |x| in the tens or hundreds means the trajectory diverged (a model without
+# trained weights), and observers calibrated on it quantize nothing the phone will see.
+DIVERGED_LATENT_ABS = 50.0
+
+
+def calibration_warnings(calibration_dir: Path, model: nn.Module) -> list[str]:
+    """What is suspect about the calibration set for this model, one line each."""
+    from edit_mobile.calibration import load_calibration, model_sha256
+
+    calibration = load_calibration(calibration_dir)
+    warnings = []
+    recorded = calibration.manifest["model"]
+    if recorded.get("sha256") != model_sha256(model):
+        warnings.append(f"{calibration_dir} was recorded with another model ({recorded.get('source')}, "
+                        f"{recorded.get('class_name')}): its activation ranges may not be this model's; "
+                        "calibrate this model")
+    latents = [record[0] for record in calibration.calibration_inputs]
+    largest = max((float(x.abs().max()) for x in latents), default=0.0)
+    if not largest <= DIVERGED_LATENT_ABS:
+        warnings.append(f"{calibration_dir} holds latents up to |x| = {largest:.3g} (a sane trajectory stays "
+                        f"under {DIVERGED_LATENT_ABS:g}): the sampler diverged; calibrate with trained weights "
+                        "or --trajectory forward")
+    return warnings
 
 
 def write_reference(plan: ExportPlan, staging: Path) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
@@ -291,7 +307,27 @@ def lower(plan: ExportPlan, job: LoweringJob, quantization: dict | None, staging
     return result, quantization
 
 
-def write_manifest(plan: ExportPlan, result, quantization: dict | None, staging: Path) -> None:
+def self_check(plan: ExportPlan, result, quantization: dict | None, staging: Path, inputs, reference) -> dict:
+    """Run the written program here and hold it to its floor (see export/self_check.py)."""
+    from edit_mobile.export import self_check as checks
+    from edit_mobile.models import DenoiserWrapper
+
+    samples, references, name = [inputs], [reference], "test vectors"
+    if quantization is not None and plan.request.calibration is not None:
+        from edit_mobile.export.quantization import load_records
+
+        _, _, samples = load_records(plan.request.calibration, plan.signature)
+        wrapper = DenoiserWrapper(plan.model).eval()
+        references = [wrapper(*sample) for sample in samples]
+        name = "held-out calibration records"
+    floor = checks.floor_db(plan.precision, quantization is not None)
+    delegates = (result.delegation or {}).get("delegates") or []
+    record = checks.check_program(staging / result.files["program"], delegates, samples, references, floor, name)
+    what = f"{plan.backend.name} {(quantization or {}).get('scheme') or plan.precision}"
+    return checks.enforce_floor(record, what, plan.request.allow_below_floor)
+
+
+def write_manifest(plan: ExportPlan, result, quantization: dict | None, staging: Path, checked: dict) -> None:
     roles = {**result.files, "test_vectors": TEST_VECTORS_FILE, "reference_model": REFERENCE_DIR}
     manifest = manifest_io.build_manifest(
         model=plan.record,
@@ -308,15 +344,21 @@ def write_manifest(plan: ExportPlan, result, quantization: dict | None, staging:
         delegation=result.delegation,
         program=result.program,
     )
+    manifest["self_check"] = checked
+    if plan.calibration_warnings:
+        manifest["calibration_warnings"] = plan.calibration_warnings
     manifest_io.write_manifest(staging, manifest)
 
 
 def export_artifact(request: ExportRequest) -> Path:
     """Write the artifact folder for `request`; returns its path. Raises UserError on bad input."""
     plan = plan_export(request)
-    stages = tqdm(total=5, desc=f"export {request.model} -> {plan.backend.name}", unit="stage",
+    request = plan.request  # checked, aliases resolved
+    for warning in plan.calibration_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    stages = tqdm(total=6, desc=f"export {request.model} -> {plan.backend.name}", unit="stage",
                   file=sys.stderr, disable=None, leave=False)
-    with atomic_output_dir(request.output) as staging, torch.no_grad(), stages:
+    with atomic_output_dir(request.output, "export", request.inputs, request.force) as staging, torch.no_grad(), stages:
         stages.set_postfix_str("reference")
         inputs, reference = write_reference(plan, staging)
         stages.update()
@@ -338,8 +380,11 @@ def export_artifact(request: ExportRequest) -> Path:
         )
         result, quantization = lower(plan, job, quantization, staging)
         stages.update()
+        stages.set_postfix_str("self-check")
+        checked = self_check(plan, result, quantization, staging, inputs, reference)
+        stages.update()
         stages.set_postfix_str("manifest")
-        write_manifest(plan, result, quantization, staging)
+        write_manifest(plan, result, quantization, staging, checked)
         apply_umask(staging)
         stages.update()
     return Path(request.output)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from edit_mobile import cli_args
 
 EXIT_PASS, EXIT_FAIL = 0, 1
 
@@ -22,21 +23,26 @@ def register(subparsers) -> None:
         description="Run the artifact and the PyTorch reference (rebuilt from ART_DIR/reference) on the "
         "manifest's test vectors and on held-out calibration inputs (or seeded random inputs), report "
         "PSNR = 20 log10(max|ref| / RMSE), SQNR, cosine and max abs error per output, and pass if every "
-        "PSNR clears the precision's threshold: fp32 60 dB, fp16 40 dB, quantized from the manifest.",
+        "sample's PSNR clears the precision's floor: fp32 60 dB, fp16 40 dB, quantized 30 dB (on held-out "
+        "records, worst of every timestep bucket). A NaN or inf output fails.",
     )
     validate.add_argument("art_dir", metavar="ART_DIR", type=Path)
     validate.add_argument("--calibration", type=Path, metavar="DIR", help="calibration set: its held-out inputs are used")
-    validate.add_argument("--samples", type=int, default=4, metavar="N", help="held-out or random inputs (default 4)")
+    validate.add_argument("--samples", type=cli_args.int_range(0, 10000, what="a sample count"),
+                          default=4, metavar="N", help="held-out or random inputs (default 4)")
+    validate.add_argument("--quantized-floor", type=cli_args.psnr_db, default=None, metavar="DB",
+                          help="PSNR floor for quantized artifacts, every held-out record (default 30)")
     validate.add_argument("--json", type=Path, metavar="FILE", help="write the full report as JSON")
     validate.add_argument("--per-layer", action="store_true",
                           help="find the first layers where the gap opens (ETDump + ETRecord; ONNX intermediates)")
     validate.add_argument("--images", nargs="?", const="", default=None, metavar="PNG",
                           help="also generate images with the artifact and with PyTorch, side by side "
                           "(default file: <ART_DIR name>-images.png)")
-    validate.add_argument("--image-steps", type=int, default=10, metavar="S", help="denoising steps for --images (default 10)")
+    validate.add_argument("--image-steps", type=cli_args.steps, default=10, metavar="S", help="denoising steps for --images (default 10)")
     validate.add_argument("--prompts", type=Path, metavar="FILE", help="prompts for --images, one a line (default: 3 shipped ones)")
     _add_pipeline_options(validate)
-    validate.add_argument("--threads", type=int, metavar="T", help="runtime threads (default: the runtime's)")
+    validate.add_argument("--threads", type=cli_args.threads, metavar="T", help="runtime threads (default: the runtime's)")
+    cli_args.add_output_force(validate)
     validate.set_defaults(handler=run_validate)
 
     profile = subparsers.add_parser(
@@ -47,11 +53,14 @@ def register(subparsers) -> None:
         "onnxruntime's profiler for ONNX), per block and per kind (attention, MLP, conv, norm).",
     )
     profile.add_argument("art_dir", metavar="ART_DIR", type=Path)
-    profile.add_argument("--iters", type=int, default=20, metavar="N", help="timed runs (default 20)")
-    profile.add_argument("--warmup", type=int, default=3, metavar="W", help="untimed runs first (default 3)")
-    profile.add_argument("--threads", type=int, metavar="T", help="runtime threads (default: the runtime's)")
+    profile.add_argument("--iters", type=cli_args.int_range(1, 100000, what="a run count"),
+                         default=20, metavar="N", help="timed runs (default 20)")
+    profile.add_argument("--warmup", type=cli_args.int_range(0, 10000, what="a run count"),
+                         default=3, metavar="W", help="untimed runs first (default 3)")
+    profile.add_argument("--threads", type=cli_args.threads, metavar="T", help="runtime threads (default: the runtime's)")
     profile.add_argument("--json", type=Path, metavar="FILE", help="write the full profile as JSON")
     profile.add_argument("--no-operators", action="store_true", help="skip the per-operator breakdown")
+    cli_args.add_output_force(profile)
     profile.set_defaults(handler=run_profile)
 
     generate = subparsers.add_parser(
@@ -62,14 +71,16 @@ def register(subparsers) -> None:
     )
     generate.add_argument("art_dir", metavar="ART_DIR", type=Path)
     generate.add_argument("--prompt", required=True, help="what to draw")
-    generate.add_argument("--steps", type=int, metavar="S", help="denoising steps (default: the family's, 20 PixArt / 28 SD3)")
-    generate.add_argument("--seed", type=int, default=0, metavar="N")
-    generate.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale (default 4.5 PixArt / 7 SD3)")
-    generate.add_argument("--size", metavar="HxW", help="image size in pixels; must be the artifact's (default: it)")
+    generate.add_argument("--steps", type=cli_args.steps, metavar="S", help="denoising steps (default: the family's, 20 PixArt / 28 SD3)")
+    generate.add_argument("--seed", type=cli_args.seed, default=0, metavar="N")
+    generate.add_argument("--guidance", type=cli_args.guidance, metavar="G", help="classifier-free guidance scale (default 4.5 PixArt / 7 SD3)")
+    generate.add_argument("--size", type=cli_args.resolution, metavar="HxW", help="image size in pixels; must be the artifact's (default: it)")
     generate.add_argument("--reference", action="store_true", help="denoise with the PyTorch reference instead")
     _add_pipeline_options(generate)
-    generate.add_argument("--threads", type=int, metavar="T")
-    generate.add_argument("-o", "--output", required=True, type=Path, metavar="PNG")
+    generate.add_argument("--threads", type=cli_args.threads, metavar="T")
+    generate.add_argument("-o", "--output", required=True, type=Path, metavar="PNG",
+                          help="image to write: new, or an earlier edit-mobile PNG")
+    cli_args.add_output_force(generate)
     generate.set_defaults(handler=run_generate)
 
 
@@ -91,6 +102,23 @@ def _console():
 
 # --- validate --------------------------------------------------------------------------------
 
+def _inputs(args) -> list:
+    """Everything a command reads: its outputs never land on or inside these."""
+    return [getattr(args, name, None) for name in ("art_dir", "calibration", "text_encoder", "embeddings", "vae", "prompts")]
+
+
+def _check_outputs(args, *paths) -> None:
+    from edit_mobile.errors import UserError
+    from edit_mobile.fileio import check_output_file
+
+    for path, suffix in paths:
+        if path is None:
+            continue
+        if Path(path).suffix.lower() != suffix:
+            raise UserError(f"{path}: write a {suffix} file")
+        check_output_file(path, _inputs(args), args.force)
+
+
 def run_validate(args: argparse.Namespace) -> int:
     from edit_mobile.runtime.validate import validate
 
@@ -98,34 +126,44 @@ def run_validate(args: argparse.Namespace) -> int:
     images = None
     if args.images is not None:
         images = Path(args.images) if args.images else Path(f"{args.art_dir.resolve().name}-images.png")
+    _check_outputs(args, (args.json, ".json"), (images, ".png"))  # before any work
     image_options = {"steps": args.image_steps, "text_encoder": args.text_encoder, "embeddings": args.embeddings, "vae": args.vae}
     if args.prompts is not None:
         from edit_mobile.calibration import read_prompts
 
         image_options["prompts"] = read_prompts(args.prompts)
+    image_options["write"] = lambda path, image: write_png(image, path, "validate", args)
     with console.status("validating") as status:
         report = validate(args.art_dir, args.calibration, args.samples, args.per_layer, images, image_options,
-                          args.threads, progress=lambda stage: status.update(f"validating: {stage}"))
+                          args.threads, progress=lambda stage: status.update(f"validating: {stage}"),
+                          quantized_floor_db=args.quantized_floor)
     print_validation(console, report)
     if args.json:
-        write_json(args.json, report.as_dict())
+        write_json(args.json, report.as_dict(), "validate", args)
     return EXIT_PASS if report.passed else EXIT_FAIL
 
 
 def print_validation(console, report) -> None:
     from rich.table import Table
 
-    console.print(f"[bold]{report.artifact}[/]: {report.description} on {report.runtime}; pass at {report.threshold.describe()}")
+    console.print(f"[bold]{report.artifact}[/]: {report.description} on {report.runtime}; pass at {report.threshold.describe()}; "
+                  f"verdict on {', '.join(report.verdict_inputs) or 'nothing'}")
     table = Table(show_edge=False)
     for column in ("output", "inputs", "n", "PSNR min/mean", "SQNR min", "cosine min", "max abs", "result"):
         table.add_column(column, justify="left" if column in ("output", "inputs", "result") else "right")
     for score in report.scores + report.reference_check:
         row = score.as_dict()
         label = score.source if score in report.scores else "reference/ vs stored outputs"
-        table.add_row(score.output, label, str(row["samples"]), f"{row['psnr_db_min']:.1f} / {row['psnr_db_mean']:.1f}",
-                      f"{row['sqnr_db_min']:.1f}", f"{row['cosine_min']:.6f}", f"{row['max_abs']:.3g}",
+        table.add_row(score.output, label, str(row["samples"]), f"{_shown(row['psnr_db_min'], '.1f')} / {_shown(row['psnr_db_mean'], '.1f')}",
+                      _shown(row["sqnr_db_min"], ".1f"), _shown(row["cosine_min"], ".6f"), _shown(row["max_abs"], ".3g"),
                       "[green]pass[/]" if score.passed else "[red]FAIL[/]" if score.gated else "below (info)")
     console.print(table)
+    for score in report.scores:
+        buckets = score.as_dict().get("per_timestep_bucket")
+        if buckets and score.gated and score.source == "heldout":
+            shown = ", ".join(f"{b['bucket']}: {_shown(b['psnr_db_min'], '.1f')} worst / {_shown(b['psnr_db_mean'], '.1f')} mean (n={b['n']})"
+                              for b in buckets)
+            console.print(f"{score.output} by timestep: {shown}")
     if report.bundled:
         matched = sum(case["passed"] for case in report.bundled)
         console.print(f"bundled program: {matched}/{len(report.bundled)} test cases verified by the ExecuTorch runtime")
@@ -141,6 +179,10 @@ def print_validation(console, report) -> None:
     else:
         for failure in report.failures:
             console.print(f"[bold red]FAIL[/] {failure}")
+
+
+def _shown(value, spec: str) -> str:
+    return "non-finite" if value is None else format(value, spec)
 
 
 def print_per_layer(console, layers: dict) -> None:
@@ -172,12 +214,13 @@ def run_profile(args: argparse.Namespace) -> int:
 
     from edit_mobile.runtime.profiling import PROFILED_RUNS, profile
 
+    _check_outputs(args, (args.json, ".json"))
     runs = args.warmup + args.iters + (0 if args.no_operators else PROFILED_RUNS)
     with tqdm(total=runs, desc="profile", unit="run", file=sys.stderr, disable=None, leave=False) as progress:
         result = profile(args.art_dir, args.iters, args.warmup, args.threads, not args.no_operators, progress.update)
     print_profile(_console(), result)
     if args.json:
-        write_json(args.json, result)
+        write_json(args.json, result, "profile", args)
     return 0
 
 
@@ -225,53 +268,39 @@ def run_generate(args: argparse.Namespace) -> int:
     from edit_mobile.runtime.pipeline import build_pipeline
     from edit_mobile.runtime.session import load
 
+    _check_outputs(args, (args.output, ".png"))
     manifest = read_manifest(args.art_dir)
-    if args.size is not None:
-        from edit_mobile.models.signature import parse_resolution
-
-        if parse_resolution(args.size) != manifest.resolution:
-            height, width = manifest.resolution
-            raise UserError(f"--size {args.size}: the artifact was exported for {height}x{width} pixels; "
-                            "export at the size you want, or drop --size")
-    if args.output.suffix.lower() != ".png":
-        raise UserError(f"-o {args.output}: write a .png file")
+    if args.size is not None and args.size != manifest.resolution:
+        height, width = manifest.resolution
+        raise UserError(f"--size {args.size[0]}x{args.size[1]}: the artifact was exported for {height}x{width} "
+                        "pixels; export at the size you want, or drop --size")
     session = load(manifest, runtime="pytorch" if args.reference else None, threads=args.threads)
     pipeline = build_pipeline(session, args.text_encoder, args.embeddings, args.vae,
                               4.5 if args.guidance is None else args.guidance)
     settings = pipeline.default_settings(args.steps, args.guidance, args.seed)
     with tqdm(total=settings.steps, desc="denoise", unit="step", file=sys.stderr, disable=None, leave=False) as progress:
         image = pipeline(args.prompt, settings, progress.update)
-    write_png(image, args.output)
+    write_png(image, args.output, "generate", args)
     print(args.output)
     return 0
 
 
 # --- output files ----------------------------------------------------------------------------
 
-def write_json(path: Path, data: dict) -> None:
-    _atomic_write(path, (json.dumps(data, indent=2, default=_jsonable) + "\n").encode())
+def write_json(path: Path, data: dict, command: str, args) -> None:
+    """A JSON report stamped as ours (created_by), so a later run may replace it."""
+    from edit_mobile import __version__
+    from edit_mobile.fileio import atomic_write_file
+
+    stamped = {"created_by": f"edit-mobile {__version__} {command}", **data}
+    text = json.dumps(stamped, indent=2, default=_jsonable, allow_nan=False) + "\n"
+    atomic_write_file(path, text.encode(), _inputs(args), args.force)
 
 
-def write_png(image, path: Path) -> None:
-    import io
+def write_png(image, path: Path, command: str, args) -> None:
+    from edit_mobile.fileio import atomic_write_file, png_bytes
 
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    _atomic_write(path, buffer.getvalue())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    from edit_mobile.errors import UserError
-
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    except OSError as err:
-        partial.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {err.strerror}; choose a writable path") from err
+    atomic_write_file(path, png_bytes(image, command), _inputs(args), args.force)
 
 
 def _jsonable(value):

@@ -34,7 +34,10 @@ def image_psnr(first, second) -> float:
 
 def compare_images(manifest: Manifest, session: Session, reference: Session, output: str | os.PathLike,
                    prompts: list[str] | None = None, steps: int = DEFAULT_IMAGE_STEPS, seed: int = 0,
-                   guidance: float | None = None, text_encoder=None, embeddings=None, vae=None) -> dict:
+                   guidance: float | None = None, text_encoder=None, embeddings=None, vae=None,
+                   write=None) -> dict:
+    """Images by the artifact and by the reference, side by side in one PNG. `write(path, image)`
+    writes it (default: under edit-mobile's output rule, never over a file it did not write)."""
     from edit_mobile.calibration import read_prompts
     from edit_mobile.runtime.pipeline import TextToImage, build_pipeline
 
@@ -51,15 +54,22 @@ def compare_images(manifest: Manifest, session: Session, reference: Session, out
         expected = reference_pipeline.image(reference_pipeline.latents(encoded, index, settings, progress.update))
         rows.append((prompt, produced, expected, image_psnr(expected, produced)))
     progress.close()
-    path = write_grid(rows, Path(output), session.describe())
+    path = Path(output)
+    (write or _write_png)(path, contact_sheet(rows, session.describe()))
     return {
         "path": str(path), "steps": settings.steps, "guidance": settings.guidance, "seed": seed,
         "per_image": [{"prompt": prompt, "psnr_db": psnr} for prompt, _, _, psnr in rows],
     }
 
 
-def write_grid(rows, path: Path, title: str) -> Path:
-    """Rows of (prompt, artifact image, reference image, psnr) -> one PNG, written atomically."""
+def _write_png(path: Path, image) -> None:
+    from edit_mobile.fileio import atomic_write_file, png_bytes
+
+    atomic_write_file(path, png_bytes(image, "validate"))
+
+
+def contact_sheet(rows, title: str):
+    """Rows of (prompt, artifact image, reference image, psnr) -> one image."""
     from PIL import Image, ImageDraw
 
     scale = max(1, -(-MIN_SHOWN_WIDTH // rows[0][1].size[0]))  # enlarge tiny images, pixels kept sharp
@@ -76,11 +86,7 @@ def write_grid(rows, path: Path, title: str) -> Path:
         draw.text((2, top + 2), caption, fill="black")
         sheet.paste(produced, (0, top + CAPTION_HEIGHT))
         sheet.paste(expected, (width + GAP, top + CAPTION_HEIGHT))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    sheet.save(partial, format="PNG")
-    os.replace(partial, path)
-    return path
+    return sheet
 
 
 def _enlarged(image, scale: int):

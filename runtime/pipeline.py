@@ -138,10 +138,11 @@ class TextToImage:
         generator = torch.Generator().manual_seed(settings.seed)
         latents = torch.randn(self.latent_shape, generator=generator) * getattr(scheduler, "init_noise_sigma", 1.0)
         channels = self.latent_shape[1]
-        for t in scheduler.timesteps:
+        for step, t in enumerate(scheduler.timesteps):
             model_input = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
             timestep = t.to(torch.float32).reshape(1)  # (1,)
             noise = self._denoise(branches, model_input, timestep)  # (G, Cout, h, w)
+            _check_finite(noise, f"the denoiser's output at step {step + 1} of {settings.steps} (t={float(t):g})")
             if guided:
                 unconditional, conditional = noise.chunk(2)
                 noise = unconditional + settings.guidance * (conditional - unconditional)
@@ -177,13 +178,25 @@ class TextToImage:
 
         from edit_mobile.runtime.vae import decode
 
+        _check_finite(latents, "the final latents")
         pixels = decode(self.vae, latents)[0]  # (3, H, W) in [0, 1]
+        _check_finite(pixels, "the VAE decoder's image")
         array = (pixels.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()  # (H, W, 3)
         return Image.fromarray(array)
 
     def __call__(self, prompt: str, settings: Generation, progress=None):
         encoded = self.encode([prompt], settings.guidance)
         return self.image(self.latents(encoded, 0, settings, progress))
+
+
+class NonFiniteOutput(UserError):
+    """A NaN or inf where an image was being made: the image would be black or garbage."""
+
+
+def _check_finite(tensor: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(tensor).all()):
+        raise NonFiniteOutput(f"{what} holds NaN or inf, so no image was written; validate the artifact "
+                              "(edit-mobile validate) and re-export it")
 
 
 def _prompt_inputs(embeddings) -> dict[str, torch.Tensor]:

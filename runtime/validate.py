@@ -3,13 +3,15 @@
 The artifact and the reference (rebuilt from reference/) run on the same inputs: the
 manifest's test vectors, then held-out calibration inputs (or seeded random inputs of the
 manifest's shapes). Every output is scored by PSNR, SQNR, cosine and max abs error, and
-passes when its worst PSNR clears the threshold for the artifact's precision (a quantized
-artifact: its mean and worst against what export measured on held-out records). The rebuilt
-reference must also reproduce the exported test vectors, or the comparison means nothing.
+passes when its worst PSNR clears the absolute floor for the artifact's precision (fp32 60,
+fp16 40, quantized 30 dB; a quantized artifact on held-out records, worst of every timestep
+bucket). A non-finite output fails, named as such. The rebuilt reference must also reproduce
+the exported test vectors, or the comparison means nothing.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,13 @@ import torch
 
 from edit_mobile.errors import UserError
 from edit_mobile.runtime.manifest import Manifest, read_manifest
-from edit_mobile.runtime.metrics import Closeness, Threshold, closeness, psnr_threshold
+from edit_mobile.runtime.metrics import (
+    Closeness,
+    Threshold,
+    closeness,
+    psnr_threshold,
+    timestep_buckets,
+)
 from edit_mobile.runtime.session import Session, load, load_reference
 
 TEST_VECTORS_ROLE = "test_vectors"
@@ -35,14 +43,19 @@ class OutputScore:
     samples: list[Closeness]
     threshold: Threshold
     gated: bool = True  # False: reported for information, not held to the threshold
+    timesteps: list[float] | None = None  # per sample, for the per-bucket figures
+
+    @property
+    def finite(self) -> bool:
+        return all(s.finite for s in self.samples)
 
     @property
     def worst_psnr(self) -> float:
-        return min(s.psnr_db for s in self.samples)
+        return math.nan if not self.finite else min(s.psnr_db for s in self.samples)
 
     @property
     def mean_psnr(self) -> float:
-        return sum(s.psnr_db for s in self.samples) / len(self.samples)
+        return math.nan if not self.finite else sum(s.psnr_db for s in self.samples) / len(self.samples)
 
     @property
     def passed(self) -> bool:
@@ -50,19 +63,34 @@ class OutputScore:
 
     @property
     def judged_psnr(self) -> float:
-        return self.worst_psnr if self.threshold.statistic == "min" else self.mean_psnr
+        return self.worst_psnr
+
+    def failure(self) -> str:
+        if not self.finite:
+            bad = sum(not s.finite for s in self.samples)
+            return f"{self.output}: non-finite output (NaN or inf) on {bad} of {len(self.samples)} {self.source} samples"
+        return (f"{self.output}: worst PSNR {self.worst_psnr:.1f} dB < {self.threshold.db:.1f} dB on {self.source} "
+                f"(mean {self.mean_psnr:.1f} dB)")
 
     def as_dict(self) -> dict:
-        return {
+        finite = [s for s in self.samples if s.finite]
+        row = {
             "output": self.output, "source": self.source, "samples": len(self.samples), "gated": self.gated,
-            "psnr_db_min": self.worst_psnr,
-            "psnr_db_mean": self.mean_psnr,
-            "sqnr_db_min": min(s.sqnr_db for s in self.samples),
-            "cosine_min": min(s.cosine for s in self.samples),
-            "max_abs": max(s.max_abs for s in self.samples),
-            "threshold_db": self.threshold.db, "judged_on": self.threshold.statistic, "passed": self.passed,
+            "finite": self.finite,
+            "psnr_db_min": _json_number(self.worst_psnr),
+            "psnr_db_mean": _json_number(self.mean_psnr),
+            "sqnr_db_min": min((s.sqnr_db for s in finite), default=None) if self.finite else None,
+            "cosine_min": min((s.cosine for s in finite), default=None) if self.finite else None,
+            "max_abs": max((s.max_abs for s in finite), default=None) if self.finite else None,
+            "threshold_db": self.threshold.db, "judged_on": "min", "passed": self.passed,
             "per_sample": [s.as_dict() for s in self.samples],
         }
+        if self.timesteps is not None:
+            row["per_timestep_bucket"] = [
+                {key: _json_number(value) for key, value in bucket.items()}
+                for bucket in timestep_buckets(self.timesteps, [s.psnr_db for s in self.samples])
+            ]
+        return row
 
 
 @dataclass
@@ -80,11 +108,7 @@ class ValidationReport:
 
     @property
     def failures(self) -> list[str]:
-        lines = [
-            f"{s.output}: PSNR {s.judged_psnr:.1f} dB < {s.threshold.db:.1f} dB on {s.source}"
-            + ("" if s.threshold.statistic == "min" else f" (mean; worst {s.worst_psnr:.1f} dB)")
-            for s in self.scores if s.gated and not s.passed
-        ]
+        lines = [s.failure() for s in self.scores if s.gated and not s.passed]
         lines += [
             f"reference/ does not reproduce the exported {s.output} (PSNR {s.worst_psnr:.1f} dB < {s.threshold.db:g} dB): "
             "the reference model or the test vectors are not the exported ones" for s in self.reference_check if not s.passed
@@ -96,10 +120,15 @@ class ValidationReport:
     def passed(self) -> bool:
         return not self.failures
 
+    @property
+    def verdict_inputs(self) -> list[str]:
+        return sorted({s.source for s in self.scores if s.gated})
+
     def as_dict(self) -> dict:
         return {
             "artifact": self.artifact, "runtime": self.runtime, "description": self.description,
             "threshold_db": self.threshold.db, "threshold": self.threshold.describe(),
+            "verdict_inputs": self.verdict_inputs,
             "passed": self.passed, "failures": self.failures,
             "outputs": [s.as_dict() for s in self.scores],
             "reference_check": [s.as_dict() for s in self.reference_check],
@@ -177,7 +206,20 @@ def score(session: Session, reference: Session, inputs, source: str, threshold: 
         expected = reference.run(sample)
         for name in per_output:
             per_output[name].append(closeness(expected[name], produced[name]))
-    return [OutputScore(name, source, values, threshold) for name, values in per_output.items()]
+    timesteps = _sample_timesteps(session, inputs)
+    return [OutputScore(name, source, values, threshold, timesteps=timesteps) for name, values in per_output.items()]
+
+
+def _sample_timesteps(session: Session, inputs) -> list[float] | None:
+    names = session.input_names
+    if "timestep" not in names:
+        return None
+    index = names.index("timestep")
+    return [float(sample[index].flatten()[0]) for sample in inputs]
+
+
+def _json_number(value):
+    return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
 def validate(
@@ -189,11 +231,12 @@ def validate(
     image_options: dict | None = None,
     threads: int | None = None,
     progress=None,
+    quantized_floor_db: float | None = None,
 ) -> ValidationReport:
     if samples < 0:
         raise UserError(f"--samples {samples} must be 0 or more")
     manifest = read_manifest(art_dir)
-    threshold = psnr_threshold(manifest.precision, manifest.quantization)
+    threshold = psnr_threshold(manifest.precision, manifest.quantization, quantized_floor_db)
     session = load(manifest, threads=threads)
     reference = load_reference(manifest, threads=threads)
     report = ValidationReport(str(Path(art_dir)), session.runtime, manifest.describe(), threshold)
@@ -210,17 +253,17 @@ def validate(
     else:
         report.notes.append("no test vectors in the manifest")
     if manifest.quantization and calibration is None:
-        report.notes.append("a quantized artifact's threshold comes from held-out calibration inputs: "
-                            "pass --calibration DIR (the set it was quantized with) to compare like with like")
+        report.notes.append("a quantized artifact is judged on held-out calibration inputs: pass --calibration DIR; "
+                            "without it the verdict uses the test vectors and random inputs")
     if samples:
         if calibration is not None:
             tick("held-out calibration inputs")
-            # A quantized artifact is compared on as many held-out records as export measured it on.
+            # A quantized artifact is judged on at least as many held-out records as export measured.
             count = max(samples, int((manifest.quantization or {}).get("heldout_records") or 0) // manifest.batch)
             report.scores += score(session, reference, heldout_inputs(manifest, calibration, count), "heldout", threshold)
             if manifest.quantization:
-                # The threshold was measured on held-out records: Gaussian test vectors and random
-                # inputs lie outside the calibrated ranges, so they are shown, not judged.
+                # Gaussian test vectors and random inputs lie outside the calibrated ranges: a
+                # quantized artifact is judged on the held-out records; the others are shown.
                 for other in report.scores:
                     other.gated = other.source == "heldout"
                 _check_calibration_identity(manifest, calibration, report)

@@ -79,9 +79,11 @@ def test_sensitivity_ranks_every_layer(analysis):
     layers = [cost.layer for cost in report.layers]
     assert sorted(layers) == sorted(["pos_embed", "caption_projection", "transformer_blocks.0",
                                      "transformer_blocks.1", "<top-level>", "proj_out"])
-    psnrs = [cost.psnr_db for cost in report.layers]
-    assert psnrs == sorted(psnrs)  # most sensitive first
-    assert report.all_quantized_psnr_db <= psnrs[0] + 0.5  # each layer alone costs less than all
+    worst = [cost.min_psnr_db for cost in report.layers]
+    assert worst == sorted(worst)  # most sensitive (on the worst held-out record) first
+    # Each layer alone costs less than all of them: a property of the mean (the worst record of a
+    # random tiny model is too noisy to order, 10-11 dB either way).
+    assert report.all_quantized_psnr_db <= min(cost.psnr_db for cost in report.layers) + 0.5
 
 
 def test_min_psnr_keeps_sensitive_layers_float_until_the_target(tiny, analysis):
@@ -90,7 +92,8 @@ def test_min_psnr_keeps_sensitive_layers_float_until_the_target(tiny, analysis):
     _, record = quantize_for_xnnpack(exported, "int8-static", calibration.calibration_inputs,
                                      calibration.heldout_inputs, min_psnr=target, progress=False,
                                      analysis=analysis)
-    assert record["all_quantized_psnr_db"] < target <= record["heldout_psnr_db"]
+    # --min-psnr holds the worst held-out record, not the mean, to the target.
+    assert record["all_quantized_psnr_db"] < target <= record["heldout_psnr_min_db"] <= record["heldout_psnr_db"]
     assert 0 < len(record["float_layers"]) < record["layers_total"]
     most_sensitive = analysis.report("int8-static").layers[0].layer
     assert most_sensitive in record["float_layers"]

@@ -39,7 +39,7 @@ def test_a_perturbed_layer_fails_validation_and_per_layer_points_at_it(kind, tmp
     code, report = _validate(tmp_path, art, "--per-layer")
     out = capsys.readouterr().out
     assert code == 1 and not report["passed"]
-    assert "FAIL noise_pred: PSNR" in out and all("noise_pred" in failure for failure in report["failures"])
+    assert "FAIL noise_pred: worst PSNR" in out and all("noise_pred" in failure for failure in report["failures"])
     layers = report["per_layer"]
     assert layers["first_layers"][0] == PERTURBED_LAYER, layers["gap_opens_at"]
     first_failing = layers["gap_opens_at"][0]["order"]
@@ -73,9 +73,12 @@ def test_images_compare_artifact_and_pytorch_side_by_side(tmp_path):
     assert all(image["psnr_db"] > 40 for image in images)  # an fp32 artifact: the same pictures
 
 
-def test_a_quantized_program_is_bundled_with_what_it_computes_here(tmp_path, capsys):
-    """The bundle of a quantized program holds the host's ExecuTorch outputs (the device must
-    reproduce them); closeness to PyTorch is judged from the manifest's held-out PSNR instead."""
+def test_a_quantized_artifact_below_the_floor_is_refused_kept_on_request_and_failed_by_validate(tmp_path, capsys):
+    """int8 of the random tiny model: its worst held-out record is far below the 30 dB floor
+    (measured 19 dB; random weights quantize unlike trained ones). Export refuses it, keeps it
+    with --allow-below-floor (said in the manifest), and validate fails it on the worst record,
+    whatever export measured. Its bundle holds the host's ExecuTorch outputs (the device must
+    reproduce them)."""
     from executorch.extension.pybindings import portable_lib
 
     from edit_mobile.calibration import CalibrationOptions, capture_calibration
@@ -85,9 +88,20 @@ def test_a_quantized_program_is_bundled_with_what_it_computes_here(tmp_path, cap
         options=CalibrationOptions(steps=2, samples=4, records=4, heldout_records=3),
     )
     art = tmp_path / "int8"
-    assert main(["export", "tiny-pixart-edit", "--backend", "xnnpack", "--quantize", "int8-static",
-                 "--calibration", str(calibration), "-o", str(art)]) == 0
+    export = ["export", "tiny-pixart-edit", "--backend", "xnnpack", "--quantize", "int8",
+              "--calibration", str(calibration), "-o", str(art)]
+    assert main(export) == 2 and not art.exists()
+    assert "below the 30 dB floor; nothing was written" in capsys.readouterr().err
+    assert main([*export, "--allow-below-floor"]) == 0
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["quantization"]["scheme"] == "int8-static"  # the alias
+    checked = manifest["self_check"]
+    assert checked["allowed_below_floor"] and checked["psnr_db_min"] < 30 <= checked["floor_db"]
+    assert any("sampler diverged" in warning for warning in manifest["calibration_warnings"])
     bundle = portable_lib._load_bundled_program_from_buffer((art / "model.bpte").read_bytes())
     bundle.verify_result_with_bundled_expected_output("forward", 0, 0.0, 1e-6)  # raises if not
     code, report = _validate(tmp_path, art, "--calibration", str(calibration))
-    assert code == 0 and report["passed"], report["failures"]
+    heldout = next(row for row in report["outputs"] if row["source"] == "heldout")
+    assert code == 1 and not report["passed"] and report["verdict_inputs"] == ["heldout"]
+    assert heldout["psnr_db_min"] < 30 and heldout["per_timestep_bucket"]
+    assert any("worst PSNR" in failure for failure in report["failures"])

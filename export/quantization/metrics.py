@@ -7,17 +7,15 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from edit_mobile.closeness import psnr_db as closeness_psnr_db
+
 Inputs = tuple[torch.Tensor, ...]
 
 
 def psnr_db(reference: torch.Tensor, output: torch.Tensor) -> float:
-    """20 log10(max|ref| / RMSE); inf when identical."""
-    reference, output = reference.detach().double(), output.detach().double()
-    rmse = (reference - output).pow(2).mean().sqrt().item()
-    peak = reference.abs().max().item()
-    if rmse == 0.0:
-        return math.inf
-    return 20.0 * math.log10(peak / rmse) if peak > 0 else -math.inf
+    """20 log10(max|ref| / RMSE) as edit_mobile.closeness defines it (200 when identical, NaN
+    when either side is not finite)."""
+    return closeness_psnr_db(reference, output)
 
 
 def batched(records: Sequence[Inputs], batch: int) -> list[Inputs]:
@@ -35,8 +33,9 @@ def mean_psnr(run: Callable[..., torch.Tensor], references: Sequence[torch.Tenso
     with torch.no_grad():
         for reference, record in zip(references, inputs, strict=True):
             values.append(psnr_db(reference, run(*record)))
-    finite = [min(v, 200.0) for v in values]  # an exact layer must not make the mean inf
-    return sum(finite) / len(finite), min(values)
+    if any(math.isnan(v) for v in values):  # a non-finite output meets no target
+        return math.nan, math.nan
+    return sum(values) / len(values), min(values)
 
 
 def reference_outputs(run: Callable[..., torch.Tensor], inputs: Sequence[Inputs]) -> list[torch.Tensor]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from edit_mobile.closeness import meets_floor
 from edit_mobile.export.quantization import pt2e
 from edit_mobile.export.quantization.layers import always_float_layers, layer_units
 from edit_mobile.export.quantization.metrics import Inputs, mean_psnr, reference_outputs
@@ -73,7 +74,8 @@ class SensitivityAnalysis:
         return mean_psnr(module, self.references, self.heldout)
 
     def estimate_with_float(self, float_layers: Sequence[str]) -> float:
-        return self.psnr(pt2e.with_float_layers(self.converted, float_layers))[0]
+        """The worst held-out record's PSNR with these layers float: targets hold every record."""
+        return self.psnr(pt2e.with_float_layers(self.converted, float_layers))[1]
 
     def report(self, scheme: str) -> SensitivityReport:
         if scheme not in self._reports:
@@ -85,12 +87,12 @@ class SensitivityAnalysis:
         for unit in tqdm(self.units, desc="layer sensitivity", unit="layer", disable=not self.progress):
             mean, low = self.psnr(pt2e.with_only_layer(self.converted, unit))
             costs.append(LayerCost(unit, mean, low))
-        costs.sort(key=lambda cost: cost.psnr_db)
+        costs.sort(key=lambda cost: (cost.min_psnr_db, cost.psnr_db))  # worst record first: what targets judge
         mean, low = self.psnr(self.converted)
         return SensitivityReport(scheme, self.granularity, mean, low, costs, self.always_float_layers)
 
     def choose_float_layers(self, min_psnr: float, report: SensitivityReport | None = None) -> FloatLayerChoice:
-        """Fewest most-sensitive layers to keep float so the estimate reaches `min_psnr`.
+        """Fewest most-sensitive layers to keep float so the worst held-out record reaches `min_psnr`.
 
         Binary search over the count k in sensitivity order (the estimate grows with k).
         The target counts as unreachable when only keeping every layer float meets it.
@@ -106,7 +108,7 @@ class SensitivityAnalysis:
         low, high = 0, len(order)
         while low < high:
             middle = (low + high) // 2
-            if estimate(middle) >= min_psnr:
+            if meets_floor(estimate(middle), min_psnr):
                 high = middle
             else:
                 low = middle + 1

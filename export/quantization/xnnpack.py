@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from edit_mobile.closeness import meets_floor
 from edit_mobile.errors import UserError
 from edit_mobile.export.quantization import pt2e
 from edit_mobile.export.quantization.layers import ROOT_SUFFIX, always_float_layers
@@ -65,9 +66,9 @@ def quantize_for_xnnpack(
         program, module = _quantize_once(exported, scheme, calibration_inputs, float_layers, denoiser,
                                          analysis, progress)
         psnr = mean_psnr(module, references, heldout_inputs) if heldout_inputs else (None, None)
-        if min_psnr is None or psnr[0] >= min_psnr:
+        if min_psnr is None or meets_floor(psnr[1], min_psnr):  # the worst held-out record
             break
-        float_layers.append(_next_float_layer(order, float_layers, scheme, min_psnr, psnr[0]))
+        float_layers.append(_next_float_layer(order, float_layers, scheme, min_psnr, psnr[1]))
     record.update(
         float_layers=float_layers,
         always_float_layers=always_float_layers(exported.graph),
@@ -84,8 +85,8 @@ def _search_float_layers(analysis: SensitivityAnalysis, scheme: str, min_psnr: f
     choice = analysis.choose_float_layers(min_psnr, report)
     if not choice.target_met:
         raise UserError(
-            f"{scheme} cannot reach {min_psnr:g} dB held-out PSNR unless every layer stays float "
-            f"(all quantized: {report.all_quantized_psnr_db:.1f} dB); lower --min-psnr or use int8-dynamic"
+            f"{scheme} cannot reach {min_psnr:g} dB PSNR on the worst held-out record unless every layer stays "
+            f"float (all quantized: {report.all_quantized_min_psnr_db:.1f} dB worst); lower --min-psnr or use int8-dynamic"
         )
     order = [cost.layer for cost in report.layers]
     return order, {"float_layers": choice.float_layers, "min_psnr_db": min_psnr,
