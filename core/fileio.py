@@ -38,8 +38,16 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def check_output_dir(target: str | os.PathLike, kind: str, inputs: Iterable = (), force: bool = False) -> Path:
-    """Refuse an output folder that is not new, empty or an earlier `kind` output. Returns it absolute."""
+    """Refuse an output folder that is not new, empty or an earlier `kind` output. Returns it
+    absolute. Checked under the swap lock: a writer mid-swap must not look like a foreign folder."""
     target = _absolute(target)
+    if not target.parent.is_dir():
+        return _check_output_dir(target, kind, list(inputs), force)
+    with _swap_lock(target.parent):
+        return _check_output_dir(target, kind, list(inputs), force)
+
+
+def _check_output_dir(target: Path, kind: str, inputs: list, force: bool) -> Path:
     _refuse_protected(target, inputs, "folder")
     if not target.exists() and not target.is_symlink():
         _check_writable_parent(target)
@@ -152,10 +160,11 @@ def atomic_output_dir(target: str | os.PathLike, kind: str, inputs: Iterable = (
     On any exception (SIGINT and SIGTERM included) the staging folder is removed and `target`
     is left as it was. The rule is checked on entry and again at the swap."""
     inputs = list(inputs)
-    target = check_output_dir(target, kind, inputs, force)
+    target = _absolute(target)
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        check_output_dir(target, kind, inputs, force)
         remove_stale_partials(parent, target.name)
         staging = Path(tempfile.mkdtemp(prefix=_partial_prefix(target.name), suffix=".partial", dir=parent))
     except OSError as err:
@@ -164,8 +173,8 @@ def atomic_output_dir(target: str | os.PathLike, kind: str, inputs: Iterable = (
         yield staging
         _write_output_record(staging, kind)
         _fsync_tree(staging)
-        with _swap_lock(parent, target.name):
-            check_output_dir(target, kind, inputs, force)  # another writer may have finished first
+        with _swap_lock(parent):
+            _check_output_dir(target, kind, inputs, force)  # another writer may have finished first
             _swap_in(staging, target)
         _fsync_dir(parent)
     except BaseException:
@@ -227,7 +236,7 @@ def _swap_in(staging: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def _swap_lock(parent: Path, name: str) -> Iterator[None]:
+def _swap_lock(parent: Path) -> Iterator[None]:
     """Serialise swaps between processes writing into `parent`: an flock on the folder itself
     (nothing left beside the user's files; released when a killed writer dies)."""
     descriptor = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
