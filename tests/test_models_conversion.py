@@ -101,7 +101,12 @@ def test_save_and_load_roundtrip(tmp_path, name):
     loaded = load_transformer(tmp_path)
     assert type(loaded) is type(student)
     assert loaded.config["edit_config"] == student.config["edit_config"]
-    assert torch.equal(denoise(loaded), denoise(student))
+    saved, restored = student.state_dict(), loaded.state_dict()
+    assert saved.keys() == restored.keys()
+    assert all(torch.equal(saved[key], restored[key]) for key in saved)  # the weights: exactly
+    # The outputs: to float tolerance. Reloaded tensors can be laid out differently (strides,
+    # alignment), which picks another CPU kernel: on an AVX2 EPYC the outputs differ by ~5e-7.
+    torch.testing.assert_close(denoise(loaded), denoise(student), rtol=1e-5, atol=1e-5)
 
 
 def test_options_are_recorded_and_restored(tmp_path):
