@@ -18,7 +18,9 @@ from edit_mobile.main import main as cli
 # (name, backend, extra export flags); Core ML runs only on macOS: it is exported and inspected.
 ARTIFACTS = (
     ("xnnpack-fp32", "xnnpack", []),
-    ("xnnpack-int8", "xnnpack", ["--quantize", "int8-static", "--calibration", "{calib}"]),
+    # --allow-below-floor: the tiny preset's random weights quantize far worse than trained ones
+    # (worst held-out record ~19 dB < 30); export would refuse it, and validate shows it failing.
+    ("xnnpack-int8", "xnnpack", ["--quantize", "int8", "--calibration", "{calib}", "--allow-below-floor"]),
     ("onnx-fp32", "onnx", []),
     ("coreml-fp16", "coreml", []),
 )
@@ -60,16 +62,12 @@ def summary_row(name: str, backend: str, artifact: Path, reports: Path) -> dict:
     validation, profile = reports / f"{name}-validate.json", reports / f"{name}-profile.json"
     if validation.exists():
         report = json.loads(validation.read_text())
-        row["psnr_db"] = min(_gated_psnr(o) for o in _validation_rows(report))
+        judged = [o["psnr_db_min"] for o in _validation_rows(report)]
+        row["psnr_db"] = None if None in judged else min(judged)  # None: a non-finite output
         row["validation"] = "pass" if report["passed"] else "FAIL"
     if profile.exists():
         row["median_ms"] = json.loads(profile.read_text())["latency_ms"]["median"]
     return row
-
-
-def _gated_psnr(output: dict) -> float:
-    """The figure the gate judged: the worst sample (float) or the mean (quantized)."""
-    return output["psnr_db_mean"] if output.get("judged_on") == "mean" else output["psnr_db_min"]
 
 
 def _validation_rows(report: dict) -> list[dict]:
@@ -79,8 +77,8 @@ def _validation_rows(report: dict) -> list[dict]:
 
 def print_summary(rows: list[dict]) -> None:
     header = f"{'artifact':<14} {'backend':<8} {'precision':<12} {'size MB':>8} {'median ms':>10} {'PSNR dB':>8} {'delegated':>10} {'validate':>9}"
-    print("\nSummary (PSNR vs the PyTorch reference as validate gates it: worst sample for float, "
-          "held-out mean for quantized; Core ML runs only on macOS)")
+    print("\nSummary (PSNR vs the PyTorch reference as validate gates it: the worst sample, held-out "
+          "records for quantized; Core ML runs only on macOS)")
     print(header)
     print("-" * len(header))
     for row in rows:
