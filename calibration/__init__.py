@@ -7,13 +7,27 @@ sampler, stored as safetensors for quantizers (edit_mobile.export.quantization) 
     calib.heldout_inputs       # the same for prompts never used to calibrate
 """
 
-from edit_mobile.calibration.calibration_set import (
-    CalibrationSet,
-    CalibrationSplit,
-    load_calibration,
-)
-from edit_mobile.calibration.capture import CalibrationOptions, capture_calibration, model_sha256
-from edit_mobile.calibration.prompts import default_prompts_path, read_prompts
+# Loaded on first use: `edit-mobile --help` imports this package's cli module and must not pull
+# in torch for a usage line.
+_LAZY = {
+    "CalibrationSet": "edit_mobile.calibration.calibration_set",
+    "CalibrationSplit": "edit_mobile.calibration.calibration_set",
+    "load_calibration": "edit_mobile.calibration.calibration_set",
+    "CalibrationOptions": "edit_mobile.calibration.capture",
+    "capture_calibration": "edit_mobile.calibration.capture",
+    "model_sha256": "edit_mobile.calibration.capture",
+    "default_prompts_path": "edit_mobile.calibration.prompts",
+    "read_prompts": "edit_mobile.calibration.prompts",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CalibrationOptions",

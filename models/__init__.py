@@ -1,35 +1,44 @@
 """EDiT and MM-EDiT models on diffusers: attention processors, model classes, conversion,
 presets, and the denoiser signature every exporter traces."""
 
-from edit_mobile.models.config import EDiTConfig
-from edit_mobile.models.conversion import (
-    convert,
-    edit_options,
-    is_edit,
-    model_family,
-    to_edit,
-    to_mm_edit,
-    to_teacher,
-)
-from edit_mobile.models.edit_attention import ConvFusion, EDiTAttnProcessor, SpatialCompressor
-from edit_mobile.models.linear_attention import relu_linear_attention
-from edit_mobile.models.mm_edit_attention import MMEDiTAttnProcessor
-from edit_mobile.models.pixart_edit import PixArtEDiTTransformer2DModel
-from edit_mobile.models.presets import (
-    PRESETS,
-    build_preset,
-    is_tiny,
-    load_transformer,
-    preset_names,
-)
-from edit_mobile.models.sd3_mm_edit import SD3MMEDiTTransformer2DModel
-from edit_mobile.models.signature import (
-    DenoiserWrapper,
-    TensorSpec,
-    TransformerSignature,
-    default_resolution,
-    parse_resolution,
-)
+# Loaded on first use: the CLI imports edit_mobile.models.config for `--help`, which must not pull
+# in torch and diffusers (10 s) for a usage line.
+_LAZY = {
+    "ConvFusion": "edit_mobile.models.edit_attention",
+    "DenoiserWrapper": "edit_mobile.models.signature",
+    "EDiTAttnProcessor": "edit_mobile.models.edit_attention",
+    "EDiTConfig": "edit_mobile.models.config",
+    "MMEDiTAttnProcessor": "edit_mobile.models.mm_edit_attention",
+    "PRESETS": "edit_mobile.models.presets",
+    "PixArtEDiTTransformer2DModel": "edit_mobile.models.pixart_edit",
+    "SD3MMEDiTTransformer2DModel": "edit_mobile.models.sd3_mm_edit",
+    "SpatialCompressor": "edit_mobile.models.edit_attention",
+    "TensorSpec": "edit_mobile.models.signature",
+    "TransformerSignature": "edit_mobile.models.signature",
+    "build_preset": "edit_mobile.models.presets",
+    "convert": "edit_mobile.models.conversion",
+    "default_resolution": "edit_mobile.models.signature",
+    "edit_options": "edit_mobile.models.conversion",
+    "is_edit": "edit_mobile.models.conversion",
+    "is_tiny": "edit_mobile.models.presets",
+    "load_transformer": "edit_mobile.models.presets",
+    "model_family": "edit_mobile.models.conversion",
+    "parse_resolution": "edit_mobile.cli_args",
+    "preset_names": "edit_mobile.models.presets",
+    "relu_linear_attention": "edit_mobile.models.linear_attention",
+    "to_edit": "edit_mobile.models.conversion",
+    "to_mm_edit": "edit_mobile.models.conversion",
+    "to_teacher": "edit_mobile.models.conversion",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PRESETS",

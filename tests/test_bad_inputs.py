@@ -69,3 +69,16 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, message, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("edit-mobile") and message in lines[0], lines
     assert "Traceback" not in captured.err + captured.out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_line_parses_without_torch():
+    """`edit-mobile --help` must answer at once (it took 10-15 s when every subcommand's module
+    imported torch and diffusers at parse time): no heavy library loads to build the parser."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from edit_mobile.main import build_parser; build_parser(); "
+             "heavy = [m for m in ('torch', 'diffusers', 'executorch', 'onnxruntime', 'coremltools') if m in sys.modules]; "
+             "print(','.join(heavy))")
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0 and completed.stdout.strip() == "", completed.stdout + completed.stderr
