@@ -1,6 +1,6 @@
 """What lighter ConvFusion forms cost in accuracy and save in FLOPs: a distillation proxy.
 
-TARGETS.md allows lighter ConvFusion forms (grouped 3x3) if their accuracy cost is measured.
+The speed targets (docs/targets.md) are for the default ConvFusion form; a lighter form (grouped 3x3) can replace it only once its accuracy cost is measured.
 No trained PixArt-Sigma weights are reachable here, so this measures a proxy: one attention
 layer at PixArt-Sigma XL width (1152, 16 heads) whose query/key weights are scaled so its
 softmax is peaked, as trained attention is, fed token grids with spatial structure (smoothed

@@ -14,7 +14,7 @@ and a PNG to bench/results/.
 --trajectory forward (default) calibrates and evaluates on forward-process latents at the
 sampler's timesteps: with random weights the model's own DPM-Solver trajectory diverges
 (latent std ~1 -> ~100), which says nothing about a trained model's activation ranges;
-`sampler` measures that case too. Targets (TARGETS.md): int8 >= 1.8x faster than fp32 with
+`sampler` measures that case too. Targets (docs/targets.md): int8 >= 1.8x faster than fp32 with
 held-out PSNR >= 30 dB.
 """
 

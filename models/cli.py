@@ -46,7 +46,7 @@ ARG_TYPES = {int: cli_args.positive_int, float: cli_args.float_range(0.0, what="
 
 
 def _add_edit_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("EDiT options (uncertain details of the paper; defaults from EDIT_NOTES.md)")
+    group = parser.add_argument_group("EDiT options (uncertain details of the paper; defaults and formulas: docs/edit.md)")
     hints = typing.get_type_hints(EDiTConfig)
     for field in dataclasses.fields(EDiTConfig):
         hint = hints[field.name]

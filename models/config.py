@@ -1,6 +1,6 @@
 """EDiT options. The paper's text was not available: every uncertain detail is an option.
 
-Defaults follow ../shared/EDIT_NOTES.md; each field says which detail it covers.
+docs/edit.md gives the formulas and their sources; each field says which detail it covers.
 """
 
 from __future__ import annotations
