@@ -40,6 +40,22 @@ def test_bundled_program_verifies_itself_in_runtime(model):
     bundle.verify_result_with_bundled_expected_output("forward", 0, 0.0, TOLERANCE)
 
 
+def test_fp16_at_64px_reaches_the_fp16_floor_in_executorch_runtime():
+    """At 64 px the default passes leave both transformer blocks in one fp16 XNNPACK
+    partition, where a ones column made by a pad lost its ones (6.7 dB); see append_ones."""
+    from executorch.runtime import Runtime
+
+    from edit_mobile.closeness import PSNR_FLOORS_DB
+    from edit_mobile.runtime.metrics import closeness
+
+    art_dir = exported("tiny-pixart-edit", "xnnpack", resolution=(64, 64), precision="fp16")
+    inputs, reference = load_test_vectors(art_dir)
+    program = Runtime.get().load_program(art_dir / manifest(art_dir)["files"]["program"]["path"])
+    (output,) = program.load_method("forward").execute(inputs)
+    psnr = closeness(reference, output).psnr_db
+    assert psnr >= PSNR_FLOORS_DB["fp16"], f"fp16 XNNPACK at 64 px: {psnr:.1f} dB"
+
+
 def test_manifest_describes_the_folder():
     from edit_mobile.export.manifest import SCHEMA, SCHEMA_VERSION, read_manifest, verify_files
 

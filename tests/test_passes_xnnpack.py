@@ -78,3 +78,28 @@ def test_edit_attention_and_mlp_run_in_xnnpack(tmp_path):
     with torch.no_grad():
         expected = DenoiserWrapper(model)(*inputs)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_ones_column_survives_fp16_xnnpack_after_pooled_group_norm():
+    """The normaliser's ones column, downstream of PooledGroupNorm in one fp16 partition:
+    a pad with value 1.0 came out as 0 there on x86 (XNNPACK's fp16 -> fp32 fallback)."""
+    from edit_mobile.export.passes.attention_kernels import append_ones
+    from edit_mobile.export.passes.group_norm_pooled import PooledGroupNorm
+
+    class NormThenOnes(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = PooledGroupNorm(torch.nn.GroupNorm(4, 16))
+
+        def forward(self, image):  # (1, 16, 4, 4) -> (1, 16 tokens, 17)
+            return append_ones(self.norm(image).flatten(2).transpose(1, 2), dim=-1)
+
+    module = NormThenOnes().half().eval()
+    image = torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(0)).half()
+    exported = torch.export.export(module, (image,))
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    assert delegation_coverage(edge.exported_program().graph_module).non_delegated_compute == {}
+    program = Runtime.get().load_program(edge.to_executorch().buffer)
+    (got,) = program.load_method("forward").execute([image])
+    assert torch.equal(got[..., -1], torch.ones(1, 16, dtype=torch.float16))
+    torch.testing.assert_close(got, module(image), atol=2e-3, rtol=0)

@@ -107,6 +107,20 @@ def split_head_softmax_attention(
     return stacked.reshape(rows, *stacked.shape[2:])  # (BH, N, d)
 
 
+def append_ones(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """`values` with one slice of ones appended along `dim`: the ones column (or row) that
+    makes the matmul against V give the normaliser K^T 1 as well.
+
+    Not F.pad(value=1.0): in an fp16 XNNPACK partition, a pad downstream of ops XNNPACK
+    moves to fp32 (its fallback on CPUs without fp16 arithmetic, e.g. the x86 hosts that
+    export and validate run on; PooledGroupNorm's statistics are such ops) fills with the
+    low 16 bits of 1.0f, i.e. 0 (a fill of 1.002 gave 2.0), and the normaliser vanishes.
+    0 * v + 1 is exactly 1 for finite v, and mul, add and cat carry no fill value.
+    """
+    ones = values.narrow(dim, 0, 1) * 0.0 + 1.0
+    return torch.cat([values, ones], dim=dim)
+
+
 def linear_attention(
     query_features: torch.Tensor, key_features: torch.Tensor, value: torch.Tensor, eps: float
 ) -> torch.Tensor:
@@ -120,7 +134,7 @@ def linear_attention(
     """
     keys = key_features.shape[1]
     key_scaled = key_features * (1.0 / keys)  # (BH, M, d): sums become means
-    value_ones = torch.nn.functional.pad(value, (0, 1), value=1.0)  # (BH, M, d+1): last col 1
+    value_ones = append_ones(value, dim=-1)  # (BH, M, d+1): last col 1
     key_value = torch.bmm(key_scaled.transpose(1, 2), value_ones)  # (BH, d, d+1): [K^T V | K^T 1]
     both = torch.bmm(query_features, key_value)  # (BH, N, d+1)
     head_dim = value.shape[-1]
@@ -150,7 +164,7 @@ def linear_attention_channels_first(
     """
     keys = key_features.shape[-1]
     key_scaled = key_features * (1.0 / keys)  # (BH, d, M)
-    value_ones = torch.nn.functional.pad(value, (0, 0, 0, 1), value=1.0)  # (BH, d+1, M): last row 1
+    value_ones = append_ones(value, dim=1)  # (BH, d+1, M): last row 1
     value_key = torch.bmm(value_ones, key_scaled.transpose(1, 2))  # (BH, d+1, d): [V K^T ; 1 K^T]
     both = torch.bmm(value_key, query_features)  # (BH, d+1, S)
     head_dim = value.shape[1]

@@ -3,7 +3,8 @@
 Serves every backend: heads folded into the batch (no 4-D per-head matmuls, no einsum, no
 5-D tensors), numerator and normaliser from one matmul against V with a ones column appended,
 and K pre-scaled by 1/M (eps too) so fp16 sums over 16384 tokens cannot overflow.
-Cost: one (M, d+1) pad and one (BH, M, d) multiply per layer, both small (M = N / 4).
+Cost: one (M, 1) ones column (see `append_ones`, fp16-safe on XNNPACK) and one (BH, M, d)
+multiply per layer, both small (M = N / 4).
 
 The processors keep the student's own modules (ConvFusion, Spatial Compressors) and the
 teacher's projections; only the arithmetic around them changes.
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edit_mobile.export.passes.attention_kernels import (
+    append_ones,
     fold_heads,
     fold_heads_channels_first,
     linear_attention,
@@ -174,10 +176,10 @@ class MMEDiTBMMAttnProcessor(EDiTBMMAttnProcessor):
         shift = scores.amax(dim=-1, keepdim=True).clamp_min(0)  # (BH, N, 1)
         weights = torch.exp(scores - shift) * (1.0 / keys)  # (BH, N, T)
         damp = torch.exp(-shift)  # (BH, N, 1)
-        value_ones = F.pad(value_c, (0, 1), value=1.0)  # (BH, M, d+1)
+        value_ones = append_ones(value_c, dim=-1)  # (BH, M, d+1)
         key_value = torch.bmm((key_features * (1.0 / keys)).transpose(1, 2), value_ones)  # (BH, d, d+1)
         both = damp * torch.bmm(query_features, key_value)  # (BH, N, d+1)
-        both = both + torch.bmm(weights, F.pad(prompt_v, (0, 1), value=1.0))  # (BH, N, d+1)
+        both = both + torch.bmm(weights, append_ones(prompt_v, dim=-1))  # (BH, N, d+1)
         head_dim = value_c.shape[-1]
         return both[:, :, :head_dim] / (both[:, :, head_dim:] + normaliser_guard(self.eps, keys, query.dtype))
 
@@ -188,10 +190,10 @@ class MMEDiTBMMAttnProcessor(EDiTBMMAttnProcessor):
         shift = scores.amax(dim=1, keepdim=True).clamp_min(0)  # (BH, 1, N)
         weights = torch.exp(scores - shift) * (1.0 / keys)  # (BH, T, N)
         damp = torch.exp(-shift)  # (BH, 1, N)
-        value_ones = F.pad(value_c, (0, 0, 0, 1), value=1.0)  # (BH, d+1, M)
+        value_ones = append_ones(value_c, dim=1)  # (BH, d+1, M)
         value_key = torch.bmm(value_ones, (key_features * (1.0 / keys)).transpose(1, 2))  # (BH, d+1, d)
         both = damp * torch.bmm(value_key, query_features)  # (BH, d+1, N)
-        both = both + torch.bmm(F.pad(prompt_v, (0, 0, 0, 1), value=1.0), weights)  # (BH, d+1, N)
+        both = both + torch.bmm(append_ones(prompt_v, dim=1), weights)  # (BH, d+1, N)
         head_dim = value_c.shape[1]
         return both[:, :head_dim] / (both[:, head_dim:] + normaliser_guard(self.eps, keys, query.dtype))
 
@@ -210,7 +212,7 @@ class LinearAttentionBMM(MobilePass):
     name = "linear_attention_bmm"
     serves = (
         "all backends: EDiT linear attention as rank-3 bmm (heads in batch, ones column for the "
-        "normaliser, K and eps scaled by 1/M against fp16 overflow); costs a small pad and scale"
+        "normaliser, K and eps scaled by 1/M against fp16 overflow); costs a ones column and a scale"
     )
 
     def apply(self, model: nn.Module) -> int:
