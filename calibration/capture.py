@@ -15,15 +15,13 @@ from edit_mobile.calibration.calibration_set import PROMPT_LEVEL_INPUTS, write_c
 from edit_mobile.calibration.embeddings import EncodedPrompts, load_precomputed
 from edit_mobile.calibration.prompts import prompts_sha256, read_prompts
 from edit_mobile.calibration.sampler import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_STEPS,
-    family_scheduler,
     forward_trajectory,
     run_trajectory,
     stratified_choice,
 )
 from edit_mobile.errors import UserError
 from edit_mobile.fileio import atomic_output_dir
+from edit_mobile.models.families import get_family
 
 
 @dataclass
@@ -32,7 +30,7 @@ class CalibrationOptions:
     samples: int = 16  # trajectories, one prompt each
     guidance: float | None = None  # None: the family default (PixArt 4.5, SD3 7.0); <= 1: none
     resolution: tuple[int, int] | None = None  # pixels (H, W); None: the model's sample size
-    prompt_tokens: int | None = None  # None: the family's (PixArt 120, SD3 77 + 256)
+    prompt_tokens: int | None = None  # None: the family's (PixArt-Sigma 300, SD3 77 + 256)
     seed: int = 0
     records: int = 128  # calibration records kept, stratified across steps
     heldout_records: int = 32  # held-out records kept, from prompts never used to calibrate
@@ -99,8 +97,9 @@ def capture_calibration(
     model_source = model_source or type(model).__name__
     model.eval()
     family = model_family(model)
-    steps = options.steps or DEFAULT_STEPS[family]
-    guidance = DEFAULT_GUIDANCE[family] if options.guidance is None else options.guidance
+    family_spec = get_family(family)
+    steps = options.steps or family_spec.default_steps
+    guidance = family_spec.default_guidance if options.guidance is None else options.guidance
     use_guidance = guidance > 1.0  # as the pipelines: guidance_scale <= 1 means no guidance
     height, width = options.resolution or default_resolution(model)
     signature = TransformerSignature.of(model, height, width, batch=1, prompt_tokens=options.prompt_tokens)
@@ -134,7 +133,7 @@ def capture_calibration(
     samples_run = sorted({key[0] for keys in splits.values() for key in keys})
     bar = tqdm(total=len(samples_run) * steps, desc="calibration trajectories", unit="step",
                disable=not progress)
-    scheduler = family_scheduler(family, model_source)
+    scheduler = family_spec.scheduler(model_source)
     kept = set().union(*splits.values())
     with bar:
         for sample in samples_run:

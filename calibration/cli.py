@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     sampling.add_argument("--samples", type=cli_args.int_range(1, 100000, what="a trajectory count"), default=16, help="trajectories, one prompt each (default 16)")
     sampling.add_argument("--guidance", type=cli_args.guidance, help="CFG scale (default: PixArt 4.5, SD3 7.0; <= 1: none)")
     sampling.add_argument("--resolution", type=cli_args.resolution, metavar="R", help="pixels, R or HxW (default: the model's)")
-    sampling.add_argument("--prompt-tokens", type=cli_args.prompt_tokens, help="prompt length (default: PixArt 120, SD3 333)")
+    sampling.add_argument("--prompt-tokens", type=cli_args.prompt_tokens, help="prompt length (default: PixArt-Sigma 300, SD3 333)")
     sampling.add_argument("--seed", type=cli_args.seed, default=0)
     sampling.add_argument("--trajectory", default="sampler", metavar="{sampler,forward}",
                           help="sampler: the model's own denoising trajectories (default); forward: "

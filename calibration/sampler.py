@@ -1,40 +1,18 @@
 """The family's real diffusers sampler, run with classifier-free guidance, recording the
 transformer's inputs at the steps asked for.
 
-PixArt-Sigma: DPMSolverMultistepScheduler with its default configuration, which is the one
-PixArt-Sigma's diffusers conversion ships (DPM-Solver++ 2M, linear betas, epsilon
-prediction); the transformer predicts a learned variance too, whose half is dropped before
-the step, as in PixArtSigmaPipeline. SD3 / SD3.5: FlowMatchEulerDiscreteScheduler with
-shift 3.0, as in the SD3-medium and SD3.5-medium scheduler configs; no latent scaling.
-A `scheduler/` folder in a local pipeline folder (or beside its transformer/) wins over both.
+The scheduler is the family's (edit_mobile.models.families: PixArt-Sigma DPM-Solver++ 2M,
+SD3 flow-matching Euler with shift 3.0), or the `scheduler/` folder of a local pipeline folder
+(or beside its transformer/), which wins. PixArt's learned-variance half is dropped before the
+step, as in PixArtSigmaPipeline.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-
-DEFAULT_STEPS = {"pixart": 20, "sd3": 28}  # the pipelines' num_inference_steps defaults
-DEFAULT_GUIDANCE = {"pixart": 4.5, "sd3": 7.0}  # the pipelines' guidance_scale defaults
-SD3_SHIFT = 3.0
-
-
-def family_scheduler(family: str, model_source: str | os.PathLike | None = None):
-    """A fresh scheduler for the family (or the pipeline's own, beside a local transformer)."""
-    from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
-
-    scheduler_class = DPMSolverMultistepScheduler if family == "pixart" else FlowMatchEulerDiscreteScheduler
-    if model_source is not None and Path(model_source).is_dir():
-        for folder in (Path(model_source) / "scheduler", Path(model_source).parent / "scheduler"):
-            if (folder / "scheduler_config.json").is_file():
-                return scheduler_class.from_config(scheduler_class.load_config(folder))
-    if family == "pixart":
-        return DPMSolverMultistepScheduler()
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=SD3_SHIFT)
 
 
 @dataclass

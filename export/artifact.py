@@ -83,23 +83,6 @@ def check_precision(precision: str) -> None:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(manifest_io.PRECISIONS)}")
 
 
-def check_resolution(model: nn.Module, resolution: tuple[int, int] | None) -> None:
-    """Pixels per side must be a multiple of 8 (VAE) x patch x 2, for teachers too, so that a
-    teacher and its EDiT student are exported at the same resolutions (EDiT needs the 2:
-    its spatial compressor halves the token grid)."""
-    from edit_mobile.models.signature import VAE_SCALE, required_multiple
-
-    if resolution is None:
-        return
-    multiple = max(VAE_SCALE * model.config.patch_size * 2, required_multiple(model))
-    height, width = resolution
-    if height % multiple or width % multiple:
-        raise UserError(
-            f"resolution {height}x{width} is not divisible by {multiple} (VAE {VAE_SCALE} x patch "
-            f"{model.config.patch_size} x 2); use a multiple of {multiple} pixels per side"
-        )
-
-
 def check_batch(batch: int) -> None:
     if batch not in BATCH_SIZES:
         raise UserError(f"batch {batch} is not supported; choose one of {', '.join(map(str, BATCH_SIZES))}")
@@ -219,7 +202,6 @@ def plan_export(request: ExportRequest) -> ExportPlan:
         resolve_passes(request.passes, backend.name)  # unknown names fail before loading
     model = load_transformer(request.model)
     pass_names = resolve_passes(request.passes, backend.name)
-    check_resolution(model, request.resolution)
     height, width = request.resolution or (None, None)
     signature = TransformerSignature.of(
         model, height, width, batch=request.batch, prompt_tokens=request.prompt_tokens

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                         help="rewrite passes to apply (default: the backend's; applied in the passes package's order)")
     passes.add_argument("--no-passes", action="store_true", help="export the model as it is")
     parser.add_argument("--prompt-tokens", type=cli_args.prompt_tokens, default=None,
-                        help="prompt length (default: 120 PixArt, 333 SD3)")
+                        help="prompt length (default: 300 PixArt-Sigma, 333 SD3)")
     parser.add_argument("--quantize", default=None, metavar="SCHEME",
                         help=f"quantization scheme (calibrated schemes need --calibration): {schemes_help()}")
     parser.add_argument("--calibration", type=Path, default=None, metavar="DIR",

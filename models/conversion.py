@@ -10,38 +10,23 @@ teacher's). What remains different at start is the ReLU kernel itself; distillat
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from diffusers import ModelMixin, PixArtTransformer2DModel, SD3Transformer2DModel
 
 from edit_mobile.errors import UserError
 from edit_mobile.models.config import EDiTConfig
+from edit_mobile.models.families import all_families, family_of, get_family
 from edit_mobile.models.pixart_edit import PixArtEDiTTransformer2DModel
 from edit_mobile.models.sd3_mm_edit import SD3MMEDiTTransformer2DModel
 
-Family = Literal["pixart", "sd3"]
 
-# Teacher class and EDiT class for each family: the one table to extend for a new family.
-FAMILIES: dict[str, tuple[type[ModelMixin], type[ModelMixin]]] = {
-    "pixart": (PixArtTransformer2DModel, PixArtEDiTTransformer2DModel),
-    "sd3": (SD3Transformer2DModel, SD3MMEDiTTransformer2DModel),
-}
-CLASS_NAMES = {cls.__name__: family for family, pair in FAMILIES.items() for cls in pair}
-
-
-def model_family(model: ModelMixin) -> Family:
-    for family, (teacher_cls, _) in FAMILIES.items():
-        if isinstance(model, teacher_cls):
-            return family  # the EDiT classes subclass their teachers
-    raise UserError(
-        f"{type(model).__name__} is not a PixArt or SD3 transformer; "
-        "pass a PixArtTransformer2DModel or SD3Transformer2DModel"
-    )
+def model_family(model: ModelMixin) -> str:
+    """The family's name ("pixart", "sd3"); edit_mobile.models.families.family_of gives the object."""
+    return family_of(model).name
 
 
 def is_edit(model: ModelMixin) -> bool:
-    return isinstance(model, tuple(edit_cls for _, edit_cls in FAMILIES.values()))
+    return isinstance(model, tuple(family.student_class for family in all_families()))
 
 
 def edit_options(model: ModelMixin) -> EDiTConfig | None:
@@ -65,7 +50,7 @@ def _teacher_config(model: ModelMixin) -> dict:
     return {key: value for key, value in model.config.items() if key != "edit_config"}
 
 
-def _to_student(teacher: ModelMixin, family: Family, options) -> ModelMixin:
+def _to_student(teacher: ModelMixin, family: str, options) -> ModelMixin:
     if is_edit(teacher):
         raise UserError(f"{type(teacher).__name__} is already an EDiT model; pass its teacher")
     if model_family(teacher) != family:
@@ -73,7 +58,7 @@ def _to_student(teacher: ModelMixin, family: Family, options) -> ModelMixin:
     if isinstance(options, dict):
         options = EDiTConfig.from_dict(options)
     config = {**_teacher_config(teacher), "edit_config": (options or EDiTConfig()).to_dict()}
-    return _rebuild(teacher, FAMILIES[family][1], config)
+    return _rebuild(teacher, get_family(family).student_class, config)
 
 
 def to_edit(
@@ -92,11 +77,11 @@ def to_mm_edit(
 
 def convert(teacher: ModelMixin, options: EDiTConfig | dict | None = None) -> ModelMixin:
     """The family's conversion: `to_edit` for PixArt, `to_mm_edit` for SD3."""
-    return _to_student(teacher, model_family(teacher), options)
+    return family_of(teacher).convert(teacher, options)
 
 
 def to_teacher(student: ModelMixin) -> ModelMixin:
     """Drop the EDiT attention: the teacher architecture with the student's shared weights."""
     if not is_edit(student):
         return student
-    return _rebuild(student, FAMILIES[model_family(student)][0], _teacher_config(student))
+    return _rebuild(student, family_of(student).teacher_class, _teacher_config(student))

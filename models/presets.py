@@ -14,7 +14,8 @@ import torch
 from diffusers import ModelMixin
 
 from edit_mobile.errors import UserError
-from edit_mobile.models.conversion import CLASS_NAMES, FAMILIES, convert
+from edit_mobile.models.conversion import convert
+from edit_mobile.models.families import family_of_class_name, get_family
 
 EDIT_SUFFIX = "-edit"
 
@@ -97,7 +98,7 @@ def build_preset(name: str, seed: int = 0, device: str | torch.device = "cpu") -
     if base not in PRESETS:
         raise UserError(f"unknown model {name!r}: not a preset ({', '.join(preset_names())}) nor a folder")
     preset = PRESETS[base]
-    teacher_cls = FAMILIES[preset.family][0]
+    teacher_cls = get_family(preset.family).teacher_class
     with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(seed)
         model = teacher_cls.from_config(preset.config)
@@ -147,7 +148,7 @@ def _class_name(folder: Path) -> str:
         class_name = json.loads((folder / "config.json").read_text())["_class_name"]
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"{folder / 'config.json'} is not a diffusers model config ({err})") from err
-    if class_name not in CLASS_NAMES:
+    if family_of_class_name(class_name) is None:
         raise UserError(
             f"{folder} holds a {class_name}, not a PixArt or SD3 transformer; "
             "pass a PixArt-Sigma or SD3/SD3.5 transformer folder"
@@ -156,7 +157,8 @@ def _class_name(folder: Path) -> str:
 
 
 def _model_class(class_name: str) -> type[ModelMixin]:
-    return next(c for c in FAMILIES[CLASS_NAMES[class_name]] if c.__name__ == class_name)
+    family = family_of_class_name(class_name)
+    return family.student_class if family.student_class.__name__ == class_name else family.teacher_class
 
 
 # Bounds on a folder's config, checked before anything is allocated: the largest real models of

@@ -10,27 +10,16 @@ from torch import nn
 
 from edit_mobile.cli_args import check_prompt_tokens, parse_resolution
 from edit_mobile.errors import UserError
-from edit_mobile.models.conversion import edit_options, model_family
-
-VAE_SCALE = 8  # pixels per latent cell, for the VAEs of PixArt-Sigma and SD3
-# Prompt tokens per family: PixArt-Sigma's T5 at 120; SD3's CLIP (77) + T5 (256).
-DEFAULT_PROMPT_TOKENS = {"pixart": 120, "sd3": 77 + 256}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str = "float32"
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+from edit_mobile.models.conversion import edit_options
+from edit_mobile.models.families import family_of
+from edit_mobile.models.families.base import VAE_SCALE, TensorSpec
 
 
 def required_multiple(model: ModelMixin) -> int:
-    """Pixels per side must be a multiple of this: VAE x patch x (EDiT compression stride)."""
+    """Pixels per side must be a multiple of this: the family's rule (VAE x patch x the EDiT
+    compression stride, for teachers too, so that both forms take the same sizes)."""
     options = edit_options(model)
-    return VAE_SCALE * model.config.patch_size * (options.compression_stride if options else 1)
+    return family_of(model).resolution_multiple(model, options.compression_stride if options else None)
 
 
 def default_resolution(model: ModelMixin) -> tuple[int, int]:
@@ -56,7 +45,7 @@ class TransformerSignature:
         batch: int = 1,
         prompt_tokens: int | None = None,
     ) -> TransformerSignature:
-        family = model_family(model)
+        family = family_of(model)
         if height_px is None:
             height_px, width_px = default_resolution(model)
         width_px = height_px if width_px is None else width_px
@@ -65,30 +54,20 @@ class TransformerSignature:
         if height_px % multiple or width_px % multiple:
             raise UserError(
                 f"resolution {height_px}x{width_px} is not divisible by {multiple} "
-                f"(VAE {VAE_SCALE} x patch {model.config.patch_size}"
-                f"{' x compression stride' if multiple > VAE_SCALE * model.config.patch_size else ''}); "
+                f"(VAE {VAE_SCALE} x patch {model.config.patch_size} x compression stride "
+                f"{multiple // (VAE_SCALE * model.config.patch_size)}); "
                 f"use a multiple of {multiple} pixels per side"
             )
         if batch < 1:
             raise UserError(f"batch {batch} must be at least 1")
         latent = (height_px // VAE_SCALE, width_px // VAE_SCALE)
-        tokens = DEFAULT_PROMPT_TOKENS[family] if prompt_tokens is None else check_prompt_tokens(prompt_tokens)
+        tokens = family.default_prompt_tokens if prompt_tokens is None else check_prompt_tokens(prompt_tokens)
         config = model.config
-        inputs = [TensorSpec("hidden_states", (batch, config.in_channels, *latent))]
-        if family == "pixart":
-            inputs += [
-                TensorSpec("encoder_hidden_states", (batch, tokens, config.caption_channels)),
-                TensorSpec("encoder_attention_mask", (batch, tokens)),
-            ]
-        else:
-            inputs += [
-                TensorSpec("encoder_hidden_states", (batch, tokens, config.joint_attention_dim)),
-                TensorSpec("pooled_projections", (batch, config.pooled_projection_dim)),
-            ]
-        inputs.append(TensorSpec("timestep", (batch,)))
-        out_channels = model.out_channels if family == "pixart" else config.out_channels
-        outputs = (TensorSpec("noise_pred", (batch, out_channels, *latent)),)
-        return cls(family, (height_px, width_px), latent, tokens, tuple(inputs), outputs)
+        inputs = [TensorSpec("hidden_states", (batch, config.in_channels, *latent)),
+                  *family.prompt_inputs(config, batch, tokens),
+                  TensorSpec("timestep", (batch,))]
+        outputs = (TensorSpec("noise_pred", (batch, family.out_channels(model), *latent)),)
+        return cls(family.name, (height_px, width_px), latent, tokens, tuple(inputs), outputs)
 
     @property
     def input_names(self) -> list[str]:
@@ -111,26 +90,20 @@ class TransformerSignature:
 
 
 class DenoiserWrapper(nn.Module):
-    """One denoiser step with positional tensor inputs in signature order -> noise prediction.
-
-    PixArt: (hidden_states, encoder_hidden_states, encoder_attention_mask, timestep).
-    SD3:    (hidden_states, encoder_hidden_states, pooled_projections, timestep).
-    """
+    """One denoiser step with positional tensor inputs in signature order -> noise prediction:
+    (hidden_states, the family's prompt inputs..., timestep), passed to the diffusers forward
+    by name (the family maps them)."""
 
     def __init__(self, model: ModelMixin):
         super().__init__()
         self.model = model
-        self.family = model_family(model)
+        self.family = family_of(model)
+        self.input_names = ["hidden_states", *(spec.name for spec in self.family.prompt_inputs(model.config, 1, 1)),
+                            "timestep"]
 
-    def forward(self, hidden_states, encoder_hidden_states, conditioning, timestep) -> torch.Tensor:
-        if self.family == "pixart":
-            extra = {"encoder_attention_mask": conditioning}
-        else:
-            extra = {"pooled_projections": conditioning}
-        return self.model(
-            hidden_states,
-            encoder_hidden_states=encoder_hidden_states,
-            timestep=timestep,
-            return_dict=False,
-            **extra,
-        )[0]
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if len(inputs) != len(self.input_names):
+            raise TypeError(f"the denoiser takes {', '.join(self.input_names)}; got {len(inputs)} tensors")
+        named = self.family.forward_kwargs(dict(zip(self.input_names, inputs, strict=True)))
+        hidden_states = named.pop("hidden_states")
+        return self.model(hidden_states, **named, return_dict=False)[0]

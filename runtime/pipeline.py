@@ -106,11 +106,11 @@ class TextToImage:
             )
 
     def default_settings(self, steps: int | None = None, guidance: float | None = None, seed: int = 0) -> Generation:
-        from edit_mobile.calibration.sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS
+        from edit_mobile.models.families import get_family
 
-        family = self.manifest.family
-        return Generation(DEFAULT_STEPS[family] if steps is None else steps,
-                          DEFAULT_GUIDANCE[family] if guidance is None else guidance, seed)
+        family = get_family(self.manifest.family)
+        return Generation(family.default_steps if steps is None else steps,
+                          family.default_guidance if guidance is None else guidance, seed)
 
     def encode(self, prompts: list[str], guidance: float):
         encoded = self.encoder.encode(prompts, guidance > 1.0)
@@ -126,14 +126,14 @@ class TextToImage:
     @torch.no_grad()
     def latents(self, encoded, index: int, settings: Generation, progress=None) -> torch.Tensor:
         """Denoise one prompt (row `index` of `encoded`) from seeded noise; (1, C, h, w)."""
-        from edit_mobile.calibration.sampler import family_scheduler
+        from edit_mobile.models.families import get_family
 
         if settings.steps < 1:
             raise UserError(f"--steps {settings.steps} must be at least 1")
         guided = settings.guidance > 1.0
         positive = _prompt_inputs(encoded.positive.select(index))
         branches = [_prompt_inputs(encoded.negative_for(index)), positive] if guided else [positive]
-        scheduler = family_scheduler(self.manifest.family, self.model_source)
+        scheduler = get_family(self.manifest.family).scheduler(self.model_source)
         scheduler.set_timesteps(settings.steps)
         generator = torch.Generator().manual_seed(settings.seed)
         latents = torch.randn(self.latent_shape, generator=generator) * getattr(scheduler, "init_noise_sigma", 1.0)

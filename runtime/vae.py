@@ -14,12 +14,8 @@ from pathlib import Path
 import torch
 
 from edit_mobile.errors import UserError
+from edit_mobile.models.families import get_family
 from edit_mobile.runtime.manifest import Manifest
-
-# Latent scaling of the real VAEs: PixArt-Sigma uses SDXL's VAE; SD3 / SD3.5 their 16-channel VAE.
-LATENT_SCALING = {"pixart": {"scaling_factor": 0.13025, "shift_factor": None},
-                  "sd3": {"scaling_factor": 1.5305, "shift_factor": 0.0609}}
-LATENT_CHANNELS = {"pixart": 4, "sd3": 16}
 
 
 def tiny_vae(family: str, seed: int = 0):
@@ -35,9 +31,9 @@ def tiny_vae(family: str, seed: int = 0):
             up_block_types=("UpDecoderBlock2D",) * 4,
             block_out_channels=(16, 16, 32, 32),  # 4 levels: 3 upsamplings = 8x
             layers_per_block=1,
-            latent_channels=LATENT_CHANNELS[family],
+            latent_channels=get_family(family).latent_channels,
             norm_num_groups=8,
-            **{key: value for key, value in LATENT_SCALING[family].items() if value is not None},
+            **get_family(family).vae_scaling(),
         )
     return vae.eval()
 

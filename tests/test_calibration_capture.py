@@ -86,12 +86,15 @@ def test_sd3_records_hold_pooled_embeddings_and_333_tokens(tmp_path):
 
 
 def test_precomputed_embeddings_are_used_as_given(tmp_path):
+    from edit_mobile.models.families import get_family
+
+    tokens = get_family("pixart").default_prompt_tokens  # 300, PixArtSigmaPipeline's
     generator = torch.Generator().manual_seed(3)
     embeddings = {
-        "prompt_embeds": torch.randn(2, 120, 32, generator=generator),
-        "negative_prompt_embeds": torch.zeros(1, 120, 32),
-        "prompt_attention_mask": torch.ones(2, 120),
-        "negative_prompt_attention_mask": torch.ones(1, 120),
+        "prompt_embeds": torch.randn(2, tokens, 32, generator=generator),
+        "negative_prompt_embeds": torch.zeros(1, tokens, 32),
+        "prompt_attention_mask": torch.ones(2, tokens),
+        "negative_prompt_attention_mask": torch.ones(1, tokens),
     }
     save_file(embeddings, tmp_path / "embeds.safetensors")
     capture_calibration("tiny-pixart", tmp_path / "set", embeddings_path=tmp_path / "embeds.safetensors",

@@ -152,3 +152,19 @@ def test_tiny_presets_are_known_by_name_config_or_converted_folder(tmp_path):
     assert is_tiny("my-model", dict(student.config))  # a renamed copy keeps the tiny architecture
     assert not is_tiny("pixart-sigma-xl-512") and not is_tiny(tmp_path / "missing")
     assert not is_tiny("my-model", {**student.config, "num_layers": 28})
+
+
+@pytest.mark.parametrize("name", ["tiny-pixart", "tiny-sd3"])
+def test_teacher_and_student_take_the_same_resolutions(name):
+    """One rule (the family's: VAE 8 x patch 2 x compression stride 2) for calibrate, export and
+    the API: calibrate used to accept 8 x patch for teachers, which export then refused."""
+    from edit_mobile.errors import UserError
+    from edit_mobile.models import TransformerSignature
+    from edit_mobile.models.signature import required_multiple
+
+    teacher, student = build_preset(name), build_preset(name + "-edit")
+    assert required_multiple(teacher) == required_multiple(student) == 32
+    for model in (teacher, student):
+        assert TransformerSignature.of(model, 96, 64).latent_hw == (12, 8)
+        with pytest.raises(UserError, match="not divisible by 32"):
+            TransformerSignature.of(model, 80, 80)

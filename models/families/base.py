@@ -1,0 +1,95 @@
+"""What a model family knows, as one object: its classes, the denoiser's inputs and how they
+map to the diffusers forward, its sampler's defaults, its latent space and its resolution rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+VAE_SCALE = 8  # pixels per latent cell: the VAEs of every family here downsample 8x
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One denoiser input or output: its name (as the diffusers forward calls it) and shape."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+class Family:
+    """Subclasses live one a file in models/families/ and set the class attributes."""
+
+    name: str = ""
+    description: str = ""
+    teacher_class: type = object
+    student_class: type = object
+    # Prompt and sampling defaults: those of the family's diffusers pipeline.
+    default_prompt_tokens: int = 0
+    default_steps: int = 0
+    default_guidance: float = 0.0
+    # Latent space of the family's VAE.
+    latent_channels: int = 0
+    vae_scaling_factor: float = 1.0
+    vae_shift_factor: float | None = None
+    # The text encoder layout calibration and the pipeline build ("t5" or "clip+t5").
+    text_encoder: str = ""
+    # Compression stride every resolution must allow, teachers included, so that a teacher and
+    # its EDiT student are exported, calibrated and compared at the same sizes.
+    student_compression_stride: int = 2
+
+    # --- the denoiser's inputs --------------------------------------------------------------
+
+    def prompt_inputs(self, config, batch: int, tokens: int) -> list[TensorSpec]:
+        """The prompt-level inputs (embeddings, mask or pooled vector) in call order."""
+        raise NotImplementedError
+
+    def out_channels(self, model) -> int:
+        return model.config.out_channels
+
+    def forward_kwargs(self, named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Named denoiser inputs -> keyword arguments of the diffusers forward."""
+        return dict(named)
+
+    def conditioning_input(self) -> str:
+        """The name of the input beside hidden_states / encoder_hidden_states / timestep."""
+        raise NotImplementedError
+
+    # --- conversion and sampling ------------------------------------------------------------
+
+    def convert(self, teacher, options):
+        raise NotImplementedError
+
+    def scheduler_class(self):
+        raise NotImplementedError
+
+    def default_scheduler(self):
+        raise NotImplementedError
+
+    def scheduler(self, model_source=None):
+        """The pipeline folder's own scheduler (scheduler/ in or beside the model folder), else
+        the family's default."""
+        cls = self.scheduler_class()
+        if model_source is not None and Path(str(model_source)).is_dir():
+            source = Path(str(model_source))
+            for folder in (source / "scheduler", source.parent / "scheduler"):
+                if (folder / "scheduler_config.json").is_file():
+                    return cls.from_config(cls.load_config(folder))
+        return self.default_scheduler()
+
+    def resolution_multiple(self, model, compression_stride: int | None = None) -> int:
+        """Pixels per side must be a multiple of this: VAE x patch x compression stride."""
+        stride = max(self.student_compression_stride, compression_stride or 1)
+        return VAE_SCALE * model.config.patch_size * stride
+
+    def vae_scaling(self) -> dict[str, float]:
+        scaling = {"scaling_factor": self.vae_scaling_factor}
+        if self.vae_shift_factor is not None:
+            scaling["shift_factor"] = self.vae_shift_factor
+        return scaling

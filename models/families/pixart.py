@@ -1,0 +1,52 @@
+"""PixArt-Sigma (diffusers PixArtTransformer2DModel) and its EDiT student.
+
+Inputs: latents, T5 prompt embeddings with their attention mask, timestep. Sampler: DPM-Solver++
+2M (DPMSolverMultistepScheduler's defaults, as PixArt-Sigma's diffusers conversion ships it);
+the transformer also predicts a learned variance, dropped before the step. VAE: SDXL's
+(4 latent channels, scaling 0.13025). Prompts: 300 T5 tokens (PixArtSigmaPipeline's
+max_sequence_length); guidance 4.5 and 20 steps (the pipeline's defaults).
+"""
+
+from __future__ import annotations
+
+from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
+
+from edit_mobile.models.families.base import Family, TensorSpec
+from edit_mobile.models.pixart_edit import PixArtEDiTTransformer2DModel
+
+
+class PixArtFamily(Family):
+    name = "pixart"
+    description = "PixArt-Sigma DiT; EDiT student"
+    teacher_class = PixArtTransformer2DModel
+    student_class = PixArtEDiTTransformer2DModel
+    default_prompt_tokens = 300
+    default_steps = 20
+    default_guidance = 4.5
+    latent_channels = 4
+    vae_scaling_factor = 0.13025
+    text_encoder = "t5"
+
+    def prompt_inputs(self, config, batch: int, tokens: int) -> list[TensorSpec]:
+        return [TensorSpec("encoder_hidden_states", (batch, tokens, config.caption_channels)),
+                TensorSpec("encoder_attention_mask", (batch, tokens))]
+
+    def conditioning_input(self) -> str:
+        return "encoder_attention_mask"
+
+    def out_channels(self, model) -> int:
+        return model.out_channels  # twice the latent channels: noise and learned variance
+
+    def scheduler_class(self):
+        return DPMSolverMultistepScheduler
+
+    def default_scheduler(self):
+        return DPMSolverMultistepScheduler()
+
+    def convert(self, teacher, options):
+        from edit_mobile.models.conversion import to_edit
+
+        return to_edit(teacher, options)
+
+
+FAMILY = PixArtFamily()

@@ -1,0 +1,53 @@
+"""Stable Diffusion 3 / 3.5 (diffusers SD3Transformer2DModel, MMDiT-X layers included) and its
+MM-EDiT student.
+
+Inputs: latents, joint prompt embeddings (77 CLIP-L/G tokens + T5 tokens), pooled CLIP
+projections, timestep. Sampler: FlowMatchEulerDiscreteScheduler with shift 3.0 (the SD3-medium
+and SD3.5-medium scheduler configs). VAE: 16 latent channels, scaling 1.5305, shift 0.0609.
+Prompts: 77 + 256 tokens; guidance 7.0 and 28 steps (StableDiffusion3Pipeline's defaults).
+"""
+
+from __future__ import annotations
+
+from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+from edit_mobile.models.families.base import Family, TensorSpec
+from edit_mobile.models.sd3_mm_edit import SD3MMEDiTTransformer2DModel
+
+CLIP_TOKENS = 77
+SD3_SHIFT = 3.0
+
+
+class SD3Family(Family):
+    name = "sd3"
+    description = "Stable Diffusion 3 / 3.5 MM-DiT; MM-EDiT student"
+    teacher_class = SD3Transformer2DModel
+    student_class = SD3MMEDiTTransformer2DModel
+    default_prompt_tokens = CLIP_TOKENS + 256
+    default_steps = 28
+    default_guidance = 7.0
+    latent_channels = 16
+    vae_scaling_factor = 1.5305
+    vae_shift_factor = 0.0609
+    text_encoder = "clip+t5"
+
+    def prompt_inputs(self, config, batch: int, tokens: int) -> list[TensorSpec]:
+        return [TensorSpec("encoder_hidden_states", (batch, tokens, config.joint_attention_dim)),
+                TensorSpec("pooled_projections", (batch, config.pooled_projection_dim))]
+
+    def conditioning_input(self) -> str:
+        return "pooled_projections"
+
+    def scheduler_class(self):
+        return FlowMatchEulerDiscreteScheduler
+
+    def default_scheduler(self):
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=SD3_SHIFT)
+
+    def convert(self, teacher, options):
+        from edit_mobile.models.conversion import to_mm_edit
+
+        return to_mm_edit(teacher, options)
+
+
+FAMILY = SD3Family()
