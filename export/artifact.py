@@ -277,15 +277,23 @@ def trace(plan: ExportPlan, denoiser: nn.Module, inputs) -> tuple[torch.export.E
 
 
 def lower(plan: ExportPlan, job: LoweringJob, quantization: dict | None, staging: Path):
-    """The backend writes its program; schemes that quantize the written file run after it."""
-    result = plan.backend.lower(job, staging)
+    """The backend writes its program; schemes that quantize the written file run after it.
+    A third-party failure becomes one line; its traceback goes to a log beside the output
+    (the staging folder is removed on failure)."""
+    from edit_mobile.export.backends.base import lowering_stage
+
+    name = plan.backend.name
+    log_path = staging.parent / f"{Path(plan.request.output).name}.export-error.log"
+    with lowering_stage(name, "lowering", log_path):
+        result = plan.backend.lower(job, staging)
     if quantization is not None and quantization.get("stage") == "lowered":
         request = plan.request
-        quantization = plan.quantization.quantize_lowered(
-            staging / result.files["program"], backend=plan.backend.name, scheme=request.quantize,
-            calibration=request.calibration, signature=plan.signature, record=quantization,
-        )
-        result = plan.backend.program_rewritten(result, staging)
+        with lowering_stage(name, "quantization of the written program", log_path):
+            quantization = plan.quantization.quantize_lowered(
+                staging / result.files["program"], backend=name, scheme=request.quantize,
+                calibration=request.calibration, signature=plan.signature, record=quantization,
+            )
+            result = plan.backend.program_rewritten(result, staging)
     return result, quantization
 
 

@@ -104,3 +104,27 @@ def test_attention_and_mlp_compute_stays_in_the_xnnpack_delegate():
     outside = attention_or_mlp_outside(coverage)
     assert outside == {}, f"attention / MLP compute runs outside XNNPACK: {outside}"
     assert coverage["flops_share_delegated"] > 0.999
+
+
+def test_a_lowering_failure_is_one_line_with_the_traceback_in_a_log(tmp_path, monkeypatch, capsys):
+    from edit_mobile.export.backends import executorch_program
+    from edit_mobile.main import main
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("partitioner exploded\nsecond line, for the log only")
+
+    monkeypatch.setattr(executorch_program, "to_edge_transform_and_lower", explode)
+    out = tmp_path / "art"
+    code = main(["export", "tiny-pixart", "--backend", "xnnpack", "--resolution", "64", "-o", str(out)])
+    err = capsys.readouterr().err
+    log = tmp_path / "art.export-error.log"
+    assert code == 2
+    assert "Traceback" not in err and "second line" not in err
+    (line,) = [line for line in err.splitlines() if "lowering failed" in line]
+    assert line == (
+        "edit-mobile export: error: xnnpack lowering failed in to_edge_transform_and_lower: "
+        f"RuntimeError: partitioner exploded; the full log is in {log}"
+    )
+    text = log.read_text()
+    assert "Traceback" in text and "second line, for the log only" in text and "in explode" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art.export-error.log"]  # no artifact, no staging

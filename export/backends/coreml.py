@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edit_mobile.errors import UserError
-from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob
+from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob, named_stage
 
 PACKAGE_DIR = "model.mlpackage"
 DEFAULT_TARGET = "iOS17"
@@ -138,19 +138,21 @@ def convert(job: LoweringJob, target_name: str | None):
 
     target = deployment_target(target_name)
     # coremltools converts ATen-dialect programs (the core-ATen decomposition, no edge ops).
-    exported = job.exported.run_decompositions({})
-    mlmodel = ct.convert(
-        exported,
-        convert_to="mlprogram",
-        minimum_deployment_target=target,
-        compute_precision=compute_precision(job.precision),
-        inputs=[
-            ct.TensorType(name=name, shape=tuple(tensor.shape), dtype=np.float32)
-            for name, tensor in zip(job.input_names, job.example_inputs, strict=True)
-        ],
-        outputs=[ct.TensorType(name=name, dtype=np.float32) for name in job.output_names],
-        skip_model_load=True,  # Core ML itself exists only on Apple systems
-    )
+    with named_stage("run_decompositions"):
+        exported = job.exported.run_decompositions({})
+    with named_stage("coremltools.convert"):
+        mlmodel = ct.convert(
+            exported,
+            convert_to="mlprogram",
+            minimum_deployment_target=target,
+            compute_precision=compute_precision(job.precision),
+            inputs=[
+                ct.TensorType(name=name, shape=tuple(tensor.shape), dtype=np.float32)
+                for name, tensor in zip(job.input_names, job.example_inputs, strict=True)
+            ],
+            outputs=[ct.TensorType(name=name, dtype=np.float32) for name in job.output_names],
+            skip_model_load=True,  # Core ML itself exists only on Apple systems
+        )
     strip_build_date(mlmodel)
     return mlmodel, target
 
@@ -169,7 +171,8 @@ class CoreMLBackend(Backend):
 
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
         mlmodel, target = convert(job, job.options.get("coreml_target"))
-        mlmodel.save(str(out_dir / PACKAGE_DIR))
+        with named_stage("mlmodel.save"):
+            mlmodel.save(str(out_dir / PACKAGE_DIR))
         expected = [(n, list(t.shape)) for n, t in zip(job.input_names, job.example_inputs, strict=True)]
         result = BackendResult(
             files={"program": PACKAGE_DIR},

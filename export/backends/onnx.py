@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from edit_mobile.errors import UserError
-from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob
+from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob, named_stage
 
 PROGRAM_FILE = "model.onnx"
 ORT_FILE = "model.ort"
@@ -77,19 +77,21 @@ class OnnxBackend(Backend):
         if opset < MIN_OPSET:
             raise UserError(f"ONNX opset {opset} is too old; use {MIN_OPSET} or newer")
         drop_noop_squeezes(job.exported)
-        onnx_program = torch.onnx.export(
-            job.exported,
-            job.example_inputs,
-            dynamo=True,
-            opset_version=opset,
-            input_names=job.input_names,
-            output_names=job.output_names,
-            external_data=False,
-            verbose=False,
-        )
+        with named_stage("torch.onnx.export"):
+            onnx_program = torch.onnx.export(
+                job.exported,
+                job.example_inputs,
+                dynamo=True,
+                opset_version=opset,
+                input_names=job.input_names,
+                output_names=job.output_names,
+                external_data=False,
+                verbose=False,
+            )
         model = onnx_program.model_proto
         tidy_graph(model)
-        onnx.checker.check_model(model, full_check=True)
+        with named_stage("onnx.checker"):
+            onnx.checker.check_model(model, full_check=True)
         onnx.save_model(model, str(out_dir / PROGRAM_FILE))
         result = BackendResult(
             files={"program": PROGRAM_FILE},
@@ -106,9 +108,11 @@ class OnnxBackend(Backend):
 
         path = out_dir / result.files["program"]
         model = onnx.load(str(path))
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        with named_stage("onnxruntime.InferenceSession"):
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         if ort_format or (ort_format is None and "ort_program" in result.files):
-            write_ort_format(path, out_dir / ORT_FILE)
+            with named_stage("the ORT format"):
+                write_ort_format(path, out_dir / ORT_FILE)
             result.files["ort_program"] = ORT_FILE
         ops = Counter(node.op_type for node in model.graph.node)
         result.program = {**result.program, "ops": dict(sorted(ops.items()))}

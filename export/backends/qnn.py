@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edit_mobile.errors import UserError
 from edit_mobile.export.backends import executorch_program
-from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob
+from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob, named_stage
 from edit_mobile.export.coverage import delegation_coverage
 
 HOST_LIBRARY_DIR = "lib/x86_64-linux-clang"
@@ -80,9 +80,10 @@ class QnnBackend(Backend):
             soc_model=chipsets[soc],
             backend_options=generate_htp_compiler_spec(use_fp16=not job.options.get("quantized")),
         )
-        edge = to_edge_transform_and_lower_to_qnn(
-            job.exported.module(), job.example_inputs, compiler_specs
-        )
+        with named_stage("to_edge_transform_and_lower_to_qnn"):
+            edge = to_edge_transform_and_lower_to_qnn(
+                job.exported.module(), job.example_inputs, compiler_specs
+            )
         coverage = delegation_coverage(edge.exported_program().graph_module)
         program = executorch_program.to_executorch(edge)
         return BackendResult(

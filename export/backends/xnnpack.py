@@ -13,7 +13,7 @@ from executorch.devtools.bundled_program.serialize import (
 )
 
 from edit_mobile.export.backends import executorch_program
-from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob
+from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob, named_stage
 
 BUNDLED_FILE = "model.bpte"
 
@@ -22,13 +22,14 @@ def write_bundled_program(program, job: LoweringJob, out_dir: Path) -> str:
     """The device checks itself against these outputs. A float program is held to PyTorch's;
     a quantized one differs from PyTorch by design (validate measures by how much), so it is
     held to what the same program computes here: the device must reproduce the host."""
-    expected = host_outputs(program, job) if job.options.get("quantized") else job.reference_outputs
-    suite = MethodTestSuite(
-        method_name="forward",
-        test_cases=[MethodTestCase(inputs=list(job.example_inputs), expected_outputs=list(expected))],
-    )
-    bundled = BundledProgram(program, [suite])
-    (out_dir / BUNDLED_FILE).write_bytes(serialize_from_bundled_program_to_flatbuffer(bundled))
+    with named_stage("the bundled program"):
+        expected = host_outputs(program, job) if job.options.get("quantized") else job.reference_outputs
+        suite = MethodTestSuite(
+            method_name="forward",
+            test_cases=[MethodTestCase(inputs=list(job.example_inputs), expected_outputs=list(expected))],
+        )
+        bundled = BundledProgram(program, [suite])
+        (out_dir / BUNDLED_FILE).write_bytes(serialize_from_bundled_program_to_flatbuffer(bundled))
     return BUNDLED_FILE
 
 
