@@ -6,6 +6,14 @@ cases) is loaded the way ExecuTorch 1.5.1 loads bundled programs at runtime:
 `_load_for_executorch_from_bundled_program(bundle)` -> a module to run; the bundle itself
 checks the program against its own expected outputs (`verify_result_with_bundled_expected_output`).
 
+Both loaders verify programs with `Verification.InternalConsistency`, but the bundled one
+trusts the bundle around the program (and loads it for its test cases with minimal checks), so
+a bundle is handed over only once every part it trusts was checked: its tables (pte_format),
+the inner program by ExecuTorch's verifier, and each test case against the method it feeds.
+What a verified program means is not verified (delegates parse their own blobs, kernels trust
+their arguments' types), so each program first initialises and runs once on zeros in a child
+(`trial_in_child`): a program that crashes ExecuTorch costs the child, not this process.
+
 With `etdump=True` the program records an ETDump (per-instruction and per-delegate-op
 timings) and, with a `debug_buffer_size`, every instruction's output tensors: profiling and
 numerical debugging read them through the devtools Inspector.
@@ -13,6 +21,12 @@ numerical debugging read them through the devtools Inspector.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,14 +35,16 @@ from pathlib import Path
 import torch
 
 from edit_mobile.errors import UserError
-from edit_mobile.runtime.manifest import Manifest
+from edit_mobile.runtime.manifest import FileEntry, Manifest
 from edit_mobile.runtime.pte_format import (
+    BundledCase,
+    BundledInfo,
     ProgramInfo,
     check_pte_framing,
     read_bundled_program,
     read_program_info,
 )
-from edit_mobile.runtime.session import Session
+from edit_mobile.runtime.session import Session, torch_dtype
 
 METHOD = "forward"
 
@@ -65,7 +81,7 @@ class ExecuTorchSession(Session):
         self.bundled = self.entry.path.suffix.lower() == ".bpte"
         self.etdump = etdump
         if self.bundled:
-            self._bundle_info = read_bundled_program(self.entry.path)
+            self._bundle_data, self._bundle_info = verified_bundle(self.entry)
             self.program_bytes = self._bundle_info.program
         else:
             check_pte_framing(self.entry.path)
@@ -73,6 +89,7 @@ class ExecuTorchSession(Session):
         self._info: ProgramInfo | None = None
         self._check_backends()
         set_threads(threads)
+        trial_in_child(self.entry, self.program_bytes if self.bundled else self.entry.path, self.inputs)
         started = time.perf_counter()
         try:
             if self.bundled:
@@ -101,7 +118,7 @@ class ExecuTorchSession(Session):
 
     def _load_bundled(self, etdump: bool, debug_buffer_size: int) -> None:
         bindings = _pybindings()
-        self._bundle = bindings._load_bundled_program_from_buffer(self.entry.path.read_bytes())
+        self._bundle = bindings._load_bundled_program_from_buffer(self._bundle_data)
         module = bindings._load_for_executorch_from_bundled_program(
             self._bundle, enable_etdump=etdump, debug_buffer_size=debug_buffer_size
         )
@@ -164,8 +181,9 @@ class BundledCheck:
 def verify_bundled_program(manifest: Manifest, rtol: float, atol: float) -> list[BundledCheck]:
     """Run the .bpte's own test cases in the ExecuTorch runtime against its expected outputs."""
     entry = manifest.file("bundled_program")
-    info = read_bundled_program(entry.path)
-    bundle = _pybindings()._load_bundled_program_from_buffer(entry.path.read_bytes())
+    data, info = verified_bundle(entry)
+    trial_in_child(entry, info.program, manifest.inputs)
+    bundle = _pybindings()._load_bundled_program_from_buffer(data)
     checks = []
     for case in range(info.test_cases.get(METHOD, 0)):
         try:
@@ -174,6 +192,188 @@ def verify_bundled_program(manifest: Manifest, rtol: float, atol: float) -> list
         except RuntimeError as err:
             checks.append(BundledCheck(case, False, _one_line(err)))
     return checks
+
+
+def verified_bundle(entry: FileEntry) -> tuple[bytes, BundledInfo]:
+    """The .bpte's bytes and contents, safe to hand to ExecuTorch's bundled loader."""
+    data = entry.path.read_bytes()
+    info = read_bundled_program(entry.path, data)
+    program = _verified_program(entry, info.program)
+    if METHOD in info.suites:
+        _check_test_cases(entry, info.suites[METHOD], program.metadata(METHOD))
+    return data, info
+
+
+def _verified_program(entry: FileEntry, program_bytes: bytes):
+    """The program loaded (not run) with ExecuTorch's full flatbuffer verification."""
+    from executorch.runtime import Runtime, Verification
+
+    try:
+        program = Runtime.get().load_program(program_bytes, verification=Verification.InternalConsistency)
+    except (RuntimeError, ValueError) as err:
+        raise UserError(f"ExecuTorch could not load {entry.relative}: {_one_line(err)}; re-export the artifact") from err
+    if METHOD not in program.method_names:
+        raise UserError(f"{entry.relative} has no '{METHOD}' method (it has {sorted(program.method_names)}); re-export the artifact")
+    return program
+
+
+def _check_test_cases(entry: FileEntry, cases: list[BundledCase], meta) -> None:
+    """Each bundled input and expected output is a tensor of the method's own type and shape:
+    the bundled runtime copies and compares them by the method's sizes, unchecked."""
+    inputs = _tensor_metas(entry, meta.num_inputs(), meta.input_tensor_meta, "input")
+    outputs = _tensor_metas(entry, meta.num_outputs(), meta.output_tensor_meta, "output")
+    for number, case in enumerate(cases):
+        for role, values, expected in (("input", case.inputs, inputs), ("expected output", case.expected_outputs, outputs)):
+            if len(values) != len(expected):
+                raise UserError(
+                    f"{entry.relative}: bundled test case {number} has {len(values)} {role}s but '{METHOD}' "
+                    f"has {len(expected)}; re-export the artifact"
+                )
+            for index, (value, (sizes, dtype)) in enumerate(zip(values, expected, strict=True)):
+                if (value.kind, value.sizes, value.scalar_type) != ("tensor", sizes, dtype):
+                    raise UserError(
+                        f"{entry.relative}: bundled test case {number} {role} {index} is a {value.kind} "
+                        f"{list(value.sizes)} of type {value.scalar_type} where '{METHOD}' takes a tensor "
+                        f"{list(sizes)} of type {dtype}; re-export the artifact"
+                    )
+
+
+def _tensor_metas(entry: FileEntry, count: int, tensor_meta, role: str) -> list[tuple[tuple[int, ...], int]]:
+    try:
+        infos = [tensor_meta(index) for index in range(count)]
+    except IndexError as err:  # not a tensor
+        raise UserError(f"{entry.relative}: '{METHOD}' has a non-tensor {role}, which edit-mobile does not run") from err
+    return [(tuple(info.sizes()), int(info.dtype())) for info in infos]
+
+
+# --- a trial run in a child first -------------------------------------------------------------
+
+# A trial of a tiny program takes milliseconds; a large one's init (XNNPACK packs every weight)
+# and one step, minutes at most. The environment variable overrides it (the fuzz test's tiny
+# programs need seconds).
+TRIAL_TIMEOUT_S = 600.0
+TRIAL_TIMEOUT_VARIABLE = "EDIT_MOBILE_TRIAL_TIMEOUT_S"
+# Forking this (threaded) process is sound on Linux given the precautions in `_forked`; macOS'
+# frameworks are not fork-safe, so there the trial runs in a fresh interpreter.
+FORK_TRIALS = sys.platform.startswith("linux")
+
+
+_TRIALS: dict[tuple, int | str] = {}  # this process's trials by program content: how each ended
+
+
+def trial_in_child(entry: FileEntry, program: Path | bytes, specs) -> None:
+    """Initialise the method and run it once on zeros in a child process, before this one does.
+
+    ExecuTorch verifies a program's flatbuffer, not what it means: XNNPACK compiles its blob
+    with checks that stop short of some corruptions (a std::out_of_range, a log line of bytes
+    pybind11 cannot decode: both abort; some segfault), and a kernel handed a value of the
+    wrong type aborts mid-run. In a child that costs the child, and here becomes one line. A
+    child that fails cleanly is let be: the load or run here then says why."""
+    from executorch.runtime import Runtime, Verification
+
+    key = _content_key(entry, program, specs)
+    if key not in _TRIALS:
+        try:
+            loaded = Runtime.get().load_program(program, verification=Verification.InternalConsistency)
+        except (RuntimeError, ValueError):
+            return  # the load here refuses it, in its own words
+        inputs = [torch.zeros(spec.shape, dtype=torch_dtype(spec.dtype)) for spec in specs]  # made here, not in the child
+        _TRIALS[key] = _forked(lambda: _run_once(loaded, inputs)) if FORK_TRIALS else _fresh_interpreter(program, specs)
+    if _TRIALS[key] not in (0, 1):
+        raise UserError(
+            f"ExecuTorch {_TRIALS[key]} initialising and running {entry.relative} in a trial process: "
+            "the program is corrupt; re-export the artifact"
+        )
+
+
+def _content_key(entry: FileEntry, program: Path | bytes, specs) -> tuple:
+    """The program's identity: its bytes' digest, or for a file the digest the manifest check
+    just verified, with what would change if the file were replaced since."""
+    if isinstance(program, bytes):
+        identity = (hashlib.sha256(program).hexdigest(),)
+    else:
+        status = program.stat()
+        identity = (entry.sha256, status.st_ino, status.st_size, status.st_mtime_ns)
+    return (*identity, tuple((spec.shape, spec.dtype) for spec in specs))
+
+
+def _run_once(program, inputs) -> None:
+    program.load_method(METHOD).execute(inputs)
+
+
+def _forked(function) -> int | str:
+    """`function` run in a forked child, quiet: 0 done, 1 raised, else how the child ended."""
+    timeout = trial_timeout()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child never returns into the parent's code, nor runs its exit handlers
+        code = 1
+        try:
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+            torch.set_num_threads(1)  # the parent's OpenMP workers do not exist here: never wait on them
+            function()
+            code = 0
+        finally:
+            os._exit(code)
+    deadline, pause, ended = time.monotonic() + timeout, 0.001, (0, 0)
+    try:
+        while not (ended := os.waitpid(pid, os.WNOHANG))[0] and time.monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+    finally:
+        if not ended[0]:  # past the deadline, or interrupted: the child goes too
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    return _described(os.waitstatus_to_exitcode(ended[1])) if ended[0] else f"did not finish in {timeout:g} s"
+
+
+TRIAL_SCRIPT = """
+import json, sys, torch
+from executorch.runtime import Runtime, Verification
+inputs = [torch.zeros(shape, dtype=getattr(torch, dtype)) for shape, dtype in json.loads(sys.argv[2])]
+Runtime.get().load_program(sys.argv[1], verification=Verification.InternalConsistency).load_method(sys.argv[3]).execute(inputs)
+"""
+
+
+def _fresh_interpreter(program: Path | bytes, specs) -> int | str:
+    with tempfile.TemporaryDirectory(prefix="edit-mobile-trial-") as scratch:
+        if isinstance(program, bytes):
+            (Path(scratch) / "program.pte").write_bytes(program)
+            program = Path(scratch) / "program.pte"
+        shapes = json.dumps([(list(spec.shape), spec.dtype) for spec in specs])
+        timeout = trial_timeout()
+        try:
+            result = subprocess.run([sys.executable, "-c", TRIAL_SCRIPT, str(program), shapes, METHOD],
+                                    capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"did not finish in {timeout:g} s"
+    return _described(result.returncode)
+
+
+def trial_timeout() -> float:
+    text = os.environ.get(TRIAL_TIMEOUT_VARIABLE)
+    if text is None:
+        return TRIAL_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise UserError(f"{TRIAL_TIMEOUT_VARIABLE}={text!r} is not a number of seconds; unset it or set e.g. {TRIAL_TIMEOUT_S:g}")
+    return seconds
+
+
+def _described(code: int) -> int | str:
+    """0 or 1 as they are (any other exit is a clean failure); a death by its signal's name."""
+    if code >= 0:
+        return min(code, 1)
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
 
 
 def _one_line(err: BaseException) -> str:
