@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
 from edit_mobile.errors import UserError
-from edit_mobile.runtime.manifest import Manifest
+from edit_mobile.runtime.manifest import FileEntry, Manifest
 from edit_mobile.runtime.session import Session
 
 PROVIDERS = ["CPUExecutionProvider"]
@@ -40,6 +40,8 @@ class OnnxSession(Session):
         import onnxruntime as ort
 
         self.entry = manifest.file(role)
+        if self.entry.path.suffix.lower() == ".onnx":
+            check_external_data(self.entry)
         started = time.perf_counter()
         try:
             self.ort_session = ort.InferenceSession(
@@ -73,6 +75,46 @@ class OnnxSession(Session):
     def end_profiling(self) -> Path:
         """Stop onnxruntime's profiler; returns its JSON trace (needs profile_prefix at load)."""
         return Path(self.ort_session.end_profiling())
+
+
+def check_external_data(entry: FileEntry) -> None:
+    """Refuse a model that is not ONNX, or whose tensors name external data outside the
+    artifact folder: onnxruntime would read whatever file a location names."""
+    import onnx
+
+    try:
+        model = onnx.load(str(entry.path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError, onnx's own errors
+        raise UserError(f"{entry.relative} is not a valid ONNX model ({_one_line(err)}); re-export the artifact") from err
+    for tensor in _tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((item.value for item in tensor.external_data if item.key == "location"), "")
+        pure = PurePosixPath(location.replace("\\", "/"))
+        target = (entry.path.parent / pure).resolve()
+        if not location or pure.is_absolute() or ".." in pure.parts or not target.is_relative_to(entry.root):
+            raise UserError(
+                f"{entry.relative}: tensor {tensor.name!r} keeps its data in {location!r}, outside the artifact "
+                "folder; re-export the artifact with its external data beside the model"
+            )
+
+
+def _tensors(graph):
+    """Every tensor of a graph and its subgraphs (If / Loop bodies), without recursion."""
+    graphs = [graph]
+    while graphs:
+        current = graphs.pop()
+        yield from current.initializer
+        for sparse in current.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+        for node in current.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                if attribute.HasField("g"):
+                    graphs.append(attribute.g)
+                graphs.extend(attribute.graphs)
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -24,13 +24,13 @@ class ReferenceSession(Session):
 
     def __init__(self, manifest: Manifest, threads: int | None = None):
         super().__init__(manifest)
-        from edit_mobile.models import DenoiserWrapper, load_transformer, model_family
+        from edit_mobile.models import DenoiserWrapper, model_family
 
         entry = manifest.file(REFERENCE_ROLE)
         if threads:
             torch.set_num_threads(int(threads))
         started = time.perf_counter()
-        model = _quietly(load_transformer, entry.path).eval()
+        model = _load_reference(entry)
         if model.dtype != torch.float32:
             model = model.to(torch.float32)
         family = model_family(model)
@@ -43,6 +43,20 @@ class ReferenceSession(Session):
     @torch.no_grad()
     def _run(self, inputs: tuple[torch.Tensor, ...]) -> list:
         return [self.wrapper(*inputs)]
+
+
+def _load_reference(entry):
+    """The model in reference/, or one line saying why not: the folder passed its hash, yet a
+    hostile or damaged config or weights file would raise from deep inside diffusers."""
+    from edit_mobile.models import load_transformer
+
+    try:
+        return _quietly(load_transformer, entry.path).eval()
+    except UserError:
+        raise
+    except Exception as err:  # diffusers / safetensors / torch raise OSError, ValueError, KeyError, ...
+        detail = " ".join(str(err).split())[:300] or type(err).__name__
+        raise UserError(f"{entry.relative} does not load as the PyTorch reference ({detail}); re-export the artifact") from err
 
 
 def _quietly(function, *args):
