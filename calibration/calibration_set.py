@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
@@ -130,27 +130,194 @@ def write_calibration_set(directory: Path, manifest: dict, splits: dict[str, dic
 
 
 def load_calibration(directory: str | os.PathLike) -> CalibrationSet:
-    """Load CALIB_DIR written by `edit-mobile calibrate`; files are checked against their hashes."""
+    """Load CALIB_DIR written by `edit-mobile calibrate`; files are checked against their hashes,
+    the manifest against the schema and the records against the manifest's inputs."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
     manifest_path = directory / MANIFEST
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(
-            f"{directory} is not a calibration set (cannot read {MANIFEST}); "
-            "create one with edit-mobile calibrate"
-        ) from err
-    if manifest.get("schema") != SCHEMA or manifest.get("schema_version") != SCHEMA_VERSION:
-        raise UserError(
-            f"{manifest_path} is not a {SCHEMA} v{SCHEMA_VERSION} manifest; re-run edit-mobile calibrate"
-        )
-    input_names = tuple(spec["name"] for spec in manifest["inputs"])
+    manifest = _read_manifest(directory, manifest_path)
+    check = _Checker(manifest_path)
+    check.manifest(manifest)
+    specs = tuple((spec["name"], tuple(spec["shape"]), spec["dtype"]) for spec in manifest["inputs"])
     splits = {}
-    for split, entry in manifest["files"].items():
-        path = directory / entry["path"]
-        if not path.is_file() or sha256_file(path) != entry["sha256"]:
-            raise UserError(f"{path} is missing or changed since calibration; re-run edit-mobile calibrate")
-        splits[split] = CalibrationSplit(input_names, load_file(path))
+    for split in SPLIT_FILES:
+        entry = manifest["files"][split]
+        path = _checked_file(directory, entry, split)
+        try:
+            tensors = load_file(path)
+        except Exception as err:  # safetensors raises SafetensorError, OSError, ...
+            raise UserError(f"{path} is not a readable safetensors file ({_one_line(err)}); re-run edit-mobile calibrate") from err
+        splits[split] = CalibrationSplit(tuple(name for name, _, _ in specs), tensors)
+        check.records(splits[split], split, specs, (manifest.get("split") or {}).get(split))
     return CalibrationSet(directory, manifest, splits["calibration"], splits["heldout"])
+
+
+# --- checks: a hostile or damaged set is one line, never a traceback, a hang or a read outside --
+
+# Far above a real set (a few KiB manifest, ~6 levels deep, 4 inputs), low enough to bound work.
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_DEPTH = 32
+MAX_RANK = 8
+MAX_INPUTS = 64
+MAX_STEPS = 10_000
+MAX_COUNT = 2**31
+SHA256_HEX = frozenset("0123456789abcdef")
+TENSOR_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                 "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
+RECORD_KEYS = ("record.prompt_index", "record.sample", "record.step", "record.branch")
+
+
+def _read_manifest(directory: Path, manifest_path: Path) -> dict:
+    cannot = f"{directory} is not a calibration set (cannot read {MANIFEST}"
+    try:
+        _inside(directory, manifest_path)
+        if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise UserError(f"{cannot}: over {MAX_MANIFEST_BYTES >> 20} MiB); create one with edit-mobile calibrate")
+        # -Infinity is legitimate here: diffusers' scheduler configs hold it (lambda_min_clipped).
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except RecursionError as err:  # json's scanner recurses once per nesting level
+        raise UserError(f"{cannot}: nested too deep); create one with edit-mobile calibrate") from err
+    except (OSError, ValueError) as err:
+        raise UserError(f"{cannot}: {_one_line(err)}); create one with edit-mobile calibrate") from err
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA or manifest.get("schema_version") != SCHEMA_VERSION:
+        raise UserError(f"{manifest_path} is not a {SCHEMA} v{SCHEMA_VERSION} manifest; re-run edit-mobile calibrate")
+    _check_depth(manifest_path, manifest)
+    return manifest
+
+
+def _check_depth(path: Path, document) -> None:
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise UserError(f"{path} nests deeper than {MAX_DEPTH} levels; re-run edit-mobile calibrate")
+            pending.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+
+
+def _inside(directory: Path, path: Path) -> Path:
+    """The path resolved, refused when it (or a link on the way) leaves the set's folder or is
+    not a regular file (a FIFO would block the hash forever)."""
+    try:
+        resolved = path.resolve()
+        is_file = resolved.is_file()
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop
+        raise UserError(f"{path} cannot be resolved ({_one_line(err)}); re-run edit-mobile calibrate") from err
+    if not resolved.is_relative_to(directory.resolve()):
+        raise UserError(f"{path} leads to {resolved}, outside the calibration set {directory}; re-run edit-mobile calibrate")
+    if resolved.exists() and not is_file:
+        raise UserError(f"{path} is not a regular file; re-run edit-mobile calibrate")
+    return resolved
+
+
+def _checked_file(directory: Path, entry: dict, split: str) -> Path:
+    relative = PurePosixPath(entry["path"])
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise UserError(f"{directory / MANIFEST}: files.{split}.path {entry['path']!r} leaves the calibration set; re-run edit-mobile calibrate")
+    path = directory / relative
+    resolved = _inside(directory, path)
+    changed = UserError(f"{path} is missing or changed since calibration; re-run edit-mobile calibrate")
+    if not resolved.is_file():
+        raise changed
+    if entry.get("bytes") is not None and resolved.stat().st_size != entry["bytes"]:
+        raise changed
+    try:
+        if sha256_file(resolved) != entry["sha256"].lower():
+            raise changed
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({_one_line(err)}); re-run edit-mobile calibrate") from err
+    return resolved
+
+
+class _Checker:
+    """The fields load_calibration and its callers read: type and range, one line each."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, field: str, wanted: str, value) -> UserError:
+        text = repr(value)
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        return UserError(f"{self.path}: {field} must be {wanted}, not {shown}; re-run edit-mobile calibrate")
+
+    def integer(self, document: dict, key: str, low: int, high: int, field: str | None = None) -> None:
+        value = document.get(key)
+        if value is not None and not (_is_int(value) and low <= value <= high):
+            raise self.fail(field or key, f"a whole number from {low} to {high}", value)
+
+    def manifest(self, manifest: dict) -> None:
+        inputs = manifest.get("inputs")
+        if not isinstance(inputs, list) or not 1 <= len(inputs) <= MAX_INPUTS:
+            raise self.fail("inputs", f"a list of 1 to {MAX_INPUTS} input specs", inputs)
+        for index, spec in enumerate(inputs):
+            self.spec(spec, f"inputs[{index}]")
+        names = [spec["name"] for spec in inputs]
+        if len(set(names)) != len(names):
+            raise self.fail("inputs", "inputs of distinct names", names)
+        files = manifest.get("files")
+        if not isinstance(files, dict) or set(files) != set(SPLIT_FILES):
+            raise self.fail("files", f"an object of {' and '.join(SPLIT_FILES)} entries", files)
+        for split, entry in files.items():
+            self.file(entry, f"files.{split}")
+        self.integer(manifest, "steps", 1, MAX_STEPS)
+        self.integer(manifest, "samples", 1, MAX_COUNT)
+        self.integer(manifest, "seed", -(2**63), 2**64 - 1)
+        resolution = manifest.get("resolution")
+        if resolution is not None and not (isinstance(resolution, list) and len(resolution) == 2
+                                           and all(_is_int(side) and 1 <= side <= 16384 for side in resolution)):
+            raise self.fail("resolution", "[height, width] of whole numbers from 1 to 16384", resolution)
+
+    def spec(self, spec, field: str) -> None:
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+            raise self.fail(field, "an object with a name, shape and dtype", spec)
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK or not all(_is_int(d) and d >= 1 for d in shape):
+            raise self.fail(f"{field}.shape", f"a list of 1 to {MAX_RANK} whole numbers of 1 or more", shape)
+        if spec.get("dtype") not in TENSOR_DTYPES:
+            raise self.fail(f"{field}.dtype", f"one of {', '.join(TENSOR_DTYPES)}", spec.get("dtype"))
+
+    def file(self, entry, field: str) -> None:
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or "\0" in entry["path"]:
+            raise self.fail(field, "an object with a path, sha256 and bytes", entry)
+        digest = entry.get("sha256")
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest.lower()) <= SHA256_HEX:
+            raise self.fail(f"{field}.sha256", "64 hexadecimal digits", digest)
+        self.integer(entry, "bytes", 0, 2**50, f"{field}.bytes")
+
+    def records(self, split: CalibrationSplit, name: str, specs, declared) -> None:
+        """Every key the records need, of the shapes the manifest's inputs give, indices in range."""
+        tensors = split.tensors
+        where = self.path.parent / SPLIT_FILES[name]
+
+        def need(condition: bool, what: str) -> None:
+            if not condition:
+                raise UserError(f"{where}: {what}, as {MANIFEST} describes its records; re-run edit-mobile calibrate")
+
+        for key in RECORD_KEYS:
+            need(key in tensors and tensors[key].dtype == torch.int64 and tensors[key].dim() == 1, f"needs {key} of int64 (R,)")
+        records = tensors["record.step"].shape[0]
+        need(records >= 1 and all(tensors[key].shape[0] == records for key in RECORD_KEYS), "needs 1 or more records of every key")
+        if isinstance(declared, dict) and declared.get("records") is not None:
+            need(declared["records"] == records, f"needs {declared['records']!r} records, not {records}")
+        prompts = []
+        for input_name, shape, dtype in specs:
+            key = f"{'prompt_inputs' if input_name in PROMPT_LEVEL_INPUTS else 'inputs'}.{input_name}"
+            tensor = tensors.get(key)
+            need(tensor is not None and tuple(tensor.shape[1:]) == shape[1:] and tensor.dtype == TENSOR_DTYPES[dtype],
+                 f"needs {key} of {dtype} (N, {', '.join(map(str, shape[1:]))})")
+            if key.startswith("inputs."):
+                need(tensor.shape[0] == records, f"needs {key} of {records} records")
+            else:
+                prompts.append(tensor.shape[0])
+        index = tensors["record.prompt_index"]
+        if prompts:
+            need(int(index.min()) >= 0 and int(index.max()) < min(prompts), f"needs record.prompt_index within 0..{min(prompts) - 1}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
