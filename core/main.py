@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import signal
 import sys
 import threading
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn diffusion transformers into EDiT / MM-EDiT and put them on phones.",
     )
     parser.add_argument("--version", action="version", version=f"edit-mobile {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the INFO log lines of torch, ExecuTorch, coremltools, ONNX (default: warnings only)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -53,6 +56,40 @@ def quiet_third_party_notices() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+# Libraries that log progress at INFO, some through handlers of their own (torch, diffusers).
+# Loggers set quieter still (edit_mobile/__init__.py: torchao, ...) stay so.
+THIRD_PARTY_LOGGERS = ("executorch", "torch", "coremltools", "onnx", "onnxscript", "onnx_ir",
+                       "onnxruntime", "diffusers", "transformers")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is when a record comes (tests swap it; torch logs at exit)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+_LOG_HANDLER = _StderrHandler()
+_LOG_HANDLER.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+
+def configure_logging(verbose: bool) -> None:
+    """Warnings only, unless --verbose (then INFO). The level is held on our root handler too:
+    ExecuTorch's Vulkan modules set the root logger to INFO when imported (some 100 lines an
+    export), and basicConfig calls made by later imports find this handler and do nothing."""
+    level = logging.INFO if verbose else logging.WARNING
+    root = logging.getLogger()
+    _LOG_HANDLER.setLevel(level)
+    if _LOG_HANDLER not in root.handlers:
+        root.addHandler(_LOG_HANDLER)
+    root.setLevel(level)
+    for name in THIRD_PARTY_LOGGERS:
+        logger = logging.getLogger(name)
+        if verbose or logger.level < level:
+            logger.setLevel(level)
+
+
 class Terminated(BaseException):
     """SIGTERM, raised like KeyboardInterrupt so that every `with` block cleans up."""
 
@@ -68,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a bad flag (one line, code 2)
         return int(done.code or 0)
+    configure_logging(args.verbose)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
