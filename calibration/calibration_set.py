@@ -27,6 +27,7 @@ import torch
 
 from edit_mobile.errors import UserError
 from edit_mobile.fileio import sha256_file
+from edit_mobile.safe_read import JsonBounds, read_json
 
 SCHEMA = "edit-mobile/calibration"
 SCHEMA_VERSION = 1
@@ -169,31 +170,13 @@ RECORD_KEYS = ("record.prompt_index", "record.sample", "record.step", "record.br
 
 
 def _read_manifest(directory: Path, manifest_path: Path) -> dict:
-    cannot = f"{directory} is not a calibration set (cannot read {MANIFEST}"
-    try:
-        _inside(directory, manifest_path)
-        if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise UserError(f"{cannot}: over {MAX_MANIFEST_BYTES >> 20} MiB); create one with edit-mobile calibrate")
-        # -Infinity is legitimate here: diffusers' scheduler configs hold it (lambda_min_clipped).
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except RecursionError as err:  # json's scanner recurses once per nesting level
-        raise UserError(f"{cannot}: nested too deep); create one with edit-mobile calibrate") from err
-    except (OSError, ValueError) as err:
-        raise UserError(f"{cannot}: {_one_line(err)}); create one with edit-mobile calibrate") from err
+    _inside(directory, manifest_path)
+    # -Infinity is legitimate here: diffusers' scheduler configs hold it (lambda_min_clipped).
+    bounds = JsonBounds(MAX_MANIFEST_BYTES, MAX_DEPTH, max_items=None, max_string=None, allow_constants=True)
+    manifest = read_json(manifest_path, "create one with edit-mobile calibrate", bounds, what="a calibration set")
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA or manifest.get("schema_version") != SCHEMA_VERSION:
         raise UserError(f"{manifest_path} is not a {SCHEMA} v{SCHEMA_VERSION} manifest; re-run edit-mobile calibrate")
-    _check_depth(manifest_path, manifest)
     return manifest
-
-
-def _check_depth(path: Path, document) -> None:
-    pending = [(document, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if isinstance(value, dict | list):
-            if depth > MAX_DEPTH:
-                raise UserError(f"{path} nests deeper than {MAX_DEPTH} levels; re-run edit-mobile calibrate")
-            pending.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
 
 
 def _inside(directory: Path, path: Path) -> Path:

@@ -7,7 +7,6 @@ the schema and, unless asked not to, that every listed file is present and uncha
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from edit_mobile.errors import UserError
 from edit_mobile.export.manifest import BACKENDS, MANIFEST_NAME, PRECISIONS, SCHEMA, SCHEMA_VERSION
+from edit_mobile.safe_read import JsonBounds, read_json
 
 REQUIRED_FIELDS = ("model", "resolution", "batch", "backend", "precision", "inputs", "outputs", "files")
 KNOWN_DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
@@ -145,37 +145,8 @@ def read_manifest(art_dir: str | os.PathLike, verify_files: bool = True) -> Mani
 
 def _parse_json(path: Path):
     """The document, or a UserError: too big, not UTF-8 JSON, NaN / Infinity, or nested too deep."""
-    try:
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise UserError(f"{path} is over {MAX_MANIFEST_BYTES >> 20} MiB, not a manifest; re-export the artifact")
-        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
-    except RecursionError as err:  # json's scanner recurses once per nesting level
-        raise UserError(f"{path} nests deeper than {MAX_DEPTH} levels, not a manifest; re-export the artifact") from err
-    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, UnicodeDecodeError, huge integers
-        raise UserError(f"{path} is not valid JSON ({_one_line(err)}); re-export the artifact") from err
-    _check_bounded(path, data)
-    return data
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _check_bounded(path: Path, data) -> None:
-    """No level, list, object or string beyond the bounds (walked without recursion)."""
-    pending = [(data, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if isinstance(value, str) and len(value) > MAX_STRING:
-            raise UserError(f"{path} holds a string of {len(value)} characters (at most {MAX_STRING}); re-export the artifact")
-        if not isinstance(value, dict | list):
-            continue
-        if depth > MAX_DEPTH:
-            raise UserError(f"{path} nests deeper than {MAX_DEPTH} levels, not a manifest; re-export the artifact")
-        if len(value) > MAX_ITEMS:
-            raise UserError(f"{path} holds a list or object of {len(value)} entries (at most {MAX_ITEMS}); re-export the artifact")
-        children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
-        pending.extend((child, depth + 1) for child in children)
+    bounds = JsonBounds(MAX_MANIFEST_BYTES, MAX_DEPTH, MAX_ITEMS, MAX_STRING)
+    return read_json(path, "re-export the artifact", bounds)
 
 
 # --- the schema: every field a consumer reads, its type and range, checked up front ---------

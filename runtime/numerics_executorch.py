@@ -27,6 +27,7 @@ from edit_mobile.errors import UserError
 from edit_mobile.runtime.layers import LayerReport, LayerRow, short_module
 from edit_mobile.runtime.manifest import Manifest
 from edit_mobile.runtime.metrics import closeness
+from edit_mobile.safe_read import no_pickled_code
 
 ETRECORD_ROLE = "etrecord"
 DEBUG_ENTRY_OVERHEAD = 256  # bytes per logged tensor for alignment and framing, generously
@@ -44,7 +45,8 @@ def load_etrecord(manifest: Manifest):
         )
     entry = manifest.file(ETRECORD_ROLE)
     try:
-        return parse_etrecord(str(entry.path))
+        with no_pickled_code():  # ExecuTorch loads restricted; torch.export's serde would retry with pickle
+            return parse_etrecord(str(entry.path))
     except Exception as err:  # a zip of pickled-free graph files; any parse failure means a bad file
         raise UserError(f"cannot read the ETRecord {entry.relative}: {' '.join(str(err).split())}") from err
 

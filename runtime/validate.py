@@ -151,7 +151,11 @@ def load_test_vectors(manifest: Manifest) -> tuple[list[tuple[torch.Tensor, ...]
     for spec in manifest.outputs:
         if f"output.{spec.name}" in tensors:
             outputs[spec.name] = _vectors(tensors, f"output.{spec.name}", spec.shape, entry.relative)
-    count = len(next(iter(inputs_by_name.values())))
+    counts = {name: len(vectors) for name, vectors in inputs_by_name.items()}
+    if len(set(counts.values())) > 1:
+        shown = ", ".join(f"{name}: {count}" for name, count in counts.items())
+        raise UserError(f"{entry.relative} holds different numbers of vectors per input ({shown}); re-export the artifact")
+    count = next(iter(counts.values()))
     inputs = [tuple(inputs_by_name[spec.name][i] for spec in manifest.inputs) for i in range(count)]
     return inputs, outputs
 

@@ -379,3 +379,47 @@ def test_validate_refuses_a_hostile_calibration_set_in_one_line(pristine, tmp_pa
     edit_calibration(folder, lambda m: m["files"]["heldout"].update(path="../../etc/passwd"))
     line = refused_line(capsys, ["validate", str(pristine), "--calibration", str(folder), "--samples", "1"])
     assert "leaves the calibration set" in line
+
+
+class _RunsCode:
+    """A pickle that, when fully unpickled, creates a marker file (an attacker's payload)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_an_etrecord_with_a_pickled_payload_runs_no_code(tmp_path, capsys):
+    """A hostile ETRecord (re-hashed in its manifest) must not get code run by profile or
+    validate. ExecuTorch 1.5.1's deserializer loads restricted only (checked: the payload does
+    not run without our guard either); torch.export's own retries with full pickle, which the
+    guard (edit_mobile.safe_read.no_pickled_code) closes should a loader ever take that path."""
+    import io
+    import pickle
+    import zipfile
+
+    from edit_mobile.export.manifest import file_entry
+
+    art = tmp_path / "art"
+    assert main(["export", "tiny-pixart-edit", "--backend", "xnnpack", "--resolution", "64", "-o", str(art)]) == 0
+    marker = tmp_path / "payload-ran"
+    buffer = io.BytesIO()
+    pickle.dump({"x": _RunsCode(str(marker))}, buffer)
+    record = art / "etrecord.bin"
+    entries = {info.filename: zipfile.ZipFile(record).read(info.filename) for info in zipfile.ZipFile(record).infolist()}
+    for name in entries:
+        if name.endswith("state_dict") or name.endswith("constants"):
+            entries[name] = buffer.getvalue()
+    with zipfile.ZipFile(record, "w") as rewritten:
+        for name, data in entries.items():
+            rewritten.writestr(name, data)
+    manifest = json.loads((art / "manifest.json").read_text())
+    role = next(role for role, entry in manifest["files"].items() if entry["path"] == "etrecord.bin")
+    manifest["files"][role] = file_entry(art, "etrecord.bin")
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    main(["profile", str(art), "--iters", "1", "--warmup", "0"])
+    main(["validate", str(art), "--samples", "0", "--per-layer"])
+    capsys.readouterr()
+    assert not marker.exists()
