@@ -12,6 +12,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from edit_mobile.cli_args import MAX_PIXELS_PER_SIDE, MAX_PROMPT_TOKENS  # the one size rule
 from edit_mobile.errors import UserError
 from edit_mobile.export.manifest import BACKENDS, MANIFEST_NAME, PRECISIONS, SCHEMA, SCHEMA_VERSION
 from edit_mobile.safe_read import JsonBounds, read_json
@@ -26,9 +27,7 @@ MAX_MANIFEST_BYTES = 16 << 20
 MAX_DEPTH = 32
 MAX_ITEMS = 4096  # entries of any one list or object
 MAX_STRING = 4096
-MAX_PIXELS_PER_SIDE = 16384
 MAX_BATCH = 1024
-MAX_PROMPT_TOKENS = 65536
 MAX_RANK = 8
 MAX_TENSOR_ELEMENTS = 2**28
 MAX_TENSORS = 64
