@@ -22,8 +22,6 @@ import importlib
 _LAZY = {
     "ExportRequest": "edit_mobile.export.artifact",
     "export_artifact": "edit_mobile.export.artifact",
-    "read_manifest": "edit_mobile.export.manifest",
-    "verify_files": "edit_mobile.export.manifest",
     "delegation_coverage": "edit_mobile.export.coverage",
     "DelegationCoverage": "edit_mobile.export.coverage",
     "get_backend": "edit_mobile.export.backends",

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from edit_mobile import __version__
-from edit_mobile.errors import UserError
 from edit_mobile.fileio import sha256_file
 
 SCHEMA = "edit-mobile/manifest"
@@ -106,33 +105,3 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
     path = Path(folder) / MANIFEST_NAME
     path.write_text(dumps(manifest), encoding="utf-8")
     return path
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """The manifest of an artifact folder, checked for schema and version."""
-    path = Path(folder) / MANIFEST_NAME
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise UserError(f"{folder} has no {MANIFEST_NAME}: pass a folder made by `edit-mobile export`") from err
-    except ValueError as err:
-        raise UserError(f"{path} is not valid JSON ({err}); export the model again") from err
-    if manifest.get("schema") != SCHEMA:
-        raise UserError(f"{path} is not an edit-mobile manifest (schema {manifest.get('schema')!r})")
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise UserError(
-            f"{path} has schema_version {manifest.get('schema_version')!r}; this edit-mobile reads "
-            f"version {SCHEMA_VERSION}: export the model again with this version"
-        )
-    return manifest
-
-
-def verify_files(folder: str | Path, manifest: dict[str, Any] | None = None) -> None:
-    """Raise UserError if a file listed in the manifest is missing or its sha256 differs."""
-    folder = Path(folder)
-    manifest = manifest or read_manifest(folder)
-    for role, entry in sorted(manifest["files"].items()):
-        if not (folder / entry["path"]).exists():
-            raise UserError(f"{folder / entry['path']} ({role}) is missing; export the model again")
-        if file_entry(folder, entry["path"])["sha256"] != entry["sha256"]:
-            raise UserError(f"{folder / entry['path']} ({role}) does not match its sha256 in the manifest")

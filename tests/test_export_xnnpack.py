@@ -57,11 +57,11 @@ def test_fp16_at_64px_reaches_the_fp16_floor_in_executorch_runtime():
 
 
 def test_manifest_describes_the_folder():
-    from edit_mobile.export.manifest import SCHEMA, SCHEMA_VERSION, read_manifest, verify_files
+    from edit_mobile.export.manifest import SCHEMA, SCHEMA_VERSION
+    from edit_mobile.runtime.manifest import read_manifest
 
     art_dir = exported("tiny-pixart-edit", "xnnpack")
-    data = read_manifest(art_dir)
-    verify_files(art_dir, data)
+    data = read_manifest(art_dir).data  # schema, every field and every file's sha256 checked
     assert (data["schema"], data["schema_version"]) == (SCHEMA, SCHEMA_VERSION)
     assert data["model"]["source"] == "tiny-pixart-edit"
     assert data["model"]["family"] == "pixart" and data["model"]["edit"] is True

@@ -105,3 +105,14 @@ def test_a_quantized_artifact_below_the_floor_is_refused_kept_on_request_and_fai
     assert code == 1 and not report["passed"] and report["verdict_inputs"] == ["heldout"]
     assert heldout["psnr_db_min"] < 30 and heldout["per_timestep_bucket"]
     assert any("worst PSNR" in failure for failure in report["failures"])
+
+
+def test_per_layer_on_an_fp16_program_reports_instead_of_crashing(tmp_path, capsys):
+    """ExecuTorch's ETDump reader rejects the debug events of fp16 XNNPACK programs (events
+    without a name): validate keeps its verdict and says why there are no per-layer values."""
+    from export_artifacts import exported
+
+    art = exported("tiny-pixart-edit", "xnnpack", resolution=(64, 64), precision="fp16")  # shared export
+    code, report = _validate(tmp_path, art, "--samples", "0", "--per-layer")
+    assert code == 0 and report["passed"]
+    assert any("ETDump reader" in note for note in report["per_layer"]["notes"])
