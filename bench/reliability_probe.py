@@ -107,6 +107,9 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     notes = root / "notes"
     notes.mkdir()
     (notes / "thesis.txt").write_text("years of work")
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "red").save(notes / "holiday.png")  # a user's own PNG, not stamped
     fixtures["notes"] = notes
     return fixtures
 
@@ -142,7 +145,7 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list[str], list[Path]]]:
         ("convert -o an artifact", ["convert", "tiny-pixart", "-o", str(art)], [art]),
         ("validate --json into the artifact", ["validate", str(art), "--json", str(art / "r.json")], [art]),
         ("validate --json over a user's file", ["validate", str(art), "--json", str(notes / "thesis.txt")], [notes]),
-        ("generate -o over a user's file", ["generate", str(art), "--prompt", "p", "-o", str(notes / "a.png")], [notes]),
+        ("generate -o over a user's file", ["generate", str(art), "--prompt", "p", "-o", str(notes / "holiday.png")], [notes]),
     ]
     return found
 
