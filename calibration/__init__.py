@@ -9,6 +9,8 @@ sampler, stored as safetensors for quantizers (edit_mobile.export.quantization) 
 
 # Loaded on first use: `edit-mobile --help` imports this package's cli module and must not pull
 # in torch for a usage line.
+from edit_mobile.safe_read import lazy_exports
+
 _LAZY = {
     "CalibrationSet": "edit_mobile.calibration.calibration_set",
     "CalibrationSplit": "edit_mobile.calibration.calibration_set",
@@ -21,12 +23,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

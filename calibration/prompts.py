@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from edit_mobile.errors import UserError
+from edit_mobile.safe_read import read_text_file
 
 DEFAULT_PROMPTS = "prompts.txt"
 
@@ -25,16 +26,7 @@ def parse_prompts(text: str) -> list[str]:
 def read_prompts(path: str | os.PathLike | None = None) -> list[str]:
     """Prompts of a file (the shipped default set when `path` is None)."""
     path = Path(path) if path is not None else default_prompts_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(
-            f"prompts file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
-        ) from err
-    except OSError as err:
-        raise UserError(
-            f"cannot read prompts file {path}: {err.strerror}; pass a readable text file"
-        ) from err
+    text = read_text_file(path, "prompts file")
     prompts = parse_prompts(text)
     if not prompts:
         raise UserError(

@@ -84,3 +84,27 @@ def no_pickled_code() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file a user named (`what`: "prompts file", "captions file"), or one line
+    saying why it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise UserError(f"cannot read {what} {path}: {err.strerror}; pass a readable text file") from None
+
+
+def lazy_exports(module_name: str, names: dict[str, str]):
+    """A module `__getattr__` loading each public name from its module on first use (PEP 562),
+    so that importing a package for `edit-mobile --help` pulls in no torch."""
+    import importlib
+
+    def __getattr__(name: str):
+        if name in names:
+            return getattr(importlib.import_module(names[name]), name)
+        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -17,7 +17,7 @@ Contracts with the sibling subpackages:
 
 from __future__ import annotations
 
-import importlib
+from edit_mobile.safe_read import lazy_exports
 
 _LAZY = {
     "ExportRequest": "edit_mobile.export.artifact",
@@ -31,7 +31,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

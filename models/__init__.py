@@ -3,6 +3,8 @@ presets, and the denoiser signature every exporter traces."""
 
 # Loaded on first use: the CLI imports edit_mobile.models.config for `--help`, which must not pull
 # in torch and diffusers (10 s) for a usage line.
+from edit_mobile.safe_read import lazy_exports
+
 _LAZY = {
     "ConvFusion": "edit_mobile.models.edit_attention",
     "DenoiserWrapper": "edit_mobile.models.signature",
@@ -32,12 +34,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

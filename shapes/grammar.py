@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edit_mobile.errors import UserError
+from edit_mobile.safe_read import read_text_file
 from edit_mobile.shapes.world import (
     COLOURS,
     MAX_OBJECTS,
@@ -281,16 +282,7 @@ def read_captions(path: str | os.PathLike) -> list[CaptionedScene]:
     """The captions of a file, one a line (blank lines and `#` comments skipped), parsed. An
     outside-grammar caption is a UserError naming its file and line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(
-            f"captions file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
-        ) from None
-    except OSError as err:
-        raise UserError(
-            f"cannot read captions file {path}: {err.strerror}; pass a readable text file"
-        ) from None
+    text = read_text_file(path, "captions file")
     captions = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
