@@ -391,6 +391,7 @@ class _RunsCode:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the payload's, refused as it should be
 def test_an_etrecord_with_a_pickled_payload_runs_no_code(tmp_path, capsys):
     """A hostile ETRecord (re-hashed in its manifest) must not get code run by profile or
     validate. ExecuTorch 1.5.1's deserializer loads restricted only (checked: the payload does
