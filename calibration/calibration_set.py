@@ -27,7 +27,7 @@ import torch
 
 from edit_mobile.errors import UserError
 from edit_mobile.fileio import sha256_file
-from edit_mobile.safe_read import JsonBounds, read_json
+from edit_mobile.safe_read import JsonBounds, is_int, one_line, read_json
 
 SCHEMA = "edit-mobile/calibration"
 SCHEMA_VERSION = 1
@@ -148,7 +148,7 @@ def load_calibration(directory: str | os.PathLike) -> CalibrationSet:
         try:
             tensors = load_file(path)
         except Exception as err:  # safetensors raises SafetensorError, OSError, ...
-            raise UserError(f"{path} is not a readable safetensors file ({_one_line(err)}); re-run edit-mobile calibrate") from err
+            raise UserError(f"{path} is not a readable safetensors file ({one_line(err)}); re-run edit-mobile calibrate") from err
         splits[split] = CalibrationSplit(tuple(name for name, _, _ in specs), tensors)
         check.records(splits[split], split, specs, (manifest.get("split") or {}).get(split))
     return CalibrationSet(directory, manifest, splits["calibration"], splits["heldout"])
@@ -186,7 +186,7 @@ def _inside(directory: Path, path: Path) -> Path:
         resolved = path.resolve()
         is_file = resolved.is_file()
     except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop
-        raise UserError(f"{path} cannot be resolved ({_one_line(err)}); re-run edit-mobile calibrate") from err
+        raise UserError(f"{path} cannot be resolved ({one_line(err)}); re-run edit-mobile calibrate") from err
     if not resolved.is_relative_to(directory.resolve()):
         raise UserError(f"{path} leads to {resolved}, outside the calibration set {directory}; re-run edit-mobile calibrate")
     if resolved.exists() and not is_file:
@@ -209,7 +209,7 @@ def _checked_file(directory: Path, entry: dict, split: str) -> Path:
         if sha256_file(resolved) != entry["sha256"].lower():
             raise changed
     except OSError as err:
-        raise UserError(f"cannot read {path} ({_one_line(err)}); re-run edit-mobile calibrate") from err
+        raise UserError(f"cannot read {path} ({one_line(err)}); re-run edit-mobile calibrate") from err
     return resolved
 
 
@@ -226,7 +226,7 @@ class _Checker:
 
     def integer(self, document: dict, key: str, low: int, high: int, field: str | None = None) -> None:
         value = document.get(key)
-        if value is not None and not (_is_int(value) and low <= value <= high):
+        if value is not None and not (is_int(value) and low <= value <= high):
             raise self.fail(field or key, f"a whole number from {low} to {high}", value)
 
     def manifest(self, manifest: dict) -> None:
@@ -248,14 +248,14 @@ class _Checker:
         self.integer(manifest, "seed", -(2**63), 2**64 - 1)
         resolution = manifest.get("resolution")
         if resolution is not None and not (isinstance(resolution, list) and len(resolution) == 2
-                                           and all(_is_int(side) and 1 <= side <= 16384 for side in resolution)):
+                                           and all(is_int(side) and 1 <= side <= 16384 for side in resolution)):
             raise self.fail("resolution", "[height, width] of whole numbers from 1 to 16384", resolution)
 
     def spec(self, spec, field: str) -> None:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
             raise self.fail(field, "an object with a name, shape and dtype", spec)
         shape = spec.get("shape")
-        if not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK or not all(_is_int(d) and d >= 1 for d in shape):
+        if not isinstance(shape, list) or not 1 <= len(shape) <= MAX_RANK or not all(is_int(d) and d >= 1 for d in shape):
             raise self.fail(f"{field}.shape", f"a list of 1 to {MAX_RANK} whole numbers of 1 or more", shape)
         if spec.get("dtype") not in TENSOR_DTYPES:
             raise self.fail(f"{field}.dtype", f"one of {', '.join(TENSOR_DTYPES)}", spec.get("dtype"))
@@ -298,9 +298,5 @@ class _Checker:
             need(int(index.min()) >= 0 and int(index.max()) < min(prompts), f"needs record.prompt_index within 0..{min(prompts) - 1}")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__

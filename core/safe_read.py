@@ -108,3 +108,8 @@ def lazy_exports(module_name: str, names: dict[str, str]):
         raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def is_int(value) -> bool:
+    """A JSON whole number (bool is an int to Python, never to a schema)."""
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -45,6 +45,7 @@ from edit_mobile.runtime.pte_format import (
     read_program_info,
 )
 from edit_mobile.runtime.session import Session, torch_dtype
+from edit_mobile.safe_read import one_line
 
 METHOD = "forward"
 
@@ -97,7 +98,7 @@ class ExecuTorchSession(Session):
             else:
                 self._load_program(etdump, debug_buffer_size)
         except RuntimeError as err:
-            raise UserError(f"ExecuTorch could not load {self.entry.relative}: {_one_line(err)}; re-export the artifact") from err
+            raise UserError(f"ExecuTorch could not load {self.entry.relative}: {one_line(err)}; re-export the artifact") from err
         self.load_seconds = time.perf_counter() - started
 
     def _load_program(self, etdump: bool, debug_buffer_size: int) -> None:
@@ -153,7 +154,7 @@ class ExecuTorchSession(Session):
         try:
             return list(self._execute(list(inputs)))
         except RuntimeError as err:
-            raise UserError(f"ExecuTorch failed running {self.entry.relative}: {_one_line(err)}") from err
+            raise UserError(f"ExecuTorch failed running {self.entry.relative}: {one_line(err)}") from err
 
     def write_etdump(self, etdump_path: str | Path, debug_buffer_path: str | Path | None = None) -> None:
         """Write what the runs so far recorded (needs etdump=True at load)."""
@@ -190,7 +191,7 @@ def verify_bundled_program(manifest: Manifest, rtol: float, atol: float) -> list
             bundle.verify_result_with_bundled_expected_output(METHOD, case, rtol, atol)
             checks.append(BundledCheck(case, True, f"matches within rtol {rtol:g}, atol {atol:g}"))
         except RuntimeError as err:
-            checks.append(BundledCheck(case, False, _one_line(err)))
+            checks.append(BundledCheck(case, False, one_line(err)))
     return checks
 
 
@@ -211,7 +212,7 @@ def _verified_program(entry: FileEntry, program_bytes: bytes):
     try:
         program = Runtime.get().load_program(program_bytes, verification=Verification.InternalConsistency)
     except (RuntimeError, ValueError) as err:
-        raise UserError(f"ExecuTorch could not load {entry.relative}: {_one_line(err)}; re-export the artifact") from err
+        raise UserError(f"ExecuTorch could not load {entry.relative}: {one_line(err)}; re-export the artifact") from err
     if METHOD not in program.method_names:
         raise UserError(f"{entry.relative} has no '{METHOD}' method (it has {sorted(program.method_names)}); re-export the artifact")
     return program
@@ -376,5 +377,3 @@ def _described(code: int) -> int | str:
         return f"was killed by signal {-code}"
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from edit_mobile.cli_args import MAX_PIXELS_PER_SIDE, MAX_PROMPT_TOKENS  # the one size rule
 from edit_mobile.errors import UserError
 from edit_mobile.export.manifest import BACKENDS, MANIFEST_NAME, PRECISIONS, SCHEMA, SCHEMA_VERSION
-from edit_mobile.safe_read import JsonBounds, read_json
+from edit_mobile.safe_read import JsonBounds, is_int, one_line, read_json
 
 REQUIRED_FIELDS = ("model", "resolution", "batch", "backend", "precision", "inputs", "outputs", "files")
 KNOWN_DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
@@ -155,8 +155,8 @@ def _check_schema(path: Path, data) -> None:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise UserError(f"{path} has schema {_show(found)}, not {SCHEMA!r}: not an edit-mobile artifact manifest")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION or not _is_int(version):
-        hint = "update edit-mobile" if _is_int(version) and version > SCHEMA_VERSION else "re-export the artifact"
+    if version != SCHEMA_VERSION or not is_int(version):
+        hint = "update edit-mobile" if is_int(version) and version > SCHEMA_VERSION else "re-export the artifact"
         raise UserError(f"{path} has schema_version {_show(version)}; this runtime reads version {SCHEMA_VERSION}: {hint}")
     missing = [field for field in REQUIRED_FIELDS if field not in data]
     if missing:
@@ -193,7 +193,7 @@ class _Checker:
         return UserError(f"{self.path}: {field} must be {wanted}, not {_show(value)}; re-export the artifact")
 
     def integer(self, value, field: str, low: int, high: int) -> int:
-        if not _is_int(value) or not low <= value <= high:
+        if not is_int(value) or not low <= value <= high:
             raise self.fail(field, f"a whole number from {low} to {high}", value)
         return value
 
@@ -217,7 +217,7 @@ class _Checker:
             raise self.fail(field, "a list of strings", value)
 
     def pair(self, value, field: str, high: int) -> None:
-        if not isinstance(value, list) or len(value) != 2 or not all(_is_int(v) and 1 <= v <= high for v in value):
+        if not isinstance(value, list) or len(value) != 2 or not all(is_int(v) and 1 <= v <= high for v in value):
             raise self.fail(field, f"[height, width] of whole numbers from 1 to {high}", value)
 
     def model(self, value) -> None:
@@ -242,7 +242,7 @@ class _Checker:
         if not self.text(value.get("name"), f"{field}.name"):
             raise self.fail(f"{field}.name", "a non-empty string", value.get("name"))
         shape = value.get("shape")
-        if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_int(d) and d >= 1 for d in shape):
+        if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(is_int(d) and d >= 1 for d in shape):
             raise self.fail(f"{field}.shape", f"a list of at most {MAX_RANK} whole numbers of 1 or more", shape)
         elements = 1
         for dim in shape:
@@ -284,8 +284,6 @@ class _Checker:
                 self.strings(value[key], f"{field}.{key}")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _show(value) -> str:
@@ -294,8 +292,6 @@ def _show(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _io_spec(item: dict) -> IOSpec:
@@ -324,7 +320,7 @@ def _check_inside(root: Path, path: Path, label: str) -> None:
         resolved = path.resolve()
         mode = resolved.stat().st_mode if resolved.exists() else stat.S_IFREG
     except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop
-        raise UserError(f"{label} cannot be resolved ({_one_line(err)}); copy the artifact again or re-export it") from err
+        raise UserError(f"{label} cannot be resolved ({one_line(err)}); copy the artifact again or re-export it") from err
     if not resolved.is_relative_to(root):
         raise UserError(
             f"{label} resolves to {resolved}, outside the artifact folder {root}; "
@@ -357,7 +353,7 @@ def _check_safetensors(path: Path, label: str) -> None:
         with safe_open(str(path), framework="numpy") as handle:
             handle.keys()
     except Exception as err:  # SafetensorError, OSError, ...
-        raise UserError(f"{label} is not a valid safetensors file ({_one_line(err)}); re-export the artifact") from err
+        raise UserError(f"{label} is not a valid safetensors file ({one_line(err)}); re-export the artifact") from err
 
 
 def verify_file(entry: FileEntry) -> None:
@@ -384,7 +380,7 @@ def verify_file(entry: FileEntry) -> None:
     try:
         actual_hash = file_entry(entry.path.parent, entry.path.name)["sha256"]
     except OSError as err:
-        raise UserError(f"cannot read {label}: {_one_line(err)}; copy the artifact again or re-export it") from err
+        raise UserError(f"cannot read {label}: {one_line(err)}; copy the artifact again or re-export it") from err
     if actual_hash != entry.sha256:
         raise UserError(
             f"{label} has sha256 {actual_hash[:12]}… but the manifest says "

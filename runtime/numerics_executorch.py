@@ -27,8 +27,7 @@ from edit_mobile.errors import UserError
 from edit_mobile.runtime.layers import LayerReport, LayerRow, short_module
 from edit_mobile.runtime.manifest import Manifest
 from edit_mobile.runtime.metrics import closeness
-from edit_mobile.safe_read import no_pickled_code
-from edit_mobile.safe_read import one_line as safe_one_line
+from edit_mobile.safe_read import no_pickled_code, one_line
 
 ETRECORD_ROLE = "etrecord"
 DEBUG_ENTRY_OVERHEAD = 256  # bytes per logged tensor for alignment and framing, generously
@@ -175,7 +174,7 @@ def executorch_layer_report(manifest: Manifest, inputs, reference_state: dict[st
             # ExecuTorch 1.5.1's ETDump reader rejects some programs' own debug events (fp16
             # XNNPACK: events without a name). The verdict stands; only the diagnosis is missing.
             note = (f"ExecuTorch's ETDump reader cannot read this program's debug events "
-                    f"({type(err).__name__}: {safe_one_line(err)[:160]}): no per-layer values for it")
+                    f"({type(err).__name__}: {one_line(err)[:160]}): no per-layer values for it")
             return LayerReport("executorch", threshold_db, [], [note], [])
 
     weights, mapped, mismatches = _reference_weights(program, reference_state)

@@ -11,6 +11,7 @@ import torch
 from edit_mobile.errors import UserError
 from edit_mobile.runtime.manifest import FileEntry, Manifest
 from edit_mobile.runtime.session import Session
+from edit_mobile.safe_read import one_line
 
 PROVIDERS = ["CPUExecutionProvider"]
 
@@ -48,7 +49,7 @@ class OnnxSession(Session):
                 str(self.entry.path), session_options(threads, profile_prefix, optimized_path), providers=PROVIDERS
             )
         except Exception as err:  # onnxruntime raises its own Fail / InvalidGraph / ... types
-            raise UserError(f"onnxruntime could not load {self.entry.relative}: {_one_line(err)}; re-export the artifact") from err
+            raise UserError(f"onnxruntime could not load {self.entry.relative}: {one_line(err)}; re-export the artifact") from err
         self.load_seconds = time.perf_counter() - started
         self._check_signature()
 
@@ -70,7 +71,7 @@ class OnnxSession(Session):
         try:
             return self.ort_session.run(self._output_names, feeds)
         except Exception as err:
-            raise UserError(f"onnxruntime failed running {self.entry.relative}: {_one_line(err)}") from err
+            raise UserError(f"onnxruntime failed running {self.entry.relative}: {one_line(err)}") from err
 
     def end_profiling(self) -> Path:
         """Stop onnxruntime's profiler; returns its JSON trace (needs profile_prefix at load)."""
@@ -85,7 +86,7 @@ def check_external_data(entry: FileEntry) -> None:
     try:
         model = onnx.load(str(entry.path), load_external_data=False)
     except Exception as err:  # protobuf's DecodeError, onnx's own errors
-        raise UserError(f"{entry.relative} is not a valid ONNX model ({_one_line(err)}); re-export the artifact") from err
+        raise UserError(f"{entry.relative} is not a valid ONNX model ({one_line(err)}); re-export the artifact") from err
     for tensor in _tensors(model.graph):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
@@ -123,5 +124,3 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.numpy()
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
