@@ -176,6 +176,7 @@ class ExportPlan:
     model: nn.Module
     record: dict[str, Any]
     signature: Any  # edit_mobile.models.TransformerSignature
+    calibration_set: Any = None  # the request's calibration set, read once (edit_mobile.calibration.CalibrationSet)
     calibration_warnings: list[str] = field(default_factory=list)
 
 
@@ -207,8 +208,14 @@ def plan_export(request: ExportRequest) -> ExportPlan:
         model, height, width, batch=request.batch, prompt_tokens=request.prompt_tokens
     )
     record = model_record(request.model, model)  # before passes may rebuild modules
-    warnings = calibration_warnings(request.calibration, model) if request.calibration else []
-    return ExportPlan(request, backend, precision, pass_names, quantization, model, record, signature, warnings)
+    calibration_set, warnings = None, []
+    if request.calibration is not None:
+        from edit_mobile.calibration import load_calibration
+
+        calibration_set = load_calibration(request.calibration)
+        warnings = calibration_warnings(calibration_set, model)
+    return ExportPlan(request, backend, precision, pass_names, quantization, model, record, signature,
+                      calibration_set, warnings)
 
 
 # Latents along a sane sampler trajectory stay within a few units (unit-variance noise, scaled
@@ -217,11 +224,11 @@ def plan_export(request: ExportRequest) -> ExportPlan:
 DIVERGED_LATENT_ABS = 50.0
 
 
-def calibration_warnings(calibration_dir: Path, model: nn.Module) -> list[str]:
+def calibration_warnings(calibration, model: nn.Module) -> list[str]:
     """What is suspect about the calibration set for this model, one line each."""
-    from edit_mobile.calibration import load_calibration, model_sha256
+    from edit_mobile.calibration import model_sha256
 
-    calibration = load_calibration(calibration_dir)
+    calibration_dir = calibration.path
     warnings = []
     recorded = calibration.manifest["model"]
     if recorded.get("sha256") != model_sha256(model):
@@ -271,7 +278,7 @@ def trace(plan: ExportPlan, denoiser: nn.Module, inputs) -> tuple[torch.export.E
     request = plan.request
     return plan.quantization.quantize_program(
         exported, backend=plan.backend.name, scheme=request.quantize,
-        calibration=request.calibration, signature=plan.signature, denoiser=denoiser,
+        calibration=plan.calibration_set, signature=plan.signature, denoiser=denoiser,
         min_psnr=request.min_psnr, float_layers=tuple(request.float_layers),
     )
 
@@ -291,7 +298,7 @@ def lower(plan: ExportPlan, job: LoweringJob, quantization: dict | None, staging
         with lowering_stage(name, "quantization of the written program", log_path):
             quantization = plan.quantization.quantize_lowered(
                 staging / result.files["program"], backend=name, scheme=request.quantize,
-                calibration=request.calibration, signature=plan.signature, record=quantization,
+                calibration=plan.calibration_set, signature=plan.signature, record=quantization,
             )
             result = plan.backend.program_rewritten(result, staging)
     return result, quantization
@@ -303,10 +310,10 @@ def self_check(plan: ExportPlan, result, quantization: dict | None, staging: Pat
     from edit_mobile.models import DenoiserWrapper
 
     samples, references, name = [inputs], [reference], "test vectors"
-    if quantization is not None and plan.request.calibration is not None:
+    if quantization is not None and plan.calibration_set is not None:
         from edit_mobile.export.quantization import load_records
 
-        _, _, samples = load_records(plan.request.calibration, plan.signature)
+        _, _, samples = load_records(plan.calibration_set, plan.signature)
         wrapper = DenoiserWrapper(plan.model).eval()
         references = [wrapper(*sample) for sample in samples]
         name = "held-out calibration records"
