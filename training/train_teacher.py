@@ -1,0 +1,223 @@
+"""Train a shapes-world teacher: PixArt-Sigma's architecture (diffusers PixArtTransformer2DModel,
+epsilon prediction on the DDPM schedule DPM-Solver++ samples) or SD3's (SD3Transformer2DModel,
+joint attention with one MMDiT-X layer, rectified-flow velocity), on the latents of the shapes
+VAE, conditioned by the frozen random text encoders of shapes_text.
+
+256 px images -> 32 x 32 latents -> 16 x 16 = 256 image tokens at patch 2, so image-image
+attention matters (an object's shape is spread over ~20-80 tokens). Captions are dropped 10% of
+the time for classifier-free guidance. The weights shipped are an EMA of the trained ones.
+The result is a complete diffusers pipeline folder, written by the diffusers pipeline itself.
+
+    python -m edit_mobile.training.train_teacher --family pixart --vae build/shapes/vae -o build/shapes/pixart
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edit_mobile.training.loop import TrainingLog, cosine_lr, seed_everything
+from edit_mobile.training.shapes_data import render_batch, training_scene
+from edit_mobile.training.shapes_text import (
+    PROMPT_TOKENS,
+    T5_WIDTH,
+    PixArtShapesText,
+    SD3ShapesText,
+)
+
+PIXART_CONFIG = dict(
+    num_attention_heads=4, attention_head_dim=32, num_layers=6, in_channels=4,
+    out_channels=4,  # no learned variance: PixArtSigmaPipeline uses a 4-channel output as it is
+    cross_attention_dim=128, caption_channels=T5_WIDTH, sample_size=32, patch_size=2,
+    norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6, attention_bias=True,
+    activation_fn="gelu-approximate", num_embeds_ada_norm=1000, use_additional_conditions=False,
+)
+SD3_CONFIG = dict(
+    sample_size=32, patch_size=2, in_channels=4, out_channels=4, num_layers=4,
+    num_attention_heads=4, attention_head_dim=32, joint_attention_dim=T5_WIDTH,
+    caption_projection_dim=128, pooled_projection_dim=128, pos_embed_max_size=64,
+    dual_attention_layers=(0,), qk_norm="rms_norm",  # SD3.5's MMDiT-X layout
+)
+SD3_SHIFT = 3.0
+CAPTION_DROPOUT = 0.1
+EMA_DECAY = 0.998
+
+
+class PixArtRecipe:
+    """Epsilon prediction on the linear-beta DDPM schedule of DPMSolverMultistepScheduler()."""
+
+    name = "pixart"
+
+    def __init__(self, seed: int):
+        from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
+
+        self.text = PixArtShapesText(seed)
+        self.scheduler = DPMSolverMultistepScheduler()
+        self.alphas = self.scheduler.alphas_cumprod.float()
+        self.model = PixArtTransformer2DModel(**PIXART_CONFIG)
+
+    def to_model_space(self, latents: torch.Tensor, vae) -> torch.Tensor:
+        return latents * vae.config.scaling_factor  # PixArtSigmaPipeline divides by it, no shift
+
+    def loss(self, model, x0: torch.Tensor, cond: dict, generator: torch.Generator) -> torch.Tensor:
+        t = torch.randint(0, len(self.alphas), (x0.shape[0],), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        a = self.alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        prediction = model(noisy, encoder_hidden_states=cond["encoder_hidden_states"], timestep=t,
+                           encoder_attention_mask=cond["encoder_attention_mask"],
+                           added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
+        return ((prediction - noise) ** 2).mean()
+
+    def pipeline(self, model, vae):
+        from diffusers import PixArtSigmaPipeline
+
+        return PixArtSigmaPipeline(tokenizer=self.text.tokenizer, text_encoder=self.text.encoder, vae=vae,
+                                   transformer=model, scheduler=self.scheduler)
+
+
+class SD3Recipe:
+    """Rectified flow (SD3): x_t = (1 - s) x0 + s noise, the model predicts noise - x0; s drawn
+    logit-normal and shifted by 3.0, the shift of the FlowMatchEulerDiscreteScheduler shipped."""
+
+    name = "sd3"
+
+    def __init__(self, seed: int):
+        from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+        self.text = SD3ShapesText(seed)
+        self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=SD3_SHIFT)
+        self.model = SD3Transformer2DModel(**SD3_CONFIG)
+
+    def to_model_space(self, latents: torch.Tensor, vae) -> torch.Tensor:
+        return (latents - vae.config.shift_factor) * vae.config.scaling_factor
+
+    def loss(self, model, x0: torch.Tensor, cond: dict, generator: torch.Generator) -> torch.Tensor:
+        u = torch.sigmoid(torch.randn(x0.shape[0], generator=generator))
+        sigma = SD3_SHIFT * u / (1 + (SD3_SHIFT - 1) * u)
+        noise = torch.randn(x0.shape, generator=generator)
+        s = sigma.view(-1, 1, 1, 1)
+        noisy = (1 - s) * x0 + s * noise
+        prediction = model(noisy, encoder_hidden_states=cond["encoder_hidden_states"],
+                           pooled_projections=cond["pooled_projections"], timestep=sigma * 1000,
+                           return_dict=False)[0]
+        return ((prediction - (noise - x0)) ** 2).mean()
+
+    def pipeline(self, model, vae):
+        from diffusers import StableDiffusion3Pipeline
+
+        text = self.text
+        return StableDiffusion3Pipeline(
+            transformer=model, scheduler=self.scheduler, vae=vae,
+            text_encoder=text.clip_l, tokenizer=text.clip_tokenizer,
+            text_encoder_2=text.clip_g, tokenizer_2=text.clip_tokenizer,
+            text_encoder_3=text.t5, tokenizer_3=text.t5_tokenizer,
+        )
+
+
+RECIPES = {"pixart": PixArtRecipe, "sd3": SD3Recipe}
+
+
+@torch.no_grad()
+def encode_dataset(vae, count: int, seed: int, batch: int = 32):
+    """`count` training scenes and their VAE latents (the posterior's mode), (N, 4, 32, 32)."""
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+    scenes, latents = [], []
+    for start in tqdm(range(0, count, batch), desc="encoding images", unit="batch"):
+        size = min(batch, count - start)
+        chunk = [training_scene(rng) for _ in range(size)]
+        latents.append(vae.encode(render_batch(chunk, rng)).latent_dist.mode())
+        scenes += chunk
+    return scenes, torch.cat(latents)
+
+
+def cached_dataset(vae_folder: Path, vae, count: int, seed: int, cache: Path):
+    """The encoded dataset, cached on disk by (VAE weights, count, seed): teachers share it."""
+    from safetensors.torch import load_file, save_file
+
+    from edit_mobile.fileio import sha256_file
+    from edit_mobile.shapes import Scene, ShapeObject
+
+    key = sha256_file(vae_folder / "diffusion_pytorch_model.safetensors")[:12]
+    stem = cache / f"latents-{key}-{count}-{seed}"
+    if stem.with_suffix(".json").is_file():
+        rows = json.loads(stem.with_suffix(".json").read_text())
+        scenes = [Scene(tuple(ShapeObject(*o) for o in r["objects"]), r["background"]) for r in rows]
+        return scenes, load_file(stem.with_suffix(".safetensors"))["latents"]
+    scenes, latents = encode_dataset(vae, count, seed)
+    cache.mkdir(parents=True, exist_ok=True)
+    save_file({"latents": latents.contiguous()}, stem.with_suffix(".safetensors"))
+    rows = [{"objects": [[o.colour, o.shape, o.size, o.position] for o in s.objects], "background": s.background}
+            for s in scenes]
+    stem.with_suffix(".json").write_text(json.dumps(rows))
+    return scenes, latents
+
+
+def train(family: str, vae_folder: Path, output: Path, steps: int, batch: int, lr: float, seed: int,
+          images: int, cache: Path) -> dict:
+    from diffusers import AutoencoderKL
+
+    from edit_mobile.shapes import make_caption
+
+    seed_everything(seed)
+    vae = AutoencoderKL.from_pretrained(vae_folder).eval().requires_grad_(False)
+    recipe = RECIPES[family](seed)
+    scenes, latents = cached_dataset(vae_folder, vae, images, seed, cache)
+    x0_all = recipe.to_model_space(latents, vae)
+    model = recipe.model.train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    rng = np.random.default_rng(seed + 1)
+    generator = torch.Generator().manual_seed(seed + 2)
+    log = TrainingLog(output, steps, f"shapes {family} teacher")
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, steps, lr, warmup=100)
+        rows = rng.integers(0, len(scenes), size=batch)
+        captions = ["" if rng.random() < CAPTION_DROPOUT else make_caption(scenes[i], rng) for i in rows]
+        loss = recipe.loss(model, x0_all[torch.from_numpy(rows)], recipe.text.encode(captions), generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        decay = min(EMA_DECAY, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for shadow, live in zip(ema.parameters(), model.parameters(), strict=True):
+                shadow.lerp_(live, 1 - decay)
+        log.step(step + 1, (step + 1) * batch, loss=loss.item())
+    summary = log.close()
+    recipe.pipeline(ema, vae).save_pretrained(output, safe_serialization=True)
+    parameters = sum(p.numel() for p in ema.parameters())
+    record = {"family": family, "seed": seed, "steps": steps, "batch": batch, "lr": lr, "images": images,
+              "prompt_tokens": PROMPT_TOKENS, "parameters": parameters, **summary}
+    (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", choices=sorted(RECIPES), required=True)
+    parser.add_argument("--vae", type=Path, required=True, help="the trained shapes VAE folder")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="new folder for the pipeline")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--images", type=int, default=8000, help="distinct training images, encoded once")
+    parser.add_argument("--cache", type=Path, default=Path("build/shapes/cache"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.output.mkdir(parents=True, exist_ok=False)
+    record = train(args.family, args.vae, args.output, args.steps, args.batch, args.lr, args.seed,
+                   args.images, args.cache)
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
