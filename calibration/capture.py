@@ -85,6 +85,7 @@ def capture_calibration(
         is_edit,
         load_transformer,
         model_family,
+        prompt_tokens_of,
     )
 
     options = options or CalibrationOptions()
@@ -102,14 +103,15 @@ def capture_calibration(
     guidance = family_spec.default_guidance if options.guidance is None else options.guidance
     use_guidance = guidance > 1.0  # as the pipelines: guidance_scale <= 1 means no guidance
     height, width = options.resolution or default_resolution(model)
-    signature = TransformerSignature.of(model, height, width, batch=1, prompt_tokens=options.prompt_tokens)
+    tokens = options.prompt_tokens or prompt_tokens_of(model_source, model)
+    signature = TransformerSignature.of(model, height, width, batch=1, prompt_tokens=tokens)
     specs = {spec.name: spec for spec in signature.inputs}
     input_names = tuple(specs)
     unknown = set(input_names) - {"hidden_states", "timestep", *PROMPT_LEVEL_INPUTS}
     if unknown:
         raise UserError(f"the denoiser takes inputs {sorted(unknown)} that calibration cannot record")
     if text_encoder_dir is None and embeddings_path is None and _has_text_encoder(model_source):
-        text_encoder_dir = model_source  # a pipeline folder brings its own text encoder(s)
+        text_encoder_dir = _pipeline_folder(model_source)  # a pipeline folder brings its own text encoder(s)
 
     if embeddings_path is not None:
         encoded = load_precomputed(embeddings_path, use_guidance, "pooled_projections" in specs)
@@ -133,7 +135,7 @@ def capture_calibration(
     samples_run = sorted({key[0] for keys in splits.values() for key in keys})
     bar = tqdm(total=len(samples_run) * steps, desc="calibration trajectories", unit="step",
                disable=not progress)
-    scheduler = family_spec.scheduler(model_source)
+    scheduler = family_spec.scheduler(_pipeline_folder(model_source) or model_source)
     kept = set().union(*splits.values())
     with bar:
         for sample in samples_run:
@@ -190,8 +192,17 @@ def _select_prompts(encoded: EncodedPrompts, chosen: list[int]) -> EncodedPrompt
     return EncodedPrompts(encoded.positive.select(chosen), negative, encoded.description)
 
 
+def _pipeline_folder(model_source) -> Path | None:
+    from edit_mobile.models import pipeline_folder_of
+
+    if model_source is not None and (Path(str(model_source)) / "text_encoder").is_dir():
+        return Path(str(model_source))
+    return pipeline_folder_of(model_source)
+
+
 def _has_text_encoder(model_source) -> bool:
-    return model_source is not None and (Path(str(model_source)) / "text_encoder").is_dir()
+    folder = _pipeline_folder(model_source)
+    return folder is not None and (folder / "text_encoder").is_dir()
 
 
 def _text_encoder(family, model_source, specs, folder, random_encoder):
@@ -199,15 +210,15 @@ def _text_encoder(family, model_source, specs, folder, random_encoder):
     from edit_mobile.calibration.encoder_sd3 import CLIP_TOKENS, SD3TextEncoder
 
     _, tokens, width = specs["encoder_hidden_states"].shape
-    if family == "sd3" and tokens <= CLIP_TOKENS:
-        raise UserError(f"SD3 prompts are {CLIP_TOKENS} CLIP tokens + T5 tokens: --prompt-tokens must exceed {CLIP_TOKENS}")
     if folder is not None:
         if family == "pixart":
             return PixArtTextEncoder.from_folder(folder, tokens)
-        return SD3TextEncoder.from_folder(folder, width, t5_tokens=tokens - CLIP_TOKENS)
+        return SD3TextEncoder.from_folder(folder, width, tokens)
     _check_text_source(model_source, random_encoder)
     if family == "pixart":
         return PixArtTextEncoder.random(width, tokens)
+    if tokens <= CLIP_TOKENS:
+        raise UserError(f"SD3 prompts are {CLIP_TOKENS} CLIP tokens + T5 tokens: --prompt-tokens must exceed {CLIP_TOKENS}")
     return SD3TextEncoder.random(width, specs["pooled_projections"].shape[-1], t5_tokens=tokens - CLIP_TOKENS)
 
 

@@ -37,8 +37,9 @@ class SD3TextEncoder:
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, joint_dim: int,
-                    t5_tokens: int = T5_TOKENS) -> SD3TextEncoder:
-        """A diffusers SD3 pipeline folder: text_encoder[_2,_3]/, tokenizer[_2,_3]/ (T5 optional)."""
+                    tokens: int = CLIP_TOKENS + T5_TOKENS) -> SD3TextEncoder:
+        """A diffusers SD3 pipeline folder: text_encoder[_2,_3]/, tokenizer[_2,_3]/ (T5 optional).
+        `tokens` is the whole prompt length: CLIP's (its tokenizer's model_max_length) + T5's."""
         from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
 
         folder = Path(folder)
@@ -66,6 +67,10 @@ class SD3TextEncoder:
         t5 = load(T5EncoderModel, "text_encoder_3", "tokenizer_3") if has_t5 else None
         clip_tokens = getattr(clip_l[0], "model_max_length", CLIP_TOKENS)
         clip_tokens = clip_tokens if clip_tokens <= 1024 else CLIP_TOKENS
+        if tokens <= clip_tokens:
+            raise UserError(f"SD3 prompts are {clip_tokens} CLIP tokens + T5 tokens: the prompt length "
+                            f"({tokens}) must exceed {clip_tokens}")
+        t5_tokens = tokens - clip_tokens
         description = {"kind": "sd3-clip-l-clip-g-t5" if has_t5 else "sd3-clip-l-clip-g",
                        "path": str(folder), "tokens": clip_tokens + t5_tokens}
         return cls(clip_l, clip_g, t5, joint_dim, description, clip_tokens, t5_tokens)

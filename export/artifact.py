@@ -183,7 +183,7 @@ class ExportPlan:
 def plan_export(request: ExportRequest) -> ExportPlan:
     """Check the whole request, cheapest checks first, so that bad input costs little and
     leaves nothing behind. Raises UserError."""
-    from edit_mobile.models import TransformerSignature, load_transformer
+    from edit_mobile.models import TransformerSignature, load_transformer, prompt_tokens_of
 
     backend: Backend = get_backend(request.backend)
     precision = request.precision or backend.default_precision
@@ -205,7 +205,8 @@ def plan_export(request: ExportRequest) -> ExportPlan:
     pass_names = resolve_passes(request.passes, backend.name)
     height, width = request.resolution or (None, None)
     signature = TransformerSignature.of(
-        model, height, width, batch=request.batch, prompt_tokens=request.prompt_tokens
+        model, height, width, batch=request.batch,
+        prompt_tokens=request.prompt_tokens or prompt_tokens_of(request.model, model),
     )
     record = model_record(request.model, model)  # before passes may rebuild modules
     calibration_set, warnings = None, []

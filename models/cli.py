@@ -17,7 +17,9 @@ def register(subparsers) -> None:
         "convert",
         help="turn a PixArt / SD3 teacher into its EDiT / MM-EDiT student folder",
         description="Swap the teacher's image attention for EDiT (PixArt) or MM-EDiT (SD3) attention, "
-        "reusing its weights, and write a diffusers folder that records the EDiT options.",
+        "reusing its weights, and write a diffusers folder that records the EDiT options: a whole pipeline "
+        "folder (the teacher's text encoders, VAE and scheduler, the student in transformer/) when MODEL "
+        "is a pipeline folder or a shapes preset, else a transformer folder.",
     )
     convert.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     convert.add_argument("-o", "--output", required=True, metavar="DIR",
@@ -64,14 +66,20 @@ def _add_edit_options(parser: argparse.ArgumentParser) -> None:
 def run_convert(args) -> int:
     from edit_mobile.fileio import atomic_output_dir, check_output_dir
     from edit_mobile.models.conversion import convert
-    from edit_mobile.models.presets import load_transformer
+    from edit_mobile.models.presets import load_transformer, pipeline_folder_of
 
     options = EDiTConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(EDiTConfig)})
     check_output_dir(args.output, "convert", [args.model], args.force)  # before the model loads
     teacher = load_transformer(args.model)
     student = convert(teacher, options)
+    pipeline = pipeline_folder_of(args.model)
     with atomic_output_dir(args.output, "convert", [args.model], args.force) as staging:
-        student.save_pretrained(staging, safe_serialization=True)
+        if pipeline is None:
+            student.save_pretrained(staging, safe_serialization=True)
+        else:  # a pipeline in, a pipeline out: the student with the teacher's encoders, VAE, scheduler
+            from edit_mobile.models.pipeline_folder import write_student_pipeline
+
+            write_student_pipeline(pipeline, student, staging)
     parameters = sum(p.numel() for p in student.parameters())
     print(f"wrote {type(student).__name__} ({parameters / 1e6:.2f} M parameters) to {args.output}")
     return 0

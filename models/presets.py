@@ -84,8 +84,43 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# Presets with trained weights: the shapes world's teachers, shipped as diffusers pipeline
+# folders in edit_mobile.pretrained (made by `make shapes`). NAME-edit is the converted student.
+SHIPPED: dict[str, str] = {
+    "shapes-pixart": "PixArt-Sigma layout trained on the shapes world, 256 px, 6 layers of width 128",
+    "shapes-sd3": "SD3.5 (MMDiT-X) layout trained on the shapes world, 256 px, 4 layers of width 128",
+}
+
+
 def preset_names() -> list[str]:
-    return [name + suffix for name in PRESETS for suffix in ("", EDIT_SUFFIX)]
+    return [name + suffix for name in [*PRESETS, *SHIPPED] for suffix in ("", EDIT_SUFFIX)]
+
+
+def _split_edit(name: str) -> tuple[str, bool]:
+    return (name[: -len(EDIT_SUFFIX)], True) if name.endswith(EDIT_SUFFIX) else (name, False)
+
+
+def shipped_folder(name: str) -> Path:
+    """The pipeline folder of a shipped preset (NAME or NAME-edit), or one line saying it is missing."""
+    from edit_mobile.pretrained import pipeline_folder
+
+    base, _ = _split_edit(name)
+    folder = pipeline_folder(base)
+    if folder is None:
+        raise UserError(f"the {base} weights are not in this installation; run `make shapes` to train them")
+    return folder
+
+
+def pipeline_folder_of(source: str | Path | None) -> Path | None:
+    """The diffusers pipeline folder (text encoders, tokenizers, VAE, scheduler) a model comes
+    with: a shipped preset's, the folder itself, or the pipeline folder around a transformer/."""
+    if source is None:
+        return None
+    text = str(source)
+    if not Path(text).exists():
+        return shipped_folder(text) if _split_edit(text)[0] in SHIPPED else None
+    path = Path(text)
+    return next((f for f in (path, path.parent) if (f / "model_index.json").is_file()), None)
 
 
 def build_preset(name: str, seed: int = 0, device: str | torch.device = "cpu") -> ModelMixin:
@@ -94,7 +129,9 @@ def build_preset(name: str, seed: int = 0, device: str | torch.device = "cpu") -
     EDiT presets also randomise the new convolutions (ConvFusion's 1x1 starts at zero in a
     conversion), so every path of the student carries signal in tests and benchmarks.
     """
-    base, want_edit = (name[: -len(EDIT_SUFFIX)], True) if name.endswith(EDIT_SUFFIX) else (name, False)
+    base, want_edit = _split_edit(name)
+    if base in SHIPPED:
+        return _shipped(name, device)
     if base not in PRESETS:
         raise UserError(f"unknown model {name!r}: not a preset ({', '.join(preset_names())}) nor a folder")
     preset = PRESETS[base]
@@ -107,6 +144,18 @@ def build_preset(name: str, seed: int = 0, device: str | torch.device = "cpu") -
             if str(device) != "meta":
                 _randomise_fusion(model)
     return model.eval()
+
+
+def _shipped(name: str, device) -> ModelMixin:
+    """A shipped teacher with its trained weights, or its EDiT / MM-EDiT conversion."""
+    folder = shipped_folder(name) / "transformer"
+    if str(device) == "meta":
+        cls = _model_class(_class_name(folder))
+        with torch.device("meta"):
+            model = cls.from_config(cls.load_config(folder))
+    else:
+        model = load_folder(folder)
+    return (convert(model) if _split_edit(name)[1] else model).eval()
 
 
 def _randomise_fusion(model: ModelMixin) -> None:
@@ -262,3 +311,11 @@ def load_transformer(name_or_path: str | Path) -> ModelMixin:
     if Path(text).exists():
         return load_folder(text)
     return build_preset(text)
+
+
+def prompt_tokens_of(source: str | Path | None, model: ModelMixin) -> int:
+    """The prompt length a model is run at by default: what its pipeline folder's tokenizers
+    say (the shapes SD3 reads 32 + 32 tokens), else its family's (PixArt 300, SD3 333)."""
+    from edit_mobile.models.families import family_of
+
+    return family_of(model).default_prompt_tokens_of(pipeline_folder_of(source))

@@ -64,12 +64,16 @@ def prompt_encoder(manifest: Manifest, text_encoder: str | os.PathLike | None = 
     _, tokens, width = specs["encoder_hidden_states"].shape
     if embeddings is not None:
         return CachedEmbeddings(embeddings, pooled="pooled_projections" in specs, guidance=guidance)
+    from edit_mobile.models import pipeline_folder_of
+
     source = Path(str(manifest.model.get("source", "")))
-    folder = Path(text_encoder) if text_encoder is not None else (source if (source / "text_encoder").is_dir() else None)
+    pipeline = pipeline_folder_of(manifest.model.get("source"))
+    folder = Path(text_encoder) if text_encoder is not None else next(
+        (f for f in (source, pipeline) if f is not None and (f / "text_encoder").is_dir()), None)
     if folder is not None:
         if manifest.family == "pixart":
             return PixArtTextEncoder.from_folder(folder, tokens)
-        return SD3TextEncoder.from_folder(folder, width, t5_tokens=tokens - CLIP_TOKENS)
+        return SD3TextEncoder.from_folder(folder, width, tokens)
     from edit_mobile.runtime.vae import is_tiny_architecture
 
     if not is_tiny_architecture(manifest):
@@ -204,9 +208,11 @@ def _prompt_inputs(embeddings) -> dict[str, torch.Tensor]:
 
 
 def build_pipeline(denoiser: Session, text_encoder=None, embeddings=None, vae=None, guidance: float = 4.5) -> TextToImage:
+    from edit_mobile.models import pipeline_folder_of
     from edit_mobile.runtime.vae import load_vae
 
     manifest = denoiser.manifest
     source = str(manifest.model.get("source", ""))
     encoder = prompt_encoder(manifest, text_encoder, embeddings, guidance=guidance > 1.0)
-    return TextToImage(denoiser, encoder, load_vae(manifest, vae), model_source=source if Path(source).is_dir() else None)
+    folder = source if Path(source).is_dir() else pipeline_folder_of(source)
+    return TextToImage(denoiser, encoder, load_vae(manifest, vae), model_source=folder)

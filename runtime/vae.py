@@ -45,12 +45,13 @@ def is_tiny_architecture(manifest: Manifest) -> bool:
 
 
 def vae_folder_for(manifest: Manifest) -> Path | None:
-    """The `vae/` of the pipeline folder the model came from, if the source was a local folder."""
+    """The `vae/` of the pipeline folder the model came from (a local folder or a shipped preset)."""
+    from edit_mobile.models import pipeline_folder_of
+
     source = Path(str(manifest.model.get("source", "")))
-    for folder in (source / "vae", source.parent / "vae"):
-        if (folder / "config.json").is_file():
-            return folder
-    return None
+    pipeline = pipeline_folder_of(manifest.model.get("source"))
+    candidates = (source / "vae", source.parent / "vae") + ((pipeline / "vae",) if pipeline else ())
+    return next((folder for folder in candidates if (folder / "config.json").is_file()), None)
 
 
 def load_vae(manifest: Manifest, folder: str | os.PathLike | None = None, seed: int = 0):

@@ -50,6 +50,10 @@ class Family:
         """The prompt-level inputs (embeddings, mask or pooled vector) in call order."""
         raise NotImplementedError
 
+    def default_prompt_tokens_of(self, pipeline_folder: Path | None) -> int:
+        """The prompt length of a model that comes with this pipeline folder (None: no folder)."""
+        return self.default_prompt_tokens
+
     def out_channels(self, model) -> int:
         return model.config.out_channels
 
