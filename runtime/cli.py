@@ -1,4 +1,4 @@
-"""`edit-mobile validate`, `profile` and `generate`: run an exported artifact.
+"""`edit-mobile validate`, `profile`, `generate` and `evaluate`: run an exported artifact.
 
 Heavy libraries (torch, executorch, onnxruntime, diffusers) load inside the handlers, so
 `edit-mobile --help` stays quick.
@@ -84,6 +84,31 @@ def register(subparsers) -> None:
     generate.set_defaults(handler=run_generate)
 
 
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="prompt accuracy of a shapes-world model or artifact, judged by the shapes checker",
+        description="Generate an image per caption of the shapes world and judge it: colour, shape, size and "
+        "position of every object, the background and the object count. SOURCE is a shapes preset "
+        "(shapes-pixart, shapes-sd3, their -edit students), a diffusers pipeline folder, or an exported "
+        "artifact of one. Caption sets: seen (one object, training triples), heldout (one object, held-out "
+        "triples), two (two objects), or a captions file.",
+    )
+    evaluate.add_argument("source", metavar="MODEL_OR_ARTIFACT")
+    evaluate.add_argument("--prompts", nargs="+", default=["seen", "heldout", "two"], metavar="SET",
+                          help="caption sets: seen, heldout, two, or captions files (default: all three sets)")
+    evaluate.add_argument("--samples", type=cli_args.int_range(1, 10000, what="a caption count"), default=32,
+                          metavar="N", help="captions per set (default 32)")
+    evaluate.add_argument("--steps", type=cli_args.steps, metavar="S", help="denoising steps (default: the family's)")
+    evaluate.add_argument("--guidance", type=cli_args.guidance, metavar="G", help="guidance scale (default: the family's)")
+    evaluate.add_argument("--seed", type=cli_args.seed, default=0, metavar="K")
+    evaluate.add_argument("--teacher", metavar="MODEL", help="also report image PSNR against this model at the same seeds")
+    evaluate.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    evaluate.add_argument("--grid", type=Path, metavar="PNG", help="write the images, marked right or wrong")
+    evaluate.add_argument("--threads", type=cli_args.threads, metavar="T")
+    cli_args.add_output_force(evaluate)
+    evaluate.set_defaults(handler=run_evaluate)
+
+
 def _add_pipeline_options(parser) -> None:
     parser.add_argument("--text-encoder", type=Path, metavar="DIR", help="local pipeline or encoder folder (tiny presets: a seeded random one)")
     parser.add_argument("--embeddings", type=Path, metavar="FILE", help="precomputed prompt embeddings (.safetensors)")
@@ -104,7 +129,14 @@ def _console():
 
 def _inputs(args) -> list:
     """Everything a command reads: its outputs never land on or inside these."""
-    return [getattr(args, name, None) for name in ("art_dir", "calibration", "text_encoder", "embeddings", "vae", "prompts")]
+    names = ("art_dir", "calibration", "text_encoder", "embeddings", "vae", "prompts", "source", "teacher")
+    return [value for name in names for value in _as_paths(getattr(args, name, None))]
+
+
+def _as_paths(value) -> list:
+    """Inputs given as paths (a list for --prompts; preset names that are no path are dropped)."""
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if v is not None and Path(str(v)).exists()]
 
 
 def _check_outputs(args, *paths) -> None:
@@ -283,6 +315,51 @@ def run_generate(args: argparse.Namespace) -> int:
     write_png(image, args.output, "generate", args)
     print(args.output)
     return 0
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from edit_mobile.errors import UserError
+    from edit_mobile.runtime.evaluate import CAPTION_SETS, Settings, evaluate, grid_image
+
+    _check_outputs(args, (args.json, ".json"), (args.grid, ".png"))
+    for name in args.prompts:
+        if name not in CAPTION_SETS and not Path(name).is_file():
+            raise UserError(f"--prompts {name}: not a caption set ({', '.join(CAPTION_SETS)}) nor a captions file")
+    settings = Settings(args.steps, args.guidance, args.seed)
+    total = len(args.prompts) * args.samples * (2 if args.teacher else 1)
+    with tqdm(total=total, desc="evaluate", unit="image", file=sys.stderr, disable=None) as bar:
+        report, shown = evaluate(args.source, args.prompts, args.samples, settings, args.teacher,
+                                 args.threads, bar.update)
+    print_evaluation(_console(), report)
+    if args.json is not None:
+        write_json(args.json, report, "evaluate", args)
+    if args.grid is not None:
+        write_png(grid_image(shown), args.grid, "evaluate", args)
+    return 0
+
+
+def print_evaluation(console, report: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{report['model']}: shapes-world accuracy")
+    attributes = list(report["per_attribute"])
+    for column in ("captions", "n", "prompt acc", "attribute acc", *attributes):
+        table.add_column(column, justify="right")
+    has_psnr = "image_psnr_vs_teacher" in report
+    if has_psnr:
+        table.add_column("PSNR vs teacher", justify="right")
+    rows = [*report["sets"].items(), ("all", report)]
+    for name, entry in rows:
+        cells = [name, str(entry["n"]), f"{entry['prompt_accuracy']:.3f}", f"{entry['attribute_accuracy']:.3f}",
+                 *(f"{entry['per_attribute'][a]:.2f}" for a in attributes)]
+        if has_psnr:
+            cells.append(f"{entry['image_psnr_vs_teacher']:.1f} dB")
+        table.add_row(*cells)
+    console.print(table)
 
 
 # --- output files ----------------------------------------------------------------------------
