@@ -11,6 +11,9 @@ _LAZY = {
     "EDiTAttnProcessor": "edit_mobile.models.edit_attention",
     "EDiTConfig": "edit_mobile.models.config",
     "MMEDiTAttnProcessor": "edit_mobile.models.mm_edit_attention",
+    # diffusers' pipeline loader reads a component's base class off the library a model_index.json
+    # names ("edit_mobile.models" for our students) to pick the loading method.
+    "ModelMixin": "diffusers",
     "PRESETS": "edit_mobile.models.presets",
     "PixArtEDiTTransformer2DModel": "edit_mobile.models.pixart_edit",
     "SD3MMEDiTTransformer2DModel": "edit_mobile.models.sd3_mm_edit",

@@ -58,7 +58,11 @@ class DiffusersImages:
             raise UserError(f"{source} has no pipeline folder (text encoder, VAE, scheduler) to make images with; "
                             "pass a shapes preset, a diffusers pipeline folder, or an exported artifact")
         from diffusers import DiffusionPipeline
+        from diffusers.utils import logging as diffusers_logging
 
+        # Our bar counts images; the pipeline's loading bar and its clean_caption notice are noise.
+        diffusers_logging.disable_progress_bar()
+        diffusers_logging.set_verbosity_error()
         self.transformer = load_transformer(source)
         self.pipeline = DiffusionPipeline.from_pretrained(folder, transformer=self.transformer, local_files_only=True)
         self.pipeline.set_progress_bar_config(disable=True)

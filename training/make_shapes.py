@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edit_mobile.training import train_teacher, train_vae
 
-TEACHER_STEPS = {"pixart": 1400, "sd3": 1400}
+TEACHER_STEPS = {"pixart": 1800, "sd3": 900}
 
 
 def install(built: Path, target: Path) -> None:

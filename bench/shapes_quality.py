@@ -1,0 +1,90 @@
+"""Prompt accuracy of the shipped shapes models and their students and artifacts (not a test).
+
+For each teacher (shapes-pixart, shapes-sd3): the teacher, its converted (undistilled) student,
+and the teacher's XNNPACK fp32 and int8-static programs, each judged by `edit-mobile evaluate`
+on the same captions and seeds (seen and held-out one-object captions, two-object captions).
+Every stage is the real CLI; results land in bench/measured/shapes_quality/ (JSON per model, the
+grids, and summary.json), and the table is printed.
+
+    python bench/shapes_quality.py [--samples 32] [--families pixart sd3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+from edit_mobile.main import main as cli
+
+# Reports and grids are committed (bench/measured/); the exported programs are scratch (build/).
+RESULTS = Path(__file__).resolve().parent / "measured" / "shapes_quality"
+WORK = Path(__file__).resolve().parent.parent / "build" / "bench_shapes_quality"
+SETS = ["seen", "heldout", "two"]
+
+
+def run(argv: list[str]) -> None:
+    print(f"$ edit-mobile {' '.join(argv)}", flush=True)
+    started = time.perf_counter()
+    code = cli(argv)
+    print(f"  ({time.perf_counter() - started:.0f} s, exit {code})", flush=True)
+    if code != 0:
+        raise SystemExit(f"stopped: exit {code}")
+
+
+def evaluate(source: str, name: str, samples: int, teacher: str | None = None) -> dict:
+    report = RESULTS / f"{name}.json"
+    extra = ["--teacher", teacher] if teacher else []
+    run(["evaluate", source, "--prompts", *SETS, "--samples", str(samples), *extra,
+         "--json", str(report), "--grid", str(RESULTS / f"{name}.png"), "--force"])
+    return json.loads(report.read_text())
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=32, help="captions per set (default 32)")
+    parser.add_argument("--families", nargs="+", default=["pixart", "sd3"])
+    parser.add_argument("--no-artifacts", action="store_true", help="skip the exported programs")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for family in args.families:
+        teacher = f"shapes-{family}"
+        work = WORK / family
+        variants = [(teacher, teacher, None), (f"{teacher}-edit", f"{teacher}-edit", teacher)]
+        if not args.no_artifacts:
+            calib = work / "calibration"
+            captions = work / "captions.txt"
+            work.mkdir(parents=True, exist_ok=True)
+            from edit_mobile.shapes import sample_training_captions
+
+            captions.write_text("".join(f"{c.caption}\n" for c in sample_training_captions(24, seed=7)))
+            run(["calibrate", teacher, "--prompts", str(captions), "--samples", "8", "--steps", "10",
+                 "--records", "16", "--heldout-records", "8", "-o", str(calib), "--force"])
+            for name, flags in (("xnnpack-fp32", []), ("xnnpack-int8", ["--quantize", "int8", "--calibration", str(calib)])):
+                artifact = work / name
+                run(["export", teacher, "--backend", "xnnpack", *flags, "-o", str(artifact), "--force"])
+                variants.append((str(artifact), f"{teacher}-{name}", teacher))
+        for source, name, reference in variants:
+            report = evaluate(source, name, args.samples, reference)
+            rows.append({"model": name, **{s: report["sets"][s]["prompt_accuracy"] for s in SETS},
+                         "all": report["prompt_accuracy"], "psnr_vs_teacher": report.get("image_psnr_vs_teacher")})
+    print(f"\nshapes-world prompt accuracy, {args.samples} captions a set, family default steps and guidance ({cpu_name()})")
+    print(f"{'model':<30} {'seen':>6} {'heldout':>8} {'two':>6} {'all':>6} {'PSNR vs teacher':>16}")
+    for row in rows:
+        psnr = f"{row['psnr_vs_teacher']:.1f} dB" if row["psnr_vs_teacher"] is not None else "-"
+        print(f"{row['model']:<30} {row['seen']:>6.2f} {row['heldout']:>8.2f} {row['two']:>6.2f} {row['all']:>6.2f} {psnr:>16}")
+    (RESULTS / "summary.json").write_text(json.dumps({"cpu": cpu_name(), "samples": args.samples, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
