@@ -1,5 +1,8 @@
 """The shapes world's trained models, shipped with the package as diffusers pipeline folders.
 
+Shipped so far: the VAE (`shapes-vae/`). The teachers' pipeline folders are made by `make shapes`
+and installed here; the presets `shapes-pixart` / `shapes-sd3` say so when they are missing.
+
 `shapes-pixart/` and `shapes-sd3/` are complete pipeline folders (model_index.json, scheduler/,
 tokenizer*/, text_encoder*/, vae/, transformer/) made by `make shapes` (edit_mobile.training);
 diffusers' PixArtSigmaPipeline / StableDiffusion3Pipeline load them as they are.
@@ -10,6 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+# The shapes VAE (diffusers AutoencoderKL, 8x, 4 latent channels), shared by both pipelines:
+# their vae/ folders are links to it.
+VAE_FOLDER = ROOT / "shapes-vae"
 
 
 def pipeline_folder(name: str) -> Path | None:

@@ -1,80 +1,93 @@
-"""The shipped shapes-world models: diffusers' own pipelines load and run them, they draw what
-their captions say, and every command takes their presets."""
+"""The shapes-world models as diffusers pipeline folders: the shipped VAE reads the world right;
+a teacher folder made by the training script loads in diffusers' own pipelines and through every
+edit-mobile path (presets' pipeline lookup, convert to a student pipeline, evaluate, generate).
+
+The teachers here are 2-step smoke runs of training/train_teacher.py (plumbing, not quality): the
+shipped teachers' quality is measured by bench/shapes_quality.py.
+"""
 
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
-from edit_mobile.pretrained import ROOT, pipeline_folder
-
-# Floors on a small fixed sample (16 one-object captions a set, 20 steps, seed 0), set from
-# measurement below the figures the closing note gives for 32 captions a set, so that a broken
-# pipeline, tokenizer, VAE or scheduler fails while the sampling noise of 16 captions does not.
-FLOORS = {
-    "shapes-pixart": {"seen": 0.0, "heldout": 0.0},
-    "shapes-sd3": {"seen": 0.0, "heldout": 0.0},
-}
-SAMPLES = 16
-
-
-def test_shipped_weights_fit_the_budget():
-    """All shipped safetensors together at most 25 MB (links to a shared VAE counted once)."""
-    files = {p.resolve() for p in ROOT.rglob("*.safetensors")}
-    assert sum(f.stat().st_size for f in files) <= 25e6
-    assert (ROOT / "shapes-sd3" / "vae").resolve() == (ROOT / "shapes-pixart" / "vae").resolve()
-
-
-@pytest.mark.parametrize("preset, pipeline_class", [("shapes-pixart", "PixArtSigmaPipeline"),
-                                                     ("shapes-sd3", "StableDiffusion3Pipeline")])
-def test_diffusers_pipeline_loads_and_draws_the_captions(preset, pipeline_class):
-    import diffusers
-
-    from edit_mobile.runtime.evaluate import DiffusersImages, Settings, captions_of
-    from edit_mobile.shapes import score
-
-    pipeline = getattr(diffusers, pipeline_class).from_pretrained(pipeline_folder(preset))
-    assert type(pipeline).__name__ == pipeline_class  # the folder is a complete diffusers pipeline
-    images = DiffusersImages(preset)
-    for name, floor in FLOORS[preset].items():
-        captioned = captions_of(name, SAMPLES, seed=0)
-        drawn = images([c.caption for c in captioned], Settings(seed=0))
-        result = score(drawn, [c.scene for c in captioned])
-        assert result["prompt_accuracy"] >= floor, (name, result)
-
-
-def test_presets_load_trained_weights():
-    from safetensors.torch import load_file
-
-    from edit_mobile.models import build_preset, is_edit, pipeline_folder_of
-
-    teacher = build_preset("shapes-pixart")
-    stored = load_file(pipeline_folder("shapes-pixart") / "transformer" / "diffusion_pytorch_model.safetensors")
-    assert all(torch.equal(teacher.state_dict()[k], v) for k, v in stored.items())
-    student = build_preset("shapes-pixart-edit")
-    assert is_edit(student) and not is_edit(teacher)
-    assert pipeline_folder_of("shapes-sd3-edit") == pipeline_folder("shapes-sd3")
-
-
-def test_sd3_prompt_length_comes_from_its_tokenizers():
-    from edit_mobile.models import build_preset, prompt_tokens_of
-
-    assert prompt_tokens_of("shapes-sd3", build_preset("shapes-sd3", device="meta")) == 64
-    assert prompt_tokens_of("sd35-medium", build_preset("sd35-medium", device="meta")) == 333
+from edit_mobile.pretrained import VAE_FOLDER
+from edit_mobile.training import train_teacher
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("shapes") / "student"
-    assert subprocess.run([sys.executable, "-m", "edit_mobile", "convert", "shapes-pixart", "-o", str(folder)],
+def pipelines(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    for family in ("pixart", "sd3"):
+        (root / family).mkdir()
+        train_teacher.train(family, VAE_FOLDER, root / family, steps=2, batch=4, lr=1e-3, seed=0, images=8,
+                            cache=root / "cache")
+    return root
+
+
+def test_shipped_vae_keeps_every_attribute_readable():
+    """Reconstructions of rendered scenes (one and two objects) judged by the checker: measured
+    100% of 48 each; a VAE trained on crops alone scored 71% (colours of small objects drift)."""
+    from diffusers import AutoencoderKL
+
+    from edit_mobile.shapes import render_array, sample_training_captions, score
+    from edit_mobile.training.shapes_data import to_tensor
+
+    vae = AutoencoderKL.from_pretrained(VAE_FOLDER, low_cpu_mem_usage=False).eval()
+    captioned = sample_training_captions(12, seed=5)
+    images = torch.stack([to_tensor(render_array(c.scene, 256, seed=i)) for i, c in enumerate(captioned)])
+    with torch.no_grad():
+        output = vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
+    from PIL import Image
+
+    decoded = [Image.fromarray(((t.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)) for t in output]
+    assert score(decoded, [c.scene for c in captioned])["prompt_accuracy"] >= 11 / 12
+
+
+@pytest.mark.parametrize("family, pipeline_class", [("pixart", "PixArtSigmaPipeline"),
+                                                    ("sd3", "StableDiffusion3Pipeline")])
+def test_diffusers_loads_the_folder_and_evaluate_draws_with_it(pipelines, family, pipeline_class):
+    import diffusers
+
+    from edit_mobile.runtime.evaluate import DiffusersImages, Settings
+
+    pipeline = getattr(diffusers, pipeline_class).from_pretrained(pipelines / family)
+    assert type(pipeline).__name__ == pipeline_class
+    images = DiffusersImages(str(pipelines / family))(["a small red circle in the top left on a white background"],
+                                                       Settings(steps=2))
+    assert images[0].size == (256, 256)
+
+
+def test_sd3_prompt_length_comes_from_its_tokenizers(pipelines):
+    from edit_mobile.models import build_preset, load_transformer, prompt_tokens_of
+
+    assert prompt_tokens_of(pipelines / "sd3", load_transformer(pipelines / "sd3")) == 64
+    assert prompt_tokens_of("sd35-medium", build_preset("sd35-medium", device="meta")) == 333
+
+
+def test_presets_without_shipped_teachers_say_how_to_make_them():
+    run = subprocess.run([sys.executable, "-m", "edit_mobile", "info", "shapes-sd3"], capture_output=True, text=True)
+    from edit_mobile.pretrained import pipeline_folder
+
+    if pipeline_folder("shapes-sd3") is None:
+        assert run.returncode == 2 and "make shapes" in run.stderr and "Traceback" not in run.stderr
+    else:
+        assert run.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def student(pipelines):
+    folder = pipelines / "student"
+    assert subprocess.run([sys.executable, "-m", "edit_mobile", "convert", str(pipelines / "pixart"), "-o", str(folder)],
                           capture_output=True).returncode == 0
     return folder
 
 
 def test_convert_writes_a_pipeline_that_diffusers_loads(student):
-    """convert of a shapes preset writes a whole pipeline folder; a fresh interpreter loads it
+    """convert of a pipeline folder writes a whole pipeline folder; a fresh interpreter loads it
     with DiffusionPipeline and gets the student (diffusers imports no module a folder names:
     importing edit_mobile.models first is what lets it resolve the student class)."""
     index = json.loads((student / "model_index.json").read_text())
@@ -86,10 +99,11 @@ def test_convert_writes_a_pipeline_that_diffusers_loads(student):
     assert loaded.stdout.split() == ["PixArtSigmaPipeline", "PixArtEDiTTransformer2DModel"], loaded.stderr[-2000:]
 
 
-def test_evaluate_command_writes_its_report_and_grid(tmp_path):
+def test_evaluate_command_writes_its_report_and_grid(pipelines, tmp_path):
     report, grid = tmp_path / "eval.json", tmp_path / "grid.png"
-    run = subprocess.run([sys.executable, "-m", "edit_mobile", "evaluate", "shapes-pixart", "--prompts", "seen",
-                          "--samples", "2", "--steps", "4", "--teacher", "shapes-pixart",
+    source = str(pipelines / "pixart")
+    run = subprocess.run([sys.executable, "-m", "edit_mobile", "evaluate", source, "--prompts", "seen",
+                          "--samples", "2", "--steps", "2", "--teacher", source,
                           "--json", str(report), "--grid", str(grid)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     data = json.loads(report.read_text())
@@ -98,8 +112,8 @@ def test_evaluate_command_writes_its_report_and_grid(tmp_path):
     assert grid.stat().st_size > 1000
 
 
-def test_evaluate_refuses_an_unknown_caption_set(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "edit_mobile", "evaluate", "shapes-pixart", "--prompts", "nope"],
+def test_evaluate_refuses_an_unknown_caption_set(pipelines):
+    run = subprocess.run([sys.executable, "-m", "edit_mobile", "evaluate", str(pipelines / "pixart"), "--prompts", "nope"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
@@ -108,13 +122,12 @@ def test_evaluate_refuses_an_unknown_caption_set(tmp_path):
 def test_diffusers_and_generate_draw_the_same_image(student, tmp_path):
     """The student pipeline in diffusers' own PixArtSigmaPipeline (fresh interpreter) and
     `edit-mobile generate --reference` over an export of it: same prompt, seed and steps."""
-    import numpy as np
     from PIL import Image
 
     from edit_mobile.main import main
     from edit_mobile.runtime.evaluate import image_psnr
 
-    prompt, steps, seed = "a large blue square in the center on a yellow background", "5", "3"
+    prompt, steps, seed = "a large blue square in the center on a yellow background", "3", "3"
     artifact = tmp_path / "onnx"
     assert main(["export", str(student), "--backend", "onnx", "--resolution", "256", "-o", str(artifact)]) == 0
     ours = tmp_path / "ours.png"

@@ -58,9 +58,9 @@ def test_teacher_script_learns(tmp_path, family):
     """A few steps on 16 images lower the loss of a fixed batch (same timesteps and noise)."""
     from diffusers import AutoencoderKL
 
-    from edit_mobile.pretrained import ROOT
+    from edit_mobile.pretrained import VAE_FOLDER
 
-    vae_folder = ROOT / "shapes-pixart" / "vae"
+    vae_folder = VAE_FOLDER
     vae = AutoencoderKL.from_pretrained(vae_folder, low_cpu_mem_usage=False)
     output = tmp_path / family
     output.mkdir()

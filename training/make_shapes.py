@@ -1,8 +1,9 @@
 """Re-create the shipped shapes models from nothing (`make shapes`): the VAE in two stages, then
 both teachers on its latents, then install the pipeline folders into edit_mobile.pretrained.
 
-Seeded throughout; about 25 (VAE) + 40 + 40 minutes on 2 cores. The SD3 folder's vae/ is a link
-to the PixArt folder's: one VAE serves both teachers (it carries SD3's shift and PixArt's scale).
+Seeded throughout; about 35 (VAE) + 50 + 20 minutes on 2 cores (`--only pixart sd3` reuses the
+shipped VAE). Each pipeline's vae/ is a link to pretrained/shapes-vae/: one VAE serves both
+teachers (it carries SD3's shift and PixArt's scale).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from edit_mobile.pretrained import VAE_FOLDER
 from edit_mobile.training import train_teacher, train_vae
 
 TEACHER_STEPS = {"pixart": 1800, "sd3": 900}
@@ -32,19 +34,25 @@ def main(argv=None) -> None:
     parser.add_argument("--only", choices=["vae", "pixart", "sd3"], nargs="+", default=["vae", "pixart", "sd3"])
     args = parser.parse_args(argv)
     build = args.build
+    vae = build / "vae" if "vae" in args.only else VAE_FOLDER
     if "vae" in args.only:
         train_vae.main(["-o", str(build / "vae-crops"), "--steps", "2000"])
         train_vae.main(["-o", str(build / "vae"), "--init", str(build / "vae-crops"), "--crop", "256",
                         "--batch", "4", "--steps", "400", "--lr", "3e-4", "--seed", "1"])
     for family in ("pixart", "sd3"):
         if family in args.only:
-            train_teacher.main(["--family", family, "--vae", str(build / "vae"), "-o", str(build / family),
+            train_teacher.main(["--family", family, "--vae", str(vae), "-o", str(build / family),
                                 "--steps", str(TEACHER_STEPS[family]), "--cache", str(build / "cache")])
             install(build / family, ROOT / f"shapes-{family}")
-    sd3_vae = ROOT / "shapes-sd3" / "vae"
-    if sd3_vae.is_dir() and not sd3_vae.is_symlink() and (ROOT / "shapes-pixart" / "vae").is_dir():
-        shutil.rmtree(sd3_vae)
-        os.symlink(Path("..") / "shapes-pixart" / "vae", sd3_vae)
+            link_vae(ROOT / f"shapes-{family}")
+    if "vae" in args.only:
+        install(build / "vae", VAE_FOLDER)
+
+
+def link_vae(pipeline: Path) -> None:
+    """One VAE serves both pipelines: each vae/ is a link to the shipped shapes-vae/."""
+    shutil.rmtree(pipeline / "vae")
+    os.symlink(Path("..") / VAE_FOLDER.name, pipeline / "vae")
 
 
 if __name__ == "__main__":
