@@ -149,12 +149,7 @@ def build_preset(name: str, seed: int = 0, device: str | torch.device = "cpu") -
 def _shipped(name: str, device) -> ModelMixin:
     """A shipped teacher with its trained weights, or its EDiT / MM-EDiT conversion."""
     folder = shipped_folder(name) / "transformer"
-    if str(device) == "meta":
-        cls = _model_class(_class_name(folder))
-        with torch.device("meta"):
-            model = cls.from_config(cls.load_config(folder))
-    else:
-        model = load_folder(folder)
+    model = _architecture(folder) if str(device) == "meta" else load_folder(folder)
     return (convert(model) if _split_edit(name)[1] else model).eval()
 
 
@@ -299,7 +294,11 @@ def load_architecture(name_or_path: str | Path) -> ModelMixin:
     text = str(name_or_path)
     if not Path(text).exists():
         return build_preset(text, device="meta")
-    folder = _transformer_folder(Path(text))
+    return _architecture(_transformer_folder(Path(text)))
+
+
+def _architecture(folder: Path) -> ModelMixin:
+    """A transformer folder's model built from its config on the meta device: no weights read."""
     cls = _model_class(_class_name(folder))
     with torch.device("meta"):
         return cls.from_config(cls.load_config(folder))
