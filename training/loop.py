@@ -22,21 +22,27 @@ def seed_everything(seed: int) -> None:
 class TrainingLog:
     """Per-step losses: shown on a tqdm bar, appended to `log.jsonl`, drawn in `loss.png`."""
 
-    def __init__(self, folder: Path, total_steps: int, title: str):
+    def __init__(self, folder: Path, total_steps: int, title: str, resume_at: int = 0):
+        """`resume_at`: the step a resumed run starts from; the log keeps the records up to it."""
         from tqdm import tqdm
 
         self.folder = folder
         self.title = title
         self.records: list[dict] = []
-        self.start = time.perf_counter()
-        self.bar = tqdm(total=total_steps, desc=title, unit="step", dynamic_ncols=True)
-        self.log_file = (folder / "log.jsonl").open("w")
+        log = folder / "log.jsonl"
+        if resume_at and log.is_file():
+            self.records = [r for r in map(json.loads, log.read_text().splitlines()) if r["step"] <= resume_at]
+        log.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        self.start = time.perf_counter() - (self.records[-1]["seconds"] if self.records else 0.0)
+        self.bar = tqdm(total=total_steps, initial=resume_at, desc=title, unit="step", dynamic_ncols=True)
+        self.log_file = log.open("a")
 
     def step(self, step: int, samples: int, **losses: float) -> None:
         elapsed = time.perf_counter() - self.start
         record = {"step": step, "seconds": round(elapsed, 2), **{k: float(v) for k, v in losses.items()}}
         self.records.append(record)
         self.log_file.write(json.dumps(record) + "\n")
+        self.log_file.flush()  # a killed run keeps its log up to its last step (resume reads it)
         self.bar.set_postfix({**{k: f"{v:.4f}" for k, v in losses.items()},
                               "samples/s": f"{samples / max(elapsed, 1e-9):.1f}"})
         self.bar.update(1)

@@ -2,9 +2,12 @@
 
 Tokenizers are real ones, built for the world's vocabulary: a T5 Unigram tokenizer (every
 caption word a piece, single characters as the fallback) and a CLIP BPE tokenizer trained on the
-grammar's captions (whole words become tokens). Encoders keep their families' layouts and stay
-frozen at a seeded random initialisation, which the teachers learn to read: PixArt a T5 encoder;
-SD3 CLIP-L and CLIP-G (penultimate states + projected pooled output) and a T5.
+grammar's captions (whole words become tokens). Encoders keep their families' layouts (PixArt a
+T5 encoder; SD3 CLIP-L and CLIP-G, penultimate states + projected pooled output, and a T5), start
+from a seeded random initialisation and are trained with the teacher (train_teacher.py). Frozen
+random encoders were tried first: their features tangle which colour is the background's and
+which the object's, and a 1.8 M-parameter teacher did not learn to untangle them within the hour
+(the caption changed its loss by under 3%, even from pure noise).
 
 Prompt lengths are the world's, not the real models': every caption fits in 32 tokens, so the
 CLIP tokenizers' model_max_length and the T5 length for SD3 are 32.
@@ -121,16 +124,21 @@ class PixArtShapesText:
         self.tokenizer = t5_tokenizer()
         self.encoder = t5_encoder(self.tokenizer, seed=seed)
 
-    @torch.no_grad()
+    @property
+    def encoders(self) -> dict[str, torch.nn.Module]:
+        return {"encoder": self.encoder}
+
     def encode(self, captions: list[str]) -> dict[str, torch.Tensor]:
         tokens = self.tokenizer([c.lower().strip() for c in captions], padding="max_length",
                                 max_length=PROMPT_TOKENS, truncation=True, return_tensors="pt")
         hidden = self.encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
         return {"encoder_hidden_states": hidden, "encoder_attention_mask": tokens.attention_mask.float()}
 
-    def save(self, pipeline: Path) -> None:
-        self.tokenizer.save_pretrained(pipeline / "tokenizer")
-        self.encoder.save_pretrained(pipeline / "text_encoder", safe_serialization=True)
+    SUBFOLDERS = {"encoder": "text_encoder"}
+
+    def load_trained(self, pipeline: Path) -> None:
+        """Take the pipeline folder's trained encoders in place of the seeded initial ones."""
+        _load_trained(self, pipeline)
 
 
 class SD3ShapesText:
@@ -145,7 +153,10 @@ class SD3ShapesText:
         self.t5_tokenizer = t5_tokenizer()
         self.t5 = t5_encoder(self.t5_tokenizer, seed=seed + 2)
 
-    @torch.no_grad()
+    @property
+    def encoders(self) -> dict[str, torch.nn.Module]:
+        return {"clip_l": self.clip_l, "clip_g": self.clip_g, "t5": self.t5}
+
     def encode(self, captions: list[str]) -> dict[str, torch.Tensor]:
         clip_ids = self.clip_tokenizer(captions, padding="max_length", max_length=PROMPT_TOKENS,
                                        truncation=True, return_tensors="pt").input_ids
@@ -160,9 +171,14 @@ class SD3ShapesText:
         embeds = torch.cat([torch.cat(hidden, dim=-1), t5_hidden], dim=-2)  # (B, 64, 128)
         return {"encoder_hidden_states": embeds, "pooled_projections": torch.cat(pooled, dim=-1)}
 
-    def save(self, pipeline: Path) -> None:
-        for index, model in (("", self.clip_l), ("_2", self.clip_g)):
-            self.clip_tokenizer.save_pretrained(pipeline / f"tokenizer{index}")
-            model.save_pretrained(pipeline / f"text_encoder{index}", safe_serialization=True)
-        self.t5_tokenizer.save_pretrained(pipeline / "tokenizer_3")
-        self.t5.save_pretrained(pipeline / "text_encoder_3", safe_serialization=True)
+    SUBFOLDERS = {"clip_l": "text_encoder", "clip_g": "text_encoder_2", "t5": "text_encoder_3"}
+
+    def load_trained(self, pipeline: Path) -> None:
+        """Take the pipeline folder's trained encoders in place of the seeded initial ones."""
+        _load_trained(self, pipeline)
+
+
+def _load_trained(text, pipeline: Path) -> None:
+    for name, subfolder in text.SUBFOLDERS.items():
+        model = type(getattr(text, name)).from_pretrained(Path(pipeline) / subfolder)
+        setattr(text, name, model.eval().requires_grad_(False))
