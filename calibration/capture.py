@@ -205,15 +205,24 @@ def _has_text_encoder(model_source) -> bool:
     return folder is not None and (folder / "text_encoder").is_dir()
 
 
+def folder_text_encoder(family: str, folder: Path, specs):
+    """The text encoder(s) of a pipeline folder, giving the prompt inputs `specs` describes."""
+    from edit_mobile.calibration.encoder_pixart import PixArtTextEncoder
+    from edit_mobile.calibration.encoder_sd3 import SD3TextEncoder
+
+    _, tokens, width = specs["encoder_hidden_states"].shape
+    if family == "pixart":
+        return PixArtTextEncoder.from_folder(folder, tokens)
+    return SD3TextEncoder.from_folder(folder, width, tokens)
+
+
 def _text_encoder(family, model_source, specs, folder, random_encoder):
     from edit_mobile.calibration.encoder_pixart import PixArtTextEncoder
     from edit_mobile.calibration.encoder_sd3 import CLIP_TOKENS, SD3TextEncoder
 
     _, tokens, width = specs["encoder_hidden_states"].shape
     if folder is not None:
-        if family == "pixart":
-            return PixArtTextEncoder.from_folder(folder, tokens)
-        return SD3TextEncoder.from_folder(folder, width, tokens)
+        return folder_text_encoder(family, folder, specs)
     _check_text_source(model_source, random_encoder)
     if family == "pixart":
         return PixArtTextEncoder.random(width, tokens)

@@ -23,7 +23,12 @@ class StepRecord:
     timestep: torch.Tensor  # (1,) float32
 
 
-def run_trajectory(
+def run_trajectory(*args, **kwargs) -> list[StepRecord]:
+    """Denoise one sample; return the records `keep(step, branch)` asks for (see `denoise`)."""
+    return denoise(*args, **kwargs)[0]
+
+
+def denoise(
     denoiser: Callable[..., torch.Tensor],
     input_names: tuple[str, ...],
     scheduler,
@@ -34,8 +39,8 @@ def run_trajectory(
     guidance: float,
     keep: Callable[[int, int], bool],
     on_step: Callable[[], None] = lambda: None,
-) -> list[StepRecord]:
-    """Denoise one sample; return the records `keep(step, branch)` asks for."""
+) -> tuple[list[StepRecord], torch.Tensor]:
+    """Denoise one sample: the records `keep(step, branch)` asks for, and the final latents."""
     scheduler.set_timesteps(steps)
     branches = [negative, positive] if negative is not None else [positive]
     # G = guidance branches (2: unconditional, conditional; or 1), run as one batch.
@@ -63,7 +68,7 @@ def run_trajectory(
             noise_pred = noise_pred[:, :latent_channels]
         latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
         on_step()
-    return records
+    return records, latents
 
 
 def forward_trajectory(

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "edit_mobile.export.cli",
     "edit_mobile.export.quantization.cli",
     "edit_mobile.runtime.cli",
+    "edit_mobile.distill.cli",
 )
 
 

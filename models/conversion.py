@@ -19,6 +19,8 @@ from edit_mobile.models.families import all_families, family_of, get_family
 from edit_mobile.models.pixart_edit import PixArtEDiTTransformer2DModel
 from edit_mobile.models.sd3_mm_edit import SD3MMEDiTTransformer2DModel
 
+CONVERSION_SEED = 0
+
 
 def model_family(model: ModelMixin) -> str:
     """The family's name ("pixart", "sd3"); edit_mobile.models.families.family_of gives the object."""
@@ -35,7 +37,10 @@ def edit_options(model: ModelMixin) -> EDiTConfig | None:
 
 def _rebuild(model: ModelMixin, cls: type[ModelMixin], config: dict) -> ModelMixin:
     parameter = next(model.parameters())
-    with torch.device(parameter.device):
+    # The new convolutions' random part (ConvFusion's 3x3) is seeded: a conversion gives the
+    # same student whatever ran before it (distillation runs on several processes rely on it).
+    with torch.device(parameter.device), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(CONVERSION_SEED)
         rebuilt = cls.from_config(config)
     missing, unexpected = rebuilt.load_state_dict(model.state_dict(), strict=False)
     # Only EDiT processor weights may differ between the two architectures.

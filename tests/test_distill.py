@@ -1,0 +1,169 @@
+"""`edit-mobile distill` on a small PixArt pipeline folder (1-step teacher: plumbing, not quality;
+the shipped teachers' distillation is measured by bench/distill_shapes.py).
+
+Runs at 64 px (4 x 4 image tokens) so that a step takes milliseconds.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from edit_mobile.pretrained import VAE_FOLDER
+from edit_mobile.training import train_teacher
+
+TINY_RUN = ["--samples", "4", "--steps", "2", "--eval-samples", "0", "--batch", "4", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("distill") / "teacher"
+    folder.mkdir()
+    train_teacher.train("pixart", VAE_FOLDER, folder, steps=1, batch=2, lr=1e-3, seed=0, images=4,
+                        cache=folder.parent / "cache")
+    return folder
+
+
+def _cli(*args, env=None, launcher=None):
+    command = (launcher or [sys.executable, "-m", "edit_mobile"]) + ["distill", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "transformer" / "diffusion_pytorch_model.safetensors")
+
+
+def test_two_processes_reach_the_weights_of_one(teacher, tmp_path):
+    """torchrun with 2 gloo processes, 2 samples each, against 1 process with the global batch
+    of 4: the same samples, noise and caption dropout by construction (seeded per global sample
+    index), so the runs differ only in the order of floating-point sums (DDP's all-reduce adds
+    two halves; one process adds all four). Adam turns gradients into near-sign updates, so a
+    rounding difference on a near-zero gradient (ConvFusion's expand starts at zero) moves that
+    weight by up to lr: elementwise comparison is meaningless. The distance between the two
+    runs, relative to how far training moved the weights, is (measured) ~1e-2; a data or
+    sharding mismatch (e.g. each process taking the whole batch) gives > 0.3."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                "-m", "edit_mobile"]
+    two = _cli(teacher, "-o", tmp_path / "two", "--schedule", "64:4", *TINY_RUN, launcher=launcher,
+               env={"OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = _cli(teacher, "-o", tmp_path / "one", "--schedule", "64:4", *TINY_RUN, env={"OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr[-2000:]
+    start = _weights_of_conversion(teacher, tmp_path)
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    moved = torch.cat([(a[n] - start[n]).flatten() for n in a]).norm()
+    apart = torch.cat([(a[n] - b[n]).flatten() for n in a]).norm()
+    assert moved > 0
+    assert apart / moved < 0.1, (apart / moved).item()
+
+
+def _weights_of_conversion(teacher: Path, tmp_path: Path) -> dict[str, torch.Tensor]:
+    run = subprocess.run([sys.executable, "-m", "edit_mobile", "convert", str(teacher), "-o", str(tmp_path / "converted")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return _weights(tmp_path / "converted")
+
+
+def _distiller(teacher: Path, work: Path, train: str = "attention", steps: int = 4, checkpoint_every: int = 2):
+    from edit_mobile.distill.data import DataBuilder
+    from edit_mobile.distill.engine import Distiller, DistillOptions, Distributed, Stage
+    from edit_mobile.distill.objective import objective_for
+    from edit_mobile.models import convert, load_transformer
+    from edit_mobile.models.families import get_family
+
+    model = load_transformer(teacher)
+    options = DistillOptions(schedule=[(64, steps)], batch=4, lr=1e-3, train=train, checkpoint_every=checkpoint_every)
+    builder = DataBuilder(model, teacher, work / "cache", None, 2, None, 0)
+    data = builder.build((64, 64), ["a small red circle in the top left on a white background",
+                                    "a large blue square in the center on a black background"], [])
+    stage = Stage(64, data, objective_for(get_family("pixart").scheduler(teacher)))
+    return Distiller(model, convert(model), [stage], options, work, Distributed())
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(teacher, tmp_path):
+    from edit_mobile.training.loop import TrainingLog
+
+    whole = _distiller(teacher, tmp_path / "whole")
+    whole.run(TrainingLog(tmp_path / "whole", 4, "whole"))
+
+    killed = _distiller(teacher, tmp_path / "killed")
+
+    def kill(step):
+        if step == 3:  # after the checkpoint at step 2: step 3's update is lost
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        killed.run(TrainingLog(tmp_path / "killed", 4, "killed"), on_step=kill)
+    resumed = _distiller(teacher, tmp_path / "killed")
+    resumed.load_checkpoint()
+    assert resumed.step == 2
+    resumed.run(TrainingLog(tmp_path / "killed", 4, "resumed", resume_at=resumed.step))
+    for (name, a), b in zip(whole.student_model.named_parameters(), resumed.student_model.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_the_three_losses_fall(teacher, tmp_path):
+    """A 1-step teacher's attention is near uniform, where ReLU linear attention already matches
+    softmax; the student's value projections are perturbed so it starts away from the teacher."""
+    distiller = _distiller(teacher, tmp_path, steps=40, checkpoint_every=100)
+    with torch.no_grad():
+        for name in distiller.trained_names:
+            if name.endswith("attn1.to_v.weight"):
+                parameter = distiller.student_model.get_parameter(name)
+                parameter.add_(0.5 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
+    history = [distiller.train_step() for _ in range(40)]
+    first = {k: sum(h[k] for h in history[:3]) / 3 for k in history[0]}
+    last = {k: sum(h[k] for h in history[-5:]) / 5 for k in history[0]}
+    for key in ("output", "feature"):
+        assert last[key] < 0.7 * first[key], (key, first, last)
+    assert last["task"] < first["task"], (first, last)
+
+
+@pytest.mark.parametrize("train", ["new", "attention"])
+def test_only_the_parameters_train_names_change(teacher, tmp_path, train):
+    from edit_mobile.distill.losses import parameters_to_train
+
+    distiller = _distiller(teacher, tmp_path, train=train, steps=3, checkpoint_every=100)
+    before = {n: p.detach().clone() for n, p in distiller.student_model.named_parameters()}
+    for _ in range(3):
+        distiller.train_step()
+    named = set(parameters_to_train(distiller.student_model, train))
+    changed = {n for n, p in distiller.student_model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= named, sorted(changed - named)[:5]
+    if train == "new":
+        assert all(".processor." in name for name in named)
+    else:
+        assert any(name.endswith("attn1.to_q.weight") for name in changed)
+
+
+def test_bad_inputs_are_one_line_and_write_nothing(teacher, tmp_path):
+    no_captions = tmp_path / "images"
+    no_captions.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(no_captions / "a.png")
+    cases = [
+        (["--student", "tiny-sd3-edit"], "sd3"),
+        (["--images", no_captions], "no captions"),
+        (["--schedule", "256-2000"], "PIXELS:STEPS"),
+    ]
+    for extra, expected in cases:
+        run = _cli(teacher, "-o", tmp_path / "out", *TINY_RUN, *extra)
+        assert run.returncode == 2 and expected in run.stderr, run.stderr[-1500:]
+        assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert not (tmp_path / "out").exists() and not (tmp_path / "out.distill-work").exists()
+    before = sorted(p.name for p in teacher.iterdir())
+    run = _cli(teacher, "-o", teacher, *TINY_RUN)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert sorted(p.name for p in teacher.iterdir()) == before
