@@ -183,7 +183,7 @@ class TextToImage:
         from edit_mobile.runtime.vae import decode
 
         _check_finite(latents, "the final latents")
-        pixels = decode(self.vae, latents)[0]  # (3, H, W) in [0, 1]
+        pixels = decode(self.vae, latents, self.manifest.family)[0]  # (3, H, W) in [0, 1]
         _check_finite(pixels, "the VAE decoder's image")
         array = (pixels.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()  # (H, W, 3)
         return Image.fromarray(array)

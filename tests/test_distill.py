@@ -1,5 +1,5 @@
-"""`edit-mobile distill` on a small PixArt pipeline folder (1-step teacher: plumbing, not quality;
-the shipped teachers' distillation is measured by bench/distill_shapes.py).
+"""`edit-mobile distill` on a small PixArt pipeline folder (a 1-step teacher: the engine's
+plumbing and determinism, not distillation quality, which needs trained teachers).
 
 Runs at 64 px (4 x 4 image tokens) so that a step takes milliseconds.
 """

@@ -96,7 +96,7 @@ def _seeded(seed: int, build):
 
 
 def t5_encoder(tokenizer, width: int = T5_WIDTH, seed: int = 0):
-    """A 2-layer T5 v1.1 encoder (gated GELU), seeded random, frozen."""
+    """A 2-layer T5 v1.1 encoder (gated GELU), seeded random (trained with the teacher)."""
     from transformers import T5Config, T5EncoderModel
 
     config = T5Config(vocab_size=len(tokenizer), d_model=width, d_kv=32, d_ff=2 * width, num_layers=2,

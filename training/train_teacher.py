@@ -1,7 +1,7 @@
 """Train a shapes-world teacher: PixArt-Sigma's architecture (diffusers PixArtTransformer2DModel,
 v-prediction on a zero-terminal-SNR DDPM schedule that DPM-Solver++ samples) or SD3's
 (SD3Transformer2DModel, joint attention with one MMDiT-X layer, rectified-flow velocity), on the
-latents of the shapes VAE, conditioned by the frozen random text encoders of shapes_text.
+latents of the shapes VAE, conditioned by the text encoders of shapes_text, trained with it.
 
 Why those schedules: these latents are flat colours, so thousands of latent values repeat the
 same few numbers and the image is still readable from the noisy latent at noise levels where
