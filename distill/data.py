@@ -12,6 +12,7 @@ Prompt inputs come from the pipeline's own text encoders. Both are computed once
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ class DataBuilder:
 
         vae = AutoencoderKL.from_pretrained(self.folder / "vae", local_files_only=True).eval()
         scale = vae.config.scaling_factor
-        shift = (vae.config.shift_factor or 0.0) if self.family.vae_shift_factor is not None else 0.0
+        shift = self.family.vae_shift(vae.config)
         height, width = resolution
         latents = []
         for path, _ in tqdm(images, desc="encoding images", unit="image"):
@@ -158,11 +159,15 @@ class DataBuilder:
 
     # --- the cache --------------------------------------------------------------------------
 
-    def _key(self, kind: str, resolution, items: list[str]) -> str:
+    @functools.cached_property
+    def _teacher_sha256(self) -> str:
         from edit_mobile.calibration.capture import model_sha256
 
+        return model_sha256(self.teacher)  # reads every weight: once per run, not per stage
+
+    def _key(self, kind: str, resolution, items: list[str]) -> str:
         digest = hashlib.sha256()
-        for part in (kind, model_sha256(self.teacher), str(self.folder.resolve()), resolution, self.tokens,
+        for part in (kind, self._teacher_sha256, str(self.folder.resolve()), resolution, self.tokens,
                      self.steps, self.guidance, self.seed, *items):
             digest.update(f"{part}\0".encode())
         return digest.hexdigest()[:16]

@@ -74,12 +74,8 @@ def load_vae(manifest: Manifest, folder: str | os.PathLike | None = None, seed: 
 
 @torch.no_grad()
 def decode(vae, latents: torch.Tensor, family: str) -> torch.Tensor:
-    """(1, C, h, w) denoised latents -> (1, 3, 8h, 8w) image in [0, 1]. The shift is the
-    family's to apply: SD3's pipeline adds the VAE's shift_factor, PixArt's never does (a VAE
-    shared by both, like the shapes VAE, carries SD3's shift)."""
-    scaled = latents / vae.config.scaling_factor
-    uses_shift = get_family(family).vae_shift_factor is not None
-    if uses_shift and getattr(vae.config, "shift_factor", None) is not None:
-        scaled = scaled + vae.config.shift_factor
+    """(1, C, h, w) denoised latents -> (1, 3, 8h, 8w) image in [0, 1]; the shift is the
+    family's to apply (Family.vae_shift)."""
+    scaled = latents / vae.config.scaling_factor + get_family(family).vae_shift(vae.config)
     image = vae.decode(scaled.to(vae.dtype), return_dict=False)[0]  # (1, 3, H, W) in [-1, 1]
     return (image.float() / 2 + 0.5).clamp(0, 1)

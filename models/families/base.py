@@ -92,6 +92,14 @@ class Family:
         stride = max(self.student_compression_stride, compression_stride or 1)
         return VAE_SCALE * model.config.patch_size * stride
 
+    def vae_shift(self, vae_config) -> float:
+        """The shift this family's pipeline applies between the VAE and model latents: the VAE's
+        shift_factor for families whose pipeline uses one (SD3), 0 otherwise (PixArt's pipeline
+        never does, even with a VAE that carries one, like the shared shapes VAE)."""
+        if self.vae_shift_factor is None:
+            return 0.0
+        return getattr(vae_config, "shift_factor", None) or 0.0
+
     def vae_scaling(self) -> dict[str, float]:
         scaling = {"scaling_factor": self.vae_scaling_factor}
         if self.vae_shift_factor is not None:
