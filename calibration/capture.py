@@ -15,8 +15,8 @@ from edit_mobile.calibration.calibration_set import PROMPT_LEVEL_INPUTS, write_c
 from edit_mobile.calibration.embeddings import EncodedPrompts, load_precomputed
 from edit_mobile.calibration.prompts import prompts_sha256, read_prompts
 from edit_mobile.calibration.sampler import (
+    denoise,
     forward_trajectory,
-    run_trajectory,
     stratified_choice,
 )
 from edit_mobile.errors import UserError
@@ -149,8 +149,8 @@ def capture_calibration(
             else:
                 positive = _prompt_inputs(encoded.positive.select(sample), input_names)
                 negative = _prompt_inputs(encoded.negative_for(sample), input_names) if use_guidance else None
-                records = run_trajectory(wrapper, input_names, scheduler, noise, positive, negative,
-                                         steps, guidance, keep, on_step=bar.update)
+                records, _ = denoise(wrapper, input_names, scheduler, noise, positive, negative,
+                                     steps, guidance, keep, on_step=bar.update)
             for record in records:
                 captured[(sample, record.step, record.branch)] = record
 

@@ -23,11 +23,6 @@ class StepRecord:
     timestep: torch.Tensor  # (1,) float32
 
 
-def run_trajectory(*args, **kwargs) -> list[StepRecord]:
-    """Denoise one sample; return the records `keep(step, branch)` asks for (see `denoise`)."""
-    return denoise(*args, **kwargs)[0]
-
-
 def denoise(
     denoiser: Callable[..., torch.Tensor],
     input_names: tuple[str, ...],

@@ -119,8 +119,9 @@ def learning_rate(step: int, options: DistillOptions) -> float:
 
 
 class Distiller:
-    def __init__(self, teacher, student, data_by_stage: list, options: DistillOptions, work: Path,
+    def __init__(self, teacher, student, data_by_stage: list, objective, options: DistillOptions, work: Path,
                  distributed: Distributed):
+        """`data_by_stage`: a DistillSet per schedule stage; `objective`: the teacher's (objective.py)."""
         from edit_mobile.models.signature import DenoiserWrapper
 
         self.options = options
@@ -130,6 +131,7 @@ class Distiller:
             raise UserError(f"--batch {options.batch} must divide into {distributed.world} processes x "
                             f"{options.accumulate} accumulation steps")
         self.data_by_stage = data_by_stage
+        self.objective = objective
         self.teacher = DenoiserWrapper(teacher.eval().requires_grad_(False)).to(distributed.device)
         self.student_model = student
         trained = set(parameters_to_train(student, options.train))
@@ -139,6 +141,7 @@ class Distiller:
             student.enable_gradient_checkpointing()
         self.trained_names = sorted(trained)
         self.student = DenoiserWrapper(student.train()).to(distributed.device)
+        self.input_names = self.student.input_names  # the denoiser's call order, the teacher's too
         names = swapped_attention_names(student)
         self.student_taps = AttentionTaps(student, names)
         self.teacher_taps = AttentionTaps(teacher, names)
@@ -177,9 +180,7 @@ class Distiller:
 
         folder = self.work / CHECKPOINT
         state = json.loads((folder / "state.json").read_text())
-        saved = dict(state["options"], weights=LossWeights(**state["options"]["weights"]))
-        saved["schedule"] = [tuple(stage) for stage in saved["schedule"]]
-        if saved != {**self.options.to_dict(), "weights": self.options.weights}:
+        if state["options"] != json.loads(json.dumps(self.options.to_dict())):
             raise UserError(f"{folder} was made with other options; run with the same options to resume, "
                             "or remove the checkpoint folder to start over")
         trained = load_file(folder / "trained.safetensors")
@@ -193,9 +194,9 @@ class Distiller:
 
     # --- one step --------------------------------------------------------------------------
 
-    def _batch(self, stage, step: int):
+    def _batch(self, data, step: int):
         """This process's share of the global batch: rows, conditioning and noised latents."""
-        options, data = self.options, stage.data
+        options = self.options
         order = torch.randint(0, len(data), (options.batch,), generator=sample_generator(options.seed, step, -1))
         share = options.batch // self.env.world
         mine = list(range(self.env.rank * share, (self.env.rank + 1) * share))
@@ -207,24 +208,23 @@ class Distiller:
             chosen = values[rows].clone()
             chosen[drop] = data.unconditional[name].expand_as(chosen[drop])
             inputs[name] = chosen
-        noised = stage.objective.noised(data.latents[rows], generators)
+        noised = self.objective.noised(data.latents[rows], generators)
         return inputs, noised
 
     def _forward(self, wrapper, inputs, noised):
         named = {"hidden_states": noised.latents, **inputs, "timestep": noised.timestep}
-        input_names = (wrapper.module if hasattr(wrapper, "module") else wrapper).input_names
-        prediction = wrapper(*(named[name].to(self.env.device) for name in input_names))
+        prediction = wrapper(*(named[name].to(self.env.device) for name in self.input_names))
         return prediction[:, : noised.target.shape[1]]  # learned variance, where there is one, is not trained
 
     def train_step(self) -> dict[str, float]:
-        stage = self.data_by_stage[self.options.stage_at(self.step)]
+        data = self.data_by_stage[self.options.stage_at(self.step)]
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.options)
         self.optimizer.zero_grad(set_to_none=True)
         totals = {"task": 0.0, "output": 0.0, "feature": 0.0}
         autocast = (torch.autocast(self.env.device.type, dtype=torch.bfloat16) if self.options.bf16 else nullcontext())
         for micro in range(self.options.accumulate):
-            inputs, noised = self._batch(stage, self.step * self.options.accumulate + micro)
+            inputs, noised = self._batch(data, self.step * self.options.accumulate + micro)
             with torch.no_grad(), autocast:
                 teacher_pred = self._forward(self.teacher, inputs, noised).float()
             teacher_features = self.teacher_taps.take()
@@ -252,10 +252,3 @@ class Distiller:
             on_step(self.step)
         self.student_taps.remove()
         self.teacher_taps.remove()
-
-
-@dataclass
-class Stage:
-    pixels: int
-    data: object  # DistillSet
-    objective: object

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+from edit_mobile.distill.cli import WORK_SUFFIX
 from edit_mobile.errors import UserError
 
 KIND = "distill"
@@ -38,12 +39,12 @@ def _student(args, teacher):
     return student
 
 
-def _captions(args, pipeline: Path | None) -> list[str]:
+def _captions(args) -> list[str]:
     from edit_mobile.calibration.prompts import read_prompts
     from edit_mobile.models.presets import SHIPPED
 
     if args.prompts is not None:
-        return read_prompts(args.prompts)[: args.samples] if args.samples else read_prompts(args.prompts)
+        return read_prompts(args.prompts)[: args.samples]
     if args.images is not None:
         return []
     if args.teacher in SHIPPED:
@@ -67,7 +68,7 @@ def _all_shapes_captions(captions: list[str]) -> bool:
 def _work_folder(args, output: Path) -> Path:
     from edit_mobile.distill.engine import CHECKPOINT
 
-    work = output.with_name(output.name + ".distill-work")
+    work = output.with_name(output.name + WORK_SUFFIX)
     has_checkpoint = (work / CHECKPOINT / "state.json").is_file()
     if args.resume and not has_checkpoint:
         raise UserError(f"--resume: no checkpoint in {work}; run without --resume to start")
@@ -81,7 +82,7 @@ def _work_folder(args, output: Path) -> Path:
 
 def distill(args) -> int:
     from edit_mobile.distill.data import DataBuilder, read_image_folder
-    from edit_mobile.distill.engine import Distiller, Distributed, Stage
+    from edit_mobile.distill.engine import Distiller, Distributed
     from edit_mobile.distill.objective import objective_for
     from edit_mobile.fileio import check_output_dir
     from edit_mobile.models import is_edit, load_transformer, pipeline_folder_of
@@ -100,7 +101,7 @@ def distill(args) -> int:
             raise UserError(f"{args.teacher} is an EDiT student; TEACHER must be the model it was converted from")
         student = _student(args, teacher)
         pipeline = pipeline_folder_of(args.teacher)
-        captions = _captions(args, pipeline)
+        captions = _captions(args)
         if args.schedule is None:
             args.schedule = [(default_resolution(teacher)[0], 300)]
         options = _options(args)
@@ -114,22 +115,23 @@ def distill(args) -> int:
             env.barrier()
             if not env.main:
                 data = builder.build((pixels, pixels), captions, images)
-            stages.append(Stage(pixels, data, objective))
-        distiller = Distiller(teacher, student, stages, options, work, env)
+            stages.append(data)
+        distiller = Distiller(teacher, student, stages, objective, options, work, env)
         if args.resume:
             distiller.load_checkpoint()
         log = TrainingLog(work, options.total_steps, f"distill {args.teacher}", resume_at=distiller.step) if env.main else None
         distiller.run(log)
         if env.main:
             summary = log.close()
-            _write_student(args, output, work, student, pipeline, options, summary, captions)
+            _write_student(args, inputs, output, work, student, pipeline, options, summary, captions)
         env.barrier()
     finally:
         env.close()
     return 0
 
 
-def _write_student(args, output: Path, work: Path, student, pipeline, options, summary, captions) -> None:
+def _write_student(args, inputs: list, output: Path, work: Path, student, pipeline, options, summary,
+                   captions) -> None:
     from edit_mobile.distill.engine import CHECKPOINT
     from edit_mobile.fileio import atomic_output_dir
     from edit_mobile.models.pipeline_folder import write_student_pipeline
@@ -147,7 +149,6 @@ def _write_student(args, output: Path, work: Path, student, pipeline, options, s
     (result / "distill.json").write_text(json.dumps(record, indent=2) + "\n")
     for name in ("log.jsonl", "loss.png"):
         shutil.copy2(work / name, result / name)
-    inputs = [p for p in (args.teacher, args.student, args.prompts, args.images) if p]
     with atomic_output_dir(output, KIND, inputs, args.force) as staging:
         shutil.copytree(result, staging, dirs_exist_ok=True)
     shutil.rmtree(work / CHECKPOINT, ignore_errors=True)  # finished: nothing to resume

@@ -71,7 +71,7 @@ def _weights_of_conversion(teacher: Path, tmp_path: Path) -> dict[str, torch.Ten
 
 def _distiller(teacher: Path, work: Path, train: str = "attention", steps: int = 4, checkpoint_every: int = 2):
     from edit_mobile.distill.data import DataBuilder
-    from edit_mobile.distill.engine import Distiller, DistillOptions, Distributed, Stage
+    from edit_mobile.distill.engine import Distiller, DistillOptions, Distributed
     from edit_mobile.distill.objective import objective_for
     from edit_mobile.models import convert, load_transformer
     from edit_mobile.models.families import get_family
@@ -81,8 +81,8 @@ def _distiller(teacher: Path, work: Path, train: str = "attention", steps: int =
     builder = DataBuilder(model, teacher, work / "cache", None, 2, None, 0)
     data = builder.build((64, 64), ["a small red circle in the top left on a white background",
                                     "a large blue square in the center on a black background"], [])
-    stage = Stage(64, data, objective_for(get_family("pixart").scheduler(teacher)))
-    return Distiller(model, convert(model), [stage], options, work, Distributed())
+    objective = objective_for(get_family("pixart").scheduler(teacher))
+    return Distiller(model, convert(model), [data], objective, options, work, Distributed())
 
 
 class _Killed(Exception):
