@@ -21,15 +21,22 @@ public final class Json {
   public static final int MAX_DEPTH = 64;
 
   private final String text;
+  /** Python's json module writes Infinity, -Infinity and NaN (diffusers configs hold them). */
+  private final boolean pythonNonFinite;
   private int pos;
   private int depth;
 
-  private Json(String text) {
+  private Json(String text, boolean pythonNonFinite) {
     this.text = text;
+    this.pythonNonFinite = pythonNonFinite;
   }
 
   public static Object parse(String text) {
-    Json reader = new Json(text);
+    return parse(text, false);
+  }
+
+  private static Object parse(String text, boolean pythonNonFinite) {
+    Json reader = new Json(text, pythonNonFinite);
     reader.skipWhitespace();
     Object value = reader.readValue();
     reader.skipWhitespace();
@@ -39,9 +46,20 @@ public final class Json {
     return value;
   }
 
-  @SuppressWarnings("unchecked")
   public static Map<String, Object> parseObject(String text) {
-    Object value = parse(text);
+    return asObject(parse(text, false));
+  }
+
+  /**
+   * A JSON object as Python's json.dumps writes it, Infinity / -Infinity / NaN included (a
+   * diffusers scheduler_config.json has "lambda_min_clipped": -Infinity). Manifests stay strict.
+   */
+  public static Map<String, Object> parsePythonObject(String text) {
+    return asObject(parse(text, true));
+  }
+
+  @SuppressWarnings("unchecked")
+  private static Map<String, Object> asObject(Object value) {
     if (!(value instanceof Map)) {
       throw new IllegalArgumentException("expected a JSON object at the top level");
     }
@@ -194,6 +212,14 @@ public final class Json {
   }
 
   private Double readNumber() {
+    if (pythonNonFinite) {
+      for (String word : PYTHON_NON_FINITE) {
+        if (text.startsWith(word, pos)) {
+          pos += word.length();
+          return Double.valueOf(word); // Java reads these three words too
+        }
+      }
+    }
     int start = pos;
     while (pos < text.length() && "+-0123456789.eE".indexOf(text.charAt(pos)) >= 0) {
       pos++;
@@ -212,6 +238,8 @@ public final class Json {
     }
     return value;
   }
+
+  private static final String[] PYTHON_NON_FINITE = {"Infinity", "-Infinity", "NaN"};
 
   /** One level deeper into an object or array; refused past MAX_DEPTH. */
   private void enter() {
