@@ -48,7 +48,7 @@ def register(subparsers) -> None:
                         help="Core ML minimum deployment target, e.g. iOS17 (default), iOS18, macOS14")
     parser.add_argument("--onnx-opset", type=cli_args.int_range(18, 23, what="an ONNX opset"),
                         default=None, help="ONNX opset, 18 to 23 (default 18)")
-    parser.add_argument("--ort", action="store_true", help="onnx: also write model.ort (ORT Mobile)")
+    parser.add_argument("--ort", action="store_true", help="onnx: also write model.ort (ORT Mobile) and its required_operators.config (minimal build)")
     parser.add_argument("--qnn-soc", default=None, help="qnn: Snapdragon SoC, e.g. SM8750 (default)")
     parser.add_argument("--seed", type=cli_args.seed, default=0, help="seed of the test vectors")
     parser.add_argument("--allow-below-floor", action="store_true",

@@ -33,10 +33,32 @@ def test_onnx_matches_pytorch_in_onnxruntime(model):
     assert max_abs_diff(output, reference) <= TOLERANCE
 
 
+@pytest.mark.parametrize("model", ["tiny-pixart-edit", "tiny-sd3-edit"])
+def test_mobile_partitioners_take_the_whole_graph(model):
+    """onnxruntime's own usability checker, as recorded in the manifest: Core ML (MLProgram)
+    takes every node in one partition, NNAPI all but the timestep embedding's Cos (2 partitions).
+    Before the ONNX rewrites (rank-6 Einsum unpatchify, LayerNormalization, GroupNorm's
+    InstanceNormalization, rsqrt's Reciprocal) the same check gave 9 NNAPI partitions."""
+    import onnx
+
+    art_dir = exported(model, "onnx")
+    partitions = manifest(art_dir)["program"]["mobile_partitions"]
+    mlprogram, nnapi = partitions["coreml_mlprogram"], partitions["nnapi"]
+    assert mlprogram["partitions"] == 1 and mlprogram["supported_nodes"] == mlprogram["nodes"], mlprogram
+    assert nnapi["partitions"] <= 2 and nnapi["unsupported_ops"] == ["ai.onnx:Cos"], nnapi
+    ops = {node.op_type for node in onnx.load(str(art_dir / "model.onnx")).graph.node}
+    assert not ops & {"Einsum", "LayerNormalization", "InstanceNormalization", "Reciprocal"}
+
+
 def test_ort_format_is_written_and_runs():
     art_dir = exported("tiny-pixart-edit", "onnx", backend_options={"ort_format": True})
     data = manifest(art_dir)
     assert data["files"]["ort_program"]["path"] == "model.ort"
+    # The minimal-build operator list: every op type of the model, under its domain and opset.
+    config = (art_dir / data["files"]["ort_operators"]["path"]).read_text().splitlines()
+    assert config[1] == "# - model.ort"
+    default_domain = {op for line in config if line.startswith("ai.onnx;") for op in line.split(";")[2].split(",")}
+    assert {"MatMul", "Conv", "Softmax"} <= default_domain
     inputs, reference = load_test_vectors(art_dir)
     (output,) = run_onnxruntime(art_dir / "model.ort", [spec["name"] for spec in data["inputs"]], inputs)
     assert max_abs_diff(output, reference) <= TOLERANCE

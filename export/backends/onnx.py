@@ -10,33 +10,18 @@ import torch
 
 from edit_mobile.errors import UserError
 from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob, named_stage
+from edit_mobile.export.backends.onnx_graph import (
+    drop_noop_squeezes,
+    mobile_partitions,
+    rsqrt_as_pow,
+    unpatchify_rank4,
+)
 
 PROGRAM_FILE = "model.onnx"
 ORT_FILE = "model.ort"
+OPERATORS_FILE = "required_operators.config"  # build_android.py / build.py --include_ops_by_config
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
-
-_SQUEEZE_OPS = (torch.ops.aten.squeeze.dim, torch.ops.aten.squeeze.dims)
-
-
-def drop_noop_squeezes(exported: torch.export.ExportedProgram) -> int:
-    """Remove squeezes of dims that are not 1 (a no-op in PyTorch). The exporter of
-    onnxscript 0.7 maps them to ONNX Squeeze, which rejects such dims at load time
-    (PixArt's `hidden_states.squeeze(1)` on (B, N, C) is one). Returns how many went."""
-    graph = exported.graph_module.graph
-    dropped = 0
-    for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in _SQUEEZE_OPS:
-            continue
-        source = node.args[0]
-        shape = source.meta["val"].shape
-        dims = node.args[1] if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
-        if all(shape[d] != 1 for d in dims):
-            node.replace_all_uses_with(source)
-            graph.erase_node(node)
-            dropped += 1
-    exported.graph_module.recompile()
-    return dropped
 
 
 def tidy_graph(model) -> None:
@@ -66,6 +51,16 @@ def write_ort_format(onnx_path: Path, ort_path: Path) -> None:
     ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
+def write_required_operators(ort_path: Path, config_path: Path) -> None:
+    """The operators the ORT-format model needs, as ORT's reduced (minimal) mobile build reads
+    them (`--include_ops_by_config`); the comment names the model file, not this machine's path."""
+    from onnxruntime.tools.ort_format_model.utils import create_config_from_models
+
+    create_config_from_models([ort_path], config_path, enable_type_reduction=False)
+    lines = config_path.read_text().splitlines(keepends=True)
+    config_path.write_text("".join(f"# - {ort_path.name}\n" if line.startswith("# - ") else line for line in lines))
+
+
 class OnnxBackend(Backend):
     name = "onnx"
     description = "ONNX (opset >= 18) by torch.onnx's dynamo exporter; runs in onnxruntime"
@@ -77,6 +72,8 @@ class OnnxBackend(Backend):
         if opset < MIN_OPSET:
             raise UserError(f"ONNX opset {opset} is too old; use {MIN_OPSET} or newer")
         drop_noop_squeezes(job.exported)
+        unpatchify_rank4(job.exported)
+        rsqrt_as_pow(job.exported)
         with named_stage("torch.onnx.export"):
             onnx_program = torch.onnx.export(
                 job.exported,
@@ -113,9 +110,13 @@ class OnnxBackend(Backend):
         if ort_format or (ort_format is None and "ort_program" in result.files):
             with named_stage("the ORT format"):
                 write_ort_format(path, out_dir / ORT_FILE)
+                write_required_operators(out_dir / ORT_FILE, out_dir / OPERATORS_FILE)
             result.files["ort_program"] = ORT_FILE
+            result.files["ort_operators"] = OPERATORS_FILE
         ops = Counter(node.op_type for node in model.graph.node)
-        result.program = {**result.program, "ops": dict(sorted(ops.items()))}
+        with named_stage("onnxruntime's mobile usability checker"):
+            partitions = mobile_partitions(path)
+        result.program = {**result.program, "ops": dict(sorted(ops.items())), "mobile_partitions": partitions}
         return result
 
 

@@ -19,6 +19,7 @@ from edit_mobile.export.passes.gelu_tanh_sigmoid import GeluTanhSigmoid
 from edit_mobile.export.passes.group_norm_pooled import GroupNormPooled
 from edit_mobile.export.passes.linear_attention_bmm import LinearAttentionBMM
 from edit_mobile.export.passes.row_norm_matmul import RowNormMatmul
+from edit_mobile.export.passes.row_norm_reduce import RowNormReduce
 from edit_mobile.export.passes.softmax_attention_bmm import SoftmaxAttentionBMM
 from edit_mobile.export.passes.split_head_attention import SplitHeadAttention
 
@@ -32,6 +33,7 @@ PASSES: dict[str, MobilePass] = {
         SplitHeadAttention(),
         GroupNormPooled(),
         RowNormMatmul(),
+        RowNormReduce(),
         GeluTanhSigmoid(),
         ChannelsFirst(),
     )
@@ -41,7 +43,8 @@ PASSES: dict[str, MobilePass] = {
 # fp16 GELU or fused SDPA, and the SDPA decomposition's safe softmax falls back to portable
 # kernels.
 # Vulkan has native GroupNorm / LayerNorm / reductions but no `any` (safe softmax). ONNX
-# Runtime runs every op itself; the explicit softmax avoids the safe-softmax masking work.
+# Runtime runs every op itself; the explicit softmax avoids the safe-softmax masking work, and
+# ORT Mobile's NNAPI has no LayerNormalization and no InstanceNormalization (GroupNorm's ONNX form).
 # Neural engines (Core ML, QNN) want the channels-first layout and per-head softmax.
 _NEURAL_ENGINE = ["linear_attention_bmm", "split_head_attention", "group_norm_pooled", "channels_first"]
 DEFAULT_PASSES: dict[str, list[str]] = {
@@ -53,7 +56,7 @@ DEFAULT_PASSES: dict[str, list[str]] = {
         "gelu_tanh_sigmoid",
     ],
     "vulkan": ["linear_attention_bmm", "softmax_attention_bmm"],
-    "onnx": ["linear_attention_bmm", "softmax_attention_bmm"],
+    "onnx": ["linear_attention_bmm", "softmax_attention_bmm", "group_norm_pooled", "row_norm_reduce"],
     "coreml": _NEURAL_ENGINE,
     "coreml-pte": _NEURAL_ENGINE,
     "qnn": _NEURAL_ENGINE,
