@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from edit_mobile import cli_args
+from edit_mobile.runtime.device_profile import DEFAULT_TIMEOUT_S  # light: no torch, no runtimes
 
 EXIT_PASS, EXIT_FAIL = 0, 1
 
@@ -47,19 +48,40 @@ def register(subparsers) -> None:
 
     profile = subparsers.add_parser(
         "profile",
-        help="load time, latency, memory and per-operator time of an artifact",
+        help="load time, latency, memory and per-operator time of an artifact, here or on a phone",
         description="Time loading and running the artifact (min / median / p90), report peak RSS and "
         "ExecuTorch's planned memory, and break one run down per operator (ETDump for ExecuTorch, "
-        "onnxruntime's profiler for ONNX), per block and per kind (attention, MLP, conv, norm).",
+        "onnxruntime's profiler for ONNX), per block and per kind (attention, MLP, conv, norm). "
+        "Runs here by default. --device android[:SERIAL] (adb) or ios[:UDID] (macOS, xcrun devicectl) "
+        "pushes the artifact to the demo app (android_demo/ or ios_demo/, built and installed on the phone "
+        "first), runs its benchmark mode and reports the phone's figures, with per-operator times when the "
+        "app's runtime records an ETDump. --etdump / --results read files made on any device; --compare puts "
+        "profile JSONs (host or device) side by side.",
     )
-    profile.add_argument("art_dir", metavar="ART_DIR", type=Path)
+    profile.add_argument("art_dir", metavar="ART_DIR", type=Path, nargs="?", help="the artifact (not with --compare)")
     profile.add_argument("--iters", type=cli_args.int_range(1, 100000, what="a run count"),
                          default=20, metavar="N", help="timed runs (default 20)")
     profile.add_argument("--warmup", type=cli_args.int_range(0, 10000, what="a run count"),
                          default=3, metavar="W", help="untimed runs first (default 3)")
     profile.add_argument("--threads", type=cli_args.threads, metavar="T", help="runtime threads (default: the runtime's)")
     profile.add_argument("--json", type=Path, metavar="FILE", help="write the full profile as JSON")
-    profile.add_argument("--no-operators", action="store_true", help="skip the per-operator breakdown")
+    profile.add_argument("--no-operators", action="store_true", help="skip the per-operator breakdown (host runs)")
+    on_device = profile.add_argument_group("on a phone (needs a device with the demo app installed)")
+    on_device.add_argument("--device", metavar="TARGET",
+                           help="android, android:SERIAL, ios or ios:UDID: push ART_DIR to the demo app, run its "
+                           "benchmark mode (--warmup, --iters, --threads) and pull its results and ETDump")
+    on_device.add_argument("--timeout", type=cli_args.float_range(1.0, 86400.0, what="seconds"), metavar="SECONDS",
+                           help=f"how long to wait for the app's results (default {DEFAULT_TIMEOUT_S:g})")
+    offline = profile.add_argument_group("files made on a device")
+    offline.add_argument("--etdump", type=Path, metavar="FILE",
+                         help="per-operator times from an ETDump of ART_DIR's program made anywhere (the demo app, "
+                         "ExecuTorch's executor_runner --etdump_path), attributed with the artifact's ETRecord")
+    offline.add_argument("--results", type=Path, metavar="FILE",
+                         help="latency and memory tables from the demo app's benchmark results JSON")
+    comparing = profile.add_argument_group("comparing")
+    comparing.add_argument("--compare", nargs="+", type=Path, metavar="JSON",
+                           help="profile JSONs (host or device, from --json) side by side; no ART_DIR")
+    comparing.add_argument("--png", type=Path, metavar="FILE", help="with --compare: latency per method as a PNG")
     cli_args.add_output_force(profile)
     profile.set_defaults(handler=run_profile)
 
@@ -129,7 +151,8 @@ def _console():
 
 def _inputs(args) -> list:
     """Everything a command reads: its outputs never land on or inside these."""
-    names = ("art_dir", "calibration", "text_encoder", "embeddings", "vae", "prompts", "source", "teacher")
+    names = ("art_dir", "calibration", "text_encoder", "embeddings", "vae", "prompts", "source", "teacher",
+             "etdump", "results", "compare")
     return [value for name in names for value in _as_paths(getattr(args, name, None))]
 
 
@@ -242,6 +265,13 @@ def print_per_layer(console, layers: dict) -> None:
 # --- profile ---------------------------------------------------------------------------------
 
 def run_profile(args: argparse.Namespace) -> int:
+    _check_profile_mode(args)
+    if args.compare:
+        return run_profile_compare(args)
+    if args.device:
+        return run_profile_device(args)
+    if args.etdump or args.results:
+        return run_profile_files(args)
     from tqdm import tqdm
 
     from edit_mobile.runtime.profiling import PROFILED_RUNS, profile
@@ -253,6 +283,73 @@ def run_profile(args: argparse.Namespace) -> int:
     print_profile(_console(), result)
     if args.json:
         write_json(args.json, result, "profile", args)
+    return 0
+
+
+def _check_profile_mode(args) -> None:
+    """One of: ART_DIR (here), ART_DIR --device, ART_DIR --etdump/--results, --compare JSON..."""
+    from edit_mobile.errors import UserError
+
+    if args.compare:
+        extra = [flag for flag, value in (("ART_DIR", args.art_dir), ("--device", args.device), ("--etdump", args.etdump),
+                                          ("--results", args.results)) if value is not None]
+        if extra:
+            raise UserError(f"--compare takes profile JSONs only; drop {', '.join(extra)}")
+        return
+    if args.art_dir is None:
+        raise UserError("pass ART_DIR (an artifact folder), or --compare A.json B.json ...")
+    if args.png is not None:
+        raise UserError("--png draws --compare's table; pass --compare A.json B.json ... with it")
+    if args.device and (args.etdump or args.results):
+        raise UserError("--device runs the app and pulls its results; --etdump / --results read files you already have: "
+                        "pass one or the other")
+    if args.timeout is not None and not args.device:
+        raise UserError("--timeout is how long --device waits for the phone; pass --device with it")
+
+
+def _progress(total: int, unit: str, desc: str):
+    from tqdm import tqdm
+
+    scale = unit == "B"
+    return tqdm(total=total, unit=unit, unit_scale=scale, unit_divisor=1024 if scale else 1000, desc=desc,
+                file=sys.stderr, disable=None, leave=False)
+
+
+def run_profile_device(args: argparse.Namespace) -> int:
+    from edit_mobile.runtime.device_profile import BenchmarkSettings, profile_on_device
+
+    _check_outputs(args, (args.json, ".json"))
+    settings = BenchmarkSettings(args.warmup, args.iters, args.threads, args.timeout or DEFAULT_TIMEOUT_S)
+    result = profile_on_device(args.art_dir, args.device, settings, _progress)
+    print_device_profile(_console(), result)
+    if args.json:
+        write_json(args.json, result, "profile", args)
+    return 0
+
+
+def run_profile_files(args: argparse.Namespace) -> int:
+    from edit_mobile.runtime.device_profile import profile_from_files
+
+    _check_outputs(args, (args.json, ".json"))
+    result = profile_from_files(args.art_dir, args.etdump, args.results)
+    print_device_profile(_console(), result)
+    if args.json:
+        write_json(args.json, result, "profile", args)
+    return 0
+
+
+def run_profile_compare(args: argparse.Namespace) -> int:
+    from edit_mobile.runtime.profile_compare import compare, latency_png
+
+    _check_outputs(args, (args.json, ".json"), (args.png, ".png"))
+    rows = compare(args.compare)
+    print_comparison(_console(), rows)
+    if args.json:
+        write_json(args.json, {"compare": [str(path) for path in args.compare], "rows": [r.as_dict() for r in rows]},
+                   "profile-compare", args)
+    if args.png:
+        write_png(latency_png(rows), args.png, "profile-compare", args)
+        print(args.png)
     return 0
 
 
@@ -271,7 +368,12 @@ def print_profile(console, result: dict) -> None:
                         f"{memory['constant_and_delegate_bytes'] / 2**20:.2f} MiB weights and delegate data")
         summary.add_row("", memory["planned_note"])
     console.print(summary)
-    operators = result.get("operators")
+    print_operators(console, result.get("operators"))
+
+
+def print_operators(console, operators: dict | None) -> None:
+    from rich.table import Table
+
     if not operators:
         return
     coverage = operators["coverage"]
@@ -288,6 +390,56 @@ def print_profile(console, result: dict) -> None:
         console.print(table)
     for note in operators["notes"]:
         console.print(f"note: {note}")
+
+
+def print_device_profile(console, result: dict) -> None:
+    """A device run (or files from one): the latency table per method, then the per-operator tables."""
+    from rich.table import Table
+
+    console.print(f"[bold]{result['artifact']}[/]: {result['description']}")
+    console.print(f"measured on {result['where']}")
+    if "methods" in result:
+        backends = ", ".join(result["backends"]) or "not reported"
+        console.print(f"runtime backends: {backends}; threads {result['threads'] or 'default'}")
+        table = Table(show_edge=False)
+        for column in ("method", "load ms", "min ms", "median ms", "p90 ms", "runs", "warm-up", "peak memory"):
+            table.add_column(column, justify="left" if column == "method" else "right")
+        for name, method in result["methods"].items():
+            latency, peak = method["latency_ms"], method["peak_memory_bytes"]
+            shown_peak = "n/a" if peak is None else f"{peak / 2**20:.0f} MB ({method['memory_source']})"
+            table.add_row(name, f"{method['load_ms']:.1f}", f"{latency['min']:.2f}", f"{latency['median']:.2f}",
+                          f"{latency['p90']:.2f}", str(latency["runs"]), str(method["warmup"]), shown_peak)
+        console.print(table)
+    pushed = result.get("pushed")
+    if pushed:
+        console.print(f"pushed {pushed['files']} files to {pushed['device_folder']} ({pushed['unchanged']} unchanged, "
+                      f"skipped); results {pushed['results']}")
+    if result.get("operators"):
+        print_operators(console, result["operators"])
+        return
+    on_device = [method["etdump"] for method in result.get("methods", {}).values() if method.get("etdump")]
+    if on_device:
+        console.print(f"note: the app wrote an ETDump on the device ({on_device[0]}): pull it (adb pull) and pass it "
+                      "with --etdump for per-operator times")
+    elif "methods" in result:
+        console.print("note: no ETDump from the app (its ExecuTorch runtime records one only when built with the "
+                      "event tracer): no per-operator times")
+
+
+def print_comparison(console, rows: list) -> None:
+    from rich.table import Table
+
+    table = Table(title="latency per method", show_edge=False)
+    for column in ("profile", "measured on", "method", "runs", "min ms", "median ms", "p90 ms", "load ms", "peak MB",
+                   "median vs first"):
+        table.add_column(column, justify="left" if column in ("profile", "measured on", "method") else "right")
+    first: dict[str, float] = {}
+    for row in rows:
+        base = first.setdefault(row.method, row.median_ms)
+        table.add_row(row.profile, row.where, row.method, str(row.runs), f"{row.min_ms:.2f}", f"{row.median_ms:.2f}",
+                      f"{row.p90_ms:.2f}", "-" if row.load_ms is None else f"{row.load_ms:.1f}",
+                      "-" if row.peak_mb is None else f"{row.peak_mb:.0f}", f"{row.median_ms / base:.2f}x")
+    console.print(table)
 
 
 # --- generate --------------------------------------------------------------------------------

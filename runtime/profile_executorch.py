@@ -11,6 +11,9 @@ subgraph, so the k-th matmul-like operator it reports is matched to the k-th mat
 of that subgraph (likewise convolutions, softmaxes); other operators inside the delegate take
 the module of the nearest such anchor before them. What XNNPACK does not report (the
 delegate's setup and copies) is kept as the delegate call's "overhead" so the rows add up.
+
+An ETDump recorded elsewhere (the Android app, ExecuTorch's executor_runner --etdump_path) is
+read the same way (`etdump_operator_profile`), against the artifact's own ETRecord.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
+from edit_mobile.errors import UserError
 from edit_mobile.runtime.layers import short_module
 from edit_mobile.runtime.manifest import Manifest
 from edit_mobile.runtime.profiling import OperatorProfile, OpTime, op_kind
+from edit_mobile.safe_read import one_line
+
+ETDUMP_IDENTIFIER = b"ED00"  # file_identifier of devtools/etdump/etdump_schema_flatcc.fbs
 
 # XNNPACK operator name prefix -> the edge ops it can come from, for matching inside a delegate.
 XNNPACK_ANCHORS = {
@@ -35,29 +42,61 @@ XNNPACK_ANCHORS = {
 
 
 def executorch_operator_profile(manifest: Manifest, inputs, threads: int | None, runs: int, tick=lambda: None) -> OperatorProfile:
-    from executorch.devtools import Inspector
-
     from edit_mobile.runtime.executorch_session import ExecuTorchSession
-    from edit_mobile.runtime.numerics_executorch import ETRECORD_ROLE, edge_program, load_etrecord
 
     session = ExecuTorchSession(manifest, threads=threads, etdump=True)
     checked = session.check_inputs(inputs)
     for _ in range(runs):
         session.execute(checked)
         tick()
-    etrecord = load_etrecord(manifest) if manifest.has(ETRECORD_ROLE) else None
     with tempfile.TemporaryDirectory(prefix="edit-mobile-etdump-") as scratch:
         etdump_path = Path(scratch) / "profile.etdp"
         session.write_etdump(etdump_path)
+        return etdump_operator_profile(manifest, etdump_path, "an ETDump-enabled session here")
+
+
+def etdump_operator_profile(manifest: Manifest, etdump_path: Path, made_by: str = "the ETDump") -> OperatorProfile:
+    """Per-operator times of an ETDump of the artifact's program, recorded here or on any device
+    (the demo apps, ExecuTorch's executor_runner --etdump_path), attributed with its ETRecord."""
+    from executorch.devtools import Inspector
+
+    from edit_mobile.runtime.numerics_executorch import ETRECORD_ROLE, edge_program, load_etrecord
+
+    _check_etdump_header(etdump_path)
+    etrecord = load_etrecord(manifest) if manifest.has(ETRECORD_ROLE) else None
+    try:
         with warnings.catch_warnings():  # devtools warns about every graph kwarg it does not draw
             warnings.simplefilter("ignore")
             inspector = Inspector(etdump_path=str(etdump_path), etrecord=etrecord)
+    except Exception as err:  # a flatbuffer that does not parse, or events of another program
+        raise UserError(f"{etdump_path} is not an ETDump of {manifest.root.name}'s program ({one_line(err)}); pass "
+                        "the .etdp its runtime wrote for this artifact") from err
     nodes = _nodes_by_handle(edge_program(etrecord)) if etrecord is not None else {}
     profile = _attribute(inspector, nodes)
     if etrecord is None:
         profile.notes.append("no ETRecord in the artifact: times are per op but not per block (export with an etrecord)")
-    profile.notes.append(f"mean over {runs - 1} runs of an ETDump-enabled session, after one discarded")
+    runs = _recorded_runs(inspector)
+    if runs == 0:
+        raise UserError(f"{etdump_path} records no run of the program; run it at least twice with the event tracer on")
+    shown = f"mean over {runs - 1} runs after the first" if runs > 1 else "one run"
+    profile.notes.append(f"{shown} of the {runs} recorded by {made_by}")
     return profile
+
+
+def _check_etdump_header(path: Path) -> None:
+    """A size-prefixed flatbuffer with ETDump's file identifier, checked here: devtools hands
+    anything else to flatc, which prints its complaints to the terminal before failing."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    size = path.stat().st_size
+    if len(head) < 12 or head[8:12] != ETDUMP_IDENTIFIER or int.from_bytes(head[:4], "little") > size - 4:
+        raise UserError(f"{path} is not an ETDump (no size-prefixed '{ETDUMP_IDENTIFIER.decode()}' flatbuffer); pass "
+                        "the .etdp file the ExecuTorch runtime wrote")
+
+
+def _recorded_runs(inspector) -> int:
+    return max((len(event.perf_data.raw) for block in inspector.event_blocks for event in block.events
+                if event.name == "Method::execute" and event.perf_data is not None), default=0)
 
 
 def _nodes_by_handle(program) -> dict[int, list]:

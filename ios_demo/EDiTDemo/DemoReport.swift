@@ -18,6 +18,8 @@ struct DemoReport {
   let outputs: [OutputCheck]
   let warmupRuns: Int
   let latency: Metrics.Latency
+  /// Every timed run, in order (benchmark mode writes them all).
+  var runsMs: [Double] = []
 
   func logLine() -> String {
     let outputObjects: [[String: Any]] = outputs.map {

@@ -1,16 +1,20 @@
 import CoreML
 import Foundation
 
-/// Settings of one run, from launch arguments (`-iters 20 -warmup 3 -computeUnits all`).
+/// Settings of one run, from launch arguments (`-iters 20 -warmup 3 -computeUnits all`;
+/// benchmark mode: `-benchmark YES -results Documents/edit_mobile/NAME/results.json`).
 struct RunSettings {
   var warmupRuns = 3
   var timedRuns = 20
   var computeUnits: MLComputeUnits = .all
+  /// Benchmark mode: the results JSON's path relative to the app's home folder (BenchmarkResults).
+  var resultsPath: String? = nil
 
   static func fromLaunchArguments(_ defaults: UserDefaults = .standard) -> RunSettings {
     var settings = RunSettings()
     if defaults.object(forKey: "warmup") != nil { settings.warmupRuns = defaults.integer(forKey: "warmup") }
     if defaults.object(forKey: "iters") != nil { settings.timedRuns = max(1, defaults.integer(forKey: "iters")) }
+    if defaults.bool(forKey: "benchmark") { settings.resultsPath = defaults.string(forKey: "results") }
     switch defaults.string(forKey: "computeUnits") {
     case "cpuOnly": settings.computeUnits = .cpuOnly
     case "cpuAndGPU": settings.computeUnits = .cpuAndGPU
@@ -58,7 +62,7 @@ enum DemoRun {
     }
     return DemoReport(runtime: runner.runtimeName, manifest: manifest, filesVerified: verified,
                       loadMs: loadMs, outputs: checks, warmupRuns: settings.warmupRuns,
-                      latency: Metrics.latency(runsMs: runsMs))
+                      latency: Metrics.latency(runsMs: runsMs), runsMs: runsMs)
   }
 
   /// PSNR / max error of one output, as the Android app's ArtifactCheck.checkOutput: NaN or inf

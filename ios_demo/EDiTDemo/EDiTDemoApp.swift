@@ -31,13 +31,17 @@ struct ContentView: View {
   private func runDemo() async {
     running = true
     defer { running = false }
+    let settings = RunSettings.fromLaunchArguments()
+    var resultsURL: URL? = nil
     do {
+      resultsURL = try settings.resultsPath.map { try BenchmarkResults.url(relative: $0) }
       let folder = try ArtifactLocator.find(requested: UserDefaults.standard.string(forKey: "artifact"))
-      let report = try await DemoRun.run(folder: folder, settings: .fromLaunchArguments()) { message in
+      let report = try await DemoRun.run(folder: folder, settings: settings) { message in
         DemoLog.info(message)
         text = message
       }
       DemoLog.result(report.logLine())
+      if let resultsURL { try BenchmarkResults.write(BenchmarkResults.ok(report: report, folder: folder), to: resultsURL) }
       text = report.screenText()
     } catch {
       // Every error ends here as one message. A trap cannot be caught, which is why the readers
@@ -45,6 +49,8 @@ struct ContentView: View {
       let message = error.localizedDescription
       DemoLog.result(DemoReport.errorLogLine(message))
       text = "error: \(message)"
+      // Benchmark mode: the host reads the error instead of waiting for its timeout.
+      if let resultsURL { try? BenchmarkResults.write(BenchmarkResults.error(message), to: resultsURL) }
     }
   }
 }

@@ -8,7 +8,8 @@ import org.pytorch.executorch.Tensor
 
 /**
  * Runs an ExecuTorch program (.pte) through the executorch-android AAR (org.pytorch.executorch,
- * 1.5.x API: Module.load, loadMethod, forward(vararg EValue), Tensor.fromBlob).
+ * 1.5.x API: Module.load, loadMethod, forward(vararg EValue), Tensor.fromBlob). The ETDump and
+ * backend-list calls differ between AAR releases and are found by reflection (see below).
  */
 class ExecuTorchRunner(programFile: File, numThreads: Int) : AutoCloseable {
   private val module: Module = Module.load(programFile.absolutePath, Module.LOAD_MODE_MMAP, numThreads)
@@ -47,5 +48,46 @@ class ExecuTorchRunner(programFile: File, numThreads: Int) : AutoCloseable {
         }
       }
 
+  /**
+   * Writes the ETDump the runtime recorded since load to [target] and returns the path it went
+   * to, or null when the AAR records none (built without the event tracer). Newer AARs take a
+   * path (`etdump(String)`); older ones write LEGACY_ETDUMP_PATH (`etdump()`). Both are looked up
+   * at run time, so the app builds against either.
+   */
+  fun writeEtdump(target: File): String? =
+      try {
+        val withPath = Module::class.java.methods.firstOrNull { isEtdump(it, String::class.java) }
+        val legacy = Module::class.java.methods.firstOrNull { isEtdump(it) }
+        when {
+          withPath != null ->
+              target.absolutePath.takeIf { withPath.invoke(module, target.absolutePath) == true }
+          legacy != null -> LEGACY_ETDUMP_PATH.takeIf { legacy.invoke(module) == true }
+          else -> null
+        }
+      } catch (err: Exception) { // a failed dump costs the operator table, not the results
+        null
+      } catch (err: LinkageError) { // the Java method exists, its native half does not
+        null
+      }
+
+  private fun isEtdump(method: java.lang.reflect.Method, vararg parameters: Class<*>) =
+      method.name == "etdump" && method.parameterTypes.contentEquals(parameters)
+
   override fun close() = module.destroy()
+
+  companion object {
+    const val LEGACY_ETDUMP_PATH = "/data/local/tmp/result.etdump"
+
+    /** Backends the runtime registered (ExecuTorchRuntime.getRegisteredBackends, where the AAR has it). */
+    fun registeredBackends(): List<String> =
+        try {
+          val runtime = Class.forName("org.pytorch.executorch.ExecuTorchRuntime")
+          val names = runtime.getMethod("getRegisteredBackends").invoke(null) as? Array<*>
+          names?.map { it.toString() } ?: emptyList()
+        } catch (err: Exception) {
+          emptyList()
+        } catch (err: LinkageError) {
+          emptyList()
+        }
+  }
 }
