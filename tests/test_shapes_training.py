@@ -64,7 +64,7 @@ def test_teacher_script_learns(tmp_path, family):
     vae = AutoencoderKL.from_pretrained(vae_folder, low_cpu_mem_usage=False)
     output = tmp_path / family
     output.mkdir()
-    train_teacher.train(family, vae_folder, output, steps=10, batch=8, lr=2e-3, seed=0, images=16,
+    train_teacher.train(family, vae_folder, output, steps=20, batch=8, lr=2e-3, seed=0, images=16,
                         cache=tmp_path / "cache")
     seed_everything(0)
     recipe = train_teacher.RECIPES[family](0)  # the same seeded initial weights train() started from

@@ -16,7 +16,7 @@ from pathlib import Path
 from edit_mobile.pretrained import VAE_FOLDER
 from edit_mobile.training import train_teacher, train_vae
 
-TEACHER_STEPS = {"pixart": 1600, "sd3": 1300}
+TEACHER_STEPS = {"pixart": 2200, "sd3": 1300}
 
 
 def install(built: Path, target: Path) -> None:
