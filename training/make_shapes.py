@@ -1,8 +1,8 @@
 """Re-create the shipped shapes models from nothing (`make shapes`): the VAE in two stages, then
 both teachers on its latents, then install the pipeline folders into edit_mobile.pretrained.
 
-Seeded throughout; about 35 (VAE) + 40 + 50 minutes on 2 cores (`--only pixart sd3` reuses the
-shipped VAE). Each pipeline's vae/ is a link to pretrained/shapes-vae/: one VAE serves both
+Seeded throughout; about 35 (VAE) + 56 (PixArt) + 57 (SD3) minutes on 2 cores (`--only pixart
+sd3` reuses the shipped VAE). Each pipeline's vae/ is a link to pretrained/shapes-vae/: one VAE serves both
 teachers (it carries SD3's shift and PixArt's scale).
 """
 
