@@ -30,20 +30,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 JAVA_SOURCES = REPO / "android_demo" / "app" / "src" / "main" / "java" / "org" / "editmobile" / "demo"
-JAVA_DRIVER = REPO / "android_demo" / "jvm_check" / "PipelineCheck.java"
 INSTALLED = REPO / "build" / "shapes"  # pipeline folders `make` leaves; not in a fresh clone
 
-
-@pytest.fixture(scope="module")
-def java_classes(tmp_path_factory) -> Path:
-    if shutil.which("javac") is None or shutil.which("java") is None:
-        pytest.skip("javac/java not on PATH: the Android app's Java logic cannot be compiled here")
-    classes = tmp_path_factory.mktemp("classes")
-    sources = [str(p) for p in sorted(JAVA_SOURCES.glob("*.java"))] + [str(JAVA_DRIVER)]
-    # --release 8: only APIs every Android version the app targets has.
-    subprocess.run(["javac", "--release", "8", "-Xlint:all", "-Werror", "-d", str(classes), *sources],
-                   check=True, capture_output=True, text=True, timeout=120)
-    return classes
 
 
 def run_java(classes: Path, *args) -> tuple[int, dict]:
