@@ -42,9 +42,14 @@ def folder_bytes(path: Path) -> int:
 
 
 def program_bytes(artifact: Path) -> int:
-    entry = json.loads((artifact / "manifest.json").read_text())["files"]["program"]
-    program = artifact / entry["path"]
-    return folder_bytes(program) if program.is_dir() else program.stat().st_size
+    """What a phone holds: the program and, if kept outside it, its weights (model.ptd)."""
+    files = json.loads((artifact / "manifest.json").read_text())["files"]
+    total = 0
+    for role in ("program", "weights"):
+        if role in files:
+            path = artifact / files[role]["path"]
+            total += folder_bytes(path) if path.is_dir() else path.stat().st_size
+    return total
 
 
 def summary_row(name: str, backend: str, artifact: Path, reports: Path) -> dict:

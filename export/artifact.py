@@ -320,7 +320,9 @@ def self_check(plan: ExportPlan, result, quantization: dict | None, staging: Pat
         name = "held-out calibration records"
     floor = checks.floor_db(plan.precision, quantization is not None)
     delegates = (result.delegation or {}).get("delegates") or []
-    record = checks.check_program(staging / result.files["program"], delegates, samples, references, floor, name)
+    weights = staging / result.files["weights"] if "weights" in result.files else None
+    record = checks.check_program(staging / result.files["program"], delegates, samples, references, floor, name,
+                                  weights)
     what = f"{plan.backend.name} {(quantization or {}).get('scheme') or plan.precision}"
     return checks.enforce_floor(record, what, plan.request.allow_below_floor)
 

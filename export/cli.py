@@ -50,6 +50,9 @@ def register(subparsers) -> None:
                         default=None, help="ONNX opset, 18 to 23 (default 18)")
     parser.add_argument("--ort", action="store_true", help="onnx: also write model.ort (ORT Mobile) and its required_operators.config (minimal build)")
     parser.add_argument("--qnn-soc", default=None, help="qnn: Snapdragon SoC, e.g. SM8750 (default)")
+    parser.add_argument("--weights", choices=("auto", "embedded", "external"), default=None,
+                        help="xnnpack: keep the weights in model.pte, or outside it in model.ptd (ExecuTorch "
+                        "program-data separation; needed past 2 GB); auto (default): outside from 1 GiB")
     parser.add_argument("--seed", type=cli_args.seed, default=0, help="seed of the test vectors")
     parser.add_argument("--allow-below-floor", action="store_true",
                         help="write the artifact even if its outputs on the test vectors fall below its "
@@ -65,6 +68,8 @@ def run_export(args: argparse.Namespace) -> int:
     from edit_mobile.export.backends import get_backend
 
     get_backend(args.backend)  # an unknown name fails before the heavy imports below
+    if args.weights is not None and args.backend != "xnnpack":
+        raise UserError(f"--weights applies to --backend xnnpack, not {args.backend}; drop it")
     if args.quantize is None and args.calibration is not None:
         raise UserError("--calibration is used only with --quantize SCHEME")
 
@@ -75,6 +80,7 @@ def run_export(args: argparse.Namespace) -> int:
         "onnx_opset": args.onnx_opset,
         "ort_format": args.ort,
         "qnn_soc": args.qnn_soc,
+        "weights": args.weights,
     }
     request = ExportRequest(
         model=args.model,

@@ -14,6 +14,10 @@ What a verified program means is not verified (delegates parse their own blobs, 
 their arguments' types), so each program first initialises and runs once on zeros in a child
 (`trial_in_child`): a program that crashes ExecuTorch costs the child, not this process.
 
+Weights kept outside the program (the manifest's `weights` role, model.ptd: program-data
+separation) are handed to every loader: a path for a program, the bytes for a bundle (kept
+alive by the session: ExecuTorch reads them in place).
+
 With `etdump=True` the program records an ETDump (per-instruction and per-delegate-op
 timings) and, with a `debug_buffer_size`, every instruction's output tensors: profiling and
 numerical debugging read them through the devtools Inspector.
@@ -79,6 +83,7 @@ class ExecuTorchSession(Session):
     ):
         super().__init__(manifest)
         self.entry = manifest.file(role)
+        self.weights = program_weights(manifest)
         self.bundled = self.entry.path.suffix.lower() == ".bpte"
         self.etdump = etdump
         if self.bundled:
@@ -90,7 +95,7 @@ class ExecuTorchSession(Session):
         self._info: ProgramInfo | None = None
         self._check_backends()
         set_threads(threads)
-        trial_in_child(self.entry, self.program_bytes if self.bundled else self.entry.path, self.inputs)
+        trial_in_child(self.entry, self.program_bytes if self.bundled else self.entry.path, self.inputs, self.weights)
         started = time.perf_counter()
         try:
             if self.bundled:
@@ -109,6 +114,7 @@ class ExecuTorchSession(Session):
             verification=Verification.InternalConsistency,
             enable_etdump=etdump,
             debug_buffer_size=debug_buffer_size,
+            data_path=self.weights.path if self.weights else None,
         )
         if METHOD not in self._program.method_names:
             raise UserError(f"{self.entry.relative} has no '{METHOD}' method (it has {sorted(self._program.method_names)})")
@@ -120,8 +126,9 @@ class ExecuTorchSession(Session):
     def _load_bundled(self, etdump: bool, debug_buffer_size: int) -> None:
         bindings = _pybindings()
         self._bundle = bindings._load_bundled_program_from_buffer(self._bundle_data)
+        self._weights_data = self.weights.path.read_bytes() if self.weights else None  # read in place
         module = bindings._load_for_executorch_from_bundled_program(
-            self._bundle, enable_etdump=etdump, debug_buffer_size=debug_buffer_size
+            self._bundle, data_map_buffer=self._weights_data, enable_etdump=etdump, debug_buffer_size=debug_buffer_size
         )
         self._execute = lambda inputs: module.run_method(METHOD, inputs)
         self._method_meta = module.method_meta(METHOD)
@@ -179,12 +186,20 @@ class BundledCheck:
     detail: str
 
 
+def program_weights(manifest: Manifest) -> FileEntry | None:
+    """The program's external weights (model.ptd), if it keeps them outside."""
+    return manifest.file("weights") if manifest.has("weights") else None
+
+
 def verify_bundled_program(manifest: Manifest, rtol: float, atol: float) -> list[BundledCheck]:
     """Run the .bpte's own test cases in the ExecuTorch runtime against its expected outputs."""
     entry = manifest.file("bundled_program")
+    weights = program_weights(manifest)
     data, info = verified_bundle(entry)
-    trial_in_child(entry, info.program, manifest.inputs)
+    trial_in_child(entry, info.program, manifest.inputs, weights)
     bundle = _pybindings()._load_bundled_program_from_buffer(data)
+    if weights is not None:
+        return _verify_with_weights(bundle, info, weights, rtol, atol)
     checks = []
     for case in range(info.test_cases.get(METHOD, 0)):
         try:
@@ -193,6 +208,29 @@ def verify_bundled_program(manifest: Manifest, rtol: float, atol: float) -> list
         except RuntimeError as err:
             checks.append(BundledCheck(case, False, one_line(err)))
     return checks
+
+
+def _verify_with_weights(bundle, info: BundledInfo, weights: FileEntry, rtol: float, atol: float) -> list[BundledCheck]:
+    """ExecuTorch's own bundled check cannot be given external weights (1.5.1): run each case
+    on the bundle's program with model.ptd and compare as it does, |got - expected| <= atol +
+    rtol |expected| elementwise."""
+    weights_data = weights.path.read_bytes()  # ExecuTorch reads it in place: held until the end
+    module = _pybindings()._load_for_executorch_from_bundled_program(bundle, data_map_buffer=weights_data)
+    checks = []
+    for number, case in enumerate(info.suites.get(METHOD, [])):
+        outputs = module.run_method(METHOD, [value.to_tensor() for value in case.inputs])
+        worst = max(_excess(got, value.to_tensor(), rtol, atol) for got, value in zip(outputs, case.expected_outputs, strict=True))
+        detail = (f"matches within rtol {rtol:g}, atol {atol:g}" if worst <= 0
+                  else f"differs from its expected output by {worst:.3g} beyond rtol {rtol:g}, atol {atol:g}")
+        checks.append(BundledCheck(number, worst <= 0, detail))
+    del module
+    return checks
+
+
+def _excess(got: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> float:
+    """How far `got` strays past the tolerance at its worst element (<= 0: within; NaN fails)."""
+    excess = (got.double() - expected.double()).abs() - (atol + rtol * expected.double().abs())
+    return float("inf") if excess.isnan().any() else float(excess.max()) if excess.numel() else 0.0
 
 
 def verified_bundle(entry: FileEntry) -> tuple[bytes, BundledInfo]:
@@ -262,7 +300,7 @@ FORK_TRIALS = sys.platform.startswith("linux")
 _TRIALS: dict[tuple, int | str] = {}  # this process's trials by program content: how each ended
 
 
-def trial_in_child(entry: FileEntry, program: Path | bytes, specs) -> None:
+def trial_in_child(entry: FileEntry, program: Path | bytes, specs, weights: FileEntry | None = None) -> None:
     """Initialise the method and run it once on zeros in a child process, before this one does.
 
     ExecuTorch verifies a program's flatbuffer, not what it means: XNNPACK compiles its blob
@@ -272,14 +310,16 @@ def trial_in_child(entry: FileEntry, program: Path | bytes, specs) -> None:
     child that fails cleanly is let be: the load or run here then says why."""
     from executorch.runtime import Runtime, Verification
 
-    key = _content_key(entry, program, specs)
+    data_path = weights.path if weights else None
+    key = (*_content_key(entry, program, specs), weights.sha256 if weights else None)
     if key not in _TRIALS:
         try:
-            loaded = Runtime.get().load_program(program, verification=Verification.InternalConsistency)
+            loaded = Runtime.get().load_program(program, verification=Verification.InternalConsistency, data_path=data_path)
         except (RuntimeError, ValueError):
             return  # the load here refuses it, in its own words
         inputs = [torch.zeros(spec.shape, dtype=torch_dtype(spec.dtype)) for spec in specs]  # made here, not in the child
-        _TRIALS[key] = _forked(lambda: _run_once(loaded, inputs)) if FORK_TRIALS else _fresh_interpreter(program, specs)
+        _TRIALS[key] = (_forked(lambda: _run_once(loaded, inputs)) if FORK_TRIALS
+                        else _fresh_interpreter(program, specs, data_path))
     if _TRIALS[key] not in (0, 1):
         raise UserError(
             f"ExecuTorch {_TRIALS[key]} initialising and running {entry.relative} in a trial process: "
@@ -335,11 +375,12 @@ TRIAL_SCRIPT = """
 import json, sys, torch
 from executorch.runtime import Runtime, Verification
 inputs = [torch.zeros(shape, dtype=getattr(torch, dtype)) for shape, dtype in json.loads(sys.argv[2])]
-Runtime.get().load_program(sys.argv[1], verification=Verification.InternalConsistency).load_method(sys.argv[3]).execute(inputs)
+Runtime.get().load_program(sys.argv[1], verification=Verification.InternalConsistency,
+                           data_path=sys.argv[4] or None).load_method(sys.argv[3]).execute(inputs)
 """
 
 
-def _fresh_interpreter(program: Path | bytes, specs) -> int | str:
+def _fresh_interpreter(program: Path | bytes, specs, data_path: Path | None) -> int | str:
     with tempfile.TemporaryDirectory(prefix="edit-mobile-trial-") as scratch:
         if isinstance(program, bytes):
             (Path(scratch) / "program.pte").write_bytes(program)
@@ -347,7 +388,7 @@ def _fresh_interpreter(program: Path | bytes, specs) -> int | str:
         shapes = json.dumps([(list(spec.shape), spec.dtype) for spec in specs])
         timeout = trial_timeout()
         try:
-            result = subprocess.run([sys.executable, "-c", TRIAL_SCRIPT, str(program), shapes, METHOD],
+            result = subprocess.run([sys.executable, "-c", TRIAL_SCRIPT, str(program), shapes, METHOD, str(data_path or "")],
                                     capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return f"did not finish in {timeout:g} s"

@@ -221,7 +221,8 @@ def executorch_layer_report(manifest: Manifest, inputs, reference_state: dict[st
     notes.append("a delegate is opaque: its outputs are the finest values the runtime logs inside it")
     failing = next((row for row in rows if row.closeness.psnr_db < threshold_db), None)
     if failing is not None and not manifest.quantization and manifest.precision == "fp32":
-        changed = changed_program_weights(session.entry.path, failing.suspects[:MAX_SCANNED_MODULES], reference_state)
+        stored = session.weights.path if session.weights else session.entry.path  # where the bytes live
+        changed = changed_program_weights(stored, failing.suspects[:MAX_SCANNED_MODULES], reference_state)
         if changed:
             # Inside an opaque delegate, the weights the program no longer holds are the culprits.
             failing.suspects = changed + [s for s in failing.suspects if s not in changed]
@@ -230,7 +231,8 @@ def executorch_layer_report(manifest: Manifest, inputs, reference_state: dict[st
 
 
 def changed_program_weights(program_path: Path, modules: list[str], reference_state: dict[str, torch.Tensor]) -> list[str]:
-    """Of these modules, those with a weight whose reference bytes the fp32 program does not hold.
+    """Of these modules, those with a weight whose reference bytes the fp32 program (or its
+    external weights file, model.ptd) does not hold.
 
     An fp32 ExecuTorch program keeps every weight's float32 bytes, in the source layout, or
     transposed / channels-last for the delegate's kernels; a weight found in none of these

@@ -41,6 +41,8 @@ VALUE_KINDS = {1: "tensor", 2: "int", 3: "bool", 4: "double"}  # ValueUnion; 0 i
 MAX_TENSOR_DIMS = 16  # bundled_program.cpp kMaxDim: more aborts the runtime
 # ScalarType (scalar_type.fbs) -> bytes per element, for the types a bundled tensor may hold.
 SCALAR_TYPE_BYTES = {0: 1, 1: 1, 2: 2, 3: 4, 4: 8, 5: 2, 6: 4, 7: 8, 11: 1, 15: 2}
+TORCH_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",
+                7: "float64", 11: "bool", 15: "bfloat16"}  # by name: torch loads only when a tensor is made
 MAX_TABLES = 1_000_000  # as flatbuffers' Verifier: shared offsets cannot multiply the work
 
 
@@ -250,6 +252,17 @@ class BundledValue:
     kind: str  # tensor, int, bool or double
     scalar_type: int | None = None  # ExecuTorch ScalarType code (tensors)
     sizes: tuple[int, ...] = ()
+    data: bytes = field(default=b"", repr=False)  # a tensor's elements, in its dim order
+    dim_order: tuple[int, ...] = ()
+
+    def to_tensor(self):
+        """The tensor, as a torch tensor of the shape `sizes` (the elements copied out)."""
+        import torch
+
+        dtype = getattr(torch, TORCH_DTYPES[self.scalar_type])
+        stored = [self.sizes[d] for d in self.dim_order]
+        flat = torch.frombuffer(bytearray(self.data), dtype=dtype) if self.data else torch.empty(0, dtype=dtype)
+        return flat.reshape(stored).permute(*[self.dim_order.index(d) for d in range(len(self.sizes))]).contiguous()
 
 
 @dataclass(frozen=True)
@@ -321,7 +334,7 @@ def _bundled_tensor(tensor: Table) -> BundledValue:
     scalar_type = tensor.scalar(TENSOR_SCALAR_TYPE, "<b")
     tensor.required(tensor.vector(TENSOR_SIZES, 4))
     sizes = tensor.int32s(TENSOR_SIZES)
-    _, data_bytes = tensor.required(tensor.vector(TENSOR_DATA, 1))
+    data_start, data_bytes = tensor.required(tensor.vector(TENSOR_DATA, 1))
     start, dims = tensor.required(tensor.vector(TENSOR_DIM_ORDER, 1))
     if scalar_type not in SCALAR_TYPE_BYTES or len(sizes) > MAX_TENSOR_DIMS or min(sizes, default=0) < 0:
         raise corrupt
@@ -330,9 +343,12 @@ def _bundled_tensor(tensor: Table) -> BundledValue:
     elements = 1
     for size in sizes:
         elements *= size
-    if elements * SCALAR_TYPE_BYTES[scalar_type] > data_bytes:
+    size = elements * SCALAR_TYPE_BYTES[scalar_type]
+    if size > data_bytes:
         raise corrupt
-    return BundledValue("tensor", scalar_type, tuple(sizes))
+    data = bytes(tensor.buffer.data[data_start : data_start + size])
+    dim_order = tuple(tensor.buffer.data[start : start + dims])
+    return BundledValue("tensor", scalar_type, tuple(sizes), data, dim_order)
 
 
 def _truncated(path: Path, size: int, expected: int) -> UserError:

@@ -4,6 +4,7 @@ itself in the runtime; the manifest describes the folder; attention and MLP stay
 from __future__ import annotations
 
 import pytest
+from edit_mobile.models import load_transformer
 from export_artifacts import (
     attention_or_mlp_outside,
     exported,
@@ -38,6 +39,31 @@ def test_bundled_program_verifies_itself_in_runtime(model):
     # Runs the program on the bundled inputs and raises if the outputs differ from the
     # bundled expected outputs (ExecuTorch 1.5's BundledModule API).
     bundle.verify_result_with_bundled_expected_output("forward", 0, 0.0, TOLERANCE)
+
+
+def test_external_weights_live_in_one_ptd_that_program_and_bundle_share():
+    """Program-data separation: the .pte holds the graph, model.ptd the weights; the bundled
+    program carries no second copy and verifies itself against the same model.ptd."""
+    from executorch.runtime import Runtime
+
+    from edit_mobile.runtime.executorch_session import verify_bundled_program
+    from edit_mobile.runtime.manifest import read_manifest
+
+    art_dir = exported("tiny-pixart-edit", "xnnpack", backend_options={"weights": "external"})
+    files = manifest(art_dir)["files"]
+    inputs, reference = load_test_vectors(art_dir)
+    program = Runtime.get().load_program(art_dir / files["program"]["path"], data_path=art_dir / files["weights"]["path"])
+    (output,) = program.load_method("forward").execute(inputs)
+    assert max_abs_diff(output, reference) <= TOLERANCE
+    checks = verify_bundled_program(read_manifest(art_dir), rtol=0.0, atol=TOLERANCE)
+    assert checks and all(check.passed for check in checks), checks
+    strict = verify_bundled_program(read_manifest(art_dir), rtol=0.0, atol=-1.0)  # impossible: must fail
+    assert not any(check.passed for check in strict)
+    weights = files["weights"]["bytes"]
+    parameters = sum(p.numel() for p in load_transformer("tiny-pixart-edit").parameters())
+    assert weights >= 4 * parameters * 0.9  # float32: (nearly) every weight is in model.ptd
+    assert files["program"]["bytes"] < weights / 4
+    assert files["bundled_program"]["bytes"] < weights / 4
 
 
 def test_fp16_at_64px_reaches_the_fp16_floor_in_executorch_runtime():

@@ -1,4 +1,11 @@
-"""The ExecuTorch path shared by the .pte backends: partition, lower, serialise, measure."""
+"""The ExecuTorch path shared by the .pte backends: partition, lower, serialise, measure.
+
+Program-data separation: a backend that serialises its weights through ExecuTorch's
+NamedDataStore (XNNPACK, Vulkan) can keep them out of the .pte, in `model.ptd`, beside it. The
+flatbuffer then holds only the graph, so no real-size program meets the 2 GB flatbuffer limit,
+and the bundled program and every method of a program share the one copy of the weights
+(XNNPACK names each constant by its sha256: methods with the same weights store them once).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from edit_mobile.export.backends.base import named_stage
 from edit_mobile.export.coverage import DelegationCoverage, delegation_coverage
 
 PROGRAM_FILE = "model.pte"
+WEIGHTS_NAME = "model"  # -> model.ptd, ExecuTorch's name for a program's external data
 ETRECORD_FILE = "etrecord.bin"
 
 
@@ -27,7 +35,10 @@ def lower(
     compile_config: EdgeCompileConfig | None = None,
     transform_passes: list[Any] | None = None,
     generate_etrecord: bool = False,
+    external_weights: bool = False,
 ) -> tuple[EdgeProgramManager, DelegationCoverage]:
+    if external_weights:
+        tag_external_weights(exported)
     with named_stage("to_edge_transform_and_lower"):
         edge = to_edge_transform_and_lower(
             exported,
@@ -39,21 +50,69 @@ def lower(
     return edge, delegation_coverage(edge.exported_program().graph_module)
 
 
-def to_executorch(edge: EdgeProgramManager) -> ExecutorchProgramManager:
+def tag_external_weights(exported: torch.export.ExportedProgram) -> None:
+    """Mark every lifted weight (parameters, buffers, constants: quantized weights included)
+    for the external data file. Delegates read the tag from the placeholder's custom metadata,
+    which lowering carries into each delegated subgraph."""
+    signature = exported.graph_signature
+    weights = (set(signature.inputs_to_parameters) | set(signature.inputs_to_buffers)
+               | set(signature.inputs_to_lifted_tensor_constants))
+    for node in exported.graph.nodes:
+        if node.op == "placeholder" and node.name in weights:
+            node.meta.setdefault("custom", {})["delegate_constant_tag"] = WEIGHTS_NAME
+
+
+def to_executorch(edge: EdgeProgramManager, external_weights: bool = False) -> ExecutorchProgramManager:
     # extract_delegate_segments keeps delegate blobs out of the flatbuffer, as the runtime
     # expects for large programs (the default too; stated because the .pte layout depends on it).
+    # external_constants: the weights no delegate took go to model.ptd as well.
+    config = ExecutorchBackendConfig(
+        extract_delegate_segments=True,
+        external_constants=(lambda node: WEIGHTS_NAME) if external_weights else False,
+    )
     with named_stage("to_executorch"):
-        return edge.to_executorch(ExecutorchBackendConfig(extract_delegate_segments=True))
+        return edge.to_executorch(config)
 
 
-def write_program(program: ExecutorchProgramManager, out_dir: Path) -> str:
-    (out_dir / PROGRAM_FILE).write_bytes(program.buffer)
-    return PROGRAM_FILE
+def write_program(program: ExecutorchProgramManager, out_dir: Path, external_weights: bool = False) -> dict[str, str]:
+    """model.pte, and model.ptd when the program keeps its weights outside: manifest roles."""
+    with named_stage("writing the program"):
+        with open(out_dir / PROGRAM_FILE, "wb") as handle:
+            program.write_to_file(handle)  # streamed from the serialiser's pieces, not joined first
+        files = {"program": PROGRAM_FILE}
+        weights = out_dir / f"{WEIGHTS_NAME}.ptd"
+        if external_weights:
+            program.write_tensor_data_to_file(str(out_dir))
+            if weights.is_file():
+                files["weights"] = weights.name
+    return files
 
 
-def write_etrecord(program: ExecutorchProgramManager, out_dir: Path) -> str:
+def write_etrecord(program: ExecutorchProgramManager, out_dir: Path, without_weights: bool = False) -> str:
     """The ETRecord maps the program's debug handles back to graph nodes and modules: the
-    runtime's per-layer numerics and per-block profile need it (devtools Inspector)."""
+    runtime's per-layer numerics and per-block profile need it (devtools Inspector).
+    `without_weights`: its programs keep their graphs but not the weights' values (a real-size
+    ETRecord would otherwise hold two more copies of them); numerics then load the reference's."""
     with named_stage("ETRecord"):
-        program.get_etrecord().save(str(out_dir / ETRECORD_FILE))
+        etrecord = program.get_etrecord()
+        if without_weights:
+            for exported in etrecord_programs(etrecord):
+                strip_weights(exported)
+        etrecord.save(str(out_dir / ETRECORD_FILE))
     return ETRECORD_FILE
+
+
+def etrecord_programs(etrecord) -> list[torch.export.ExportedProgram]:
+    edge = etrecord.edge_dialect_program
+    programs = list(edge.values()) if isinstance(edge, dict) else [edge]
+    return [p for p in [etrecord.exported_program, *programs] if p is not None]
+
+
+def strip_weights(exported: torch.export.ExportedProgram) -> None:
+    """Each weight replaced by one zero broadcast to its shape: the same shapes and dtypes for
+    the graph, one element of storage each when serialised. Only for a program already written."""
+    for table in (exported.state_dict, exported.constants):
+        for name, tensor in list(table.items()):
+            if isinstance(tensor, torch.Tensor) and tensor.numel() > 1:
+                stub = torch.zeros((), dtype=tensor.dtype).expand(tensor.shape)
+                table[name] = torch.nn.Parameter(stub, requires_grad=False) if isinstance(tensor, torch.nn.Parameter) else stub

@@ -1,5 +1,7 @@
-"""XNNPACK (CPU, Android and iOS): model.pte, and model.bpte, a BundledProgram carrying the
-reference inputs and expected outputs so that a device can verify the program by itself."""
+"""XNNPACK (CPU, Android and iOS): model.pte with its weights in model.ptd (program-data
+separation: executorch_program), and model.bpte, a BundledProgram carrying the reference inputs
+and expected outputs so that a device can verify the program by itself. The bundle holds the
+program without its weights: it runs with the same model.ptd, so the weights exist once."""
 
 from __future__ import annotations
 
@@ -16,14 +18,31 @@ from edit_mobile.export.backends import executorch_program
 from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob, named_stage
 
 BUNDLED_FILE = "model.bpte"
+# `--weights auto` keeps weights outside the program from this size: phones mmap a .ptd, the
+# flatbuffer tools stop at 2 GB, and small programs stay one file for the simplest loaders.
+EXTERNAL_WEIGHTS_FROM_BYTES = 1 << 30
 
 
-def write_bundled_program(program, job: LoweringJob, out_dir: Path) -> str:
+def external_weights(job: LoweringJob) -> bool:
+    choice = job.options.get("weights") or "auto"
+    if choice != "auto":
+        return choice == "external"
+    return weight_bytes(job.exported) >= EXTERNAL_WEIGHTS_FROM_BYTES
+
+
+def weight_bytes(exported) -> int:
+    """Bytes of the program's weights as exported (after any cast or quantization)."""
+    tensors = list(exported.state_dict.values()) + list(exported.constants.values())
+    return sum(t.numel() * t.element_size() for t in tensors if hasattr(t, "element_size"))
+
+
+def write_bundled_program(program, job: LoweringJob, out_dir: Path, files: dict[str, str]) -> str:
     """The device checks itself against these outputs. A float program is held to PyTorch's;
     a quantized one differs from PyTorch by design (validate measures by how much), so it is
     held to what the same program computes here: the device must reproduce the host."""
     with named_stage("the bundled program"):
-        expected = host_outputs(program, job) if job.options.get("quantized") else job.reference_outputs
+        weights = out_dir / files["weights"] if "weights" in files else None
+        expected = host_outputs(program, job, weights) if job.options.get("quantized") else job.reference_outputs
         suite = MethodTestSuite(
             method_name="forward",
             test_cases=[MethodTestCase(inputs=list(job.example_inputs), expected_outputs=list(expected))],
@@ -33,10 +52,10 @@ def write_bundled_program(program, job: LoweringJob, out_dir: Path) -> str:
     return BUNDLED_FILE
 
 
-def host_outputs(program, job: LoweringJob) -> list:
+def host_outputs(program, job: LoweringJob, weights: Path | None) -> list:
     from executorch.runtime import Runtime
 
-    method = Runtime.get().load_program(program.buffer).load_method("forward")
+    method = Runtime.get().load_program(program.buffer, data_path=weights).load_method("forward")
     return list(method.execute(list(job.example_inputs)))
 
 
@@ -45,18 +64,18 @@ class XnnpackBackend(Backend):
     description = "ExecuTorch .pte on the XNNPACK CPU delegate (+ BundledProgram .bpte)"
 
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
+        external = external_weights(job)
         edge, coverage = executorch_program.lower(
-            job.exported, [XnnpackPartitioner()], generate_etrecord=True
+            job.exported, [XnnpackPartitioner()], generate_etrecord=True, external_weights=external
         )
-        program = executorch_program.to_executorch(edge)
+        program = executorch_program.to_executorch(edge, external_weights=external)
+        files = executorch_program.write_program(program, out_dir, external_weights=external)
+        files["bundled_program"] = write_bundled_program(program, job, out_dir, files)
+        files["etrecord"] = executorch_program.write_etrecord(program, out_dir, without_weights=external)
         return BackendResult(
-            files={
-                "program": executorch_program.write_program(program, out_dir),
-                "bundled_program": write_bundled_program(program, job, out_dir),
-                "etrecord": executorch_program.write_etrecord(program, out_dir),
-            },
+            files=files,
             delegation=coverage.to_dict(),
-            program={"format": "executorch-pte", "method": "forward"},
+            program={"format": "executorch-pte", "method": "forward", "weights": "external" if external else "embedded"},
         )
 
 

@@ -23,6 +23,7 @@ enum ManifestKeys {
   static let specShape = "shape"
   static let specDtype = "dtype"
   static let roleProgram = "program"
+  static let roleWeights = "weights"  // model.ptd: the program's weights kept outside it
   static let roleTestVectors = "test_vectors"
   static let filePath = "path"
   static let fileSha256 = "sha256"
@@ -152,7 +153,7 @@ struct ArtifactManifest {
   }
 
   static func isRequired(role: String) -> Bool {
-    role == K.roleProgram || role == K.roleTestVectors
+    role == K.roleProgram || role == K.roleWeights || role == K.roleTestVectors
   }
 
   /// Checks size and sha256 of every listed file or folder that was copied, and that the

@@ -85,7 +85,8 @@ enum DemoRun {
   private static func makeRunner(_ manifest: ArtifactManifest, _ settings: RunSettings) async throws -> ProgramRunner {
     let programURL = try manifest.url(for: ManifestKeys.roleProgram)
     if ArtifactManifest.executorchBackends.contains(manifest.backend) {
-      return try ExecuTorchRunner(programURL: programURL)
+      let weightsURL = manifest.files[ManifestKeys.roleWeights] == nil ? nil : try manifest.url(for: ManifestKeys.roleWeights)
+      return try ExecuTorchRunner(programURL: programURL, weightsURL: weightsURL)
     }
     if ArtifactManifest.coreMLBackends.contains(manifest.backend) {
       return try await CoreMLRunner(packageURL: programURL, manifest: manifest,

@@ -9,8 +9,13 @@ final class ExecuTorchRunner: ProgramRunner {
   private var inputs: [AnyTensor] = []
   private var lastOutputs: [Value] = []
 
-  init(programURL: URL) throws {
-    module = Module(filePath: programURL.path)
+  /// `weightsURL`: the program's weights kept outside it (model.ptd), if the manifest lists them.
+  init(programURL: URL, weightsURL: URL?) throws {
+    if let weightsURL {
+      module = Module(filePath: programURL.path, dataFilePaths: [weightsURL.path], loadMode: .mmap)
+    } else {
+      module = Module(filePath: programURL.path)
+    }
     try module.load("forward")  // eager, so load time is not charged to the first timed run
   }
 

@@ -43,6 +43,8 @@ public final class ArtifactManifest {
   public static final String SPEC_SHAPE = "shape";
   public static final String SPEC_DTYPE = "dtype";
   public static final String ROLE_PROGRAM = "program";
+  /** The program's weights kept outside it (model.ptd, ExecuTorch program-data separation). */
+  public static final String ROLE_WEIGHTS = "weights";
   public static final String ROLE_TEST_VECTORS = "test_vectors";
   public static final String FILE_PATH = "path";
   public static final String FILE_SHA256 = "sha256";
@@ -183,6 +185,12 @@ public final class ArtifactManifest {
     return fileFor(ROLE_PROGRAM);
   }
 
+  /** The program's external weights file, or null when the program holds its weights. */
+  public File weightsFileOrNull() {
+    FileEntry entry = files.get(ROLE_WEIGHTS);
+    return entry == null ? null : entry.file;
+  }
+
   public File fileFor(String role) throws DemoException {
     FileEntry entry = files.get(role);
     if (entry == null) {
@@ -228,12 +236,12 @@ public final class ArtifactManifest {
 
   /** Roles without which the demo cannot run; the others are checked when they were pushed. */
   public static boolean isRequiredRole(String role) {
-    return role.equals(ROLE_PROGRAM) || role.equals(ROLE_TEST_VECTORS);
+    return role.equals(ROLE_PROGRAM) || role.equals(ROLE_WEIGHTS) || role.equals(ROLE_TEST_VECTORS);
   }
 
   /**
    * Checks size and sha256 of every listed file or folder that is on the device, and that the
-   * required ones (program, test vectors) are. Returns the roles checked; roles not pushed (the
+   * required ones (program, its external weights if any, test vectors) are. Returns the roles checked; roles not pushed (the
    * PyTorch reference folder, say) are left out.
    */
   public List<String> verifyFiles() throws IOException {

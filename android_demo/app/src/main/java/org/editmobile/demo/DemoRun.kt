@@ -37,6 +37,12 @@ object DemoRun {
     progress("reading manifest and checking sha256 of ${folder.name} ...")
     val check = ArtifactCheck.prepare(folder)
     val programFile = check.manifest.programFileForAndroid()
+    check.manifest.weightsFileOrNull()?.let {
+      // executorch-android 1.5's Module.load takes one file; only its LLM module takes .ptd data.
+      throw DemoException(
+          "${programFile.name} keeps its weights in ${it.name}, which this app's ExecuTorch Module.load " +
+              "cannot take; export with --weights embedded (below 2 GB)")
+    }
 
     progress("loading ${programFile.name} ...")
     val loadStart = System.nanoTime()
