@@ -46,6 +46,7 @@ def test_external_weights_live_in_one_ptd_that_program_and_bundle_share():
     program carries no second copy and verifies itself against the same model.ptd."""
     from executorch.runtime import Runtime
 
+    from edit_mobile.runtime import load
     from edit_mobile.runtime.executorch_session import verify_bundled_program
     from edit_mobile.runtime.manifest import read_manifest
 
@@ -55,6 +56,9 @@ def test_external_weights_live_in_one_ptd_that_program_and_bundle_share():
     program = Runtime.get().load_program(art_dir / files["program"]["path"], data_path=art_dir / files["weights"]["path"])
     (output,) = program.load_method("forward").execute(inputs)
     assert max_abs_diff(output, reference) <= TOLERANCE
+    for role in ("program", "bundled_program"):  # the runtime's sessions hand model.ptd over
+        session = load(art_dir, role=role)
+        assert max_abs_diff(session.run(inputs)["noise_pred"], reference) <= TOLERANCE, role
     checks = verify_bundled_program(read_manifest(art_dir), rtol=0.0, atol=TOLERANCE)
     assert checks and all(check.passed for check in checks), checks
     strict = verify_bundled_program(read_manifest(art_dir), rtol=0.0, atol=-1.0)  # impossible: must fail
