@@ -8,7 +8,7 @@ package org.editmobile.demo;
  * options (Karras / exponential / beta / Lu sigmas, thresholding, SDE variants, order 3, ...)
  * are refused when the config is read.
  */
-public final class DpmSolverMultistep implements DiffusionScheduler {
+public final class DpmSolverMultistep extends SteppedScheduler {
   private final int trainSteps;
   private final float[] alphasCumprod;
   private final String spacing;
@@ -16,9 +16,7 @@ public final class DpmSolverMultistep implements DiffusionScheduler {
   private final boolean vPrediction;
   private final int solverOrder;
 
-  private double[] timesteps = new double[0];
   private double[] sigmas = new double[0];
-  private int stepIndex;
   private int lowerOrderSteps;
   private double[] previousX0;
 
@@ -133,7 +131,7 @@ public final class DpmSolverMultistep implements DiffusionScheduler {
     if (steps < 1 || steps > trainSteps) {
       throw new DemoException("steps must be in [1, " + trainSteps + "], got " + steps);
     }
-    timesteps = spacedTimesteps(steps);
+    double[] timesteps = spacedTimesteps(steps);
     sigmas = new double[timesteps.length + 1];
     for (int i = 0; i < timesteps.length; i++) {
       // np.interp over the table: past its ends (leading spacing's steps_offset can reach
@@ -142,7 +140,7 @@ public final class DpmSolverMultistep implements DiffusionScheduler {
       float ac = alphasCumprod[index];
       sigmas[i] = (float) Math.sqrt((1.0f - ac) / ac); // float32, as diffusers' table
     }
-    stepIndex = -1;
+    startSchedule(timesteps);
     lowerOrderSteps = 0;
     previousX0 = null;
   }
@@ -188,11 +186,6 @@ public final class DpmSolverMultistep implements DiffusionScheduler {
   }
 
   @Override
-  public double[] timesteps() {
-    return timesteps.clone();
-  }
-
-  @Override
   public double[] sigmas() {
     return sigmas.clone();
   }
@@ -205,16 +198,7 @@ public final class DpmSolverMultistep implements DiffusionScheduler {
   // ---- the step
 
   @Override
-  public double[] step(double[] modelOutput, double timestep, double[] sample) {
-    if (timesteps.length == 0) {
-      throw new DemoException("setTimesteps must come before step");
-    }
-    if (stepIndex < 0) {
-      stepIndex = indexOf(timestep);
-    }
-    if (stepIndex >= timesteps.length) {
-      throw new DemoException("step called after the last timestep");
-    }
+  protected double[] stepAtIndex(double[] modelOutput, double[] sample) {
     double[] x0 = dataPrediction(modelOutput, sample, sigmas[stepIndex]);
     boolean last = stepIndex == timesteps.length - 1; // final sigma 0: always first order
     double[] next = solverOrder == 1 || lowerOrderSteps < 1 || last
@@ -222,27 +206,17 @@ public final class DpmSolverMultistep implements DiffusionScheduler {
         : secondOrder(x0, previousX0, sample);
     lowerOrderSteps = Math.min(lowerOrderSteps + 1, solverOrder);
     previousX0 = x0;
-    stepIndex++;
     return next;
   }
 
-  /** diffusers' index_for_timestep: the second match if it repeats, the last if absent. */
-  private int indexOf(double timestep) {
-    int first = -1;
-    for (int i = 0; i < timesteps.length; i++) {
-      if (timesteps[i] == timestep) {
-        if (first >= 0) {
-          return i;
-        }
-        first = i;
-      }
-    }
-    return first >= 0 ? first : timesteps.length - 1;
+  /** DPM-Solver starts an absent timestep at the last step (diffusers' index_for_timestep). */
+  @Override
+  protected int indexOfAbsent(double timestep) {
+    return timesteps.length - 1;
   }
 
   /** x0 from the model output (DPM-Solver++ integrates the data prediction). */
   private double[] dataPrediction(double[] modelOutput, double[] sample, double sigma) {
-    checkSameLength(modelOutput, sample);
     double alpha = alpha(sigma);
     double sigmaT = sigma * alpha;
     double[] x0 = new double[sample.length];
@@ -294,12 +268,5 @@ public final class DpmSolverMultistep implements DiffusionScheduler {
       out[i] = keep * sample[i] - towardsX0 * x0[i] - 0.5 * towardsX0 * d1;
     }
     return out;
-  }
-
-  static void checkSameLength(double[] modelOutput, double[] sample) {
-    if (modelOutput.length != sample.length) {
-      throw new DemoException("the model output has " + modelOutput.length
-          + " values, the latents " + sample.length + "; the denoiser and latents disagree");
-    }
   }
 }

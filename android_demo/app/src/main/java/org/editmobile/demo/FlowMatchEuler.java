@@ -7,15 +7,13 @@ package org.editmobile.demo;
  * sigma - sigma) * model output. Resolution-dependent (dynamic) shifting, Karras / exponential /
  * beta sigmas, inverted sigmas, a terminal shift and stochastic sampling are refused.
  */
-public final class FlowMatchEuler implements DiffusionScheduler {
+public final class FlowMatchEuler extends SteppedScheduler {
   private final int trainSteps;
   private final double shift;
   private final float sigmaMax;
   private final float sigmaMin;
 
-  private double[] timesteps = new double[0];
   private float[] sigmas = new float[0];
-  private int stepIndex;
 
   FlowMatchEuler(ConfigFile config) {
     for (String option : new String[] {"use_dynamic_shifting", "invert_sigmas",
@@ -50,7 +48,7 @@ public final class FlowMatchEuler implements DiffusionScheduler {
     double start = (double) sigmaMax * trainSteps;
     double stop = (double) sigmaMin * trainSteps;
     double step = (stop - start) / (steps - 1);
-    timesteps = new double[steps];
+    double[] timesteps = new double[steps];
     sigmas = new float[steps + 1]; // the last stays 0
     for (int i = 0; i < steps; i++) {
       double t = steps == 1 ? start : i == steps - 1 ? stop : i * step + start;
@@ -58,12 +56,7 @@ public final class FlowMatchEuler implements DiffusionScheduler {
       sigmas[i] = (float) (shift * sigma / (1 + (shift - 1) * sigma));
       timesteps[i] = sigmas[i] * (float) trainSteps;
     }
-    stepIndex = -1;
-  }
-
-  @Override
-  public double[] timesteps() {
-    return timesteps.clone();
+    startSchedule(timesteps);
   }
 
   @Override
@@ -81,40 +74,18 @@ public final class FlowMatchEuler implements DiffusionScheduler {
   }
 
   @Override
-  public double[] step(double[] modelOutput, double timestep, double[] sample) {
-    if (timesteps.length == 0) {
-      throw new DemoException("setTimesteps must come before step");
-    }
-    if (stepIndex < 0) {
-      stepIndex = indexOf(timestep);
-    }
-    if (stepIndex >= timesteps.length) {
-      throw new DemoException("step called after the last timestep");
-    }
-    DpmSolverMultistep.checkSameLength(modelOutput, sample);
+  protected double[] stepAtIndex(double[] modelOutput, double[] sample) {
     float dt = sigmas[stepIndex + 1] - sigmas[stepIndex]; // float32, as diffusers
     double[] next = new double[sample.length];
     for (int i = 0; i < next.length; i++) {
       next[i] = sample[i] + dt * modelOutput[i];
     }
-    stepIndex++;
     return next;
   }
 
-  /** diffusers' index_for_timestep: the second match if it repeats; absent is an error. */
-  private int indexOf(double timestep) {
-    int first = -1;
-    for (int i = 0; i < timesteps.length; i++) {
-      if (timesteps[i] == timestep) {
-        if (first >= 0) {
-          return i;
-        }
-        first = i;
-      }
-    }
-    if (first < 0) {
-      throw new DemoException("timestep " + timestep + " is not one of this schedule's");
-    }
-    return first;
+  /** Flow matching refuses a timestep not in its schedule. */
+  @Override
+  protected int indexOfAbsent(double timestep) {
+    throw new DemoException("timestep " + timestep + " is not one of this schedule's");
   }
 }
