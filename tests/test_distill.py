@@ -24,7 +24,7 @@ TINY_RUN = ["--samples", "4", "--steps", "2", "--eval-samples", "0", "--batch", 
 def teacher(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("distill") / "teacher"
     folder.mkdir()
-    train_teacher.train("pixart", VAE_FOLDER, folder, steps=1, batch=2, lr=1e-3, seed=0, images=4,
+    train_teacher.train("pixart", VAE_FOLDER, folder, stages=[(256, 1)], batch=2, lr=1e-3, seed=0, images=4, text_steps=0,
                         cache=folder.parent / "cache")
     return folder
 

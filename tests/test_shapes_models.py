@@ -23,7 +23,7 @@ def pipelines(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     for family in ("pixart", "sd3"):
         (root / family).mkdir()
-        train_teacher.train(family, VAE_FOLDER, root / family, steps=2, batch=4, lr=1e-3, seed=0, images=8,
+        train_teacher.train(family, VAE_FOLDER, root / family, stages=[(256, 2)], batch=4, lr=1e-3, seed=0, images=8, text_steps=0,
                             cache=root / "cache")
     return root
 

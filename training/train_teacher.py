@@ -1,7 +1,8 @@
 """Train a shapes-world teacher: PixArt-Sigma's architecture (diffusers PixArtTransformer2DModel,
 v-prediction on a zero-terminal-SNR DDPM schedule that DPM-Solver++ samples) or SD3's
 (SD3Transformer2DModel, joint attention with one MMDiT-X layer, rectified-flow velocity), on the
-latents of the shapes VAE, conditioned by the text encoders of shapes_text, trained with it.
+latents of the shapes VAE, conditioned by the text encoders of shapes_text (pretrained here to
+read the world, then frozen).
 
 Why those schedules: these latents are flat colours, so thousands of latent values repeat the
 same few numbers and the image is still readable from the noisy latent at noise levels where
@@ -31,12 +32,13 @@ import numpy as np
 import torch
 
 from edit_mobile.training.loop import TrainingLog, cosine_lr, seed_everything
-from edit_mobile.training.shapes_data import render_batch, training_scene
+from edit_mobile.training.shapes_data import IMAGE_SIZE, render_batch, training_scene
 from edit_mobile.training.shapes_text import (
     PROMPT_TOKENS,
     T5_WIDTH,
     PixArtShapesText,
     SD3ShapesText,
+    pretrain_scene_reading,
 )
 
 PIXART_CONFIG = dict(
@@ -174,34 +176,35 @@ RECIPES = {"pixart": PixArtRecipe, "sd3": SD3Recipe}
 
 
 @torch.no_grad()
-def encode_dataset(vae, count: int, seed: int, batch: int = 32):
-    """`count` training scenes and their VAE latents (the posterior's mode), (N, 4, 32, 32)."""
+def encode_dataset(vae, count: int, seed: int, image_size: int, batch: int = 32):
+    """`count` training scenes and their VAE latents (the posterior's mode), (N, 4, S/8, S/8)."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
     scenes, latents = [], []
-    for start in tqdm(range(0, count, batch), desc="encoding images", unit="batch"):
+    for start in tqdm(range(0, count, batch), desc=f"encoding {image_size} px images", unit="batch"):
         size = min(batch, count - start)
         chunk = [training_scene(rng) for _ in range(size)]
-        latents.append(vae.encode(render_batch(chunk, rng)).latent_dist.mode())
+        latents.append(vae.encode(render_batch(chunk, rng, image_size)).latent_dist.mode())
         scenes += chunk
     return scenes, torch.cat(latents)
 
 
-def cached_dataset(vae_folder: Path, vae, count: int, seed: int, cache: Path):
-    """The encoded dataset, cached on disk by (VAE weights, count, seed): teachers share it."""
+def cached_dataset(vae_folder: Path, vae, count: int, seed: int, cache: Path, image_size: int = IMAGE_SIZE):
+    """The encoded dataset, cached on disk by (VAE weights, count, seed, size): teachers share it.
+    The same seed gives the same scenes at every size."""
     from safetensors.torch import load_file, save_file
 
     from edit_mobile.fileio import sha256_file
     from edit_mobile.shapes import Scene, ShapeObject
 
     key = sha256_file(vae_folder / "diffusion_pytorch_model.safetensors")[:12]
-    stem = cache / f"latents-{key}-{count}-{seed}"
+    stem = cache / f"latents-{key}-{count}-{seed}-{image_size}px"
     if stem.with_suffix(".json").is_file():
         rows = json.loads(stem.with_suffix(".json").read_text())
         scenes = [Scene(tuple(ShapeObject(*o) for o in r["objects"]), r["background"]) for r in rows]
         return scenes, load_file(stem.with_suffix(".safetensors"))["latents"]
-    scenes, latents = encode_dataset(vae, count, seed)
+    scenes, latents = encode_dataset(vae, count, seed, image_size)
     cache.mkdir(parents=True, exist_ok=True)
     save_file({"latents": latents.contiguous()}, stem.with_suffix(".safetensors"))
     rows = [{"objects": [[o.colour, o.shape, o.size, o.position] for o in s.objects], "background": s.background}
@@ -210,49 +213,73 @@ def cached_dataset(vae_folder: Path, vae, count: int, seed: int, cache: Path):
     return scenes, latents
 
 
-def train(family: str, vae_folder: Path, output: Path, steps: int, batch: int, lr: float, seed: int,
-          images: int, cache: Path) -> dict:
+def train(family: str, vae_folder: Path, output: Path, stages: list[tuple[int, int]], batch: int, lr: float,
+          seed: int, images: int, cache: Path, text_steps: int = 1500) -> dict:
+    """Pretrain the text encoders to read the world (`text_steps`, then frozen: see
+    shapes_text), then train the teacher through `stages`, (image size, steps) pairs in order:
+    most steps at 128 px (64 tokens, 4x cheaper a step), the last at 256 px."""
     from diffusers import AutoencoderKL
-
-    from edit_mobile.shapes import make_caption
 
     seed_everything(seed)
     vae = AutoencoderKL.from_pretrained(vae_folder).eval().requires_grad_(False)
     recipe = RECIPES[family](seed)
-    scenes, latents = cached_dataset(vae_folder, vae, images, seed, cache)
-    x0_all = recipe.to_model_space(latents, vae)
+    text_record = pretrain_scene_reading(recipe.text, text_steps, seed) if text_steps else None
     model = recipe.model.train()
-    text = recipe.text.encoders  # trained with the teacher: see shapes_text's docstring
-    trained = torch.nn.ModuleDict({"transformer": model, **text}).requires_grad_(True)
+    trained = torch.nn.ModuleDict({"transformer": model}).requires_grad_(True)
     ema = copy.deepcopy(trained).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(trained.parameters(), lr=lr, weight_decay=0.01)
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 2)
-    log = TrainingLog(output, steps, f"shapes {family} teacher")
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, steps, lr, warmup=100)
-        rows = rng.integers(0, len(scenes), size=batch)
-        captions = ["" if rng.random() < CAPTION_DROPOUT else make_caption(scenes[i], rng) for i in rows]
-        loss = recipe.loss(model, x0_all[torch.from_numpy(rows)], recipe.text.encode(captions), generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
-        optimizer.step()
-        decay = min(EMA_DECAY, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for shadow, live in zip(ema.parameters(), trained.parameters(), strict=True):
-                shadow.lerp_(live, 1 - decay)
-        log.step(step + 1, (step + 1) * batch, loss=loss.item())
+    total = sum(steps for _, steps in stages)
+    log = TrainingLog(output, total, f"shapes {family} teacher")
+    step = 0
+    for image_size, steps in stages:
+        scenes, latents = cached_dataset(vae_folder, vae, images, seed, cache, image_size)
+        x0_all = recipe.to_model_space(latents, vae)
+        for _ in range(steps):
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(step, total, lr, warmup=100)
+            loss = training_step(recipe, model, scenes, x0_all, batch, rng, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
+            optimizer.step()
+            decay = min(EMA_DECAY, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for shadow, live in zip(ema.parameters(), trained.parameters(), strict=True):
+                    shadow.lerp_(live, 1 - decay)
+            step += 1
+            log.step(step, step * batch, loss=loss.item())
     summary = log.close()
-    for name in text:
-        setattr(recipe.text, name, ema[name])
     recipe.pipeline(ema["transformer"], vae).save_pretrained(output, safe_serialization=True)
     parameters = sum(p.numel() for p in ema["transformer"].parameters())
-    record = {"family": family, "seed": seed, "steps": steps, "batch": batch, "lr": lr, "images": images,
-              "prompt_tokens": PROMPT_TOKENS, "parameters": parameters, **summary}
+    record = {"family": family, "seed": seed, "stages": [list(s) for s in stages], "batch": batch, "lr": lr,
+              "images": images, "prompt_tokens": PROMPT_TOKENS, "parameters": parameters,
+              "text_pretraining": text_record, **summary}
     (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def training_step(recipe, model, scenes, x0_all, batch: int, rng, generator) -> torch.Tensor:
+    """The loss on one batch of cached latents, captions drawn afresh (dropped for guidance)."""
+    from edit_mobile.shapes import make_caption
+
+    rows = rng.integers(0, len(scenes), size=batch)
+    captions = ["" if rng.random() < CAPTION_DROPOUT else make_caption(scenes[i], rng) for i in rows]
+    with torch.no_grad():  # the encoders are frozen
+        cond = recipe.text.encode(captions)
+    return recipe.loss(model, x0_all[torch.from_numpy(rows)], cond, generator)
+
+
+def parse_stages(text: str) -> list[tuple[int, int]]:
+    """"128:6000,256:600" -> [(128, 6000), (256, 600)]."""
+    try:
+        stages = [tuple(int(v) for v in part.split(":")) for part in text.split(",")]
+        if all(len(s) == 2 and s[0] % 64 == 0 and s[0] > 0 and s[1] > 0 for s in stages):
+            return stages
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r}: expected SIZE:STEPS[,SIZE:STEPS...], sizes multiples of 64")
 
 
 def main(argv=None) -> None:
@@ -260,7 +287,9 @@ def main(argv=None) -> None:
     parser.add_argument("--family", choices=sorted(RECIPES), required=True)
     parser.add_argument("--vae", type=Path, required=True, help="the trained shapes VAE folder")
     parser.add_argument("-o", "--output", type=Path, required=True, help="new folder for the pipeline")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--stages", type=parse_stages, default=[(128, 6000), (256, 600)],
+                        help="image size and steps of each stage, in order (default 128:6000,256:600)")
+    parser.add_argument("--text-steps", type=int, default=1500, help="text encoder pretraining steps (0: none)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--images", type=int, default=8000, help="distinct training images, encoded once")
@@ -268,8 +297,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=False)
-    record = train(args.family, args.vae, args.output, args.steps, args.batch, args.lr, args.seed,
-                   args.images, args.cache)
+    record = train(args.family, args.vae, args.output, args.stages, args.batch, args.lr, args.seed,
+                   args.images, args.cache, args.text_steps)
     print(json.dumps(record, indent=2))
 
 
