@@ -47,7 +47,8 @@ BRIEF_TOP_KEYS = {
     "delegation", "tools",
 }
 BRIEF_MODEL_KEYS = {"source", "family", "edit", "class_name", "config"}
-BRIEF_FILE_ROLES = {"program", "bundled_program", "test_vectors", "reference_model"}
+# "weights": model.ptd, written when an ExecuTorch program keeps its weights outside it.
+BRIEF_FILE_ROLES = {"program", "weights", "bundled_program", "test_vectors", "reference_model"}
 BRIEF_FILE_KEYS = {"path", "sha256", "bytes"}
 
 

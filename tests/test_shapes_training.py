@@ -66,7 +66,7 @@ def test_teacher_script_learns(tmp_path, family):
     vae = AutoencoderKL.from_pretrained(vae_folder, low_cpu_mem_usage=False)
     output = tmp_path / family
     output.mkdir()
-    record = train_teacher.train(family, vae_folder, output, stages=[(128, 20)], batch=8, lr=2e-3, seed=0,
+    record = train_teacher.train(family, vae_folder, output, stages=[(128, 30)], batch=8, lr=2e-3, seed=0,
                                  images=16, cache=tmp_path / "cache", text_steps=12)
     assert record["text_pretraining"]["slot_accuracy_mean"] > 0.3, record["text_pretraining"]
     seed_everything(0)

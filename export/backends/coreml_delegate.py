@@ -93,7 +93,7 @@ class CoreMLDelegateBackend(Backend):
             edge, coverage = executorch_program.lower(job.exported, [partitioner])
             program = executorch_program.to_executorch(edge)
         return BackendResult(
-            files={"program": executorch_program.write_program(program, out_dir)},
+            files=executorch_program.write_program(program, out_dir),
             delegation=coverage.to_dict(),
             program={
                 "format": "executorch-pte",

@@ -87,7 +87,7 @@ class QnnBackend(Backend):
         coverage = delegation_coverage(edge.exported_program().graph_module)
         program = executorch_program.to_executorch(edge)
         return BackendResult(
-            files={"program": executorch_program.write_program(program, out_dir)},
+            files=executorch_program.write_program(program, out_dir),
             delegation=coverage.to_dict(),
             program={"format": "executorch-pte", "method": "forward", "soc": soc},
         )

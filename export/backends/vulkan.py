@@ -42,7 +42,7 @@ class VulkanBackend(Backend):
         )
         program = executorch_program.to_executorch(edge)
         return BackendResult(
-            files={"program": executorch_program.write_program(program, out_dir)},
+            files=executorch_program.write_program(program, out_dir),
             delegation=coverage.to_dict(),
             program={"format": "executorch-pte", "method": "forward", "force_fp16": options["force_fp16"]},
         )

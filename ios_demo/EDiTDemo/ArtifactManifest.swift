@@ -23,7 +23,8 @@ enum ManifestKeys {
   static let specShape = "shape"
   static let specDtype = "dtype"
   static let roleProgram = "program"
-  static let roleWeights = "weights"  // model.ptd: the program's weights kept outside it
+  /// model.ptd: the program's weights kept outside it (ExecuTorch program-data separation).
+  static let roleWeights = "weights"
   static let roleTestVectors = "test_vectors"
   static let filePath = "path"
   static let fileSha256 = "sha256"
