@@ -4,7 +4,6 @@ itself in the runtime; the manifest describes the folder; attention and MLP stay
 from __future__ import annotations
 
 import pytest
-from edit_mobile.models import load_transformer
 from export_artifacts import (
     attention_or_mlp_outside,
     exported,
@@ -12,6 +11,8 @@ from export_artifacts import (
     manifest,
     max_abs_diff,
 )
+
+from edit_mobile.models import load_transformer
 
 TINY_PRESETS = ["tiny-pixart", "tiny-pixart-edit", "tiny-sd3", "tiny-sd3-edit"]
 TOLERANCE = 1e-4  # float32, max abs

@@ -139,10 +139,8 @@ class PixArtShapesText:
         return {"encoder": self.encoder}
 
     def encode(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        tokens = self.tokenizer([c.lower().strip() for c in captions], padding="max_length",
-                                max_length=PROMPT_TOKENS, truncation=True, return_tensors="pt")
-        hidden = self.encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
-        return {"encoder_hidden_states": hidden, "encoder_attention_mask": tokens.attention_mask.float()}
+        ((hidden, mask),) = self.readers(captions)
+        return {"encoder_hidden_states": hidden, "encoder_attention_mask": mask.float()}
 
     SUBFOLDERS = {"encoder": "text_encoder"}
 
@@ -262,7 +260,7 @@ def pretrain_scene_reading(text, steps: int, seed: int, batch: int = 128, lr: fl
         return [make_caption(s, rng) for s in scenes], torch.tensor([scene_classes(s) for s in scenes])
 
     bar = tqdm(range(steps), desc="text encoders: reading the scene", unit="step")
-    for step in bar:
+    for _ in bar:
         captions, classes = draw(batch)
         loss = sum(_slot_loss(head(states), mask, classes)
                    for head, (states, mask) in zip(heads, text.readers(captions), strict=True))

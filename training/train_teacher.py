@@ -225,9 +225,9 @@ def train(family: str, vae_folder: Path, output: Path, stages: list[tuple[int, i
     recipe = RECIPES[family](seed)
     text_record = pretrain_scene_reading(recipe.text, text_steps, seed) if text_steps else None
     model = recipe.model.train()
-    trained = torch.nn.ModuleDict({"transformer": model}).requires_grad_(True)
-    ema = copy.deepcopy(trained).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(trained.parameters(), lr=lr, weight_decay=0.01)
+    model.requires_grad_(True)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 2)
     total = sum(steps for _, steps in stages)
@@ -242,17 +242,17 @@ def train(family: str, vae_folder: Path, output: Path, stages: list[tuple[int, i
             loss = training_step(recipe, model, scenes, x0_all, batch, rng, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             decay = min(EMA_DECAY, (1 + step) / (10 + step))
             with torch.no_grad():
-                for shadow, live in zip(ema.parameters(), trained.parameters(), strict=True):
+                for shadow, live in zip(ema.parameters(), model.parameters(), strict=True):
                     shadow.lerp_(live, 1 - decay)
             step += 1
             log.step(step, step * batch, loss=loss.item())
     summary = log.close()
-    recipe.pipeline(ema["transformer"], vae).save_pretrained(output, safe_serialization=True)
-    parameters = sum(p.numel() for p in ema["transformer"].parameters())
+    recipe.pipeline(ema, vae).save_pretrained(output, safe_serialization=True)
+    parameters = sum(p.numel() for p in ema.parameters())
     record = {"family": family, "seed": seed, "stages": [list(s) for s in stages], "batch": batch, "lr": lr,
               "images": images, "prompt_tokens": PROMPT_TOKENS, "parameters": parameters,
               "text_pretraining": text_record, **summary}
