@@ -236,9 +236,12 @@ def train(family: str, vae_folder: Path, output: Path, stages: list[tuple[int, i
     for image_size, steps in stages:
         scenes, latents = cached_dataset(vae_folder, vae, images, seed, cache, image_size)
         x0_all = recipe.to_model_space(latents, vae)
-        for _ in range(steps):
+        # Each stage its own warm-up and cosine: one schedule over all stages left the last
+        # (256 px, where shapes are learnt) at a tenth of the rate (measured: shape accuracy
+        # 0.56 -> 0.66 from 1500 more steps at the full rate).
+        for stage_step in range(steps):
             for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, total, lr, warmup=100)
+                group["lr"] = cosine_lr(stage_step, steps, lr, warmup=100)
             loss = training_step(recipe, model, scenes, x0_all, batch, rng, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
