@@ -17,6 +17,25 @@ from edit_mobile.calibration.embeddings import EncodedPrompts, PromptEmbeddings
 from edit_mobile.errors import UserError
 
 BATCH = 8  # prompts per encoder call: bounds memory with the 4.7B-parameter T5-XXL
+# What PixArtSigmaPipeline does to a prompt without bs4/ftfy (no caption cleaning); a pipeline
+# artifact records it for the apps.
+TEXT_PREPROCESSING = "lower-strip"
+
+
+class T5PromptModule(torch.nn.Module):
+    """Token ids -> the denoiser's prompt inputs: (B, T) int64 input_ids and attention_mask ->
+    encoder_hidden_states (B, T, D) and encoder_attention_mask (B, T), float32. What a pipeline
+    artifact's `encode_prompt` method runs."""
+
+    output_names = ("encoder_hidden_states", "encoder_attention_mask")
+
+    def __init__(self, text_encoder):
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.text_encoder(input_ids, attention_mask=attention_mask)[0]
+        return hidden.float(), attention_mask.float()
 
 
 class PixArtTextEncoder:
@@ -57,22 +76,29 @@ class PixArtTextEncoder:
         description = {"kind": "random-t5", "width": width, "seed": seed, "tokens": max_tokens}
         return cls(tokenizer, text_encoder, max_tokens, description)
 
+    def tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """input_ids and attention_mask, (P, T) int64: the inputs of `prompt_module`."""
+        tokens = self.tokenizer(
+            [prompt.lower().strip() for prompt in prompts],  # TEXT_PREPROCESSING
+            padding="max_length",
+            max_length=self.max_tokens,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        )
+        return {"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask}
+
+    def prompt_module(self) -> T5PromptModule:
+        return T5PromptModule(self.text_encoder)
+
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> PromptEmbeddings:
+        module = self.prompt_module()
         chunks, masks = [], []
         for start in range(0, len(prompts), BATCH):
-            texts = [prompt.lower().strip() for prompt in prompts[start : start + BATCH]]
-            tokens = self.tokenizer(
-                texts,
-                padding="max_length",
-                max_length=self.max_tokens,
-                truncation=True,
-                add_special_tokens=True,
-                return_tensors="pt",
-            )
-            hidden = self.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
-            chunks.append(hidden.float())  # (b, T, D)
-            masks.append(tokens.attention_mask.float())  # (b, T)
+            hidden, mask = module(**self.tokenize(prompts[start : start + BATCH]))
+            chunks.append(hidden)  # (b, T, D)
+            masks.append(mask)  # (b, T)
         return PromptEmbeddings(torch.cat(chunks), mask=torch.cat(masks))  # (P, T, D), (P, T)
 
     def encode(self, prompts: list[str], guidance: bool) -> EncodedPrompts:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from edit_mobile import cli_args
+from edit_mobile.errors import UserError
 from edit_mobile.export.manifest import BACKENDS, PRECISIONS
 from edit_mobile.export.quantization import schemes_help
 
@@ -23,8 +24,13 @@ def register(subparsers) -> None:
     parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     # Checked by the handler, not argparse `choices`, so that a bad value is one clear line.
     parser.add_argument("--backend", required=True, metavar="{" + ",".join(BACKENDS) + "}")
-    parser.add_argument("--resolution", type=cli_args.resolution, default=None, metavar="R[xR2]",
-                        help="pixels, R or HxW, a multiple of 8 x patch x 2 (default: the model's)")
+    parser.add_argument("--resolution", type=cli_args.resolution, nargs="+", default=None, metavar="R[xR2]",
+                        help="pixels, R or HxW, a multiple of 8 x patch x 2 (default: the model's); "
+                        "with --pipeline, several: a denoise and a decode method each")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="xnnpack: the whole text-to-image pipeline in one program (methods encode_prompt, "
+                        "denoise_HxW, decode_HxW sharing one model.ptd) with its tokenizer and scheduler; "
+                        "MODEL: a pipeline folder (or a tiny preset)")
     parser.add_argument("--precision", default=None, metavar="{" + ",".join(PRECISIONS) + "}",
                         help="default: fp16 for coreml, coreml-pte and qnn; fp32 otherwise")
     parser.add_argument("--batch", type=cli_args.int_range(1, 2, what="a batch"), default=1, metavar="{1,2}",
@@ -63,11 +69,32 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run_export)
 
 
+def run_pipeline_export(args: argparse.Namespace) -> int:
+    from edit_mobile.export.pipeline import PipelineRequest, export_pipeline
+
+    ignored = [flag for flag, value in (("--quantize", args.quantize), ("--calibration", args.calibration),
+                                        ("--passes", args.passes), ("--no-passes", args.no_passes),
+                                        ("--weights", args.weights), ("--ort", args.ort)) if value]
+    if ignored:
+        raise UserError(f"{', '.join(ignored)} do not apply with --pipeline yet (the denoiser gets the backend's "
+                        "default passes, the weights are always in model.ptd); drop them")
+    request = PipelineRequest(
+        model=args.model, output=args.output, resolutions=tuple(args.resolution or ()), backend=args.backend,
+        precision=args.precision or "fp32", batch=args.batch, prompt_tokens=args.prompt_tokens, seed=args.seed,
+        allow_below_floor=args.allow_below_floor, force=args.force,
+    )
+    print(export_pipeline(request))
+    return 0
+
+
 def run_export(args: argparse.Namespace) -> int:
-    from edit_mobile.errors import UserError
     from edit_mobile.export.backends import get_backend
 
     get_backend(args.backend)  # an unknown name fails before the heavy imports below
+    if args.pipeline:
+        return run_pipeline_export(args)
+    if args.resolution is not None and len(args.resolution) > 1:
+        raise UserError("several --resolution values need --pipeline; give one, or add --pipeline")
     if args.weights is not None and args.backend != "xnnpack":
         raise UserError(f"--weights applies to --backend xnnpack, not {args.backend}; drop it")
     if args.quantize is None and args.calibration is not None:
@@ -86,7 +113,7 @@ def run_export(args: argparse.Namespace) -> int:
         model=args.model,
         backend=args.backend,
         output=args.output,
-        resolution=args.resolution,
+        resolution=args.resolution[0] if args.resolution else None,
         precision=args.precision,
         batch=args.batch,
         passes=[] if args.no_passes else args.passes,

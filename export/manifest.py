@@ -16,7 +16,8 @@ from edit_mobile import __version__
 from edit_mobile.fileio import sha256_file
 
 SCHEMA = "edit-mobile/manifest"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # one denoiser; version 2 adds `pipeline` (export --pipeline), v1 fields kept
+PIPELINE_SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 BACKENDS = ("xnnpack", "vulkan", "coreml-pte", "qnn", "coreml", "onnx")
 PRECISIONS = ("fp32", "fp16")

@@ -29,25 +29,27 @@ def floor_db(precision: str, quantized: bool) -> float:
     return PSNR_FLOORS_DB["quantized" if quantized else precision]
 
 
-def host_runner(program: Path, delegates: Sequence[str], weights: Path | None = None) -> tuple[Runner | None, str]:
-    """A function running the written program (with its external `weights`, if any) here, or
-    None and the reason it cannot."""
+def host_runner(program: Path, delegates: Sequence[str], weights: Path | None = None,
+                method: str = "forward") -> tuple[Runner | None, str]:
+    """A function running the written program's `method` (with its external `weights`, if any)
+    here, or None and the reason it cannot."""
     suffix = program.suffix.lower()
     if suffix == ".pte":
-        return _executorch_runner(program, delegates, weights)
+        return _executorch_runner(program, delegates, weights, method)
     if suffix == ".onnx":
         return _onnx_runner(program), "onnxruntime CPU"
     return None, f"{suffix or program.name} programs do not run on this machine"
 
 
-def _executorch_runner(program: Path, delegates: Sequence[str], weights: Path | None) -> tuple[Runner | None, str]:
+def _executorch_runner(program: Path, delegates: Sequence[str], weights: Path | None,
+                       method_name: str) -> tuple[Runner | None, str]:
     from executorch.runtime import Runtime
 
     runtime = Runtime.get()
     missing = [name for name in delegates if not runtime.backend_registry.is_available(name)]
     if missing:
         return None, f"this ExecuTorch runtime has no {', '.join(missing)} backend"
-    method = runtime.load_program(program, data_path=weights).load_method("forward")
+    method = runtime.load_program(program, data_path=weights).load_method(method_name)
     return (lambda inputs: method.execute(list(inputs))[0]), "ExecuTorch runtime"
 
 
@@ -66,9 +68,9 @@ def _onnx_runner(program: Path) -> Runner:
 
 def check_program(program: Path, delegates: Sequence[str], samples: Sequence[Sequence[torch.Tensor]],
                   references: Sequence[torch.Tensor], floor: float, inputs_name: str,
-                  weights: Path | None = None) -> dict:
+                  weights: Path | None = None, method: str = "forward") -> dict:
     """The self-check record for the manifest: where it ran, on what, and the PSNR figures."""
-    runner, where = host_runner(program, delegates, weights)
+    runner, where = host_runner(program, delegates, weights, method)
     if runner is None:
         return {"ran": False, "reason": where, "floor_db": floor}
     psnrs = [closeness(reference, runner(sample)).psnr_db for sample, reference in zip(samples, references, strict=True)]

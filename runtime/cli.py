@@ -42,6 +42,10 @@ def register(subparsers) -> None:
     validate.add_argument("--image-steps", type=cli_args.steps, default=10, metavar="S", help="denoising steps for --images (default 10)")
     validate.add_argument("--prompts", type=Path, metavar="FILE", help="prompts for --images, one a line (default: 3 shipped ones)")
     _add_pipeline_options(validate)
+    validate.add_argument("--pipeline", action="store_true",
+                          help="a pipeline artifact (export --pipeline): generate with it and with diffusers' own "
+                          "pipeline at the same seed, compare prompt embeddings, final latents and images "
+                          "(pass: image PSNR >= 40 dB fp32, 25 dB fp16); --prompts, --image-steps, --images apply")
     validate.add_argument("--threads", type=cli_args.threads, metavar="T", help="runtime threads (default: the runtime's)")
     cli_args.add_output_force(validate)
     validate.set_defaults(handler=run_validate)
@@ -98,6 +102,9 @@ def register(subparsers) -> None:
     generate.add_argument("--guidance", type=cli_args.guidance, metavar="G", help="classifier-free guidance scale (default 4.5 PixArt / 7 SD3)")
     generate.add_argument("--size", type=cli_args.resolution, metavar="HxW", help="image size in pixels; must be the artifact's (default: it)")
     generate.add_argument("--reference", action="store_true", help="denoise with the PyTorch reference instead")
+    generate.add_argument("--noise", choices=("torch", "portable"), default="torch",
+                          help="pipeline artifacts: initial noise as diffusers draws it (torch, default) or as the "
+                          "demo apps do (portable: the phone makes the same image from the same seed)")
     _add_pipeline_options(generate)
     generate.add_argument("--threads", type=cli_args.threads, metavar="T")
     generate.add_argument("-o", "--output", required=True, type=Path, metavar="PNG",
@@ -182,6 +189,8 @@ def run_validate(args: argparse.Namespace) -> int:
     if args.images is not None:
         images = Path(args.images) if args.images else Path(f"{args.art_dir.resolve().name}-images.png")
     _check_outputs(args, (args.json, ".json"), (images, ".png"))  # before any work
+    if args.pipeline:
+        return run_validate_pipeline(args, console, images)
     image_options = {"steps": args.image_steps, "text_encoder": args.text_encoder, "embeddings": args.embeddings, "vae": args.vae}
     if args.prompts is not None:
         from edit_mobile.calibration import read_prompts
@@ -444,6 +453,64 @@ def print_comparison(console, rows: list) -> None:
 
 # --- generate --------------------------------------------------------------------------------
 
+def run_validate_pipeline(args: argparse.Namespace, console, images: Path | None) -> int:
+    from rich.table import Table
+
+    from edit_mobile.runtime.validate_pipeline import validate_pipeline
+
+    _refuse_with_pipeline(args, ("--text-encoder", args.text_encoder), ("--embeddings", args.embeddings),
+                          ("--vae", args.vae), ("--calibration", args.calibration), ("--per-layer", args.per_layer))
+    prompts = None
+    if args.prompts is not None:
+        from edit_mobile.calibration import read_prompts
+
+        prompts = read_prompts(args.prompts)
+    with console.status("validating the pipeline") as status:
+        report = validate_pipeline(args.art_dir, prompts, args.image_steps, seed=0, threads=args.threads,
+                                   progress=lambda prompt: status.update(f"generating: {prompt}"))
+    table = Table(title=f"{args.art_dir}: pipeline vs diffusers ({report.settings['steps']} steps, "
+                        f"guidance {report.settings['guidance']:g}, {report.precision})")
+    for column in ("prompt", "embeddings dB", "latents dB", "image dB"):
+        table.add_column(column, justify="left" if column == "prompt" else "right")
+    for row in report.prompts:
+        table.add_row(row["prompt"], f"{row['embeddings_psnr_db']:.1f}", f"{row['latents_psnr_db']:.1f}",
+                      f"{row['image_psnr_db']:.1f}")
+    console.print(table)
+    console.print(f"{'PASS' if report.passed else 'FAIL'}: image PSNR floor {report.floor_db:g} dB")
+    if args.json:
+        write_json(args.json, report.as_dict(), "validate", args)
+    if images is not None:
+        from edit_mobile.runtime.images import contact_sheet
+
+        write_png(contact_sheet(report.images, "pipeline artifact (right: diffusers)"), images, "validate", args)
+    return EXIT_PASS if report.passed else EXIT_FAIL
+
+
+def _refuse_with_pipeline(args, *flags) -> None:
+    from edit_mobile.errors import UserError
+
+    given = [flag for flag, value in flags if value]
+    if given:
+        raise UserError(f"{', '.join(given)} do not apply to a pipeline artifact (it carries its own text "
+                        "encoder, decoder and tokenizer); drop them")
+
+
+def run_generate_pipeline(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from edit_mobile.runtime.pipeline_artifact import PipelineArtifact
+
+    _refuse_with_pipeline(args, ("--text-encoder", args.text_encoder), ("--embeddings", args.embeddings),
+                          ("--vae", args.vae), ("--reference", args.reference))
+    artifact = PipelineArtifact(args.art_dir, args.threads)
+    settings = artifact.default_settings(args.steps, args.guidance, args.seed)
+    with tqdm(total=settings.steps, desc="denoise", unit="step", file=sys.stderr, disable=None, leave=False) as progress:
+        stages = artifact.generate(args.prompt, settings, args.size, progress.update, args.noise)
+    write_png(stages.image(), args.output, "generate", args)
+    print(args.output)
+    return 0
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -454,6 +521,10 @@ def run_generate(args: argparse.Namespace) -> int:
 
     _check_outputs(args, (args.output, ".png"))
     manifest = read_manifest(args.art_dir)
+    if manifest.pipeline is not None:
+        return run_generate_pipeline(args)
+    if args.noise != "torch":
+        raise UserError("--noise applies to pipeline artifacts (export --pipeline); drop it")
     if args.size is not None and args.size != manifest.resolution:
         height, width = manifest.resolution
         raise UserError(f"--size {args.size[0]}x{args.size[1]}: the artifact was exported for {height}x{width} "

@@ -210,21 +210,39 @@ def verify_bundled_program(manifest: Manifest, rtol: float, atol: float) -> list
     return checks
 
 
-def _verify_with_weights(bundle, info: BundledInfo, weights: FileEntry, rtol: float, atol: float) -> list[BundledCheck]:
+def _verify_with_weights(bundle, info: BundledInfo, weights: FileEntry, rtol: float, atol: float,
+                         methods: tuple[str, ...] = (METHOD,), atols: dict[str, float] | None = None) -> list[BundledCheck]:
     """ExecuTorch's own bundled check cannot be given external weights (1.5.1): run each case
     on the bundle's program with model.ptd and compare as it does, |got - expected| <= atol +
     rtol |expected| elementwise."""
     weights_data = weights.path.read_bytes()  # ExecuTorch reads it in place: held until the end
     module = _pybindings()._load_for_executorch_from_bundled_program(bundle, data_map_buffer=weights_data)
     checks = []
-    for number, case in enumerate(info.suites.get(METHOD, [])):
-        outputs = module.run_method(METHOD, [value.to_tensor() for value in case.inputs])
-        worst = max(_excess(got, value.to_tensor(), rtol, atol) for got, value in zip(outputs, case.expected_outputs, strict=True))
-        detail = (f"matches within rtol {rtol:g}, atol {atol:g}" if worst <= 0
-                  else f"differs from its expected output by {worst:.3g} beyond rtol {rtol:g}, atol {atol:g}")
-        checks.append(BundledCheck(number, worst <= 0, detail))
+    for method in methods:
+        atol = (atols or {}).get(method, atol)
+        for number, case in enumerate(info.suites.get(method, [])):
+            outputs = module.run_method(method, [value.to_tensor() for value in case.inputs])
+            worst = max(_excess(got, value.to_tensor(), rtol, atol)
+                        for got, value in zip(outputs, case.expected_outputs, strict=True))
+            detail = (f"matches within rtol {rtol:g}, atol {atol:g}" if worst <= 0
+                      else f"differs from its expected output by {worst:.3g} beyond rtol {rtol:g}, atol {atol:g}")
+            checks.append(BundledCheck(number, worst <= 0, detail if method == METHOD else f"{method}: {detail}"))
     del module
     return checks
+
+
+def verify_pipeline_bundle(manifest: Manifest, relative_error: float) -> list[BundledCheck]:
+    """A pipeline artifact's .bpte: every method's test case, run with model.ptd (the program's
+    methods were tried in a child when the artifact was loaded), each held to `relative_error`
+    of its expected outputs' peak."""
+    entry = manifest.file("bundled_program")
+    data = entry.path.read_bytes()
+    info = read_bundled_program(entry.path, data)
+    methods = tuple(manifest.pipeline["methods"])
+    atols = {method: relative_error * max(float(value.to_tensor().abs().max()) for case in info.suites.get(method, [])
+                                          for value in case.expected_outputs) for method in methods if info.suites.get(method)}
+    bundle = _pybindings()._load_bundled_program_from_buffer(data)
+    return _verify_with_weights(bundle, info, manifest.file("weights"), 0.0, 0.0, methods, atols)
 
 
 def _excess(got: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> float:
@@ -300,8 +318,9 @@ FORK_TRIALS = sys.platform.startswith("linux")
 _TRIALS: dict[tuple, int | str] = {}  # this process's trials by program content: how each ended
 
 
-def trial_in_child(entry: FileEntry, program: Path | bytes, specs, weights: FileEntry | None = None) -> None:
-    """Initialise the method and run it once on zeros in a child process, before this one does.
+def trial_in_child(entry: FileEntry, program: Path | bytes, specs, weights: FileEntry | None = None,
+                   method: str = METHOD) -> None:
+    """Initialise `method` and run it once on zeros in a child process, before this one does.
 
     ExecuTorch verifies a program's flatbuffer, not what it means: XNNPACK compiles its blob
     with checks that stop short of some corruptions (a std::out_of_range, a log line of bytes
@@ -311,15 +330,15 @@ def trial_in_child(entry: FileEntry, program: Path | bytes, specs, weights: File
     from executorch.runtime import Runtime, Verification
 
     data_path = weights.path if weights else None
-    key = (*_content_key(entry, program, specs), weights.sha256 if weights else None)
+    key = (*_content_key(entry, program, specs), weights.sha256 if weights else None, method)
     if key not in _TRIALS:
         try:
             loaded = Runtime.get().load_program(program, verification=Verification.InternalConsistency, data_path=data_path)
         except (RuntimeError, ValueError):
             return  # the load here refuses it, in its own words
         inputs = [torch.zeros(spec.shape, dtype=torch_dtype(spec.dtype)) for spec in specs]  # made here, not in the child
-        _TRIALS[key] = (_forked(lambda: _run_once(loaded, inputs)) if FORK_TRIALS
-                        else _fresh_interpreter(program, specs, data_path))
+        _TRIALS[key] = (_forked(lambda: _run_once(loaded, inputs, method)) if FORK_TRIALS
+                        else _fresh_interpreter(program, specs, data_path, method))
     if _TRIALS[key] not in (0, 1):
         raise UserError(
             f"ExecuTorch {_TRIALS[key]} initialising and running {entry.relative} in a trial process: "
@@ -338,8 +357,8 @@ def _content_key(entry: FileEntry, program: Path | bytes, specs) -> tuple:
     return (*identity, tuple((spec.shape, spec.dtype) for spec in specs))
 
 
-def _run_once(program, inputs) -> None:
-    program.load_method(METHOD).execute(inputs)
+def _run_once(program, inputs, method: str) -> None:
+    program.load_method(method).execute(inputs)
 
 
 def _forked(function) -> int | str:
@@ -380,7 +399,7 @@ Runtime.get().load_program(sys.argv[1], verification=Verification.InternalConsis
 """
 
 
-def _fresh_interpreter(program: Path | bytes, specs, data_path: Path | None) -> int | str:
+def _fresh_interpreter(program: Path | bytes, specs, data_path: Path | None, method: str) -> int | str:
     with tempfile.TemporaryDirectory(prefix="edit-mobile-trial-") as scratch:
         if isinstance(program, bytes):
             (Path(scratch) / "program.pte").write_bytes(program)
@@ -388,7 +407,7 @@ def _fresh_interpreter(program: Path | bytes, specs, data_path: Path | None) -> 
         shapes = json.dumps([(list(spec.shape), spec.dtype) for spec in specs])
         timeout = trial_timeout()
         try:
-            result = subprocess.run([sys.executable, "-c", TRIAL_SCRIPT, str(program), shapes, METHOD, str(data_path or "")],
+            result = subprocess.run([sys.executable, "-c", TRIAL_SCRIPT, str(program), shapes, method, str(data_path or "")],
                                     capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return f"did not finish in {timeout:g} s"

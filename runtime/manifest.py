@@ -14,7 +14,14 @@ from pathlib import Path, PurePosixPath
 
 from edit_mobile.cli_args import MAX_PIXELS_PER_SIDE, MAX_PROMPT_TOKENS  # the one size rule
 from edit_mobile.errors import UserError
-from edit_mobile.export.manifest import BACKENDS, MANIFEST_NAME, PRECISIONS, SCHEMA, SCHEMA_VERSION
+from edit_mobile.export.manifest import (
+    BACKENDS,
+    MANIFEST_NAME,
+    PIPELINE_SCHEMA_VERSION,
+    PRECISIONS,
+    SCHEMA,
+    SCHEMA_VERSION,
+)
 from edit_mobile.safe_read import JsonBounds, is_int, one_line, read_json
 
 REQUIRED_FIELDS = ("model", "resolution", "batch", "backend", "precision", "inputs", "outputs", "files")
@@ -102,6 +109,16 @@ class Manifest:
         return int(self.data["batch"])
 
     @property
+    def pipeline(self) -> dict | None:
+        """Version 2 (export --pipeline): methods, resolutions, text, scheduler, defaults."""
+        return self.data.get("pipeline")
+
+    def method_specs(self, method: str) -> tuple[tuple[IOSpec, ...], tuple[IOSpec, ...]]:
+        """A pipeline method's (inputs, outputs)."""
+        spec = self.pipeline["methods"][method]
+        return tuple(map(_io_spec, spec["inputs"])), tuple(map(_io_spec, spec["outputs"]))
+
+    @property
     def delegates(self) -> list[str]:
         return list((self.data.get("delegation") or {}).get("delegates") or [])
 
@@ -155,9 +172,10 @@ def _check_schema(path: Path, data) -> None:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise UserError(f"{path} has schema {_show(found)}, not {SCHEMA!r}: not an edit-mobile artifact manifest")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION or not is_int(version):
-        hint = "update edit-mobile" if is_int(version) and version > SCHEMA_VERSION else "re-export the artifact"
-        raise UserError(f"{path} has schema_version {_show(version)}; this runtime reads version {SCHEMA_VERSION}: {hint}")
+    if version not in (SCHEMA_VERSION, PIPELINE_SCHEMA_VERSION) or not is_int(version):
+        hint = "update edit-mobile" if is_int(version) and version > PIPELINE_SCHEMA_VERSION else "re-export the artifact"
+        raise UserError(f"{path} has schema_version {_show(version)}; this runtime reads versions "
+                        f"{SCHEMA_VERSION} and {PIPELINE_SCHEMA_VERSION}: {hint}")
     missing = [field for field in REQUIRED_FIELDS if field not in data]
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)}; re-export the artifact")
@@ -181,6 +199,8 @@ def _check_schema(path: Path, data) -> None:
     check.strings(data.get("passes", []), "passes")
     if not isinstance(data["files"], dict) or "program" not in data["files"] and "bundled_program" not in data["files"]:
         raise UserError(f"{path} lists no 'program' file; re-export the artifact")
+    if version == PIPELINE_SCHEMA_VERSION:
+        check.pipeline(data.get("pipeline"), data["files"])
 
 
 class _Checker:
@@ -236,6 +256,33 @@ class _Checker:
         names = [item["name"] for item in value]
         if len(set(names)) != len(names):
             raise self.fail(field, "tensors of distinct names", names)
+
+    def pipeline(self, value, files: dict) -> None:
+        """Version 2: the methods (I/O as `inputs`), resolutions, text, scheduler and defaults."""
+        self.obj(value, "pipeline")
+        methods = self.obj(value.get("methods"), "pipeline.methods")
+        if not 1 <= len(methods) <= MAX_TENSORS:
+            raise self.fail("pipeline.methods", f"1 to {MAX_TENSORS} methods", len(methods))
+        for name, method in methods.items():
+            self.obj(method, f"pipeline.methods.{name}")
+            self.tensors(method.get("inputs"), f"pipeline.methods.{name}.inputs")
+            self.tensors(method.get("outputs"), f"pipeline.methods.{name}.outputs")
+        resolutions = value.get("resolutions")
+        if not isinstance(resolutions, list) or not resolutions:
+            raise self.fail("pipeline.resolutions", "a non-empty list of [height, width]", resolutions)
+        for index, pair in enumerate(resolutions):
+            self.pair(pair, f"pipeline.resolutions[{index}]", MAX_PIXELS_PER_SIDE)
+            for method in (f"denoise_{pair[0]}x{pair[1]}", f"decode_{pair[0]}x{pair[1]}"):
+                if method not in methods:
+                    raise self.fail("pipeline.methods", f"an object holding {method}", sorted(methods))
+        text = self.obj(value.get("text"), "pipeline.text")
+        self.integer(text.get("max_length"), "pipeline.text.max_length", 1, MAX_PROMPT_TOKENS)
+        if text.get("tokenizer") != files.get("tokenizer", {}).get("path"):
+            raise self.fail("pipeline.text.tokenizer", "the path of the files' tokenizer role", text.get("tokenizer"))
+        scheduler = self.obj(value.get("scheduler"), "pipeline.scheduler")
+        self.text(scheduler.get("class_name"), "pipeline.scheduler.class_name")
+        defaults = self.obj(value.get("defaults"), "pipeline.defaults")
+        self.integer(defaults.get("steps"), "pipeline.defaults.steps", 1, 1000)
 
     def tensor(self, value, field: str) -> None:
         self.obj(value, field)

@@ -132,30 +132,12 @@ class TextToImage:
         """Denoise one prompt (row `index` of `encoded`) from seeded noise; (1, C, h, w)."""
         from edit_mobile.models.families import get_family
 
-        if settings.steps < 1:
-            raise UserError(f"--steps {settings.steps} must be at least 1")
         guided = settings.guidance > 1.0
         positive = _prompt_inputs(encoded.positive.select(index))
         branches = [_prompt_inputs(encoded.negative_for(index)), positive] if guided else [positive]
         scheduler = get_family(self.manifest.family).scheduler(self.model_source)
-        scheduler.set_timesteps(settings.steps)
-        generator = torch.Generator().manual_seed(settings.seed)
-        latents = torch.randn(self.latent_shape, generator=generator) * getattr(scheduler, "init_noise_sigma", 1.0)
-        channels = self.latent_shape[1]
-        for step, t in enumerate(scheduler.timesteps):
-            model_input = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
-            timestep = t.to(torch.float32).reshape(1)  # (1,)
-            noise = self._denoise(branches, model_input, timestep)  # (G, Cout, h, w)
-            _check_finite(noise, f"the denoiser's output at step {step + 1} of {settings.steps} (t={float(t):g})")
-            if guided:
-                unconditional, conditional = noise.chunk(2)
-                noise = unconditional + settings.guidance * (conditional - unconditional)
-            if noise.shape[1] == 2 * channels:  # PixArt's learned variance: keep the noise half
-                noise = noise[:, :channels]
-            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
-            if progress is not None:
-                progress()
-        return latents
+        return sample(scheduler, self.latent_shape, settings,
+                      lambda latents, timestep: self._denoise(branches, latents, timestep), progress)
 
     def _denoise(self, branches: list[dict], latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """Noise predictions for each branch, (G, Cout, h, w), in as many calls as the export needs."""
@@ -191,6 +173,35 @@ class TextToImage:
     def __call__(self, prompt: str, settings: Generation, progress=None):
         encoded = self.encode([prompt], settings.guidance)
         return self.image(self.latents(encoded, 0, settings, progress))
+
+
+def sample(scheduler, latent_shape: tuple[int, ...], settings: Generation, predict, progress=None,
+           noise: torch.Tensor | None = None) -> torch.Tensor:
+    """The sampling loop of diffusers' pipelines: seeded noise (torch.randn, as diffusers draws
+    it, unless `noise` is given), then for each of the scheduler's timesteps one guided
+    prediction and one scheduler step. `predict(latents, timestep)` gives the noise prediction
+    of every guidance branch, (G, Cout, h, w): (unconditional, conditional) when
+    settings.guidance > 1, else (conditional,)."""
+    if settings.steps < 1:
+        raise UserError(f"--steps {settings.steps} must be at least 1")
+    scheduler.set_timesteps(settings.steps)
+    if noise is None:
+        noise = torch.randn(latent_shape, generator=torch.Generator().manual_seed(settings.seed))
+    latents = noise * getattr(scheduler, "init_noise_sigma", 1.0)
+    channels = latent_shape[1]
+    for step, t in enumerate(scheduler.timesteps):
+        model_input = scheduler.scale_model_input(latents, t) if hasattr(scheduler, "scale_model_input") else latents
+        prediction = predict(model_input, t.to(torch.float32).reshape(1))  # (G, Cout, h, w)
+        _check_finite(prediction, f"the denoiser's output at step {step + 1} of {settings.steps} (t={float(t):g})")
+        if settings.guidance > 1.0:
+            unconditional, conditional = prediction.chunk(2)
+            prediction = unconditional + settings.guidance * (conditional - unconditional)
+        if prediction.shape[1] == 2 * channels:  # PixArt's learned variance: keep the noise half
+            prediction = prediction[:, :channels]
+        latents = scheduler.step(prediction, t, latents, return_dict=False)[0]
+        if progress is not None:
+            progress()
+    return latents
 
 
 class NonFiniteOutput(UserError):

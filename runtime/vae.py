@@ -14,28 +14,8 @@ from pathlib import Path
 import torch
 
 from edit_mobile.errors import UserError
-from edit_mobile.models.families import get_family
+from edit_mobile.models.vae import LatentDecoder, tiny_vae
 from edit_mobile.runtime.manifest import Manifest
-
-
-def tiny_vae(family: str, seed: int = 0):
-    """A seeded random AutoencoderKL with the family's latent layout and 8x upsampling."""
-    from diffusers import AutoencoderKL
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(16, 16, 32, 32),  # 4 levels: 3 upsamplings = 8x
-            layers_per_block=1,
-            latent_channels=get_family(family).latent_channels,
-            norm_num_groups=8,
-            **get_family(family).vae_scaling(),
-        )
-    return vae.eval()
 
 
 def is_tiny_architecture(manifest: Manifest) -> bool:
@@ -74,8 +54,5 @@ def load_vae(manifest: Manifest, folder: str | os.PathLike | None = None, seed: 
 
 @torch.no_grad()
 def decode(vae, latents: torch.Tensor, family: str) -> torch.Tensor:
-    """(1, C, h, w) denoised latents -> (1, 3, 8h, 8w) image in [0, 1]; the shift is the
-    family's to apply (Family.vae_shift)."""
-    scaled = latents / vae.config.scaling_factor + get_family(family).vae_shift(vae.config)
-    image = vae.decode(scaled.to(vae.dtype), return_dict=False)[0]  # (1, 3, H, W) in [-1, 1]
-    return (image.float() / 2 + 0.5).clamp(0, 1)
+    """(1, C, h, w) denoised latents -> (1, 3, 8h, 8w) image in [0, 1] (models.vae.LatentDecoder)."""
+    return LatentDecoder(vae, family)(latents)

@@ -28,6 +28,8 @@ import numpy as np
 import pytest
 import torch
 
+from edit_mobile.runtime.portable_noise import portable_gaussians
+
 REPO = Path(__file__).resolve().parents[1]
 JAVA_SOURCES = REPO / "android_demo" / "app" / "src" / "main" / "java" / "org" / "editmobile" / "demo"
 INSTALLED = REPO / "build" / "shapes"  # pipeline folders `make` leaves; not in a fresh clone
@@ -441,28 +443,11 @@ def test_guidance_is_the_pipelines(java_classes, tmp_path):
     assert len(java["noise_half"]) == 4 * 4 * 4
 
 
-def numpy_twin_gaussians(seed: int, count: int) -> np.ndarray:
-    """LatentNoise in numpy: SplitMix64 words (uint64 arithmetic wraps as Java's long does), the
-    top 53 bits as uniforms in [0, 1), Box-Muller on consecutive pairs."""
-    pairs = (count + 1) // 2
-    k = np.arange(1, 2 * pairs + 1, dtype=np.uint64)
-    z = np.uint64(seed % 2**64) + k * np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    uniform = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    radius = np.sqrt(-2.0 * np.log(1.0 - uniform[0::2]))
-    angle = 2.0 * np.pi * uniform[1::2]
-    out = np.empty(2 * pairs)
-    out[0::2], out[1::2] = radius * np.cos(angle), radius * np.sin(angle)
-    return out[:count]
-
-
 @pytest.mark.parametrize("seed", [0, 1, 42, 2**63 - 1, -1, -(2**63)])
 def test_latent_noise_is_its_numpy_twin(seed, java_classes):
     count = 4 * 16 * 16 + 1  # odd: the last pair's second value is dropped
     java = np.asarray(java_ok(java_classes, "noise", seed, count)["values"])
-    twin = numpy_twin_gaussians(seed, count)
+    twin = portable_gaussians(seed, count)
     # Same algorithm, same doubles, up to libm's last bit in log / sin / cos (fdlibm in Java).
     np.testing.assert_allclose(java, twin, rtol=0, atol=1e-12)
     assert np.array_equal(java.astype(np.float32), twin.astype(np.float32))

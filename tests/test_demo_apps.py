@@ -48,7 +48,11 @@ BRIEF_TOP_KEYS = {
 }
 BRIEF_MODEL_KEYS = {"source", "family", "edit", "class_name", "config"}
 # "weights": model.ptd, written when an ExecuTorch program keeps its weights outside it.
-BRIEF_FILE_ROLES = {"program", "weights", "bundled_program", "test_vectors", "reference_model"}
+BRIEF_FILE_ROLES = {"program", "weights", "bundled_program", "test_vectors", "reference_model",
+                    "tokenizer", "scheduler"}  # the last two: pipeline artifacts (schema v2)
+# What only the Android app reads so far: it draws from a pipeline artifact (TextToImage.java);
+# the iOS app benchmarks a pipeline artifact's first denoise method like a v1 artifact.
+ANDROID_ONLY_KEYS = {"TOP_PIPELINE", "ROLE_TOKENIZER", "ROLE_SCHEDULER"}
 BRIEF_FILE_KEYS = {"path", "sha256", "bytes"}
 
 
@@ -83,6 +87,7 @@ def exporter_schema() -> dict:
         inputs=[TensorSpec("x", (1, 4, 16, 16)).to_dict()], outputs=[], files={}, backend="xnnpack"
     )
     return {"schema": export_manifest.SCHEMA, "schema_version": export_manifest.SCHEMA_VERSION,
+            "pipeline_schema_version": export_manifest.PIPELINE_SCHEMA_VERSION, "pipeline_top_keys": {"pipeline"},  # checked on a real export: test_pipeline_artifact
             "backends": set(export_manifest.BACKENDS), "top_keys": set(built),
             "file_keys": set(file_entry_dict(REPO, "pyproject.toml"))}
 
@@ -108,6 +113,10 @@ def check_block(keys: dict[str, object]) -> list[str]:
             ok = value == schema["schema"]
         elif name == "SCHEMA_VERSION":
             ok = value == schema["schema_version"]
+        elif name == "PIPELINE_SCHEMA_VERSION":
+            ok = value == schema["pipeline_schema_version"]
+        elif name == "TOP_PIPELINE":
+            ok = value in schema["pipeline_top_keys"]
         elif allowed is None:
             ok = False
             problems.append(f"{name}: unknown prefix, cannot be checked")
@@ -133,7 +142,7 @@ def test_ios_manifest_keys_are_what_the_exporter_writes():
 
 def test_both_apps_read_the_same_fields():
     java, swift = java_keys(), swift_keys()
-    fields = {k for k in java if not k.startswith("BACKEND_")}
+    fields = {k for k in java if not k.startswith("BACKEND_") and k not in ANDROID_ONLY_KEYS}
     assert fields == {k for k in swift if not k.startswith("BACKEND_")}
     assert {k: java[k] for k in fields} == {k: swift[k] for k in fields}
     # Android runs ExecuTorch .pte programs only; iOS also Core ML packages.

@@ -3,13 +3,16 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.util.List;
 import java.util.Map;
+import org.editmobile.demo.ArtifactManifest;
 import org.editmobile.demo.DemoException;
 import org.editmobile.demo.DiffusionScheduler;
 import org.editmobile.demo.Guidance;
 import org.editmobile.demo.ImageConversion;
 import org.editmobile.demo.Json;
 import org.editmobile.demo.LatentNoise;
+import org.editmobile.demo.PipelineSpec;
 import org.editmobile.demo.TextTokenizer;
+import org.editmobile.demo.TextToImage;
 
 /**
  * Desktop-JVM driver of the app's prompt-to-pixels logic, used by
@@ -25,6 +28,10 @@ import org.editmobile.demo.TextTokenizer;
  * guidance REQUEST.json                     {"uncond", "cond", "scale"}: both layouts
  * noise SEED COUNT                          LatentNoise's first COUNT Gaussians of SEED
  * image REQUEST.json                        {"shape": [N, 3, H, W], "values"}: pixels
+ * generate ART_DIR CALLS.safetensors REQUEST.json   TextToImage on a pipeline artifact, its
+ *                                           program replayed from the Python runtime's recorded
+ *                                           calls (ReplayRunner, a test double for ExecuTorch):
+ *                                           {"rgb", "calls", "worst_input_error"}
  * </pre>
  */
 public final class PipelineCheck {
@@ -51,6 +58,8 @@ public final class PipelineCheck {
         return noise(args);
       case "image":
         return image(args);
+      case "generate":
+        return generate(args);
       default:
         throw new IllegalArgumentException("unknown sub-command " + args[0]);
     }
@@ -67,6 +76,33 @@ public final class PipelineCheck {
       masks.append(masks.length() == 0 ? "" : ", ").append(ints(encoding.attentionMask));
     }
     return "{\"max_length\": " + maxLength + ", \"ids\": [" + ids + "], \"mask\": [" + masks + "]}";
+  }
+
+  /** REQUEST: {"prompt", "steps", "guidance", "seed", "size": [H, W]}. */
+  private static String generate(String[] args) throws Exception {
+    ArtifactManifest manifest = ArtifactManifest.read(new File(args[1]));
+    PipelineSpec spec = PipelineSpec.of(manifest);
+    TextTokenizer tokenizer = TextTokenizer.load(manifest.fileFor(ArtifactManifest.ROLE_TOKENIZER));
+    DiffusionScheduler scheduler =
+        DiffusionScheduler.load(manifest.fileFor(ArtifactManifest.ROLE_SCHEDULER));
+    ReplayRunner runner = new ReplayRunner(new File(args[2]));
+    Map<String, Object> request = Json.parseObject(read(args[3]));
+    List<?> size = (List<?>) request.get("size");
+    TextToImage.Result result = new TextToImage(spec, tokenizer, scheduler, runner).generate(
+        (String) request.get("prompt"), ((Double) request.get("steps")).intValue(),
+        (Double) request.get("guidance"), ((Double) request.get("seed")).longValue(),
+        new int[] {((Double) size.get(0)).intValue(), ((Double) size.get(1)).intValue()}, null);
+    StringBuilder rgb = new StringBuilder();
+    for (byte value : result.rgb) {
+      rgb.append(rgb.length() == 0 ? "" : ",").append(value & 0xFF);
+    }
+    StringBuilder errors = new StringBuilder();
+    for (Map.Entry<String, Double> entry : runner.worstInputError.entrySet()) {
+      errors.append(errors.length() == 0 ? "" : ", ").append(Json.quote(entry.getKey()))
+          .append(": ").append(entry.getValue());
+    }
+    return "{\"calls\": " + runner.calls() + ", \"recorded_calls\": " + runner.recordedCalls()
+        + ", \"worst_input_error\": {" + errors + "}, \"rgb\": [" + rgb + "]}";
   }
 
   /** For each step count of STEPS,STEPS,...: the timesteps and sigmas set_timesteps makes. */

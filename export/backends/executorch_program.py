@@ -50,6 +50,20 @@ def lower(
     return edge, delegation_coverage(edge.exported_program().graph_module)
 
 
+def lower_methods(
+    programs: dict[str, torch.export.ExportedProgram],
+    partitioners: list[Any],
+) -> tuple[EdgeProgramManager, dict[str, DelegationCoverage]]:
+    """Several methods lowered into one program with every weight outside it, in model.ptd:
+    methods holding the same weights (a denoiser at several resolutions) store them once."""
+    for exported in programs.values():
+        tag_external_weights(exported)
+    with named_stage("to_edge_transform_and_lower"):
+        edge = to_edge_transform_and_lower(programs, partitioner=partitioners)
+    coverage = {name: delegation_coverage(edge.exported_program(name).graph_module) for name in programs}
+    return edge, coverage
+
+
 def tag_external_weights(exported: torch.export.ExportedProgram) -> None:
     """Mark every lifted weight (parameters, buffers, constants: quantized weights included)
     for the external data file. Delegates read the tag from the placeholder's custom metadata,

@@ -9,6 +9,9 @@ import Foundation
 enum ManifestKeys {
   static let schemaName = "edit-mobile/manifest"
   static let schemaVersion = 1
+  /// A pipeline artifact (export --pipeline): v1's fields describe its first denoise method,
+  /// which this app benchmarks; drawing from the whole pipeline is Android's so far.
+  static let pipelineSchemaVersion = 2
   static let topSchema = "schema"
   static let topSchemaVersion = "schema_version"
   static let topModel = "model"
@@ -102,10 +105,10 @@ struct ArtifactManifest {
     }
     let schema: String = try field(root, K.topSchema)
     let version: Int = try field(root, K.topSchemaVersion)
-    guard schema == K.schemaName, version == K.schemaVersion else {
+    guard schema == K.schemaName, version == K.schemaVersion || version == K.pipelineSchemaVersion else {
       throw DemoError(
-        "manifest schema is \(schema) v\(version), this app reads \(K.schemaName) v\(K.schemaVersion);"
-          + " re-export with a matching edit-mobile")
+        "manifest schema is \(schema) v\(version), this app reads \(K.schemaName) v\(K.schemaVersion)"
+          + " and v\(K.pipelineSchemaVersion); re-export with a matching edit-mobile")
     }
     let model: [String: Any] = try field(root, K.topModel)
     let resolution: [Int] = try field(root, K.topResolution)

@@ -87,6 +87,15 @@ class Family:
                     return cls.from_config(cls.load_config(folder))
         return self.default_scheduler()
 
+    def diffusers_pipeline(self, transformer, text, vae, scheduler):
+        """diffusers' own text-to-image pipeline of this family over the given parts (`text`: a
+        calibration text encoder), the reference a pipeline artifact is validated against."""
+        raise NotImplementedError
+
+    def pipeline_call_options(self, prompt_tokens: int) -> dict:
+        """Keyword arguments that make the diffusers pipeline encode and draw as an artifact does."""
+        return {}
+
     def resolution_multiple(self, model, compression_stride: int | None = None) -> int:
         """Pixels per side must be a multiple of this: VAE x patch x compression stride."""
         stride = max(self.student_compression_stride, compression_stride or 1)
@@ -105,3 +114,14 @@ class Family:
         if self.vae_shift_factor is not None:
             scaling["shift_factor"] = self.vae_shift_factor
         return scaling
+
+
+def tokenizer_max_length(folder: Path, default: int) -> int:
+    """The model_max_length a tokenizer folder's tokenizer_config.json states, else `default`."""
+    import json
+
+    try:
+        value = json.loads((folder / "tokenizer_config.json").read_text()).get("model_max_length", default)
+    except (OSError, ValueError):
+        return default
+    return value if isinstance(value, int) and 0 < value <= 4096 else default

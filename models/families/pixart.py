@@ -9,9 +9,11 @@ max_sequence_length); guidance 4.5 and 20 steps (the pipeline's defaults).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
 
-from edit_mobile.models.families.base import Family, TensorSpec
+from edit_mobile.models.families.base import Family, TensorSpec, tokenizer_max_length
 from edit_mobile.models.pixart_edit import PixArtEDiTTransformer2DModel
 
 
@@ -31,6 +33,13 @@ class PixArtFamily(Family):
         return [TensorSpec("encoder_hidden_states", (batch, tokens, config.caption_channels)),
                 TensorSpec("encoder_attention_mask", (batch, tokens))]
 
+    def default_prompt_tokens_of(self, pipeline_folder: Path | None) -> int:
+        """The tokenizer's model_max_length, at most 300 (PixArtSigmaPipeline's max_sequence_length):
+        a folder whose tokenizer reads shorter prompts (the shapes world's: 32) needs no 300."""
+        if pipeline_folder is None:
+            return self.default_prompt_tokens
+        return min(self.default_prompt_tokens, tokenizer_max_length(pipeline_folder / "tokenizer", self.default_prompt_tokens))
+
     def conditioning_input(self) -> str:
         return "encoder_attention_mask"
 
@@ -42,6 +51,17 @@ class PixArtFamily(Family):
 
     def default_scheduler(self):
         return DPMSolverMultistepScheduler()
+
+    def diffusers_pipeline(self, transformer, text, vae, scheduler):
+        from diffusers import PixArtSigmaPipeline
+
+        return PixArtSigmaPipeline(tokenizer=text.tokenizer, text_encoder=text.text_encoder, vae=vae,
+                                   transformer=transformer, scheduler=scheduler)
+
+    def pipeline_call_options(self, prompt_tokens: int) -> dict:
+        # No caption cleaning (bs4/ftfy) and no resolution binning: the artifact draws at the
+        # size asked, its prompt lower-cased and stripped, `prompt_tokens` long.
+        return {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": prompt_tokens}
 
     def convert(self, teacher, options):
         from edit_mobile.models.conversion import to_edit

@@ -9,12 +9,11 @@ Prompts: 77 + 256 tokens; guidance 7.0 and 28 steps (StableDiffusion3Pipeline's 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
-from edit_mobile.models.families.base import Family, TensorSpec
+from edit_mobile.models.families.base import Family, TensorSpec, tokenizer_max_length
 from edit_mobile.models.sd3_mm_edit import SD3MMEDiTTransformer2DModel
 
 CLIP_TOKENS = 77
@@ -49,8 +48,8 @@ class SD3Family(Family):
         max_sequence_length), read from the folder's tokenizer/ and tokenizer_3/ configs."""
         if pipeline_folder is None or not (pipeline_folder / "tokenizer" / "tokenizer_config.json").is_file():
             return self.default_prompt_tokens
-        clip = _model_max_length(pipeline_folder / "tokenizer", CLIP_TOKENS)
-        t5 = min(256, _model_max_length(pipeline_folder / "tokenizer_3", 256))
+        clip = tokenizer_max_length(pipeline_folder / "tokenizer", CLIP_TOKENS)
+        t5 = min(256, tokenizer_max_length(pipeline_folder / "tokenizer_3", 256))
         return clip + t5
 
     def default_scheduler(self):
@@ -60,14 +59,6 @@ class SD3Family(Family):
         from edit_mobile.models.conversion import to_mm_edit
 
         return to_mm_edit(teacher, options)
-
-
-def _model_max_length(folder: Path, default: int) -> int:
-    try:
-        value = json.loads((folder / "tokenizer_config.json").read_text()).get("model_max_length", default)
-    except (OSError, ValueError):
-        return default
-    return value if isinstance(value, int) and 0 < value <= 4096 else default
 
 
 FAMILY = SD3Family()

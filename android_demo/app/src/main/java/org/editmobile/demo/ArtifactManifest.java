@@ -29,6 +29,8 @@ public final class ArtifactManifest {
   // DTYPE_ / BACKEND_ values.
   public static final String SCHEMA_NAME = "edit-mobile/manifest";
   public static final int SCHEMA_VERSION = 1;
+  /** A whole text-to-image pipeline (export --pipeline): v1's fields plus "pipeline". */
+  public static final int PIPELINE_SCHEMA_VERSION = 2;
   public static final String TOP_SCHEMA = "schema";
   public static final String TOP_SCHEMA_VERSION = "schema_version";
   public static final String TOP_MODEL = "model";
@@ -38,6 +40,7 @@ public final class ArtifactManifest {
   public static final String TOP_INPUTS = "inputs";
   public static final String TOP_OUTPUTS = "outputs";
   public static final String TOP_FILES = "files";
+  public static final String TOP_PIPELINE = "pipeline";
   public static final String MODEL_SOURCE = "source";
   public static final String SPEC_NAME = "name";
   public static final String SPEC_SHAPE = "shape";
@@ -46,6 +49,9 @@ public final class ArtifactManifest {
   /** The program's weights kept outside it (model.ptd, ExecuTorch program-data separation). */
   public static final String ROLE_WEIGHTS = "weights";
   public static final String ROLE_TEST_VECTORS = "test_vectors";
+  /** Pipeline artifacts: the tokenizer folder and the scheduler folder (scheduler_config.json). */
+  public static final String ROLE_TOKENIZER = "tokenizer";
+  public static final String ROLE_SCHEDULER = "scheduler";
   public static final String FILE_PATH = "path";
   public static final String FILE_SHA256 = "sha256";
   public static final String FILE_BYTES = "bytes";
@@ -118,6 +124,8 @@ public final class ArtifactManifest {
   public final List<TensorSpec> inputs;
   public final List<TensorSpec> outputs;
   public final Map<String, FileEntry> files;
+  /** The "pipeline" object of a v2 manifest (read by PipelineSpec), null for a denoiser alone. */
+  public final Map<String, Object> pipeline;
 
   private ArtifactManifest(
       File folder,
@@ -127,7 +135,8 @@ public final class ArtifactManifest {
       String precision,
       List<TensorSpec> inputs,
       List<TensorSpec> outputs,
-      Map<String, FileEntry> files) {
+      Map<String, FileEntry> files,
+      Map<String, Object> pipeline) {
     this.folder = folder;
     this.modelSource = modelSource;
     this.resolution = resolution;
@@ -136,6 +145,7 @@ public final class ArtifactManifest {
     this.inputs = inputs;
     this.outputs = outputs;
     this.files = files;
+    this.pipeline = pipeline;
   }
 
   /** Reads folder/manifest.json; throws DemoException naming the field that is wrong. */
@@ -155,10 +165,12 @@ public final class ArtifactManifest {
     }
     String schema = string(json, TOP_SCHEMA);
     int version = (int) number(json, TOP_SCHEMA_VERSION);
-    if (!SCHEMA_NAME.equals(schema) || version != SCHEMA_VERSION) {
+    if (!SCHEMA_NAME.equals(schema)
+        || version != SCHEMA_VERSION && version != PIPELINE_SCHEMA_VERSION) {
       throw new DemoException(
           "manifest schema is " + schema + " v" + version + ", this app reads " + SCHEMA_NAME
-              + " v" + SCHEMA_VERSION + "; re-export with a matching edit-mobile");
+              + " v" + SCHEMA_VERSION + " and v" + PIPELINE_SCHEMA_VERSION
+              + "; re-export with a matching edit-mobile");
     }
     Map<String, Object> model = object(json, TOP_MODEL);
     List<Object> resolution = array(json, TOP_RESOLUTION);
@@ -172,7 +184,8 @@ public final class ArtifactManifest {
         string(json, TOP_PRECISION),
         specs(json, TOP_INPUTS),
         specs(json, TOP_OUTPUTS),
-        fileEntries(root, object(json, TOP_FILES)));
+        fileEntries(root, object(json, TOP_FILES)),
+        version == PIPELINE_SCHEMA_VERSION ? object(json, TOP_PIPELINE) : null);
   }
 
   /** The program (.pte) file, refused when its backend cannot run on Android. */
@@ -387,7 +400,7 @@ public final class ArtifactManifest {
 
   // ---- typed access with messages that name the field ----
 
-  private static List<TensorSpec> specs(Map<String, Object> root, String key) {
+  static List<TensorSpec> specs(Map<String, Object> root, String key) {
     List<TensorSpec> specs = new ArrayList<>();
     for (Object item : array(root, key)) {
       if (!(item instanceof Map)) {
@@ -438,7 +451,7 @@ public final class ArtifactManifest {
     return map.get(key);
   }
 
-  private static String string(Map<String, Object> map, String key) {
+  static String string(Map<String, Object> map, String key) {
     Object value = require(map, key);
     if (!(value instanceof String)) {
       throw new DemoException("manifest field '" + key + "' must be a string");
@@ -446,7 +459,7 @@ public final class ArtifactManifest {
     return (String) value;
   }
 
-  private static double number(Map<String, Object> map, String key) {
+  static double number(Map<String, Object> map, String key) {
     Object value = require(map, key);
     if (!(value instanceof Double)) {
       throw new DemoException("manifest field '" + key + "' must be a number");
@@ -455,7 +468,7 @@ public final class ArtifactManifest {
   }
 
   @SuppressWarnings("unchecked")
-  private static Map<String, Object> object(Map<String, Object> map, String key) {
+  static Map<String, Object> object(Map<String, Object> map, String key) {
     Object value = require(map, key);
     if (!(value instanceof Map)) {
       throw new DemoException("manifest field '" + key + "' must be an object");
@@ -464,7 +477,7 @@ public final class ArtifactManifest {
   }
 
   @SuppressWarnings("unchecked")
-  private static List<Object> array(Map<String, Object> map, String key) {
+  static List<Object> array(Map<String, Object> map, String key) {
     Object value = require(map, key);
     if (!(value instanceof List)) {
       throw new DemoException("manifest field '" + key + "' must be an array");
@@ -473,7 +486,7 @@ public final class ArtifactManifest {
   }
 
   /** An integral JSON number; fractions and values past 2^53 (not exact in JSON) refused. */
-  private static long longValue(Object value) {
+  static long longValue(Object value) {
     double number = value instanceof Double ? (Double) value : Double.NaN;
     if (!(Math.abs(number) <= 9007199254740992.0 && number == Math.rint(number))) {
       throw new DemoException("manifest: expected an integer, got " + value);

@@ -37,6 +37,27 @@ public final class ImageConversion {
     return out;
   }
 
+  /**
+   * A pipeline artifact's decode output (1, 3, H, W) already in [0, 1] (the method applies
+   * x * 0.5 + 0.5 and the clamp) as RGB bytes: round(v * 255) half to even, in float32 as
+   * torch's round does.
+   */
+  public static byte[] unitToRgbBytes(float[] image, int height, int width) {
+    int plane = checkShape(image, 0, 3, height, width);
+    byte[] out = new byte[3 * plane];
+    for (int i = 0; i < plane; i++) {
+      for (int c = 0; c < 3; c++) {
+        float value = image[c * plane + i];
+        if (!(value >= 0.0f && value <= 1.0f)) {
+          throw new DemoException("the decoded image has values outside [0, 1] (" + value
+              + "); the decoder run failed");
+        }
+        out[3 * i + c] = (byte) (int) Math.rint(value * 255.0f);
+      }
+    }
+    return out;
+  }
+
   /** One value to 0..255, in float32 steps as torch and numpy take them. */
   static int toByte(float value) {
     if (Float.isNaN(value)) {

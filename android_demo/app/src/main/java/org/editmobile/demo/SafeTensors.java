@@ -70,6 +70,16 @@ public final class SafeTensors {
     }
 
     /** Raw 16-bit values (F16 bits), e.g. for ExecuTorch's Tensor.fromBlob(ShortArray). */
+    /** I64 values (token ids). */
+    public long[] toLongs() {
+      if (!dtype.equals("I64")) {
+        throw new DemoException(name + ": dtype " + dtype + " is not I64");
+      }
+      long[] out = new long[(int) numel()];
+      java.nio.ByteBuffer.wrap(data).order(java.nio.ByteOrder.LITTLE_ENDIAN).asLongBuffer().get(out);
+      return out;
+    }
+
     public short[] toShorts() {
       if (!dtype.equals("F16")) {
         throw new DemoException(name + ": dtype " + dtype + " is not F16");

@@ -1,0 +1,71 @@
+"""The parts of a model's text-to-image pipeline, loaded once for whoever needs all of them:
+`export --pipeline` (each part becomes methods of one program) and `validate --pipeline`
+(diffusers' own pipeline assembled from the same parts is the reference).
+
+A pipeline folder gives its tokenizer, text encoder, VAE and scheduler; a tiny preset (no real
+weights) gets the seeded random text encoder and VAE the rest of the toolchain uses for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edit_mobile.errors import UserError
+
+
+@dataclass
+class PipelineParts:
+    source: str
+    family: object  # edit_mobile.models.families.Family
+    transformer: object  # diffusers ModelMixin
+    text: object  # a calibration text encoder with tokenize() and prompt_module()
+    vae: object  # diffusers AutoencoderKL
+    scheduler: object  # a diffusers scheduler
+    folder: Path | None  # the pipeline folder, None for a tiny preset
+    prompt_tokens: int
+
+    def diffusers_pipeline(self):
+        """diffusers' own pipeline class for the family, made of these parts."""
+        return self.family.diffusers_pipeline(self.transformer, self.text, self.vae, self.scheduler)
+
+
+def load_pipeline_parts(source: str, prompt_tokens: int | None = None) -> PipelineParts:
+    """Every part of `source` (a preset name or a local pipeline folder). Raises UserError."""
+    from edit_mobile.calibration.encoder_pixart import PixArtTextEncoder
+    from edit_mobile.models import is_tiny, load_transformer, pipeline_folder_of, prompt_tokens_of
+    from edit_mobile.models.families import family_of
+
+    transformer = load_transformer(source)
+    family = family_of(transformer)
+    if family.name != "pixart":
+        raise UserError(f"{source}: whole-pipeline export covers PixArt models so far; export the {family.name} "
+                        "denoiser alone (without --pipeline)")
+    tokens = prompt_tokens or prompt_tokens_of(source, transformer)
+    folder = _pipeline_folder(source) or pipeline_folder_of(source)
+    width = transformer.config.caption_channels
+    if folder is not None and (folder / "text_encoder").is_dir() and (folder / "vae").is_dir():
+        text = PixArtTextEncoder.from_folder(folder, tokens)
+        vae = _folder_vae(folder / "vae")
+    elif is_tiny(source):
+        from edit_mobile.models.vae import tiny_vae
+
+        folder, text, vae = None, PixArtTextEncoder.random(width, tokens), tiny_vae(family.name)
+    else:
+        raise UserError(f"{source} is not a pipeline folder (text_encoder/, tokenizer/, vae/, transformer/): "
+                        "pass the diffusers pipeline folder the model belongs to")
+    return PipelineParts(source, family, transformer.eval(), text, vae, family.scheduler(folder), folder, tokens)
+
+
+def _pipeline_folder(source: str) -> Path | None:
+    path = Path(str(source))
+    return path if (path / "model_index.json").is_file() else None
+
+
+def _folder_vae(folder: Path):
+    from diffusers import AutoencoderKL
+
+    try:
+        return AutoencoderKL.from_pretrained(folder, use_safetensors=True, local_files_only=True).eval()
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load a VAE from {folder}: {' '.join(str(err).split())}") from err

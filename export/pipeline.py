@@ -1,0 +1,331 @@
+"""Export the whole text-to-image pipeline as one artifact: `edit-mobile export MODEL --pipeline`.
+
+The text encoder, the denoiser and the VAE decoder become methods of one ExecuTorch program
+whose weights sit once in model.ptd (program-data separation); a phone goes from a prompt's
+token ids to pixels with it, the tokenizer files and the scheduler's config beside it.
+
+ART_DIR/
+  manifest.json               schema v2: the first denoise method's v1 fields + `pipeline`
+  model.pte                   methods: encode_prompt    input_ids, attention_mask -> prompt inputs
+                                       denoise_HxW      one denoiser step at H x W pixels
+                                       decode_HxW       latents -> image in [0, 1], (1, 3, H, W)
+  model.ptd                   every weight once: the denoise (decode) methods of all resolutions
+                              share the same bytes
+  model.bpte                  BundledProgram: one test case a method, runs with model.ptd
+  tokenizer/                  the prompt's tokenizer (transformers files)
+  scheduler/                  scheduler_config.json of the diffusers scheduler to step with
+  test_vectors.safetensors    <method>.input.<name> / <method>.output.<name>, PyTorch float32
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from tqdm import tqdm
+
+from edit_mobile.errors import UserError
+from edit_mobile.export import manifest as manifest_io
+from edit_mobile.fileio import atomic_output_dir, check_output_dir
+
+PIPELINE_BACKENDS = ("xnnpack",)
+PIPELINE_PRECISIONS = ("fp32", "fp16")
+TOKENIZER_DIR = "tokenizer"
+SCHEDULER_DIR = "scheduler"
+TEST_VECTORS_FILE = "test_vectors.safetensors"
+ENCODE_METHOD = "encode_prompt"
+EXAMPLE_PROMPT = "a small red circle in the top left on a white background"
+
+
+def denoise_method(resolution: tuple[int, int]) -> str:
+    return f"denoise_{resolution[0]}x{resolution[1]}"
+
+
+def decode_method(resolution: tuple[int, int]) -> str:
+    return f"decode_{resolution[0]}x{resolution[1]}"
+
+
+@dataclass(frozen=True)
+class PipelineRequest:
+    model: str  # a pipeline folder or a preset
+    output: Path
+    resolutions: tuple[tuple[int, int], ...] = ()  # pixels (H, W); () = the model's default
+    backend: str = "xnnpack"
+    precision: str = "fp32"  # of the denoiser; the text encoder and decoder stay float32
+    batch: int = 1  # of the denoiser: 2 takes guidance's two branches in one call
+    prompt_tokens: int | None = None
+    seed: int = 0
+    allow_below_floor: bool = False
+    force: bool = False
+
+    @property
+    def inputs(self) -> list:
+        return [self.model]
+
+
+@dataclass
+class Method:
+    """One method of the program: the module traced, example inputs, I/O names."""
+
+    name: str
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    resolution: tuple[int, int] | None = None
+    precision: str = "fp32"
+    reference: nn.Module | None = None  # the float32 module, where `module` runs in fp16
+    outputs: tuple[torch.Tensor, ...] = field(default=())  # PyTorch float32 reference
+
+    def io(self) -> dict:
+        return {
+            "inputs": [_spec(n, t) for n, t in zip(self.input_names, self.inputs, strict=True)],
+            "outputs": [_spec(n, t) for n, t in zip(self.output_names, self.outputs, strict=True)],
+            "precision": self.precision,
+            **({"resolution": list(self.resolution)} if self.resolution else {}),
+        }
+
+
+def _spec(name: str, tensor: torch.Tensor) -> dict:
+    return {"name": name, "shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
+
+
+def check_request(request: PipelineRequest) -> None:
+    """The cheap checks, before anything is loaded."""
+    if request.backend not in PIPELINE_BACKENDS:
+        raise UserError(f"--pipeline exports to {', '.join(PIPELINE_BACKENDS)} so far, not {request.backend}; "
+                        "export the denoiser alone for that backend (without --pipeline)")
+    if request.precision not in PIPELINE_PRECISIONS:
+        raise UserError(f"--pipeline takes precision {' or '.join(PIPELINE_PRECISIONS)}, not {request.precision}")
+    if request.batch not in (1, 2):
+        raise UserError(f"batch {request.batch} is not supported; choose 1 or 2")
+    if len(set(request.resolutions)) != len(request.resolutions):
+        raise UserError("--resolution lists a size twice; give each size once")
+    check_output_dir(request.output, "export", request.inputs, request.force)
+
+
+def build_methods(parts, request: PipelineRequest) -> list[Method]:
+    """encode_prompt, then denoise_HxW and decode_HxW for each resolution, references computed."""
+    from edit_mobile.models import DenoiserWrapper, TransformerSignature
+    from edit_mobile.models.vae import LatentDecoder
+
+    tokens = parts.text.tokenize([EXAMPLE_PROMPT])
+    encoder = parts.text.prompt_module().eval()
+    methods = [Method(ENCODE_METHOD, encoder, (tokens["input_ids"], tokens["attention_mask"]),
+                      ["input_ids", "attention_mask"], list(encoder.output_names))]
+    resolutions = request.resolutions or (None,)
+    mobile = mobile_transformer(parts, request)
+    decoder = LatentDecoder(parts.vae, parts.family.name).eval()
+    for resolution in resolutions:
+        height, width = resolution or (None, None)
+        signature = TransformerSignature.of(parts.transformer, height, width, batch=request.batch,
+                                            prompt_tokens=parts.prompt_tokens)
+        resolution = signature.resolution
+        reference = DenoiserWrapper(parts.transformer).eval()
+        methods.append(Method(denoise_method(resolution), mobile, signature.example_inputs(request.seed),
+                              signature.input_names, [signature.outputs[0].name], resolution, request.precision,
+                              reference))
+        latents = signature.example_inputs(request.seed)[0][:1]  # (1, C, h, w), unit scale
+        methods.append(Method(decode_method(resolution), decoder, (latents,), ["latents"], ["image"], resolution))
+    return methods
+
+
+def mobile_transformer(parts, request: PipelineRequest) -> nn.Module:
+    """The denoiser every denoise method traces: a copy with the backend's default rewrite passes
+    (checked to keep the output when the references are computed), cast to fp16 behind float32
+    I/O for --precision fp16. One module serves every resolution, so the weights are shared."""
+    import copy
+
+    from edit_mobile.export.artifact import CastedDenoiser, apply_passes, resolve_passes
+    from edit_mobile.models import DenoiserWrapper
+
+    names = resolve_passes(None, request.backend)
+    denoiser: nn.Module = DenoiserWrapper(apply_passes(copy.deepcopy(parts.transformer), names)).eval()
+    if request.precision == "fp16":
+        denoiser = CastedDenoiser(denoiser, torch.float16).eval()
+    return denoiser
+
+
+@torch.no_grad()
+def compute_references(methods: list[Method]) -> None:
+    """Each method's PyTorch float32 outputs on its example inputs (the fp16 denoiser's too: it is
+    held to the float32 model, as every fp16 artifact is)."""
+    from edit_mobile.export.artifact import check_passes_kept_outputs
+
+    for method in methods:
+        outputs = (method.reference or method.module)(*method.inputs)
+        method.outputs = tuple(o.float() for o in (outputs if isinstance(outputs, tuple) else (outputs,)))
+        if method.reference is not None and method.precision == "fp32":
+            check_passes_kept_outputs(method.outputs[0], method.module(*method.inputs), ["the default passes"])
+
+
+def write_test_vectors(methods: list[Method], path: Path) -> None:
+    tensors = {}
+    for method in methods:
+        for name, tensor in zip(method.input_names, method.inputs, strict=True):
+            tensors[f"{method.name}.input.{name}"] = tensor.contiguous()
+        for name, tensor in zip(method.output_names, method.outputs, strict=True):
+            tensors[f"{method.name}.output.{name}"] = tensor.contiguous()
+    save_file(tensors, str(path))
+
+
+def lower_program(methods: list[Method], staging: Path):
+    """torch.export each method, lower them together to XNNPACK with the weights outside,
+    write model.pte and model.ptd. Returns (program manager, roles, coverage per method)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    from edit_mobile.export.backends import executorch_program
+
+    with torch.no_grad():
+        programs = {m.name: torch.export.export(m.module, m.inputs, strict=False) for m in methods}
+    edge, coverage = executorch_program.lower_methods(programs, [XnnpackPartitioner()])
+    program = executorch_program.to_executorch(edge, external_weights=True)
+    files = executorch_program.write_program(program, staging, external_weights=True)
+    return program, files, {name: c.to_dict() for name, c in coverage.items()}
+
+
+def run_methods(program_path: Path, weights: Path, methods: list[Method]) -> dict[str, list[torch.Tensor]]:
+    """Every method run once in the ExecuTorch runtime on its example inputs."""
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(program_path, data_path=weights)
+    return {m.name: list(program.load_method(m.name).execute(list(m.inputs))) for m in methods}
+
+
+def self_check(methods: list[Method], outputs: dict[str, list[torch.Tensor]], allow_below_floor: bool) -> dict:
+    """Each method's outputs against PyTorch, held to its precision's floor."""
+    from edit_mobile.closeness import PSNR_FLOORS_DB, closeness, meets_floor
+
+    record, failures = {}, []
+    for method in methods:
+        floor = PSNR_FLOORS_DB[method.precision]
+        psnrs = [closeness(reference, got).psnr_db
+                 for reference, got in zip(method.outputs, outputs[method.name], strict=True)]
+        passed = all(meets_floor(value, floor) for value in psnrs)
+        record[method.name] = {"psnr_db_min": min(psnrs), "floor_db": floor, "passed": passed}
+        if not passed:
+            failures.append(f"{method.name} {min(psnrs):.1f} dB (floor {floor:g})")
+    if failures and not allow_below_floor:
+        raise UserError(f"the exported pipeline falls below its floor: {'; '.join(failures)}; nothing was written. "
+                        "Try --precision fp32, or pass --allow-below-floor to keep it (recorded in the manifest)")
+    return {"ran": True, "runtime": "ExecuTorch runtime", "inputs": "test vectors", "methods": record,
+            "passed": not failures, **({"allowed_below_floor": True} if failures else {})}
+
+
+def write_bundle(program, methods: list[Method], outputs: dict[str, list[torch.Tensor]], staging: Path) -> str:
+    """A test case for every method; float32 methods expect PyTorch's outputs, fp16 ones what the
+    program computes here (the device must reproduce the host)."""
+    from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
+    from executorch.devtools.bundled_program.core import BundledProgram
+    from executorch.devtools.bundled_program.serialize import (
+        serialize_from_bundled_program_to_flatbuffer,
+    )
+
+    from edit_mobile.export.backends.xnnpack import BUNDLED_FILE
+
+    suites = [MethodTestSuite(method_name=m.name, test_cases=[MethodTestCase(
+        inputs=list(m.inputs),
+        expected_outputs=list(m.outputs if m.precision == "fp32" else outputs[m.name]))]) for m in methods]
+    (staging / BUNDLED_FILE).write_bytes(serialize_from_bundled_program_to_flatbuffer(BundledProgram(program, suites)))
+    return BUNDLED_FILE
+
+
+def write_text_and_scheduler(parts, staging: Path) -> dict:
+    """tokenizer/ and scheduler/ for the app, and their description for the manifest."""
+    from edit_mobile.calibration.encoder_pixart import TEXT_PREPROCESSING
+
+    folder = parts.folder
+    if folder is not None and (folder / "tokenizer").is_dir():  # the files as shipped, for the apps' readers
+        shutil.copytree(folder / "tokenizer", staging / TOKENIZER_DIR)
+    else:
+        parts.text.tokenizer.save_pretrained(staging / TOKENIZER_DIR)
+    parts.scheduler.save_config(staging / SCHEDULER_DIR)
+    config = {k: v for k, v in dict(parts.scheduler.config).items() if not k.startswith("_")}
+    return {
+        "text": {"tokenizer": TOKENIZER_DIR, "tokenizer_class": type(parts.text.tokenizer).__name__,
+                 "max_length": parts.prompt_tokens, "preprocessing": TEXT_PREPROCESSING, "negative_prompt": ""},
+        "scheduler": {"class_name": type(parts.scheduler).__name__, "config": _jsonable(config)},
+    }
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "-inf" (DPM-Solver's lambda_min_clipped): JSON has no infinities
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_and_scheduler: dict, files: dict,
+                   coverage: dict, checked: dict, staging: Path) -> None:
+    from edit_mobile.export.artifact import model_record
+
+    denoise = next(m for m in methods if m.name.startswith("denoise_"))
+    roles = {**files, "tokenizer": TOKENIZER_DIR, "scheduler": SCHEDULER_DIR, "test_vectors": TEST_VECTORS_FILE}
+    manifest = manifest_io.build_manifest(
+        model={**model_record(request.model, parts.transformer), "pipeline_folder": str(parts.folder or "")},
+        resolution=denoise.resolution, batch=request.batch, prompt_tokens=parts.prompt_tokens,
+        backend=request.backend, precision=request.precision, quantization=None, passes=[],
+        inputs=denoise.io()["inputs"], outputs=denoise.io()["outputs"],
+        files={role: manifest_io.file_entry(staging, path) for role, path in sorted(roles.items())},
+        delegation=coverage[denoise.name],
+        program={"format": "executorch-pte", "method": denoise.name, "weights": "external",
+                 "methods": [m.name for m in methods]},
+    )
+    vae = parts.vae.config
+    manifest["schema_version"] = manifest_io.PIPELINE_SCHEMA_VERSION
+    manifest["pipeline"] = {
+        "resolutions": [list(m.resolution) for m in methods if m.name.startswith("denoise_")],
+        "methods": {m.name: {**m.io(), "delegation": coverage[m.name]} for m in methods},
+        **text_and_scheduler,
+        "defaults": {"steps": parts.family.default_steps, "guidance": parts.family.default_guidance},
+        "vae": {"scaling_factor": float(vae.scaling_factor), "shift_factor": float(parts.family.vae_shift(vae)),
+                "applied_in": "decode"},
+        "latent_channels": int(denoise.inputs[0].shape[1]),
+    }
+    manifest["self_check"] = checked
+    manifest_io.write_manifest(staging, manifest)
+
+
+def export_pipeline(request: PipelineRequest) -> Path:
+    """Write the pipeline artifact for `request`; returns its path. Raises UserError on bad input."""
+    from edit_mobile.calibration.pipeline_parts import load_pipeline_parts
+    from edit_mobile.export.artifact import apply_umask
+    from edit_mobile.export.backends.base import lowering_stage
+
+    check_request(request)
+    parts = load_pipeline_parts(request.model, request.prompt_tokens)
+    methods = build_methods(parts, request)
+    stages = tqdm(total=5, desc=f"export pipeline {request.model} -> {request.backend}", unit="stage",
+                  file=sys.stderr, disable=None, leave=False)
+    with atomic_output_dir(request.output, "export", request.inputs, request.force) as staging, stages:
+        stages.set_postfix_str("references")
+        compute_references(methods)
+        write_test_vectors(methods, staging / TEST_VECTORS_FILE)
+        stages.update()
+        stages.set_postfix_str("torch.export and lowering")
+        log_path = staging.parent / f"{Path(request.output).name}.export-error.log"
+        with lowering_stage(request.backend, "lowering", log_path):
+            program, files, coverage = lower_program(methods, staging)
+        stages.update()
+        stages.set_postfix_str("self-check")
+        outputs = run_methods(staging / files["program"], staging / files["weights"], methods)
+        checked = self_check(methods, outputs, request.allow_below_floor)
+        stages.update()
+        stages.set_postfix_str("bundle")
+        files["bundled_program"] = write_bundle(program, methods, outputs, staging)
+        stages.update()
+        stages.set_postfix_str("manifest")
+        text_and_scheduler = write_text_and_scheduler(parts, staging)
+        write_manifest(request, parts, methods, text_and_scheduler, files, coverage, checked, staging)
+        apply_umask(staging)
+        stages.update()
+    return Path(request.output)

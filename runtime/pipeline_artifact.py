@@ -1,0 +1,165 @@
+"""Text to image from a pipeline artifact alone (manifest v2, `export --pipeline`): its tokenizer
+files, its scheduler's config and its program's methods. No PyTorch model and no diffusers
+pipeline is loaded: the steps are the ones a phone app takes.
+
+    prompt -> tokenizer -> encode_prompt -> (guidance branches) -> denoise_HxW per scheduler
+    step -> decode_HxW -> pixels
+
+`Stages` keeps what each stage made, so that `validate --pipeline` can compare every stage with
+diffusers' own pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from edit_mobile.errors import UserError
+from edit_mobile.runtime.manifest import Manifest, read_manifest
+from edit_mobile.runtime.pipeline import Generation, _check_finite, sample
+from edit_mobile.runtime.portable_noise import portable_latents
+
+
+@dataclass
+class Stages:
+    """One generation's intermediate results, (1, ...) tensors."""
+
+    prompt: dict[str, torch.Tensor]  # encode_prompt's outputs for the prompt
+    latents: torch.Tensor  # the final latents
+    pixels: torch.Tensor  # (1, 3, H, W) in [0, 1]
+
+    def image(self):
+        from PIL import Image
+
+        array = (self.pixels[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        return Image.fromarray(array)
+
+
+def is_pipeline_artifact(art_dir: str | os.PathLike) -> bool:
+    path = Path(art_dir) / "manifest.json"
+    try:
+        return path.is_file() and "pipeline" in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+class PipelineArtifact:
+    def __init__(self, art_dir: str | os.PathLike, threads: int | None = None):
+        from executorch.runtime import Runtime
+
+        from edit_mobile.runtime.executorch_session import (
+            program_weights,
+            set_threads,
+            trial_in_child,
+        )
+
+        self.manifest: Manifest = read_manifest(art_dir)
+        if self.manifest.pipeline is None:
+            raise UserError(f"{art_dir} holds a denoiser alone, not a pipeline; export the model with --pipeline")
+        self.spec = self.manifest.pipeline
+        set_threads(threads)
+        entry, weights = self.manifest.file("program"), program_weights(self.manifest)
+        for method in self.spec["methods"]:  # a corrupt program ends a child, not this process
+            trial_in_child(entry, entry.path, self.manifest.method_specs(method)[0], weights, method)
+        self.program = Runtime.get().load_program(entry.path, data_path=weights.path if weights else None)
+        self._methods = {}
+        self.tokenizer = self._load_tokenizer()
+        self.calls: list | None = None  # set to [] to record (method, inputs, outputs) of every call
+
+    def _load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        folder = self.manifest.file("tokenizer").path
+        try:
+            return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read the artifact's tokenizer {folder}: {err}; re-export the artifact") from err
+
+    def scheduler(self):
+        """A fresh diffusers scheduler of the recorded class and config (state changes per run)."""
+        import diffusers
+
+        name = self.spec["scheduler"]["class_name"]
+        cls = getattr(diffusers, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+            raise UserError(f"the artifact's scheduler {name!r} is not a diffusers scheduler; re-export the artifact")
+        return cls.from_config(cls.load_config(self.manifest.file("scheduler").path))
+
+    def method(self, name: str):
+        if name not in self.spec["methods"]:
+            raise UserError(f"the artifact has no {name} method (it has {', '.join(sorted(self.spec['methods']))})")
+        if name not in self._methods:
+            self._methods[name] = self.program.load_method(name)
+        return self._methods[name]
+
+    def run(self, name: str, named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One method call by input name -> outputs by name."""
+        spec = self.spec["methods"][name]
+        inputs = [named[item["name"]].contiguous() for item in spec["inputs"]]
+        outputs = self.method(name).execute(inputs)
+        if self.calls is not None:
+            self.calls.append((name, inputs, list(outputs)))
+        return {item["name"]: tensor for item, tensor in zip(spec["outputs"], outputs, strict=True)}
+
+    @property
+    def resolutions(self) -> list[tuple[int, int]]:
+        return [tuple(pair) for pair in self.spec["resolutions"]]
+
+    def check_resolution(self, resolution: tuple[int, int] | None) -> tuple[int, int]:
+        if resolution is None:
+            return self.resolutions[0]
+        if tuple(resolution) not in self.resolutions:
+            have = ", ".join(f"{h}x{w}" for h, w in self.resolutions)
+            raise UserError(f"the artifact draws at {have}, not {resolution[0]}x{resolution[1]}; pick one of those "
+                            "or re-export with that --resolution")
+        return tuple(resolution)
+
+    def default_settings(self, steps: int | None = None, guidance: float | None = None, seed: int = 0) -> Generation:
+        defaults = self.spec["defaults"]
+        return Generation(defaults["steps"] if steps is None else steps,
+                          defaults["guidance"] if guidance is None else guidance, seed)
+
+    def encode(self, prompt: str) -> dict[str, torch.Tensor]:
+        text = self.spec["text"]
+        if text.get("preprocessing") == "lower-strip":
+            prompt = prompt.lower().strip()
+        tokens = self.tokenizer([prompt], padding="max_length", max_length=text["max_length"], truncation=True,
+                                add_special_tokens=True, return_tensors="pt")
+        return self.run("encode_prompt", {"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask})
+
+    @torch.no_grad()
+    def generate(self, prompt: str, settings: Generation, resolution: tuple[int, int] | None = None,
+                 progress=None, noise: str = "torch") -> Stages:
+        """`noise`: "torch" draws the initial latents as diffusers does (torch.randn), "portable"
+        as the demo apps do (runtime/portable_noise.py): the same image on a phone."""
+        height, width = self.check_resolution(resolution)
+        method = f"denoise_{height}x{width}"
+        positive = self.encode(prompt)
+        guided = settings.guidance > 1.0
+        branches = [self.encode(self.spec["text"].get("negative_prompt", "")), positive] if guided else [positive]
+        latent_spec = self.spec["methods"][method]["inputs"][0]["shape"]  # (B, C, h, w)
+        batch = latent_spec[0]
+
+        def predict(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            groups = [branches] if batch == len(branches) else [[b] for b in branches]
+            if batch == 2 and len(branches) == 1:
+                groups = [[branches[0], branches[0]]]
+            noise = []
+            for group in groups:
+                named = {name: torch.cat([b[name] for b in group]) for name in group[0]}
+                named["hidden_states"] = latents.expand(len(group), *latents.shape[1:])
+                named["timestep"] = timestep.expand(len(group))
+                noise.append(next(iter(self.run(method, named).values())))
+            return torch.cat(noise)[: len(branches)]
+
+        shape = (1, *latent_spec[1:])
+        initial = portable_latents(settings.seed, shape) if noise == "portable" else None
+        latents = sample(self.scheduler(), shape, settings, predict, progress, initial)
+        _check_finite(latents, "the final latents")
+        pixels = self.run(f"decode_{height}x{width}", {"latents": latents})["image"]
+        _check_finite(pixels, "the VAE decoder's image")
+        return Stages(positive, latents, pixels)

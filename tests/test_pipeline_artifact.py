@@ -1,0 +1,225 @@
+"""`export --pipeline`: text encoder, denoiser and VAE decoder as methods of one ExecuTorch program
+with its weights once in model.ptd; `generate` runs it alone; `validate --pipeline` holds it to
+diffusers' own PixArtSigmaPipeline. Real programs in the real ExecuTorch runtime.
+
+The shapes pipeline here is a 2-step smoke run of training/train_teacher.py (a real pipeline
+folder with the world's tokenizer and the shipped VAE; plumbing, not quality).
+"""
+
+import json
+
+import pytest
+import torch
+
+from edit_mobile.export.pipeline import PipelineRequest, export_pipeline
+from edit_mobile.pretrained import VAE_FOLDER
+
+RESOLUTIONS = ((64, 64), (64, 128))
+
+
+def run_cli(argv, capsys):
+    from edit_mobile.main import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err.splitlines()[-1] if err else ""
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "tiny"
+    return export_pipeline(PipelineRequest("tiny-pixart-edit", out, resolutions=RESOLUTIONS))
+
+
+@pytest.fixture(scope="module")
+def shapes_folder(tmp_path_factory):
+    from edit_mobile.training import train_teacher
+
+    root = tmp_path_factory.mktemp("shapes")
+    (root / "pixart").mkdir()
+    train_teacher.train("pixart", VAE_FOLDER, root / "pixart", stages=[(128, 2)], batch=4, lr=1e-3, seed=0,
+                        images=8, text_steps=0, cache=root / "cache")
+    return root / "pixart"
+
+
+def unique_weight_bytes(*modules) -> int:
+    seen = {}
+    for module in modules:
+        for tensor in module.state_dict().values():
+            seen[(tensor.data_ptr(), tensor.shape)] = tensor.numel() * tensor.element_size()
+    return sum(seen.values())
+
+
+def test_every_method_runs_and_the_weights_are_stored_once(tiny_artifact):
+    from edit_mobile.calibration.pipeline_parts import load_pipeline_parts
+    from edit_mobile.runtime.manifest import read_manifest
+    from edit_mobile.runtime.pipeline_artifact import PipelineArtifact
+
+    manifest = read_manifest(tiny_artifact)
+    assert manifest.data["schema_version"] == 2
+    methods = manifest.pipeline["methods"]
+    assert sorted(methods) == ["decode_64x128", "decode_64x64", "denoise_64x128", "denoise_64x64", "encode_prompt"]
+    assert all(record["passed"] for record in manifest.data["self_check"]["methods"].values())
+    # Every method again, from the artifact alone, on its test vectors.
+    artifact = PipelineArtifact(tiny_artifact)
+    from safetensors.torch import load_file
+
+    vectors = load_file(tiny_artifact / "test_vectors.safetensors")
+    for name, spec in methods.items():
+        outputs = artifact.run(name, {item["name"]: vectors[f"{name}.input.{item['name']}"] for item in spec["inputs"]})
+        for item in spec["outputs"]:
+            expected = vectors[f"{name}.output.{item['name']}"]
+            assert list(outputs[item["name"]].shape) == item["shape"]
+            torch.testing.assert_close(outputs[item["name"]], expected, rtol=1e-3, atol=1e-4)
+    # Two resolutions, one copy: model.ptd holds each weight once (the decoder's too).
+    parts = load_pipeline_parts("tiny-pixart-edit")
+    once = unique_weight_bytes(parts.transformer, parts.text.text_encoder, parts.vae.decoder, parts.vae.post_quant_conv)
+    stored = manifest.file("weights").bytes
+    assert 0.9 * once <= stored <= 1.1 * once, (stored, once)
+    assert manifest.file("program").bytes < 0.5 * once
+
+
+def test_generate_matches_diffusers_pipeline(tiny_artifact, tmp_path, capsys):
+    from PIL import Image
+
+    from edit_mobile.runtime.validate_pipeline import validate_pipeline
+
+    report = validate_pipeline(tiny_artifact, ["a red circle"], steps=3, resolution=(64, 128))
+    row = report.prompts[0]
+    assert report.passed and row["image_psnr_db"] >= 40 and row["embeddings_psnr_db"] >= 60, row
+    assert len(report.bundled) == 5 and all(case["passed"] for case in report.bundled)  # one a method
+    image = tmp_path / "cat.png"
+    code, _ = run_cli(["generate", str(tiny_artifact), "--prompt", "a red circle", "--steps", "3",
+                       "--size", "64x128", "-o", str(image)], capsys)
+    assert code == 0
+    assert Image.open(image).size == (128, 64)  # (width, height)
+    assert report.images[0][1].tobytes() == Image.open(image).tobytes()  # the same run, the same pixels
+
+
+def test_bundled_cases_fail_past_their_tolerance(tiny_artifact):
+    from edit_mobile.runtime.executorch_session import verify_pipeline_bundle
+    from edit_mobile.runtime.manifest import read_manifest
+
+    checks = verify_pipeline_bundle(read_manifest(tiny_artifact), relative_error=-1.0)  # no output can meet it
+    assert len(checks) == 5 and not any(check.passed for check in checks)
+
+
+def test_a_nan_image_fails_the_pipeline_floor():
+    from edit_mobile.runtime.validate_pipeline import PipelineReport, _image_psnr
+
+    psnr = _image_psnr(torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), float("nan")))
+    report = PipelineReport("x", "fp32", 40.0, {}, [{"image_psnr_db": psnr}])
+    assert not report.passed
+
+
+@pytest.fixture(scope="module")
+def shapes_artifact(shapes_folder, tmp_path_factory):
+    from edit_mobile.main import main
+
+    out = tmp_path_factory.mktemp("shapes-art") / "art"
+    assert main(["export", str(shapes_folder), "--backend", "xnnpack", "--pipeline", "--resolution", "128",
+                 "-o", str(out)]) == 0
+    return out
+
+
+def test_shapes_pipeline_folder_exports_with_its_tokenizer(shapes_artifact):
+    manifest = json.loads((shapes_artifact / "manifest.json").read_text())
+    assert manifest["pipeline"]["text"]["tokenizer_class"] != "ByT5Tokenizer"  # the world's own
+    assert manifest["pipeline"]["text"]["max_length"] == 32  # its tokenizer's, not PixArt's 300
+    assert manifest["pipeline"]["scheduler"]["config"]["prediction_type"] == "v_prediction"
+    from edit_mobile.runtime.validate_pipeline import validate_pipeline
+
+    report = validate_pipeline(shapes_artifact, ["a small red circle in the top left on a white background"], steps=2)
+    assert report.passed, report.prompts
+
+
+def test_the_android_pipeline_draws_what_generate_draws(shapes_artifact, java_classes, tmp_path):
+    """The app's TextToImage (plain Java, JVM) against `generate --noise portable`: the program's
+    calls are replayed from the Python run (ReplayRunner: a test double for the phone's
+    ExecuTorch), so tokenizer, noise, scheduler, guidance, call inputs and pixels are all Java's."""
+    import subprocess
+
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from edit_mobile.runtime.pipeline_artifact import PipelineArtifact
+
+    request = {"prompt": "A Large Blue Square at the bottom right on a yellow background ", "steps": 3,
+               "guidance": 4.5, "seed": 7, "size": [128, 128]}
+    artifact = PipelineArtifact(shapes_artifact)
+    artifact.calls = []
+    settings = artifact.default_settings(request["steps"], request["guidance"], request["seed"])
+    stages = artifact.generate(request["prompt"], settings, (128, 128), noise="portable")
+    recording = {}
+    for number, (method, inputs, outputs) in enumerate(artifact.calls):
+        for kind, tensors in (("input", inputs), ("output", outputs)):
+            for j, tensor in enumerate(tensors):
+                recording[f"call.{number:04d}.{method}.{kind}.{j}"] = tensor.clone()
+    save_file(recording, str(tmp_path / "calls.safetensors"))
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    completed = subprocess.run(["java", "-cp", str(java_classes), "PipelineCheck", "generate", str(shapes_artifact),
+                                str(tmp_path / "calls.safetensors"), str(tmp_path / "request.json")],
+                               capture_output=True, text=True, timeout=120)
+    answer = json.loads(completed.stdout.splitlines()[-1])
+    assert completed.returncode == 0, answer
+    assert answer["calls"] == answer["recorded_calls"] == 2 + 3 * 2 + 1  # 2 prompts, 3 guided steps, decode
+    assert answer["worst_input_error"]["encode_prompt"] == 0  # token ids: identical
+    assert answer["worst_input_error"]["denoise"] < 1e-5 and answer["worst_input_error"]["decode"] < 1e-5, answer
+    java_rgb = np.asarray(answer["rgb"], dtype=np.uint8).reshape(128, 128, 3)
+    python_rgb = np.asarray(stages.image())
+    assert np.abs(java_rgb.astype(int) - python_rgb).max() <= 1 and (java_rgb == python_rgb).mean() > 0.99
+
+
+def test_the_android_apps_pipeline_keys_are_what_export_writes(tiny_artifact):
+    import re
+    from pathlib import Path
+
+    java = Path(__file__).resolve().parents[1] / "android_demo/app/src/main/java/org/editmobile/demo"
+    block = re.search(r"// BEGIN PIPELINE KEYS(.*?)// END PIPELINE KEYS", (java / "PipelineSpec.java").read_text(), re.S)
+    keys = dict(re.findall(r'static final String (\w+) = "([^"]+)";', block.group(1)))
+    manifest = json.loads((tiny_artifact / "manifest.json").read_text())
+    pipeline = manifest["pipeline"]
+    where = {"P": pipeline, "METHOD": pipeline["methods"]["encode_prompt"], "TEXT": pipeline["text"],
+             "DEFAULTS": pipeline["defaults"]}
+    for name, value in keys.items():
+        prefix = name.split("_")[0]
+        if prefix in where:
+            assert value in where[prefix], name
+    assert keys["ENCODE_METHOD"] in pipeline["methods"]
+    assert keys["PREPROCESSING_LOWER_STRIP"] == pipeline["text"]["preprocessing"]
+    top = re.search(r'TOP_PIPELINE = "(\w+)"', (java / "ArtifactManifest.java").read_text()).group(1)
+    assert top in manifest and manifest["files"]["tokenizer"] and manifest["files"]["scheduler"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--backend", "onnx", "--pipeline"], "--pipeline exports to xnnpack so far"),
+    (["--backend", "xnnpack", "--pipeline", "--resolution", "64", "64"], "lists a size twice"),
+    (["--backend", "xnnpack", "--resolution", "64", "128"], "several --resolution values need --pipeline"),
+    (["--backend", "xnnpack", "--pipeline", "--quantize", "int8"], "do not apply with --pipeline"),
+])
+def test_bad_pipeline_requests_are_one_line(argv, message, tmp_path, capsys):
+    out = tmp_path / "art"
+    code, err = run_cli(["export", "tiny-pixart", *argv, "-o", str(out)], capsys)
+    assert code == 2 and message in err, err
+    assert not out.exists()
+
+
+def test_generate_refuses_a_size_the_artifact_lacks(tiny_artifact, tmp_path, capsys):
+    code, err = run_cli(["generate", str(tiny_artifact), "--prompt", "x", "--size", "128", "-o",
+                         str(tmp_path / "x.png")], capsys)
+    assert code == 2 and "draws at 64x64, 64x128" in err, err
+
+
+def test_a_v2_manifest_without_a_resolutions_decoder_is_refused(tiny_artifact, tmp_path):
+    import shutil
+
+    from edit_mobile.errors import UserError
+    from edit_mobile.runtime.manifest import read_manifest
+
+    copy = tmp_path / "art"
+    shutil.copytree(tiny_artifact, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    del data["pipeline"]["methods"]["decode_64x64"]
+    (copy / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="decode_64x64"):
+        read_manifest(copy)
