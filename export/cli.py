@@ -29,7 +29,8 @@ def register(subparsers) -> None:
                         "with --pipeline, several: a denoise and a decode method each")
     parser.add_argument("--pipeline", action="store_true",
                         help="xnnpack: the whole text-to-image pipeline in one program (methods encode_prompt, "
-                        "denoise_HxW, decode_HxW sharing one model.ptd) with its tokenizer and scheduler; "
+                        "denoise_HxW, decode_HxW; weights stored once, in model.ptd per --weights) with its "
+                        "tokenizer and scheduler; "
                         "MODEL: a pipeline folder (or a tiny preset)")
     parser.add_argument("--precision", default=None, metavar="{" + ",".join(PRECISIONS) + "}",
                         help="default: fp16 for coreml, coreml-pte and qnn; fp32 otherwise")
@@ -74,13 +75,14 @@ def run_pipeline_export(args: argparse.Namespace) -> int:
 
     ignored = [flag for flag, value in (("--quantize", args.quantize), ("--calibration", args.calibration),
                                         ("--passes", args.passes), ("--no-passes", args.no_passes),
-                                        ("--weights", args.weights), ("--ort", args.ort)) if value]
+                                        ("--ort", args.ort)) if value]
     if ignored:
         raise UserError(f"{', '.join(ignored)} do not apply with --pipeline yet (the denoiser gets the backend's "
-                        "default passes, the weights are always in model.ptd); drop them")
+                        "default passes); drop them")
     request = PipelineRequest(
         model=args.model, output=args.output, resolutions=tuple(args.resolution or ()), backend=args.backend,
-        precision=args.precision or "fp32", batch=args.batch, prompt_tokens=args.prompt_tokens, seed=args.seed,
+        precision=args.precision or "fp32", batch=args.batch, prompt_tokens=args.prompt_tokens,
+        weights=args.weights or "auto", seed=args.seed,
         allow_below_floor=args.allow_below_floor, force=args.force,
     )
     print(export_pipeline(request))

@@ -1,7 +1,7 @@
 """Export the whole text-to-image pipeline as one artifact: `edit-mobile export MODEL --pipeline`.
 
 The text encoder, the denoiser and the VAE decoder become methods of one ExecuTorch program
-whose weights sit once in model.ptd (program-data separation); a phone goes from a prompt's
+whose weights are stored once (in model.ptd past 1 GiB: program-data separation); a phone goes from a prompt's
 token ids to pixels with it, the tokenizer files and the scheduler's config beside it.
 
 ART_DIR/
@@ -9,8 +9,9 @@ ART_DIR/
   model.pte                   methods: encode_prompt    input_ids, attention_mask -> prompt inputs
                                        denoise_HxW      one denoiser step at H x W pixels
                                        decode_HxW       latents -> image in [0, 1], (1, 3, H, W)
-  model.ptd                   every weight once: the denoise (decode) methods of all resolutions
-                              share the same bytes
+  model.ptd                   with --weights external (auto: from 1 GiB): every weight once; the
+                              denoise (decode) methods of all resolutions share the same bytes,
+                              as they do inside model.pte when the weights are embedded
   model.bpte                  BundledProgram: one test case a method, runs with model.ptd
   tokenizer/                  the prompt's tokenizer (transformers files)
   scheduler/                  scheduler_config.json of the diffusers scheduler to step with
@@ -60,6 +61,7 @@ class PipelineRequest:
     precision: str = "fp32"  # of the denoiser; the text encoder and decoder stay float32
     batch: int = 1  # of the denoiser: 2 takes guidance's two branches in one call
     prompt_tokens: int | None = None
+    weights: str = "auto"  # auto | embedded | external, as xnnpack's --weights
     seed: int = 0
     allow_below_floor: bool = False
     force: bool = False
@@ -175,22 +177,32 @@ def write_test_vectors(methods: list[Method], path: Path) -> None:
     save_file(tensors, str(path))
 
 
-def lower_program(methods: list[Method], staging: Path):
-    """torch.export each method, lower them together to XNNPACK with the weights outside,
-    write model.pte and model.ptd. Returns (program manager, roles, coverage per method)."""
+def lower_program(methods: list[Method], staging: Path, weights: str):
+    """torch.export each method, lower them together to XNNPACK, write model.pte (and model.ptd
+    with the weights outside). XNNPACK names each weight by its sha256, so methods that share
+    weights store them once either way. Returns (program manager, roles, coverage per method)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
     from edit_mobile.export.backends import executorch_program
+    from edit_mobile.export.backends.xnnpack import EXTERNAL_WEIGHTS_FROM_BYTES, weight_bytes
 
     with torch.no_grad():
         programs = {m.name: torch.export.export(m.module, m.inputs, strict=False) for m in methods}
-    edge, coverage = executorch_program.lower_methods(programs, [XnnpackPartitioner()])
-    program = executorch_program.to_executorch(edge, external_weights=True)
-    files = executorch_program.write_program(program, staging, external_weights=True)
+    external = weights == "external" or weights == "auto" and unique_weight_bytes(
+        programs, weight_bytes) >= EXTERNAL_WEIGHTS_FROM_BYTES
+    edge, coverage = executorch_program.lower_methods(programs, [XnnpackPartitioner()], external)
+    program = executorch_program.to_executorch(edge, external_weights=external)
+    files = executorch_program.write_program(program, staging, external_weights=external)
     return program, files, {name: c.to_dict() for name, c in coverage.items()}
 
 
-def run_methods(program_path: Path, weights: Path, methods: list[Method]) -> dict[str, list[torch.Tensor]]:
+def unique_weight_bytes(programs: dict, weight_bytes) -> int:
+    """The methods' weights counted once (the denoise methods share one module's)."""
+    return max(weight_bytes(p) for p in programs.values()) + sum(
+        weight_bytes(p) for name, p in programs.items() if not name.startswith(("denoise_", "decode_")))
+
+
+def run_methods(program_path: Path, weights: Path | None, methods: list[Method]) -> dict[str, list[torch.Tensor]]:
     """Every method run once in the ExecuTorch runtime on its example inputs."""
     from executorch.runtime import Runtime
 
@@ -277,7 +289,8 @@ def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_
         inputs=denoise.io()["inputs"], outputs=denoise.io()["outputs"],
         files={role: manifest_io.file_entry(staging, path) for role, path in sorted(roles.items())},
         delegation=coverage[denoise.name],
-        program={"format": "executorch-pte", "method": denoise.name, "weights": "external",
+        program={"format": "executorch-pte", "method": denoise.name,
+                 "weights": "external" if "weights" in files else "embedded",
                  "methods": [m.name for m in methods]},
     )
     vae = parts.vae.config
@@ -314,10 +327,11 @@ def export_pipeline(request: PipelineRequest) -> Path:
         stages.set_postfix_str("torch.export and lowering")
         log_path = staging.parent / f"{Path(request.output).name}.export-error.log"
         with lowering_stage(request.backend, "lowering", log_path):
-            program, files, coverage = lower_program(methods, staging)
+            program, files, coverage = lower_program(methods, staging, request.weights)
         stages.update()
         stages.set_postfix_str("self-check")
-        outputs = run_methods(staging / files["program"], staging / files["weights"], methods)
+        weights = staging / files["weights"] if "weights" in files else None
+        outputs = run_methods(staging / files["program"], weights, methods)
         checked = self_check(methods, outputs, request.allow_below_floor)
         stages.update()
         stages.set_postfix_str("bundle")

@@ -210,13 +210,14 @@ def verify_bundled_program(manifest: Manifest, rtol: float, atol: float) -> list
     return checks
 
 
-def _verify_with_weights(bundle, info: BundledInfo, weights: FileEntry, rtol: float, atol: float,
+def _verify_with_weights(bundle, info: BundledInfo, weights: FileEntry | None, rtol: float, atol: float,
                          methods: tuple[str, ...] = (METHOD,), atols: dict[str, float] | None = None) -> list[BundledCheck]:
     """ExecuTorch's own bundled check cannot be given external weights (1.5.1): run each case
     on the bundle's program with model.ptd and compare as it does, |got - expected| <= atol +
     rtol |expected| elementwise."""
-    weights_data = weights.path.read_bytes()  # ExecuTorch reads it in place: held until the end
-    module = _pybindings()._load_for_executorch_from_bundled_program(bundle, data_map_buffer=weights_data)
+    weights_data = weights.path.read_bytes() if weights else None  # read in place: held until the end
+    module = (_pybindings()._load_for_executorch_from_bundled_program(bundle, data_map_buffer=weights_data)
+              if weights_data is not None else _pybindings()._load_for_executorch_from_bundled_program(bundle))
     checks = []
     for method in methods:
         atol = (atols or {}).get(method, atol)
@@ -232,9 +233,9 @@ def _verify_with_weights(bundle, info: BundledInfo, weights: FileEntry, rtol: fl
 
 
 def verify_pipeline_bundle(manifest: Manifest, relative_error: float) -> list[BundledCheck]:
-    """A pipeline artifact's .bpte: every method's test case, run with model.ptd (the program's
-    methods were tried in a child when the artifact was loaded), each held to `relative_error`
-    of its expected outputs' peak."""
+    """A pipeline artifact's .bpte: every method's test case, run (with model.ptd when the
+    weights are outside; the program's methods were tried in a child when the artifact was
+    loaded), each held to `relative_error` of its expected outputs' peak."""
     entry = manifest.file("bundled_program")
     data = entry.path.read_bytes()
     info = read_bundled_program(entry.path, data)
@@ -242,7 +243,7 @@ def verify_pipeline_bundle(manifest: Manifest, relative_error: float) -> list[Bu
     atols = {method: relative_error * max(float(value.to_tensor().abs().max()) for case in info.suites.get(method, [])
                                           for value in case.expected_outputs) for method in methods if info.suites.get(method)}
     bundle = _pybindings()._load_bundled_program_from_buffer(data)
-    return _verify_with_weights(bundle, info, manifest.file("weights"), 0.0, 0.0, methods, atols)
+    return _verify_with_weights(bundle, info, program_weights(manifest), 0.0, 0.0, methods, atols)
 
 
 def _excess(got: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> float:

@@ -28,7 +28,7 @@ def run_cli(argv, capsys):
 @pytest.fixture(scope="module")
 def tiny_artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline") / "tiny"
-    return export_pipeline(PipelineRequest("tiny-pixart-edit", out, resolutions=RESOLUTIONS))
+    return export_pipeline(PipelineRequest("tiny-pixart-edit", out, resolutions=RESOLUTIONS, weights="external"))
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +122,14 @@ def shapes_artifact(shapes_folder, tmp_path_factory):
     return out
 
 
-def test_shapes_pipeline_folder_exports_with_its_tokenizer(shapes_artifact):
+def test_shapes_pipeline_folder_exports_with_its_tokenizer(shapes_folder, shapes_artifact):
+    from edit_mobile.calibration.pipeline_parts import load_pipeline_parts
+
     manifest = json.loads((shapes_artifact / "manifest.json").read_text())
+    assert manifest["program"]["weights"] == "embedded" and "weights" not in manifest["files"]  # auto, < 1 GiB
+    parts = load_pipeline_parts(str(shapes_folder))
+    once = unique_weight_bytes(parts.transformer, parts.text.text_encoder, parts.vae.decoder, parts.vae.post_quant_conv)
+    assert once <= manifest["files"]["program"]["bytes"] <= 1.2 * once  # embedded, still once
     assert manifest["pipeline"]["text"]["tokenizer_class"] != "ByT5Tokenizer"  # the world's own
     assert manifest["pipeline"]["text"]["max_length"] == 32  # its tokenizer's, not PixArt's 300
     assert manifest["pipeline"]["scheduler"]["config"]["prediction_type"] == "v_prediction"

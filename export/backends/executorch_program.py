@@ -53,11 +53,14 @@ def lower(
 def lower_methods(
     programs: dict[str, torch.export.ExportedProgram],
     partitioners: list[Any],
+    external_weights: bool,
 ) -> tuple[EdgeProgramManager, dict[str, DelegationCoverage]]:
-    """Several methods lowered into one program with every weight outside it, in model.ptd:
-    methods holding the same weights (a denoiser at several resolutions) store them once."""
-    for exported in programs.values():
-        tag_external_weights(exported)
+    """Several methods lowered into one program (with every weight outside it, in model.ptd, if
+    `external_weights`): methods holding the same weights (a denoiser at several resolutions)
+    store them once."""
+    if external_weights:
+        for exported in programs.values():
+            tag_external_weights(exported)
     with named_stage("to_edge_transform_and_lower"):
         edge = to_edge_transform_and_lower(programs, partitioner=partitioners)
     coverage = {name: delegation_coverage(edge.exported_program(name).graph_module) for name in programs}
