@@ -2,9 +2,17 @@ package org.editmobile.demo
 
 import android.app.Activity
 import android.content.Intent
+import android.graphics.Bitmap
 import android.os.Bundle
+import android.text.InputType
 import android.util.Log
+import android.widget.ArrayAdapter
+import android.widget.Button
+import android.widget.EditText
+import android.widget.ImageView
+import android.widget.LinearLayout
 import android.widget.ScrollView
+import android.widget.Spinner
 import android.widget.TextView
 import java.io.File
 import kotlin.concurrent.thread
@@ -17,6 +25,10 @@ import kotlin.concurrent.thread
  * Benchmark mode (`--ez benchmark true --es results PATH`, what `edit-mobile profile --device
  * android` starts): the same run, and the results JSON (BenchmarkResults) written to PATH, also
  * when the run fails, so the host reads an error instead of waiting for its timeout.
+ *
+ * A pipeline artifact (export --pipeline) outside benchmark mode opens the draw screen instead: a
+ * prompt box, size (the artifact's resolutions), steps and seed, the image, and the time per stage
+ * and per step. The extras "prompt", "steps", "seed", "size" fill it in and draw at once.
  */
 class MainActivity : Activity() {
   private lateinit var screen: TextView
@@ -26,8 +38,82 @@ class MainActivity : Activity() {
     screen = TextView(this).apply { setPadding(32, 32, 32, 32); textSize = 14f }
     setContentView(ScrollView(this).apply { addView(screen) })
     val launch = intent
-    thread(name = "edit-demo") { runDemo(launch) }
+    thread(name = "edit-demo") {
+      val pipeline =
+          !launch.getBooleanExtra(EXTRA_BENCHMARK, false) &&
+              try {
+                ArtifactManifest.read(findArtifact(launch.getStringExtra(EXTRA_ARTIFACT))).pipeline != null
+              } catch (err: Throwable) {
+                false // runDemo reports what is wrong with the folder
+              }
+      if (pipeline) runOnUiThread { openDrawScreen(launch) } else runDemo(launch)
+    }
   }
+
+  /** The draw screen of a pipeline artifact; the model loads once, each Draw makes one image. */
+  private fun openDrawScreen(launch: Intent) {
+    val prompt = EditText(this).apply { hint = "prompt"; setText(launch.getStringExtra(EXTRA_PROMPT) ?: "") }
+    val steps = numberField("steps (default: the artifact's)", launch.getIntExtra(EXTRA_STEPS, 0))
+    val seed = numberField("seed", launch.getIntExtra(EXTRA_SEED, 0))
+    val sizes = Spinner(this)
+    val draw = Button(this).apply { text = "Draw"; isEnabled = false }
+    val image = ImageView(this).apply { adjustViewBounds = true }
+    val column = LinearLayout(this).apply { orientation = LinearLayout.VERTICAL; setPadding(32, 32, 32, 32) }
+    (screen.parent as? android.view.ViewGroup)?.removeView(screen) // moves from the report screen
+    listOf(prompt, sizes, steps, seed, draw, image, screen).forEach { column.addView(it) }
+    setContentView(ScrollView(this).apply { addView(column) })
+    val threads = launch.getIntExtra(EXTRA_THREADS, 0)
+    thread(name = "edit-draw-load") {
+      try {
+        val run = DrawRun(findArtifact(launch.getStringExtra(EXTRA_ARTIFACT)), threads)
+        runOnUiThread {
+          sizes.adapter = ArrayAdapter(this, android.R.layout.simple_spinner_item, run.sizes())
+          launch.getStringExtra(EXTRA_SIZE)?.let { sizes.setSelection(maxOf(0, run.sizes().indexOf(it))) }
+          draw.isEnabled = true
+          draw.setOnClickListener {
+            draw.isEnabled = false
+            val settings =
+                DrawSettings(
+                    prompt = prompt.text.toString(),
+                    steps = steps.text.toString().toIntOrNull()?.takeIf { it > 0 },
+                    seed = seed.text.toString().toLongOrNull() ?: 0L,
+                    size = sizes.selectedItem as String?)
+            thread(name = "edit-draw") { drawOnce(run, settings, image, draw) }
+          }
+          show("loaded ${run.manifest.modelSource} in %.0f ms".format(run.loadMs))
+          if (launch.hasExtra(EXTRA_PROMPT)) draw.performClick()
+        }
+      } catch (err: Throwable) {
+        show("error: ${DemoException.describe(err)}")
+      }
+    }
+  }
+
+  private fun drawOnce(run: DrawRun, settings: DrawSettings, image: ImageView, draw: Button) {
+    try {
+      val result = run.draw(settings) { done, total -> show("denoising: step $done of $total") }
+      val pixels = IntArray(result.height * result.width) { i ->
+        val r = result.rgb[3 * i].toInt() and 0xFF
+        val g = result.rgb[3 * i + 1].toInt() and 0xFF
+        val b = result.rgb[3 * i + 2].toInt() and 0xFF
+        (0xFF shl 24) or (r shl 16) or (g shl 8) or b
+      }
+      val bitmap = Bitmap.createBitmap(pixels, result.width, result.height, Bitmap.Config.ARGB_8888)
+      val text = run.describe(result)
+      Log.i(TAG, "EDIT_DEMO_DRAW $text")
+      runOnUiThread { image.setImageBitmap(bitmap); screen.text = text; draw.isEnabled = true }
+    } catch (err: Throwable) {
+      show("error: ${DemoException.describe(err)}")
+      runOnUiThread { draw.isEnabled = true }
+    }
+  }
+
+  private fun numberField(hint: String, value: Int) =
+      EditText(this).apply {
+        this.hint = hint
+        inputType = InputType.TYPE_CLASS_NUMBER
+        if (value > 0) setText(value.toString())
+      }
 
   private fun runDemo(launch: Intent) {
     var resultsFile: File? = null
@@ -147,5 +233,10 @@ class MainActivity : Activity() {
     const val EXTRA_BENCHMARK = "benchmark"
     const val EXTRA_RESULTS = "results"
     // END LAUNCH EXTRAS
+    // The draw screen's presets (pipeline artifacts; not used by edit-mobile profile).
+    const val EXTRA_PROMPT = "prompt"
+    const val EXTRA_STEPS = "steps"
+    const val EXTRA_SEED = "seed"
+    const val EXTRA_SIZE = "size"
   }
 }
