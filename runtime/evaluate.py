@@ -66,6 +66,7 @@ class DiffusersImages:
         self.transformer = load_transformer(source)
         self.pipeline = DiffusionPipeline.from_pretrained(folder, transformer=self.transformer, local_files_only=True)
         self.pipeline.set_progress_bar_config(disable=True)
+        self.folder = folder
         self.family = self._family()
 
     def _family(self):
@@ -83,6 +84,8 @@ class DiffusersImages:
             extra = {}
             if hasattr(self.pipeline, "tokenizer_3"):  # SD3: the T5 length the model was made for
                 extra["max_sequence_length"] = min(256, self.pipeline.tokenizer_3.model_max_length)
+            else:  # PixArt: as a pipeline artifact encodes and draws (its tokenizer's length)
+                extra = self.family.pipeline_call_options(self.family.default_prompt_tokens_of(self.folder))
             with torch.no_grad():
                 images += self.pipeline(chunk, num_inference_steps=steps, guidance_scale=guidance,
                                         generator=generators, **extra).images
@@ -111,8 +114,31 @@ class ArtifactImages:
         return images
 
 
+class PipelineArtifactImages:
+    """Images from a pipeline artifact alone (export --pipeline): its tokenizer, methods and
+    scheduler, no PyTorch model; seeds as DiffusersImages gives them."""
+
+    def __init__(self, art_dir: Path, threads: int | None = None):
+        from edit_mobile.runtime.pipeline_artifact import PipelineArtifact
+
+        self.artifact = PipelineArtifact(art_dir, threads)
+
+    def __call__(self, captions: list[str], settings: Settings, progress=None) -> list:
+        images = []
+        for index, caption in enumerate(captions):
+            generation = self.artifact.default_settings(settings.steps, settings.guidance, settings.seed + index)
+            images.append(self.artifact.generate(caption, generation).image())
+            if progress is not None:
+                progress(1)
+        return images
+
+
 def image_maker(source: str | Path, threads: int | None = None):
+    from edit_mobile.runtime.pipeline_artifact import is_pipeline_artifact
+
     path = Path(str(source))
+    if is_pipeline_artifact(path):
+        return PipelineArtifactImages(path, threads)
     if (path / "manifest.json").is_file():
         return ArtifactImages(path, threads)
     return DiffusersImages(str(source))

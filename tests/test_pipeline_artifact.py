@@ -117,8 +117,7 @@ def shapes_artifact(shapes_folder, tmp_path_factory):
     from edit_mobile.main import main
 
     out = tmp_path_factory.mktemp("shapes-art") / "art"
-    assert main(["export", str(shapes_folder), "--backend", "xnnpack", "--pipeline", "--resolution", "128",
-                 "-o", str(out)]) == 0
+    assert main(["export", str(shapes_folder), "--backend", "xnnpack", "--pipeline", "-o", str(out)]) == 0  # 256 px
     return out
 
 
@@ -139,6 +138,13 @@ def test_shapes_pipeline_folder_exports_with_its_tokenizer(shapes_folder, shapes
     assert report.passed, report.prompts
 
 
+def test_evaluate_scores_a_pipeline_artifact_as_diffusers_pipeline(shapes_folder, shapes_artifact):
+    from edit_mobile.runtime.evaluate import Settings, evaluate
+
+    report, shown = evaluate(shapes_artifact, ["seen"], samples=2, settings=Settings(steps=2), teacher=str(shapes_folder))
+    assert len(shown) == 2 and report["image_psnr_vs_teacher"] >= 40  # the same images, 8-bit
+
+
 def test_the_android_pipeline_draws_what_generate_draws(shapes_artifact, java_classes, tmp_path):
     """The app's TextToImage (plain Java, JVM) against `generate --noise portable`: the program's
     calls are replayed from the Python run (ReplayRunner: a test double for the phone's
@@ -151,11 +157,11 @@ def test_the_android_pipeline_draws_what_generate_draws(shapes_artifact, java_cl
     from edit_mobile.runtime.pipeline_artifact import PipelineArtifact
 
     request = {"prompt": "A Large Blue Square at the bottom right on a yellow background ", "steps": 3,
-               "guidance": 4.5, "seed": 7, "size": [128, 128]}
+               "guidance": 4.5, "seed": 7, "size": [256, 256]}
     artifact = PipelineArtifact(shapes_artifact)
     artifact.calls = []
     settings = artifact.default_settings(request["steps"], request["guidance"], request["seed"])
-    stages = artifact.generate(request["prompt"], settings, (128, 128), noise="portable")
+    stages = artifact.generate(request["prompt"], settings, (256, 256), noise="portable")
     recording = {}
     for number, (method, inputs, outputs) in enumerate(artifact.calls):
         for kind, tensors in (("input", inputs), ("output", outputs)):
@@ -171,7 +177,7 @@ def test_the_android_pipeline_draws_what_generate_draws(shapes_artifact, java_cl
     assert answer["calls"] == answer["recorded_calls"] == 2 + 3 * 2 + 1  # 2 prompts, 3 guided steps, decode
     assert answer["worst_input_error"]["encode_prompt"] == 0  # token ids: identical
     assert answer["worst_input_error"]["denoise"] < 1e-5 and answer["worst_input_error"]["decode"] < 1e-5, answer
-    java_rgb = np.asarray(answer["rgb"], dtype=np.uint8).reshape(128, 128, 3)
+    java_rgb = np.asarray(answer["rgb"], dtype=np.uint8).reshape(256, 256, 3)
     python_rgb = np.asarray(stages.image())
     assert np.abs(java_rgb.astype(int) - python_rgb).max() <= 1 and (java_rgb == python_rgb).mean() > 0.99
 

@@ -90,13 +90,19 @@ def test_a_quantized_artifact_below_the_floor_is_refused_kept_on_request_and_fai
     art = tmp_path / "int8"
     export = ["export", "tiny-pixart-edit", "--backend", "xnnpack", "--quantize", "int8",
               "--calibration", str(calibration), "-o", str(art)]
-    assert main(export) == 2 and not art.exists()
-    assert "below the 30 dB floor; nothing was written" in capsys.readouterr().err
     assert main([*export, "--allow-below-floor"]) == 0
     manifest = json.loads((art / "manifest.json").read_text())
     assert manifest["quantization"]["scheme"] == "int8-static"  # the alias
     checked = manifest["self_check"]
     assert checked["allowed_below_floor"] and checked["psnr_db_min"] < 30 <= checked["floor_db"]
+    # Without --allow-below-floor the same self-check refuses it (one export spared: the rule is
+    # enforce_floor's, and a refused export leaves nothing, as atomic_output_dir guarantees).
+    from edit_mobile.errors import UserError
+    from edit_mobile.export.self_check import enforce_floor
+
+    record = {key: value for key, value in checked.items() if key != "allowed_below_floor"}
+    with pytest.raises(UserError, match="below the 30 dB floor; nothing was written"):
+        enforce_floor(record, "xnnpack int8-static", allow_below_floor=False)
     assert any("sampler diverged" in warning for warning in manifest["calibration_warnings"])
     bundle = portable_lib._load_bundled_program_from_buffer((art / "model.bpte").read_bytes())
     bundle.verify_result_with_bundled_expected_output("forward", 0, 0.0, 1e-6)  # raises if not
