@@ -120,10 +120,14 @@ def test_manifests_that_are_missing_foreign_or_newer_are_refused(tmp_path):
     assert "no manifest.json" in _one_line(error)
     art = copy_artifact("onnx", tmp_path / "art")
     manifest = json.loads((art / "manifest.json").read_text())
-    (art / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 2}))
+    (art / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 3}))
     with pytest.raises(UserError) as error:
         load(art)
-    assert "schema_version 2" in _one_line(error)
+    assert "schema_version 3" in _one_line(error) and "update edit-mobile" in _one_line(error)
+    (art / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 2}))  # v2 without its pipeline
+    with pytest.raises(UserError) as error:
+        load(art)
+    assert "pipeline must be an object" in _one_line(error)
     (art / "manifest.json").write_text(json.dumps({**manifest, "schema": "something-else"}))
     with pytest.raises(UserError) as error:
         load(art)
