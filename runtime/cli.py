@@ -283,13 +283,42 @@ def run_profile(args: argparse.Namespace) -> int:
         return run_profile_files(args)
     from tqdm import tqdm
 
+    from edit_mobile.runtime.pipeline_artifact import is_pipeline_artifact
     from edit_mobile.runtime.profiling import PROFILED_RUNS, profile
 
     _check_outputs(args, (args.json, ".json"))
+    if is_pipeline_artifact(args.art_dir):
+        return run_profile_pipeline(args)
     runs = args.warmup + args.iters + (0 if args.no_operators else PROFILED_RUNS)
     with tqdm(total=runs, desc="profile", unit="run", file=sys.stderr, disable=None, leave=False) as progress:
         result = profile(args.art_dir, args.iters, args.warmup, args.threads, not args.no_operators, progress.update)
     print_profile(_console(), result)
+    if args.json:
+        write_json(args.json, result, "profile", args)
+    return 0
+
+
+def run_profile_pipeline(args: argparse.Namespace) -> int:
+    from rich.table import Table
+    from tqdm import tqdm
+
+    from edit_mobile.runtime.profile_pipeline import profile_pipeline
+
+    console = _console()
+    with tqdm(desc="profile", unit="run", file=sys.stderr, disable=None, leave=False) as progress:
+        result = profile_pipeline(args.art_dir, args.iters, args.warmup, args.threads, progress.update)
+    console.print(f"[bold]{result['artifact']}[/]: {result['description']}; load {result['load_ms']:.0f} ms, "
+                  f"peak RSS {result['memory']['peak_rss_mb']:.0f} MB (per-operator tables: denoiser-only artifacts)")
+    table = Table(title="methods (ms)", show_edge=False)
+    for column in ("method", "min", "median", "p90"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, stats in result["methods"].items():
+        table.add_row(name, f"{stats['min']:.2f}", f"{stats['median']:.2f}", f"{stats['p90']:.2f}")
+    console.print(table)
+    for size, image in result["image_ms"].items():
+        console.print(f"one {size} image, {image['steps']} steps{' with guidance' if image['guided'] else ''}: "
+                      f"{image['total'] / 1000:.2f} s (encode {image['encode']:.0f} ms, {image['per_step']:.1f} ms a step, "
+                      f"decode {image['decode']:.0f} ms)")
     if args.json:
         write_json(args.json, result, "profile", args)
     return 0

@@ -104,6 +104,17 @@ def test_bundled_cases_fail_past_their_tolerance(tiny_artifact):
     assert len(checks) == 5 and not any(check.passed for check in checks)
 
 
+def test_profile_times_every_method_and_one_image(tiny_artifact, tmp_path, capsys):
+    out = tmp_path / "profile.json"
+    code, _ = run_cli(["profile", str(tiny_artifact), "--iters", "2", "--warmup", "0", "--json", str(out)], capsys)
+    result = json.loads(out.read_text())
+    assert code == 0 and len(result["methods"]) == 5 and result["load_ms"] > 0
+    assert all(stats["runs"] == 2 and 0 < stats["min"] <= stats["median"] for stats in result["methods"].values())
+    image = result["image_ms"]["64x128"]  # 20 steps, guided, batch 1: two denoise calls a step
+    expected = 20 * 2 * result["methods"]["denoise_64x128"]["median"]
+    assert image["guided"] and abs(image["total"] - image["encode"] - image["decode"] - expected) < 1e-6
+
+
 def test_a_nan_image_fails_the_pipeline_floor():
     from edit_mobile.runtime.validate_pipeline import PipelineReport, _image_psnr
 
