@@ -130,10 +130,10 @@ def build_methods(parts, request: PipelineRequest) -> list[Method]:
                                             prompt_tokens=parts.prompt_tokens)
         resolution = signature.resolution
         reference = DenoiserWrapper(parts.transformer).eval()
-        methods.append(Method(denoise_method(resolution), mobile, signature.example_inputs(request.seed),
-                              signature.input_names, [signature.outputs[0].name], resolution, request.precision,
-                              reference))
-        latents = signature.example_inputs(request.seed)[0][:1]  # (1, C, h, w), unit scale
+        inputs = signature.example_inputs(request.seed)
+        methods.append(Method(denoise_method(resolution), mobile, inputs, signature.input_names,
+                              [signature.outputs[0].name], resolution, request.precision, reference))
+        latents = inputs[0][:1].clone()  # (1, C, h, w), unit scale; its own storage for the test vectors
         methods.append(Method(decode_method(resolution), decoder, (latents,), ["latents"], ["image"], resolution))
     return methods
 

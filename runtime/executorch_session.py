@@ -215,9 +215,9 @@ def _verify_with_weights(bundle, info: BundledInfo, weights: FileEntry | None, r
     """ExecuTorch's own bundled check cannot be given external weights (1.5.1): run each case
     on the bundle's program with model.ptd and compare as it does, |got - expected| <= atol +
     rtol |expected| elementwise."""
-    weights_data = weights.path.read_bytes() if weights else None  # read in place: held until the end
-    module = (_pybindings()._load_for_executorch_from_bundled_program(bundle, data_map_buffer=weights_data)
-              if weights_data is not None else _pybindings()._load_for_executorch_from_bundled_program(bundle))
+    # ExecuTorch reads the weights in place: the bytes are held until the end.
+    data_map = {"data_map_buffer": weights.path.read_bytes()} if weights else {}
+    module = _pybindings()._load_for_executorch_from_bundled_program(bundle, **data_map)
     checks = []
     for method in methods:
         atol = (atols or {}).get(method, atol)

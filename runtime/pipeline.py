@@ -141,38 +141,57 @@ class TextToImage:
 
     def _denoise(self, branches: list[dict], latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """Noise predictions for each branch, (G, Cout, h, w), in as many calls as the export needs."""
-        batch = self.manifest.batch
-        calls = [branches] if batch == len(branches) else [[b] for b in branches] if batch == 1 else None
-        if calls is None:
-            if batch == 2 and len(branches) == 1:  # a guidance export run without guidance
-                return self._call([branches[0], branches[0]], latents, timestep)[:1]
-            raise UserError(f"the artifact takes batch {batch}; the pipeline needs 1 or {len(branches)}")
-        return torch.cat([self._call(group, latents, timestep) for group in calls])
+        calls = guidance_calls(self.manifest.batch, branches)
+        return torch.cat([self._call(group, latents, timestep) for group in calls])[: len(branches)]
 
     def _call(self, group: list[dict], latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        size = len(group)
-        named = {name: torch.cat([branch[name] for branch in group]) for name in group[0]}
-        named["hidden_states"] = latents.expand(size, *latents.shape[1:]).contiguous()  # (G, C, h, w)
-        named["timestep"] = timestep.expand(size).contiguous()  # (G,)
+        named = stacked_inputs(group, latents, timestep)
         missing = [name for name in self.denoiser.input_names if name not in named]
         if missing:
             raise UserError(f"the prompt embeddings provide no {', '.join(missing)}, which the artifact takes")
         return next(iter(self.denoiser.run({name: named[name] for name in self.denoiser.input_names}).values()))
 
     def image(self, latents: torch.Tensor):
-        from PIL import Image
-
         from edit_mobile.runtime.vae import decode
 
         _check_finite(latents, "the final latents")
         pixels = decode(self.vae, latents, self.manifest.family)[0]  # (3, H, W) in [0, 1]
         _check_finite(pixels, "the VAE decoder's image")
-        array = (pixels.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()  # (H, W, 3)
-        return Image.fromarray(array)
+        return to_pil(pixels)
 
     def __call__(self, prompt: str, settings: Generation, progress=None):
         encoded = self.encode([prompt], settings.guidance)
         return self.image(self.latents(encoded, 0, settings, progress))
+
+
+def guidance_calls(batch: int, branches: list[dict]) -> list[list[dict]]:
+    """The denoiser calls the guidance branches take with an export of `batch`: both in one call,
+    one a call, or (a batch-2 export run without guidance) the one branch twice, its first half
+    kept by the caller."""
+    if batch == len(branches):
+        return [branches]
+    if batch == 1:
+        return [[branch] for branch in branches]
+    if batch == 2 and len(branches) == 1:
+        return [[branches[0], branches[0]]]
+    raise UserError(f"the artifact takes batch {batch}; the pipeline needs 1 or {len(branches)}")
+
+
+def stacked_inputs(group: list[dict], latents: torch.Tensor, timestep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One call's named inputs: the branches' prompt inputs stacked, the latents and timestep repeated."""
+    size = len(group)
+    named = {name: torch.cat([branch[name] for branch in group]) for name in group[0]}
+    named["hidden_states"] = latents.expand(size, *latents.shape[1:]).contiguous()  # (G, C, h, w)
+    named["timestep"] = timestep.expand(size).contiguous()  # (G,)
+    return named
+
+
+def to_pil(pixels: torch.Tensor):
+    """(3, H, W) or (1, 3, H, W) pixels in [0, 1] -> an RGB PIL image (rounded half to even)."""
+    from PIL import Image
+
+    pixels = pixels[0] if pixels.dim() == 4 else pixels
+    return Image.fromarray((pixels.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
 
 
 def sample(scheduler, latent_shape: tuple[int, ...], settings: Generation, predict, progress=None,

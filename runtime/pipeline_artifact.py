@@ -20,7 +20,14 @@ import torch
 
 from edit_mobile.errors import UserError
 from edit_mobile.runtime.manifest import Manifest, read_manifest
-from edit_mobile.runtime.pipeline import Generation, _check_finite, sample
+from edit_mobile.runtime.pipeline import (
+    Generation,
+    _check_finite,
+    guidance_calls,
+    sample,
+    stacked_inputs,
+    to_pil,
+)
 from edit_mobile.runtime.portable_noise import portable_latents
 
 
@@ -33,10 +40,7 @@ class Stages:
     pixels: torch.Tensor  # (1, 3, H, W) in [0, 1]
 
     def image(self):
-        from PIL import Image
-
-        array = (self.pixels[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-        return Image.fromarray(array)
+        return to_pil(self.pixels)
 
 
 def is_pipeline_artifact(art_dir: str | os.PathLike) -> bool:
@@ -145,15 +149,8 @@ class PipelineArtifact:
         batch = latent_spec[0]
 
         def predict(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-            groups = [branches] if batch == len(branches) else [[b] for b in branches]
-            if batch == 2 and len(branches) == 1:
-                groups = [[branches[0], branches[0]]]
-            noise = []
-            for group in groups:
-                named = {name: torch.cat([b[name] for b in group]) for name in group[0]}
-                named["hidden_states"] = latents.expand(len(group), *latents.shape[1:])
-                named["timestep"] = timestep.expand(len(group))
-                noise.append(next(iter(self.run(method, named).values())))
+            calls = guidance_calls(batch, branches)
+            noise = [next(iter(self.run(method, stacked_inputs(group, latents, timestep)).values())) for group in calls]
             return torch.cat(noise)[: len(branches)]
 
         shape = (1, *latent_spec[1:])

@@ -17,6 +17,7 @@ import torch
 
 from edit_mobile.closeness import meets_floor, psnr_db
 from edit_mobile.errors import UserError
+from edit_mobile.runtime.pipeline import to_pil
 
 IMAGE_FLOORS_DB = {"fp32": 40.0, "fp16": 25.0}
 DEFAULT_PROMPTS = (
@@ -102,7 +103,7 @@ def validate_pipeline(art_dir: str | os.PathLike, prompts: list[str] | None = No
             # Pixels span [0, 1]: the image's PSNR is against that range, not the image's peak.
             "image_psnr_db": image_psnr,
         })
-        report.images.append((prompt, got.image(), _to_image(pixels), image_psnr))
+        report.images.append((prompt, got.image(), to_pil(pixels), image_psnr))
     return report
 
 
@@ -128,7 +129,3 @@ def _image_psnr(reference: torch.Tensor, value: torch.Tensor) -> float:
     return ratio_db(1.0, error, 20.0) if math.isfinite(error) else math.nan
 
 
-def _to_image(pixels: torch.Tensor):
-    from PIL import Image
-
-    return Image.fromarray((pixels[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
