@@ -6,11 +6,10 @@ and each delegate call (DELEGATE_CALL), plus the ops XNNPACK runs inside a deleg
 XNNPACK ("Fully Connected (NC, F32) GEMM #3") and carrying no debug handle.
 
 Attribution to model modules needs the artifact's ETRecord (debug handle -> graph node ->
-nn.Module path). Inside a delegate, XNNPACK runs its operators in the order of the delegated
-subgraph, so the k-th matmul-like operator it reports is matched to the k-th matmul-like node
-of that subgraph (likewise convolutions, softmaxes); other operators inside the delegate take
-the module of the nearest such anchor before them. What XNNPACK does not report (the
-delegate's setup and copies) is kept as the delegate call's "overhead" so the rows add up.
+nn.Module path). Inside a delegate, each operator XNNPACK reports is matched to the serialized
+XNNPACK node it ran, which carries the debug handle of its edge node (`xnnpack_delegate`).
+What XNNPACK does not report (the delegate's setup and copies) is kept as the delegate call's
+"overhead" so the rows add up.
 
 An ETDump recorded elsewhere (the Android app, ExecuTorch's executor_runner --etdump_path) is
 read the same way (`etdump_operator_profile`), against the artifact's own ETRecord.
@@ -26,20 +25,16 @@ from pathlib import Path
 from edit_mobile.errors import UserError
 from edit_mobile.runtime.layers import short_module
 from edit_mobile.runtime.manifest import Manifest
+from edit_mobile.runtime.numerics_executorch import edge_program
 from edit_mobile.runtime.profiling import OperatorProfile, OpTime, op_kind
+from edit_mobile.runtime.xnnpack_delegate import (
+    DelegateNode,
+    attribute_delegate_ops,
+    xnnpack_delegate_nodes,
+)
 from edit_mobile.safe_read import one_line
 
 ETDUMP_IDENTIFIER = b"ED00"  # file_identifier of devtools/etdump/etdump_schema_flatcc.fbs
-
-# XNNPACK operator name prefix -> the edge ops it can come from, for matching inside a delegate.
-XNNPACK_ANCHORS = {
-    "Fully Connected": ("linear", "addmm", "mm"),
-    "Batch Matrix Multiply": ("bmm", "matmul"),
-    "Convolution": ("convolution",),
-    "Deconvolution": ("convolution",),
-    "Softmax": ("_softmax", "softmax"),
-}
-
 
 def executorch_operator_profile(manifest: Manifest, inputs, threads: int | None, runs: int, tick=lambda: None) -> OperatorProfile:
     from edit_mobile.runtime.executorch_session import ExecuTorchSession
@@ -60,7 +55,7 @@ def etdump_operator_profile(manifest: Manifest, etdump_path: Path, made_by: str 
     (the demo apps, ExecuTorch's executor_runner --etdump_path), attributed with its ETRecord."""
     from executorch.devtools import Inspector
 
-    from edit_mobile.runtime.numerics_executorch import ETRECORD_ROLE, edge_program, load_etrecord
+    from edit_mobile.runtime.numerics_executorch import ETRECORD_ROLE, load_etrecord
 
     _check_etdump_header(etdump_path)
     etrecord = load_etrecord(manifest) if manifest.has(ETRECORD_ROLE) else None
@@ -71,8 +66,7 @@ def etdump_operator_profile(manifest: Manifest, etdump_path: Path, made_by: str 
     except Exception as err:  # a flatbuffer that does not parse, or events of another program
         raise UserError(f"{etdump_path} is not an ETDump of {manifest.root.name}'s program ({one_line(err)}); pass "
                         "the .etdp its runtime wrote for this artifact") from err
-    nodes = _nodes_by_handle(edge_program(etrecord)) if etrecord is not None else {}
-    profile = _attribute(inspector, nodes)
+    profile = attribute_events(inspector, etrecord, manifest.file("program").path)
     if etrecord is None:
         profile.notes.append("no ETRecord in the artifact: times are per op but not per block (export with an etrecord)")
     runs = _recorded_runs(inspector)
@@ -81,6 +75,14 @@ def etdump_operator_profile(manifest: Manifest, etdump_path: Path, made_by: str 
     shown = f"mean over {runs - 1} runs after the first" if runs > 1 else "one run"
     profile.notes.append(f"{shown} of the {runs} recorded by {made_by}")
     return profile
+
+
+def attribute_events(inspector, etrecord, program_path: Path) -> OperatorProfile:
+    """The Inspector's events as per-operator times on modules (the ETRecord's graph nodes,
+    reached inside XNNPACK delegates through the program's serialized delegate nodes)."""
+    if etrecord is None:
+        return _attribute(inspector, {}, {})
+    return _attribute(inspector, _nodes_by_handle(edge_program(etrecord)), xnnpack_delegate_nodes(program_path))
 
 
 def _check_etdump_header(path: Path) -> None:
@@ -113,12 +115,6 @@ def _module(node) -> str:
     return short_module(list(stack.values())[-1][0]) if stack else ""
 
 
-def _op_name(node) -> str:
-    """'aten.linear.default' -> 'linear' (edge ops are named namespace.op.overload)."""
-    parts = str(getattr(node.target, "__name__", node.target)).split(".")
-    return parts[1] if len(parts) >= 3 else parts[-1]
-
-
 def _mean(event) -> float:
     """Mean over the runs after the first (cold caches, first-touch allocations). Means, not
     medians: per-op means add up to the mean run, so the rows sum to the total."""
@@ -128,7 +124,7 @@ def _mean(event) -> float:
     return float(sum(raw) / len(raw))
 
 
-def _attribute(inspector, by_handle: dict[int, list]) -> OperatorProfile:
+def _attribute(inspector, by_handle: dict[int, list], delegates: dict[int, list[DelegateNode]]) -> OperatorProfile:
     run_ms, ops = 0.0, []
     pending_inner = []  # ops XNNPACK reported inside the delegate call that follows them
     last_kernel = ""
@@ -148,7 +144,8 @@ def _attribute(inspector, by_handle: dict[int, list]) -> OperatorProfile:
                 module = _module(nodes[-1]) if nodes else ""
                 ops.append(OpTime(f"#{event._instruction_id} {op}", op, module, op_kind(op, module), _mean(event)))
             elif event.name == "DELEGATE_CALL":
-                ops += _delegate_ops(event, pending_inner, _event_nodes(event, by_handle))
+                serialized = delegates.get(event._instruction_id, [])
+                ops += _delegate_ops(event, pending_inner, _event_nodes(event, by_handle), serialized, by_handle)
                 pending_inner = []
     return OperatorProfile("etdump", run_ms, ops)
 
@@ -160,21 +157,16 @@ def _event_nodes(event, by_handle) -> list:
     return sorted(nodes, key=lambda node: node.meta.get("debug_handle", 0))
 
 
-def _delegate_ops(call, inner: list, nodes: list) -> list[OpTime]:
-    """The delegate's own ops attributed to modules, plus the call's unreported overhead."""
+def _delegate_ops(call, inner: list, nodes: list, serialized: list[DelegateNode], by_handle) -> list[OpTime]:
+    """The delegate's own ops attributed to modules through their serialized nodes' debug
+    handles (the call's majority module where none resolves), plus the call's unreported overhead."""
     backend = call.delegate_backend_name or "delegate"
-    anchors: dict[str, list] = {prefix: [n for n in nodes if _op_name(n) in names] for prefix, names in XNNPACK_ANCHORS.items()}
-    seen: dict[str, int] = defaultdict(int)
     majority = _majority_module(nodes)
-    ops, current = [], None
-    for event in inner:
-        prefix = next((p for p in XNNPACK_ANCHORS if event.name.startswith(p)), None)
-        if prefix is not None:
-            index = seen[prefix]
-            seen[prefix] += 1
-            if index < len(anchors[prefix]):
-                current = _module(anchors[prefix][index])
-        module = current if current is not None else majority
+    handles = attribute_delegate_ops([event.name for event in inner], serialized)
+    ops = []
+    for event, handle in zip(inner, handles, strict=True):
+        found = by_handle.get(handle, []) if handle is not None else []
+        module = _module(found[-1]) if found else majority
         op = event.name.split(" #")[0]
         ops.append(OpTime(f"{backend}: {event.name}", op, module, op_kind(op, module), _mean(event)))
     overhead = max(0.0, _mean(call) - sum(op.ms for op in ops))
