@@ -97,11 +97,17 @@ def edit_of(teacher: PixArtTransformer2DModel, fusion_groups: int = 1) -> torch.
     return student
 
 
+BASE_SUFFIX = "@base"
+TOKEN_CONV_PASSES = ("conv_fusion_gemm", "compressor_tokens")
+
+
 def variants(teacher: PixArtTransformer2DModel, names: list[str]) -> dict[str, torch.nn.Module]:
     """teacher, edit (faithful full 3x3 ConvFusion) and edit-gG (grouped 3x3, G groups)."""
     built = {}
     for name in names:
-        if name == "teacher":
+        if name.endswith(BASE_SUFFIX):  # the same model, exported with --base-passes
+            built[name] = variants(teacher, [name.removesuffix(BASE_SUFFIX)])[name.removesuffix(BASE_SUFFIX)]
+        elif name == "teacher":
             built[name] = teacher  # nothing mutates it: students are rebuilt, passes run on copies
         elif name == "edit":
             built[name] = edit_of(teacher)
@@ -270,7 +276,8 @@ def measure_resolution(resolution: int, names: list[str], passes: list[str], arg
     with tempfile.TemporaryDirectory() as folder:
         contenders = []
         for name in names:
-            contenders.append(prepare(name, models.pop(name), resolution, passes, Path(folder), args))
+            chosen = args.base_passes if name.endswith(BASE_SUFFIX) else passes
+            contenders.append(prepare(name, models.pop(name), resolution, chosen, Path(folder), args))
             row = contenders[-1].row
             tqdm.write(f"  {resolution} px {name}: {row.gflop:.0f} GFLOP, delegated ops {row.ops_delegated or '-'} "
                        f"{row.note}")
@@ -306,7 +313,7 @@ def print_table(rows: list[Row], peak_gflops: float) -> None:
     print("\nPer denoising step (median ms); ET = ExecuTorch XNNPACK program; "
           f"% peak = model GFLOP/s over the torch GEMM rate ({peak_gflops:.0f} GFLOP/s)")
     print(
-        f"{'px':>5} {'tokens':>6} {'model':>8} {'GFLOP':>6} {'eager':>8} {'ET':>8} {'ET/eager':>8} "
+        f"{'px':>5} {'tokens':>6} {'model':>12} {'GFLOP':>6} {'eager':>8} {'ET':>8} {'ET/eager':>8} "
         f"{'% peak (eager|ET)':>18} {'planned MiB (xnn|portable)':>27} {'run MiB (eager|ET)':>20} "
         f"{'deleg.':>8} {'maxdiff':>8} reps"
     )
@@ -314,7 +321,7 @@ def print_table(rows: list[Row], peak_gflops: float) -> None:
         share = {runtime: fmt(r.gflops(runtime) and 100 * r.gflops(runtime) / peak_gflops)
                  for runtime in ("eager", "executorch")}
         print(
-            f"{r.resolution:>5} {r.tokens:>6} {r.model:>8} {fmt(r.gflop):>6} {fmt(r.eager_ms):>8} "
+            f"{r.resolution:>5} {r.tokens:>6} {r.model:>12} {fmt(r.gflop):>6} {fmt(r.eager_ms):>8} "
             f"{fmt(r.executorch_ms):>8} {fmt(r.executorch_over_eager, '.2f'):>8} "
             f"{share['eager']:>8} | {share['executorch']:>7} "
             f"{fmt(r.planned_xnnpack_mib, '.1f'):>12} | {fmt(r.planned_portable_mib, '.0f'):>12} "
@@ -327,7 +334,7 @@ def print_table(rows: list[Row], peak_gflops: float) -> None:
 def print_speedups(rows: list[Row]) -> None:
     print("\nEDiT vs teacher, same timing rounds (speed-up = teacher time / EDiT time; memory = EDiT / teacher)")
     print("deployed x = the teacher's faster runtime (ExecuTorch, or eager where ExecuTorch was skipped) / EDiT in ExecuTorch")
-    print(f"{'px':>5} {'model':>8} {'eager x':>8} {'ET x':>8} {'deployed x':>11} {'planned mem (portable)':>23} {'ET run mem':>11}")
+    print(f"{'px':>5} {'model':>12} {'eager x':>8} {'ET x':>8} {'deployed x':>11} {'planned mem (portable)':>23} {'ET run mem':>11}")
     by_key = {(r.resolution, r.model): r for r in rows}
     ratio = lambda a, b: a / b if a and b else None  # noqa: E731
     for r in rows:
@@ -336,7 +343,7 @@ def print_speedups(rows: list[Row]) -> None:
             continue
         best_teacher = min(ms for ms in (teacher.eager_ms, teacher.executorch_ms) if ms)
         print(
-            f"{r.resolution:>5} {r.model:>8} {fmt(ratio(teacher.eager_ms, r.eager_ms), '.2f'):>8} "
+            f"{r.resolution:>5} {r.model:>12} {fmt(ratio(teacher.eager_ms, r.eager_ms), '.2f'):>8} "
             f"{fmt(ratio(teacher.executorch_ms, r.executorch_ms), '.2f'):>8} "
             f"{fmt(ratio(best_teacher, r.executorch_ms), '.2f'):>11} "
             f"{fmt(ratio(r.planned_portable_mib, teacher.planned_portable_mib), '.3f'):>23} "
@@ -345,6 +352,8 @@ def print_speedups(rows: list[Row]) -> None:
 
 
 def label_of(model: str) -> str:
+    if model.endswith(BASE_SUFFIX):
+        return f"{label_of(model.removesuffix(BASE_SUFFIX))} (base passes)"
     if model == "teacher":
         return "PixArt-Sigma"
     return "EDiT" if model == "edit" else f"EDiT, grouped ConvFusion g={model.removeprefix('edit-g')}"
@@ -384,7 +393,11 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2, help="transformer blocks (PixArt-Sigma XL has 28)")
     parser.add_argument("--resolutions", default="256,512,1024,2048", help="pixels per side, comma-separated")
     parser.add_argument("--models", default="teacher,edit,edit-g8",
-                        help="teacher, edit (faithful ConvFusion), edit-gG (grouped 3x3 ConvFusion, G groups)")
+                        help="teacher, edit (faithful ConvFusion), edit-gG (grouped 3x3 ConvFusion, G groups); "
+                             "NAME@base: that model exported with --base-passes, timed in the same rounds")
+    parser.add_argument("--base-passes", default=None,
+                        help="passes of the NAME@base models; default: --passes without the token-layout "
+                             "convolution passes (conv_fusion_gemm, compressor_tokens)")
     parser.add_argument("--passes", default=None, help="comma-separated; default: the xnnpack defaults; \"\" for none (the naive export)")
     parser.add_argument("--budget-s", type=float, default=120.0, help="timing budget per resolution")
     parser.add_argument("--min-reps", type=int, default=1)
@@ -410,12 +423,17 @@ def main() -> None:
         CLOCK = time.thread_time
 
     passes = [p for p in args.passes.split(",") if p] if args.passes is not None else default_passes("xnnpack")
+    if args.base_passes is None:
+        args.base_passes = [p for p in passes if p not in TOKEN_CONV_PASSES]
+    else:
+        args.base_passes = [p for p in args.base_passes.split(",") if p]
     resolutions = [int(r) for r in args.resolutions.split(",")]
     models = args.models.split(",")
     print(f"PixArt-Sigma XL width (1152, 16 heads, 120 prompt tokens) with {args.layers} layers "
           f"(the real model has 28), random weights, fp32, batch 1")
     print(f"threads: torch {torch.get_num_threads()}, ExecuTorch threadpool "
-          f"{portable_lib._threadpool_get_thread_count()}; passes: {','.join(passes) or 'none'}")
+          f"{portable_lib._threadpool_get_thread_count()}; passes: {','.join(passes) or 'none'}; "
+          f"NAME{BASE_SUFFIX} passes: {','.join(args.base_passes) or 'none'}")
     print(f"eager = the unrewritten diffusers model; clock: {'on-CPU time' if args.cpu_time else 'wall time'}")
     load_at_start = os.getloadavg()
     print(f"load average at start: {load_at_start}")

@@ -81,6 +81,11 @@ class ConvFusion(nn.Module):
             local = self.norm(self.act(local))
         return self.expand(local)  # (B, C, h, w)
 
+    def tokens(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The same on row-major tokens (B, N, C) -> (B, N, C): what the processors call, so an
+        export pass can swap in a token-major form without touching them."""
+        return image_to_tokens(self(tokens_to_image(tokens, grid)))
+
 
 class SpatialCompressor(nn.Module):
     """Depthwise strided conv over the token grid: stride s gives s^2 fewer keys/values.
@@ -142,7 +147,7 @@ class EDiTAttnProcessor(nn.Module):
         and, with `with_full_keys` (MM-EDiT prompt rows), the uncompressed key and value.
         """
         grid = check_token_grid(self.token_grid, hidden_states.shape[1], self.key_compressor.stride)
-        fused = hidden_states + image_to_tokens(self.conv_fusion(tokens_to_image(hidden_states, grid)))
+        fused = hidden_states + self.conv_fusion.tokens(hidden_states, grid)
         query = split_heads(attn.to_q(fused), attn.heads)  # (B, heads, N, d)
         key = attn.to_k(hidden_states)  # (B, N, C)
         value = attn.to_v(hidden_states)  # (B, N, C)

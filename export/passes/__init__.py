@@ -22,13 +22,17 @@ from edit_mobile.export.passes.row_norm_matmul import RowNormMatmul
 from edit_mobile.export.passes.row_norm_reduce import RowNormReduce
 from edit_mobile.export.passes.softmax_attention_bmm import SoftmaxAttentionBMM
 from edit_mobile.export.passes.split_head_attention import SplitHeadAttention
+from edit_mobile.export.passes.token_convs import CompressorTokens, ConvFusionGemm
 
 # Application order. Attention processors are swapped before the layout changes, because
-# `channels_first` needs processors that understand the (B, C, 1, S) layout.
+# `channels_first` needs processors that understand the (B, C, 1, S) layout; ConvFusion's
+# token form before `group_norm_pooled`, which would otherwise take its GroupNorm.
 PASSES: dict[str, MobilePass] = {
     p.name: p
     for p in (
         LinearAttentionBMM(),
+        ConvFusionGemm(),
+        CompressorTokens(),
         SoftmaxAttentionBMM(),
         SplitHeadAttention(),
         GroupNormPooled(),

@@ -36,7 +36,7 @@ from edit_mobile.export.passes.softmax_processors import (
     norm_per_head_channels_first,
 )
 from edit_mobile.models import EDiTAttnProcessor, MMEDiTAttnProcessor
-from edit_mobile.models.edit_attention import check_token_grid, image_to_tokens, tokens_to_image
+from edit_mobile.models.edit_attention import check_token_grid
 
 
 class EDiTBMMAttnProcessor(EDiTAttnProcessor):
@@ -75,7 +75,7 @@ class EDiTBMMAttnProcessor(EDiTAttnProcessor):
             key_c = norm_per_head_channels_first(attn.norm_k, fold_heads_channels_first(key_c, heads))  # (BH, d, M)
             value_c = fold_heads_channels_first(value_c, heads)  # (BH, d, M)
         else:
-            fused = hidden_states + image_to_tokens(self.conv_fusion(tokens_to_image(hidden_states, grid)))
+            fused = hidden_states + self.conv_fusion.tokens(hidden_states, grid)
             query = norm_per_head(attn.norm_q, fold_heads(attn.to_q(fused), heads))  # (BH, N, d)
             key_c = self.key_compressor(attn.to_k(hidden_states), grid)  # (B, M, C)
             value_c = self.value_compressor(attn.to_v(hidden_states), grid)
