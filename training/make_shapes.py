@@ -18,7 +18,7 @@ from edit_mobile.pretrained import VAE_FOLDER
 from edit_mobile.training import train_teacher, train_vae
 
 # (image size, steps) stages of each teacher: most steps at 128 px, 4x cheaper a step.
-TEACHER_STAGES = {"pixart": "128:3000,256:1800", "sd3": "128:5000,256:400"}
+TEACHER_STAGES = {"pixart": "128:2000,256:2200", "sd3": "128:5000,256:400"}
 
 
 def install(built: Path, target: Path) -> None:

@@ -62,6 +62,7 @@ CAPTION_DROPOUT = 0.1
 OBJECT_WEIGHT = 4.0
 OBJECT_THRESHOLD = 0.5
 EMA_DECAY = 0.998
+LOW_NOISE_SHARE = 0.5  # see pixart_timesteps
 
 
 def initialise_like_dit(model: torch.nn.Module, zeroed: tuple[str, ...]) -> None:
@@ -93,6 +94,17 @@ def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.
     return ((prediction - target) ** 2 * weights).sum() / (weights.sum() * prediction.shape[1])
 
 
+def pixart_timesteps(count: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Training timesteps: a share LOW_NOISE_SHARE drawn uniformly, the rest with a density rising
+    linearly with t. The caption decides the objects only at high noise (measured: below t = 600
+    the object error is the same with and without the caption), but edges are drawn at low noise,
+    which the rising density alone visits rarely (9% of draws below t = 300: ragged shapes)."""
+    u = torch.rand(count, generator=generator)
+    rising = u.sqrt()
+    uniform = torch.rand(count, generator=generator) < LOW_NOISE_SHARE
+    return (torch.where(uniform, u, rising) * steps).long().clamp(max=steps - 1)
+
+
 class PixArtRecipe:
     """v-prediction on DPMSolverMultistepScheduler's linear betas rescaled to zero terminal SNR."""
 
@@ -112,10 +124,7 @@ class PixArtRecipe:
         return latents * vae.config.scaling_factor  # PixArtSigmaPipeline divides by it, no shift
 
     def loss(self, model, x0: torch.Tensor, cond: dict, generator: torch.Generator) -> torch.Tensor:
-        # Density rising linearly with t: the caption decides the objects only at high noise
-        # (measured: below t = 600 the object error is the same with and without the caption).
-        u = torch.rand(x0.shape[0], generator=generator)
-        t = (u.sqrt() * len(self.alphas)).long().clamp(max=len(self.alphas) - 1)
+        t = pixart_timesteps(x0.shape[0], len(self.alphas), generator)
         noise = torch.randn(x0.shape, generator=generator)
         a = self.alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
