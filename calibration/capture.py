@@ -85,6 +85,7 @@ def capture_calibration(
         is_edit,
         load_transformer,
         model_family,
+        pipeline_folder_of,
         prompt_tokens_of,
     )
 
@@ -99,8 +100,9 @@ def capture_calibration(
     model.eval()
     family = model_family(model)
     family_spec = get_family(family)
-    steps = options.steps or family_spec.default_steps
-    guidance = family_spec.default_guidance if options.guidance is None else options.guidance
+    default_steps, default_guidance = family_spec.sampling_defaults(pipeline_folder_of(model_source))
+    steps = options.steps or default_steps
+    guidance = default_guidance if options.guidance is None else options.guidance
     use_guidance = guidance > 1.0  # as the pipelines: guidance_scale <= 1 means no guidance
     height, width = options.resolution or default_resolution(model)
     tokens = options.prompt_tokens or prompt_tokens_of(model_source, model)

@@ -82,8 +82,9 @@ class DataBuilder:
         self.folder = pipeline_folder
         self.cache = cache
         self.tokens = prompt_tokens
-        self.steps = steps or self.family.default_steps
-        self.guidance = self.family.default_guidance if guidance is None else guidance
+        default_steps, default_guidance = self.family.sampling_defaults(pipeline_folder)
+        self.steps = steps or default_steps
+        self.guidance = default_guidance if guidance is None else guidance
         self.seed = seed
         if pipeline_folder is None:
             raise UserError("the teacher has no pipeline folder (text encoders, VAE, scheduler) to make "

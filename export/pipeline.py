@@ -299,7 +299,7 @@ def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_
         "resolutions": [list(m.resolution) for m in methods if m.name.startswith("denoise_")],
         "methods": {m.name: {**m.io(), "delegation": coverage[m.name]} for m in methods},
         **text_and_scheduler,
-        "defaults": {"steps": parts.family.default_steps, "guidance": parts.family.default_guidance},
+        "defaults": dict(zip(("steps", "guidance"), parts.family.sampling_defaults(parts.folder), strict=True)),
         "vae": {"scaling_factor": float(vae.scaling_factor), "shift_factor": float(parts.family.vae_shift(vae)),
                 "applied_in": "decode"},
         "latent_channels": int(denoise.inputs[0].shape[1]),

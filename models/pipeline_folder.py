@@ -13,6 +13,8 @@ from pathlib import Path
 
 from diffusers import ModelMixin
 
+from edit_mobile.models.families.base import SAMPLING_FILE
+
 STUDENT_LIBRARY = "edit_mobile.models"
 
 
@@ -25,6 +27,9 @@ def write_student_pipeline(teacher_pipeline: Path, student: ModelMixin, target: 
         if name == "transformer" or name.startswith("_") or not isinstance(value, list) or not component.is_dir():
             continue
         shutil.copytree(component, target / name, symlinks=False)
+    sampling = teacher_pipeline / SAMPLING_FILE  # the teacher's recommended steps and guidance
+    if sampling.is_file():
+        shutil.copyfile(sampling, target / SAMPLING_FILE)
     student.save_pretrained(target / "transformer", safe_serialization=True)
     index["transformer"] = [STUDENT_LIBRARY, type(student).__name__]
     (target / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

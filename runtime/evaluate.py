@@ -75,8 +75,9 @@ class DiffusersImages:
         return family_of(self.transformer)
 
     def __call__(self, captions: list[str], settings: Settings, progress=None) -> list:
-        steps = settings.steps or self.family.default_steps
-        guidance = self.family.default_guidance if settings.guidance is None else settings.guidance
+        default_steps, default_guidance = self.family.sampling_defaults(self.folder)
+        steps = settings.steps or default_steps
+        guidance = default_guidance if settings.guidance is None else settings.guidance
         images = []
         for start in range(0, len(captions), BATCH):
             chunk = captions[start : start + BATCH]

@@ -110,11 +110,13 @@ class TextToImage:
             )
 
     def default_settings(self, steps: int | None = None, guidance: float | None = None, seed: int = 0) -> Generation:
+        from edit_mobile.models import pipeline_folder_of
         from edit_mobile.models.families import get_family
 
-        family = get_family(self.manifest.family)
-        return Generation(family.default_steps if steps is None else steps,
-                          family.default_guidance if guidance is None else guidance, seed)
+        default_steps, default_guidance = get_family(self.manifest.family).sampling_defaults(
+            pipeline_folder_of(self.model_source))
+        return Generation(default_steps if steps is None else steps,
+                          default_guidance if guidance is None else guidance, seed)
 
     def encode(self, prompts: list[str], guidance: float):
         encoded = self.encoder.encode(prompts, guidance > 1.0)

@@ -143,6 +143,7 @@ def test_shapes_pipeline_folder_exports_with_its_tokenizer(shapes_folder, shapes
     assert manifest["pipeline"]["text"]["tokenizer_class"] != "ByT5Tokenizer"  # the world's own
     assert manifest["pipeline"]["text"]["max_length"] == 32  # its tokenizer's, not PixArt's 300
     assert manifest["pipeline"]["scheduler"]["config"]["prediction_type"] == "v_prediction"
+    assert manifest["pipeline"]["defaults"] == {"steps": 20, "guidance": 2.0}  # the folder's, measured
     from edit_mobile.runtime.validate_pipeline import validate_pipeline
 
     report = validate_pipeline(shapes_artifact, ["a small red circle in the top left on a white background"], steps=2)

@@ -1,8 +1,8 @@
 """Re-create the shipped shapes models from nothing (`make shapes`): the VAE in two stages, then
 both teachers on its latents, then install the pipeline folders into edit_mobile.pretrained.
 
-Seeded throughout; about 35 (VAE) + 53 (PixArt: text pretraining 7 min, 3000 steps at 128 px at
-0.27 s, 1800 at 256 px at 1.07 s) minutes on 2 cores, SD3's stages not yet timed (`--only pixart sd3` reuses the shipped
+Seeded throughout; about 35 (VAE) + 55 (PixArt: text pretraining 7 min, 2000 steps at 128 px at
+0.27 s, 2200 at 256 px at 1.07 s) minutes on 2 cores, SD3's stages not yet timed (`--only pixart sd3` reuses the shipped
 VAE). Each pipeline's vae/ is a link to pretrained/shapes-vae/: one VAE serves both
 teachers (it carries SD3's shift and PixArt's scale).
 """

@@ -9,6 +9,9 @@ from pathlib import Path
 import torch
 
 VAE_SCALE = 8  # pixels per latent cell: the VAEs of every family here downsample 8x
+# A pipeline folder's own recommended sampling (steps, guidance), written by the training that
+# made it; diffusers has no place for it and ignores the file.
+SAMPLING_FILE = "edit_mobile_sampling.json"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,15 @@ class Family:
     def prompt_inputs(self, config, batch: int, tokens: int) -> list[TensorSpec]:
         """The prompt-level inputs (embeddings, mask or pooled vector) in call order."""
         raise NotImplementedError
+
+    def sampling_defaults(self, pipeline_folder: Path | None) -> tuple[int, float]:
+        """(steps, guidance): the folder's own recommendation (SAMPLING_FILE) where it has one,
+        else the family pipeline's defaults."""
+        steps, guidance = self.default_steps, self.default_guidance
+        path = Path(pipeline_folder) / SAMPLING_FILE if pipeline_folder is not None else None
+        if path is None or not path.is_file():
+            return steps, guidance
+        return read_sampling(path, steps, guidance)
 
     def default_prompt_tokens_of(self, pipeline_folder: Path | None) -> int:
         """The prompt length of a model that comes with this pipeline folder (None: no folder)."""
@@ -125,3 +137,19 @@ def tokenizer_max_length(folder: Path, default: int) -> int:
     except (OSError, ValueError):
         return default
     return value if isinstance(value, int) and 0 < value <= 4096 else default
+
+
+def read_sampling(path: Path, steps: int, guidance: float) -> tuple[int, float]:
+    import json
+
+    from edit_mobile.errors import UserError
+
+    try:
+        data = json.loads(path.read_text())
+        steps, guidance = int(data.get("steps", steps)), float(data.get("guidance", guidance))
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise UserError(f"{path} is not a sampling file ({err}); it holds {{\"steps\": N, \"guidance\": G}}: "
+                        "fix or delete it") from err
+    if not (1 <= steps <= 1000 and 0.0 <= guidance <= 100.0):
+        raise UserError(f"{path}: steps {steps} / guidance {guidance} out of range (1-1000, 0-100); fix or delete it")
+    return steps, guidance
