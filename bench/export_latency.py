@@ -1,8 +1,10 @@
-"""Latency of one denoising step, PixArt-Sigma XL teacher vs EDiT, PyTorch eager vs ExecuTorch.
+"""Latency of one denoising step, teacher vs EDiT / MM-EDiT, PyTorch eager vs ExecuTorch.
 
-Builds the PixArt-Sigma XL width (1152, 16 heads, 120 prompt tokens, caption width 4096) with
-few layers (default 2, random weights), converts it to EDiT (`to_edit`: the faithful full 3x3
-ConvFusion, and `edit-gG` for the lighter grouped 3x3 form with G groups), and for each
+Builds the PixArt-Sigma XL width (`--family pixart`: 1152, 16 heads, 120 prompt tokens, caption
+width 4096) or the SD3.5-Medium width (`--family sd3`: 1536, 24 heads, joint attention with 333
+prompt tokens, MMDiT-X dual-attention layers) with few layers (default 2, random weights),
+converts it to EDiT / MM-EDiT (`to_edit` / `to_mm_edit`: the faithful full 3x3 ConvFusion, and
+`edit-gG` for the lighter grouped 3x3 form with G groups), and for each
 resolution exports each with the project's XNNPACK lowering after the default xnnpack rewrite
 passes. Each program runs in the real ExecuTorch runtime; every timing round runs every model
 once in eager (the unrewritten diffusers model) and once in ExecuTorch, in the same process
@@ -12,8 +14,8 @@ share of this machine's torch fp32 GEMM rate measured in the same run), planned 
 memory (ExecuTorch memory planning) and the peak resident memory each run adds; writes a PNG
 of latency vs tokens and a JSON of every number.
 
-    python bench/export_latency.py [--layers 2] [--resolutions 256,512,1024,2048]
-                                   [--models teacher,edit,edit-g8]
+    python bench/export_latency.py [--family pixart|sd3] [--layers 2] [--resolutions 256,512,1024,2048]
+                                   [--models teacher,edit,edit-g8] [--passes ...] [--base-passes ...]
 
 Other agents may share the cores: the load average is printed before and after; trust
 ratios from one run, not absolute times across runs.
@@ -36,11 +38,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import PixArtTransformer2DModel
+from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel
 from tqdm import tqdm
 
 from edit_mobile.export.passes import apply_passes, default_passes
-from edit_mobile.models import PRESETS, DenoiserWrapper, TransformerSignature, to_edit
+from edit_mobile.models import PRESETS, DenoiserWrapper, TransformerSignature, to_edit, to_mm_edit
 from edit_mobile.models.flops import count_step_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -87,8 +89,24 @@ def pixart_sigma_xl(resolution: int, layers: int) -> PixArtTransformer2DModel:
         return PixArtTransformer2DModel.from_config(config).eval()
 
 
-def edit_of(teacher: PixArtTransformer2DModel, fusion_groups: int = 1) -> torch.nn.Module:
-    student = to_edit(teacher, {"fusion_groups": fusion_groups}).eval()
+def sd35_medium(resolution: int, layers: int) -> SD3Transformer2DModel:
+    """SD3.5-Medium's width with `layers` blocks, the first ones MMDiT-X (dual attention) as in
+    the real model (13 of its 24)."""
+    config = {**PRESETS["sd35-medium"].config, "num_layers": layers, "sample_size": resolution // 8,
+              "dual_attention_layers": tuple(range(min(layers, 13)))}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return SD3Transformer2DModel.from_config(config).eval()
+
+
+# family -> (builder, teacher / student names, what is built, the real model's layers)
+FAMILIES = {"pixart": (pixart_sigma_xl, ("PixArt-Sigma", "EDiT"), "PixArt-Sigma XL width (1152, 16 heads, 120 prompt tokens)", 28),
+            "sd3": (sd35_medium, ("SD3.5-Medium", "MM-EDiT"), "SD3.5-Medium width (1536, 24 heads, 333 prompt tokens, MMDiT-X)", 24)}
+
+
+def edit_of(teacher, fusion_groups: int = 1) -> torch.nn.Module:
+    convert = to_mm_edit if isinstance(teacher, SD3Transformer2DModel) else to_edit
+    student = convert(teacher, {"fusion_groups": fusion_groups}).eval()
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         for name, parameter in student.named_parameters():
@@ -101,7 +119,7 @@ BASE_SUFFIX = "@base"
 TOKEN_CONV_PASSES = ("conv_fusion_gemm", "compressor_tokens")
 
 
-def variants(teacher: PixArtTransformer2DModel, names: list[str]) -> dict[str, torch.nn.Module]:
+def variants(teacher, names: list[str]) -> dict[str, torch.nn.Module]:
     """teacher, edit (faithful full 3x3 ConvFusion) and edit-gG (grouped 3x3, G groups)."""
     built = {}
     for name in names:
@@ -272,7 +290,7 @@ def time_round_robin(contenders: list[Contender], args) -> None:
 
 
 def measure_resolution(resolution: int, names: list[str], passes: list[str], args) -> list[Row]:
-    models = variants(pixart_sigma_xl(resolution, args.layers), names)
+    models = variants(FAMILIES[args.family][0](resolution, args.layers), names)
     with tempfile.TemporaryDirectory() as folder:
         contenders = []
         for name in names:
@@ -283,6 +301,14 @@ def measure_resolution(resolution: int, names: list[str], passes: list[str], arg
                        f"{row.note}")
         time_round_robin(contenders, args)
     return [c.row for c in contenders]
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
 
 
 def gemm_peak_gflops() -> float:
@@ -351,15 +377,16 @@ def print_speedups(rows: list[Row]) -> None:
         )
 
 
-def label_of(model: str) -> str:
+def label_of(model: str, family: str = "pixart") -> str:
+    teacher, student = FAMILIES[family][1]
     if model.endswith(BASE_SUFFIX):
-        return f"{label_of(model.removesuffix(BASE_SUFFIX))} (base passes)"
+        return f"{label_of(model.removesuffix(BASE_SUFFIX), family)} (base passes)"
     if model == "teacher":
-        return "PixArt-Sigma"
-    return "EDiT" if model == "edit" else f"EDiT, grouped ConvFusion g={model.removeprefix('edit-g')}"
+        return teacher
+    return student if model == "edit" else f"{student}, grouped ConvFusion g={model.removeprefix('edit-g')}"
 
 
-def plot(rows: list[Row], path: Path, layers: int) -> None:
+def plot(rows: list[Row], path: Path, layers: int, family: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -374,13 +401,13 @@ def plot(rows: list[Row], path: Path, layers: int) -> None:
             if points:
                 where = "ExecuTorch XNNPACK" if runtime == "executorch" else "PyTorch eager"
                 axis.plot(*zip(*points, strict=True), f"C{index}{style}", marker="o",
-                          label=f"{label_of(model)} - {where}")
+                          label=f"{label_of(model, family)} - {where}")
     axis.set_xscale("log", base=2)
     axis.set_yscale("log")
     axis.set_xlabel("image tokens (256 px = 256 ... 2048 px = 16384)")
     axis.set_ylabel("ms per denoising step (median)")
     clock = "on-CPU time" if CLOCK is time.thread_time else "wall time"
-    axis.set_title(f"PixArt-Sigma XL width, {layers} layer(s), fp32, {torch.get_num_threads()} thread(s), {clock}",
+    axis.set_title(f"{FAMILIES[family][2].split(' (')[0]}, {layers} layer(s), fp32, {torch.get_num_threads()} thread(s), {clock}",
                    fontsize=10)
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)
@@ -390,7 +417,9 @@ def plot(rows: list[Row], path: Path, layers: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=2, help="transformer blocks (PixArt-Sigma XL has 28)")
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="pixart",
+                        help="pixart: PixArt-Sigma XL width, EDiT; sd3: SD3.5-Medium width, MM-EDiT (default pixart)")
+    parser.add_argument("--layers", type=int, default=2, help="transformer blocks (PixArt-Sigma XL has 28, SD3.5-Medium 24)")
     parser.add_argument("--resolutions", default="256,512,1024,2048", help="pixels per side, comma-separated")
     parser.add_argument("--models", default="teacher,edit,edit-g8",
                         help="teacher, edit (faithful ConvFusion), edit-gG (grouped 3x3 ConvFusion, G groups); "
@@ -429,8 +458,9 @@ def main() -> None:
         args.base_passes = [p for p in args.base_passes.split(",") if p]
     resolutions = [int(r) for r in args.resolutions.split(",")]
     models = args.models.split(",")
-    print(f"PixArt-Sigma XL width (1152, 16 heads, 120 prompt tokens) with {args.layers} layers "
-          f"(the real model has 28), random weights, fp32, batch 1")
+    _, _, described, real_layers = FAMILIES[args.family]
+    print(f"{described} with {args.layers} layers (the real model has {real_layers}), random weights, fp32, batch 1")
+    print(f"CPU: {cpu_name()}")
     print(f"threads: torch {torch.get_num_threads()}, ExecuTorch threadpool "
           f"{portable_lib._threadpool_get_thread_count()}; passes: {','.join(passes) or 'none'}; "
           f"NAME{BASE_SUFFIX} passes: {','.join(args.base_passes) or 'none'}")
@@ -449,10 +479,10 @@ def main() -> None:
     print(f"load average at end: {load_at_end}")
     print_table(rows, peak)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"export_latency_{torch.get_num_threads()}t{'_cpu' if args.cpu_time else ''}{'' if passes else '_nopasses'}"
+    stem = f"export_latency_{'' if args.family == 'pixart' else args.family + '_'}{torch.get_num_threads()}t{'_cpu' if args.cpu_time else ''}{'' if passes else '_nopasses'}"
     png = args.out / f"{stem}.png"
-    plot(rows, png, args.layers)
-    report = {"layers": args.layers, "passes": passes, "threads": torch.get_num_threads(),
+    plot(rows, png, args.layers, args.family)
+    report = {"family": args.family, "layers": args.layers, "passes": passes, "threads": torch.get_num_threads(),
               "gemm_peak_gflops": peak,
               "clock": "thread_time" if args.cpu_time else "wall", "load": [load_at_start, load_at_end],
               "rows": [asdict(r) | {"executorch_over_eager": r.executorch_over_eager} for r in rows]}
