@@ -59,6 +59,8 @@ class Row:
     executorch_ms: float | None = None
     eager_runs_ms: list[float] = field(default_factory=list)
     executorch_runs_ms: list[float] = field(default_factory=list)
+    onnx_ms: float | None = None  # onnxruntime CPU EP (--onnx), the project's ONNX artifact
+    onnx_runs_ms: list[float] = field(default_factory=list)
     max_abs_diff: float | None = None
     planned_xnnpack_mib: float | None = None  # ExecuTorch-planned buffers of the XNNPACK program
     planned_portable_mib: float | None = None  # same graph, no delegate: every activation planned
@@ -221,6 +223,7 @@ class Contender:
     row: Row
     run_eager: Callable[[], torch.Tensor]
     run_executorch: Callable[[], torch.Tensor] | None = None
+    run_onnx: Callable[[], object] | None = None
 
 
 def prepare(name: str, model, resolution: int, passes: list[str], folder: Path, args) -> Contender:
@@ -260,7 +263,31 @@ def prepare(name: str, model, resolution: int, passes: list[str], folder: Path, 
     row.eager_peak_mib = peak_added_mib(lambda: outputs.setdefault("eager", run_eager()))
     row.max_abs_diff = float((contender.run_executorch() - outputs["eager"]).abs().max())
     row.executorch_peak_mib = executorch_run_memory_mib(path, inputs)
+    if args.onnx:
+        contender.run_onnx = onnx_runner(model, inputs, signature, folder / f"{name}-{resolution}-onnx")
     return contender
+
+
+def onnx_runner(model, inputs, signature, folder: Path) -> Callable[[], object]:
+    """The model as `edit-mobile export --backend onnx` writes it (the onnx default passes), in an
+    onnxruntime CPU session with as many intra-op threads as torch uses."""
+    import onnxruntime as ort
+
+    from edit_mobile.export.backends.base import LoweringJob
+    from edit_mobile.export.backends.onnx import BACKEND as ONNX
+
+    folder.mkdir()
+    rewritten = DenoiserWrapper(apply_passes(copy.deepcopy(model), default_passes("onnx"))).eval()
+    with torch.no_grad():
+        exported = torch.export.export(rewritten, inputs)
+        reference = (rewritten(*inputs),)
+    names = [spec.name for spec in signature.inputs]
+    result = ONNX.lower(LoweringJob(exported, inputs, reference, names, ["noise_pred"], "fp32"), folder)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(folder / result.files["program"]), options, providers=["CPUExecutionProvider"])
+    feed = {name: tensor.numpy() for name, tensor in zip(names, inputs, strict=True)}
+    return lambda: session.run(None, feed)
 
 
 def executorch_runner(program_path: Path, inputs) -> Callable[[], torch.Tensor]:
@@ -278,6 +305,8 @@ def time_round_robin(contenders: list[Contender], args) -> None:
         runs.append((c.row.eager_runs_ms, c.run_eager))
         if c.run_executorch:
             runs.append((c.row.executorch_runs_ms, c.run_executorch))
+        if c.run_onnx:
+            runs.append((c.row.onnx_runs_ms, c.run_onnx))
     one_round = sum(timed(run) for _, run in runs)  # warm-up round, also sizes the budget
     repeats = int(max(args.min_reps, min(args.max_reps, args.budget_s * 1000 // one_round)))
     for _ in tqdm(range(repeats), desc="timing rounds", leave=False):
@@ -287,6 +316,8 @@ def time_round_robin(contenders: list[Contender], args) -> None:
         c.row.eager_ms = statistics.median(c.row.eager_runs_ms)
         if c.row.executorch_runs_ms:
             c.row.executorch_ms = statistics.median(c.row.executorch_runs_ms)
+        if c.row.onnx_runs_ms:
+            c.row.onnx_ms = statistics.median(c.row.onnx_runs_ms)
 
 
 def measure_resolution(resolution: int, names: list[str], passes: list[str], args) -> list[Row]:
@@ -341,7 +372,7 @@ def print_table(rows: list[Row], peak_gflops: float) -> None:
     print(
         f"{'px':>5} {'tokens':>6} {'model':>12} {'GFLOP':>6} {'eager':>8} {'ET':>8} {'ET/eager':>8} "
         f"{'% peak (eager|ET)':>18} {'planned MiB (xnn|portable)':>27} {'run MiB (eager|ET)':>20} "
-        f"{'deleg.':>8} {'maxdiff':>8} reps"
+        f"{'deleg.':>8} {'maxdiff':>8} {'ORT':>8} {'ET/ORT':>7} reps"
     )
     for r in rows:
         share = {runtime: fmt(r.gflops(runtime) and 100 * r.gflops(runtime) / peak_gflops)
@@ -352,7 +383,9 @@ def print_table(rows: list[Row], peak_gflops: float) -> None:
             f"{share['eager']:>8} | {share['executorch']:>7} "
             f"{fmt(r.planned_xnnpack_mib, '.1f'):>12} | {fmt(r.planned_portable_mib, '.0f'):>12} "
             f"{fmt(r.eager_peak_mib):>9} | {fmt(r.executorch_peak_mib):>8} {r.ops_delegated or '-':>8} "
-            f"{fmt(r.max_abs_diff, '.1e'):>8} {len(r.eager_runs_ms)} {r.note}"
+            f"{fmt(r.max_abs_diff, '.1e'):>8} {fmt(r.onnx_ms):>8} "
+            f"{fmt(r.executorch_ms / r.onnx_ms if r.executorch_ms and r.onnx_ms else None, '.2f'):>7} "
+            f"{len(r.eager_runs_ms)} {r.note}"
         )
     print_speedups(rows)
 
@@ -437,6 +470,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch and ExecuTorch threads (default: torch's)")
     parser.add_argument("--cpu-time", action="store_true",
                         help="with --threads 1: time on-CPU time of the calling thread, robust to other load")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also export each model to ONNX and time it in onnxruntime's CPU EP in the same rounds")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
