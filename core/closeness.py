@@ -67,6 +67,16 @@ def psnr_db(reference, value) -> float:
     return closeness(reference, value).psnr_db
 
 
+def peak_psnr_db(reference, value, peak: float) -> float:
+    """PSNR against a fixed peak, the image convention (255 for 8-bit pixels, 1.0 for [0, 1]
+    floats): 20 log10(peak / RMSE) in float64; identical -> PERFECT_DB; NaN if either holds a
+    non-finite value (NaN meets no floor)."""
+    import numpy as np
+
+    error = np.sqrt(np.mean((_float64(reference) - _float64(value)) ** 2))
+    return ratio_db(peak, float(error), 20.0) if math.isfinite(error) else math.nan
+
+
 def ratio_db(signal: float, noise: float, scale: float) -> float:
     if noise == 0:
         return PERFECT_DB  # identical, zeros included

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from edit_mobile.errors import UserError
+from edit_mobile.runtime.images import image_psnr
 
 CAPTION_SETS = ("seen", "heldout", "two")
 DEFAULT_SETS = ("seen", "heldout", "two")
@@ -143,14 +144,6 @@ def image_maker(source: str | Path, threads: int | None = None):
     if (path / "manifest.json").is_file():
         return ArtifactImages(path, threads)
     return DiffusersImages(str(source))
-
-
-def image_psnr(image, reference) -> float:
-    """PSNR of two 8-bit images in dB (peak 255); identical images give inf."""
-    a = np.asarray(image, dtype=np.float64)
-    b = np.asarray(reference, dtype=np.float64)
-    mse = float(np.mean((a - b) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def evaluate(source, sets=DEFAULT_SETS, samples: int = 32, settings: Settings = Settings(),

@@ -7,13 +7,13 @@ so that a person sees at a glance whether a numeric gap is a visible one.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from edit_mobile.closeness import peak_psnr_db
 from edit_mobile.runtime.manifest import Manifest
 from edit_mobile.runtime.session import Session
 
@@ -26,10 +26,7 @@ MIN_SHOWN_WIDTH = 256
 
 def image_psnr(first, second) -> float:
     """PSNR of two 8-bit images, peak 255 (the image convention, not the tensors')."""
-    a = np.asarray(first, dtype=np.float64)
-    b = np.asarray(second, dtype=np.float64)
-    mse = float(np.mean((a - b) ** 2))
-    return 200.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    return peak_psnr_db(np.asarray(first), np.asarray(second), 255.0)
 
 
 def compare_images(manifest: Manifest, session: Session, reference: Session, output: str | os.PathLike,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from edit_mobile.closeness import meets_floor, psnr_db
+from edit_mobile.closeness import meets_floor, peak_psnr_db, psnr_db
 from edit_mobile.errors import UserError
 from edit_mobile.runtime.pipeline import to_pil
 
@@ -95,7 +95,7 @@ def validate_pipeline(art_dir: str | os.PathLike, prompts: list[str] | None = No
             progress(prompt)
         got = artifact.generate(prompt, settings, resolution)
         embeds, latents, pixels = diffusers_generation(pipe, parts, prompt, settings, resolution)
-        image_psnr = _image_psnr(pixels, got.pixels)
+        image_psnr = peak_psnr_db(pixels, got.pixels, 1.0)  # [0, 1] pixels
         report.prompts.append({
             "prompt": prompt,
             "embeddings_psnr_db": psnr_db(embeds, got.prompt["encoder_hidden_states"]),
@@ -117,15 +117,5 @@ def bundled_checks(manifest) -> list[dict]:
         return []
     relative = BUNDLED_ATOL_RMSE_FACTOR * 10 ** (-PSNR_FLOORS_DB[manifest.precision] / 20)
     return [{"passed": check.passed, "detail": check.detail} for check in verify_pipeline_bundle(manifest, relative)]
-
-
-def _image_psnr(reference: torch.Tensor, value: torch.Tensor) -> float:
-    """20 log10(1 / RMSE) over [0, 1] pixels; NaN (meets no floor) if either is not finite."""
-    import math
-
-    from edit_mobile.closeness import ratio_db
-
-    error = float(((reference.double() - value.double()) ** 2).mean().sqrt())
-    return ratio_db(1.0, error, 20.0) if math.isfinite(error) else math.nan
 
 

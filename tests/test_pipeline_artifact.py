@@ -116,9 +116,10 @@ def test_profile_times_every_method_and_one_image(tiny_artifact, tmp_path, capsy
 
 
 def test_a_nan_image_fails_the_pipeline_floor():
-    from edit_mobile.runtime.validate_pipeline import PipelineReport, _image_psnr
+    from edit_mobile.closeness import peak_psnr_db
+    from edit_mobile.runtime.validate_pipeline import PipelineReport
 
-    psnr = _image_psnr(torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), float("nan")))
+    psnr = peak_psnr_db(torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), float("nan")), 1.0)
     report = PipelineReport("x", "fp32", 40.0, {}, [{"image_psnr_db": psnr}])
     assert not report.passed
 
