@@ -159,3 +159,36 @@ def test_a_folder_carries_its_measured_sampling_defaults(pipelines, student, tmp
     (tmp_path / SAMPLING_FILE).write_text('{"steps": "many"}')
     with pytest.raises(UserError, match=SAMPLING_FILE):
         pixart.sampling_defaults(tmp_path)
+
+
+# The shipped PixArt teacher through diffusers' own pipeline, at its recorded sampling (20 steps,
+# guidance 2.0), on 8 fixed seen one-object captions at seeds 0..7. Measured (AMD EPYC, AVX2):
+# prompt accuracy 3/8, colour 7/8, shape 4/8, size, position and background 8/8. Floors: one
+# caption of margin for sampling numerics that differ between CPUs; pure noise scores 0 on all.
+# (The issue's targets, 0.90 seen / 0.75 held-out, are not met: see README, shapes status.)
+FLOORS_SEEN_8 = {"prompt_accuracy": 2 / 8, "position": 7 / 8, "background": 7 / 8, "size": 7 / 8, "colour": 6 / 8}
+
+
+def test_shipped_pixart_teacher_draws_what_its_captions_say():
+    import diffusers
+
+    from edit_mobile.models.families import get_family
+    from edit_mobile.pretrained import pipeline_folder
+    from edit_mobile.runtime.evaluate import captions_of
+    from edit_mobile.shapes import score
+
+    folder = pipeline_folder("shapes-pixart")
+    assert folder is not None, "shapes-pixart is shipped: pretrained/shapes-pixart/ (make shapes)"
+    pipeline = diffusers.PixArtSigmaPipeline.from_pretrained(folder, local_files_only=True)
+    pipeline.set_progress_bar_config(disable=True)
+    family = get_family("pixart")
+    steps, guidance = family.sampling_defaults(folder)
+    captioned = captions_of("seen", 8, 0)
+    generators = [torch.Generator().manual_seed(i) for i in range(8)]
+    with torch.no_grad():
+        images = pipeline([c.caption for c in captioned], num_inference_steps=steps, guidance_scale=guidance,
+                          generator=generators, **family.pipeline_call_options(32)).images
+    assert images[0].size == (256, 256)
+    result = score(images, [c.scene for c in captioned])
+    measured = {"prompt_accuracy": result["prompt_accuracy"], **result["per_attribute"]}
+    assert all(measured[key] >= floor for key, floor in FLOORS_SEEN_8.items()), measured

@@ -50,6 +50,8 @@ PASSES: dict[str, MobilePass] = {
 # Runtime runs every op itself; the explicit softmax avoids the safe-softmax masking work, and
 # ORT Mobile's NNAPI has no LayerNormalization and no InstanceNormalization (GroupNorm's ONNX form).
 # Neural engines (Core ML, QNN) want the channels-first layout and per-head softmax.
+# conv_fusion_gemm / compressor_tokens: measured on XNNPACK 4.5% faster, but 5-6x the run's peak
+# memory (docs/bench_runs/token-convs), so no backend has them by default.
 _NEURAL_ENGINE = ["linear_attention_bmm", "split_head_attention", "group_norm_pooled", "channels_first"]
 DEFAULT_PASSES: dict[str, list[str]] = {
     "xnnpack": [

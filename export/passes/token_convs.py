@@ -153,8 +153,10 @@ class TokenSpatialCompressor(nn.Module):
         for tap in range(9):
             a, b = divmod(tap, 3)
             start = (b % 2) * channels
-            part = blocks[:, a // 2 : a // 2 + rows, a % 2, b // 2 : b // 2 + cols, start : start + channels]
-            part = part * self.tap_weights[tap]
+            # slices only (a size-1 phase axis, not an index): XNNPACK takes no select_copy
+            phase = a % 2
+            part = blocks[:, a // 2 : a // 2 + rows, phase : phase + 1, b // 2 : b // 2 + cols, start : start + channels]
+            part = part * self.tap_weights[tap : tap + 1]  # (1, C)
             out = part if out is None else out + part
         out = out.reshape(batch, rows * cols, channels)
         return out if self.bias is None else out + self.bias
