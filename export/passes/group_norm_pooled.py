@@ -18,16 +18,21 @@ from torch import nn
 from edit_mobile.export.passes.base import MobilePass, swap_children
 
 
+def group_average_matrix(norm: nn.GroupNorm) -> torch.Tensor:
+    """(C, C): entry (i, j) is 1 / (channels per group) where channels i and j share a group, so
+    statistics @ it average each group's channels and broadcast the result back to them."""
+    channels, groups = norm.num_channels, norm.num_groups
+    per_group = channels // groups
+    group_of = torch.arange(channels) // per_group  # (C,)
+    return (group_of[:, None] == group_of[None, :]).float() / per_group
+
+
 class PooledGroupNorm(nn.Module):
     """nn.GroupNorm on (B, C, H, W), written as pooling + group-averaging 1x1 conv."""
 
     def __init__(self, norm: nn.GroupNorm):
         super().__init__()
-        channels, groups = norm.num_channels, norm.num_groups
-        per_group = channels // groups
-        group_of = torch.arange(channels) // per_group  # (C,)
-        same_group = (group_of[:, None] == group_of[None, :]).float() / per_group  # (C, C)
-        self.register_buffer("group_average", same_group[:, :, None, None], persistent=False)
+        self.register_buffer("group_average", group_average_matrix(norm)[:, :, None, None], persistent=False)
         self.eps = norm.eps
         self.weight = norm.weight  # (C,) or None
         self.bias = norm.bias

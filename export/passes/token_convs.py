@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edit_mobile.export.passes.base import MobilePass, attention_modules
+from edit_mobile.export.passes.group_norm_pooled import group_average_matrix
 from edit_mobile.models.edit_attention import (
     ConvFusion,
     SpatialCompressor,
@@ -49,10 +50,7 @@ class TokenGroupNorm(nn.Module):
 
     def __init__(self, norm: nn.GroupNorm):
         super().__init__()
-        channels, groups = norm.num_channels, norm.num_groups
-        group_of = torch.arange(channels) // (channels // groups)
-        same_group = (group_of[:, None] == group_of[None, :]).float() / (channels // groups)
-        self.register_buffer("group_average", same_group, persistent=False)  # (C, C)
+        self.register_buffer("group_average", group_average_matrix(norm), persistent=False)  # (C, C)
         self.eps = norm.eps
         self.weight = norm.weight
         self.bias = norm.bias
