@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     validate.add_argument("--prompts", type=Path, metavar="FILE", help="prompts for --images, one a line (default: 3 shipped ones)")
     _add_pipeline_options(validate)
     validate.add_argument("--pipeline", action="store_true",
-                          help="a pipeline artifact (export --pipeline): generate with it and with diffusers' own "
+                          help="a pipeline artifact (export --pipeline; detected without the flag): generate with it and with diffusers' own "
                           "pipeline at the same seed, compare prompt embeddings, final latents and images "
                           "(pass: image PSNR >= 40 dB fp32, 25 dB fp16); --prompts, --image-steps, --images apply")
     validate.add_argument("--threads", type=cli_args.threads, metavar="T", help="runtime threads (default: the runtime's)")
@@ -189,7 +189,9 @@ def run_validate(args: argparse.Namespace) -> int:
     if args.images is not None:
         images = Path(args.images) if args.images else Path(f"{args.art_dir.resolve().name}-images.png")
     _check_outputs(args, (args.json, ".json"), (images, ".png"))  # before any work
-    if args.pipeline:
+    from edit_mobile.runtime.pipeline_artifact import is_pipeline_artifact
+
+    if args.pipeline or is_pipeline_artifact(args.art_dir):  # the flag is implied; kept for old scripts
         return run_validate_pipeline(args, console, images)
     image_options = {"steps": args.image_steps, "text_encoder": args.text_encoder, "embeddings": args.embeddings, "vae": args.vae}
     if args.prompts is not None:

@@ -2,7 +2,7 @@
 both teachers on its latents, then install the pipeline folders into edit_mobile.pretrained.
 
 Seeded throughout; about 35 (VAE) + 55 (PixArt: text pretraining 7 min, 2000 steps at 128 px at
-0.27 s, 2200 at 256 px at 1.07 s) minutes on 2 cores, SD3's stages not yet timed (`--only pixart sd3` reuses the shipped
+0.27 s, 2200 at 256 px at 1.07 s) minutes on 2 cores; SD3 at 0.25 s a step at 128 px and 0.72 s at 256 px, its stages sized for ~55 min but not yet run to the end (`--only pixart sd3` reuses the shipped
 VAE). Each pipeline's vae/ is a link to pretrained/shapes-vae/: one VAE serves both
 teachers (it carries SD3's shift and PixArt's scale).
 """
@@ -18,7 +18,7 @@ from edit_mobile.pretrained import VAE_FOLDER
 from edit_mobile.training import train_teacher, train_vae
 
 # (image size, steps) stages of each teacher: most steps at 128 px, 4x cheaper a step.
-TEACHER_STAGES = {"pixart": "128:2000,256:2200", "sd3": "128:5000,256:400"}
+TEACHER_STAGES = {"pixart": "128:2000,256:2200", "sd3": "128:2500,256:2800"}
 
 
 def install(built: Path, target: Path) -> None:
