@@ -47,8 +47,8 @@ def is_pipeline_artifact(art_dir: str | os.PathLike) -> bool:
     path = Path(art_dir) / "manifest.json"
     try:
         return path.is_file() and "pipeline" in json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
+    except (OSError, ValueError, RecursionError, TypeError):
+        return False  # not this kind of artifact: the manifest reader then says what is wrong
 
 
 class PipelineArtifact:
