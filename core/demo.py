@@ -33,6 +33,11 @@ class Artifact:
     runnable: bool = True  # Core ML runs only on macOS: exported and inspected here
     evaluated: bool = True  # its images are judged (shapes models)
 
+    @property
+    def is_pipeline(self) -> bool:
+        """The whole text-to-image pipeline: validated against diffusers, not calibration records."""
+        return "--pipeline" in self.flags
+
 
 def shapes_artifacts() -> tuple[Artifact, ...]:
     return (
@@ -196,7 +201,7 @@ def side_by_side(demo: Demo, rows: list[tuple[str, str]]):
     draw = ImageDraw.Draw(sheet)
     top = 0
     for (title, grid), (_, name) in zip(grids, rows, strict=True):
-        accuracy = json.loads(demo.report(f"{name}-evaluate").read_text())["prompt_accuracy"]
+        accuracy = read_json(demo.report(f"{name}-evaluate"))["prompt_accuracy"]
         draw.text((4, top + 4), f"{title}: prompt accuracy {accuracy:.2f}", fill="black")
         sheet.paste(grid, (0, top + label))
         top += grid.height + label
@@ -209,14 +214,14 @@ def export_and_check(demo: Demo, spec: Artifact, model: Path, calib: Path) -> di
     run(["export", str(model), "--backend", spec.backend, *flags, "-o", str(artifact)])
     if spec.runnable:
         validate = ["validate", str(artifact), "--json", str(demo.report(f"{spec.name}-validate"))]
-        if "--pipeline" not in spec.flags:
+        if not spec.is_pipeline:
             validate += ["--calibration", str(calib)]
         # A failed gate (exit 1) is a result to show, not a reason to stop.
         run(validate, allowed=(0, 1))
-        run(["profile", str(artifact), "--iters", "10" if "--pipeline" in spec.flags else "20",
+        run(["profile", str(artifact), "--iters", "10" if spec.is_pipeline else "20",
              "--json", str(demo.report(f"{spec.name}-profile"))])
     if demo.shapes and spec.evaluated:
-        evaluate(demo, artifact, spec.name, teacher=model if "--pipeline" in spec.flags else None)
+        evaluate(demo, artifact, spec.name, teacher=model if spec.is_pipeline else None)
     return summary_row(demo, spec)
 
 

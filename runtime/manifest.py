@@ -150,7 +150,7 @@ def read_manifest(art_dir: str | os.PathLike, verify_files: bool = True) -> Mani
     if not path.is_file():
         raise UserError(f"{root} has no {MANIFEST_NAME}: not an edit-mobile artifact; export one with edit-mobile export")
     _check_inside(root.resolve(), path, MANIFEST_NAME)
-    data = _parse_json(path)
+    data = parse_manifest_json(path)
     _check_schema(path, data)
     manifest = Manifest(root.resolve(), data)
     if verify_files:
@@ -159,7 +159,7 @@ def read_manifest(art_dir: str | os.PathLike, verify_files: bool = True) -> Mani
     return manifest
 
 
-def _parse_json(path: Path):
+def parse_manifest_json(path: Path):
     """The document, or a UserError: too big, not UTF-8 JSON, NaN / Infinity, or nested too deep."""
     bounds = JsonBounds(MAX_MANIFEST_BYTES, MAX_DEPTH, MAX_ITEMS, MAX_STRING)
     return read_json(path, "re-export the artifact", bounds)

@@ -11,7 +11,6 @@ diffusers' own pipeline.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 
 from edit_mobile.errors import UserError
-from edit_mobile.runtime.manifest import Manifest, read_manifest
+from edit_mobile.runtime.manifest import MANIFEST_NAME, Manifest, parse_manifest_json, read_manifest
 from edit_mobile.runtime.pipeline import (
     Generation,
     _check_finite,
@@ -44,11 +43,16 @@ class Stages:
 
 
 def is_pipeline_artifact(art_dir: str | os.PathLike) -> bool:
-    path = Path(art_dir) / "manifest.json"
+    """Read with the manifest's own bounds; a manifest they refuse is not one, and read_manifest
+    then says what is wrong with it in one line."""
+    path = Path(art_dir) / MANIFEST_NAME
+    if not path.is_file():
+        return False
     try:
-        return path.is_file() and "pipeline" in json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError, TypeError):
-        return False  # not this kind of artifact: the manifest reader then says what is wrong
+        document = parse_manifest_json(path)
+    except UserError:
+        return False
+    return isinstance(document, dict) and "pipeline" in document
 
 
 class PipelineArtifact:
