@@ -30,8 +30,8 @@ def register(subparsers) -> None:
     parser.add_argument("--pipeline", action="store_true",
                         help="xnnpack: the whole text-to-image pipeline in one program (methods encode_prompt, "
                         "denoise_HxW, decode_HxW; weights stored once, in model.ptd per --weights) with its "
-                        "tokenizer and scheduler; "
-                        "MODEL: a pipeline folder (or a tiny preset)")
+                        "tokenizer and scheduler; with --quantize, the denoise method quantized at the "
+                        "calibration set's resolution; MODEL: a pipeline folder (or a tiny preset)")
     parser.add_argument("--precision", default=None, metavar="{" + ",".join(PRECISIONS) + "}",
                         help="default: fp16 for coreml, coreml-pte and qnn; fp32 otherwise")
     parser.add_argument("--batch", type=cli_args.int_range(1, 2, what="a batch"), default=1, metavar="{1,2}",
@@ -73,8 +73,7 @@ def register(subparsers) -> None:
 def run_pipeline_export(args: argparse.Namespace) -> int:
     from edit_mobile.export.pipeline import PipelineRequest, export_pipeline
 
-    ignored = [flag for flag, value in (("--quantize", args.quantize), ("--calibration", args.calibration),
-                                        ("--passes", args.passes), ("--no-passes", args.no_passes),
+    ignored = [flag for flag, value in (("--passes", args.passes), ("--no-passes", args.no_passes),
                                         ("--ort", args.ort)) if value]
     if ignored:
         raise UserError(f"{', '.join(ignored)} do not apply with --pipeline yet (the denoiser gets the backend's "
@@ -83,7 +82,8 @@ def run_pipeline_export(args: argparse.Namespace) -> int:
         model=args.model, output=args.output, resolutions=tuple(args.resolution or ()), backend=args.backend,
         precision=args.precision or "fp32", batch=args.batch, prompt_tokens=args.prompt_tokens,
         weights=args.weights or "auto", seed=args.seed,
-        allow_below_floor=args.allow_below_floor, force=args.force,
+        allow_below_floor=args.allow_below_floor, force=args.force, quantize=args.quantize,
+        calibration=args.calibration, min_psnr=args.min_psnr, float_layers=tuple(args.float_layers),
     )
     print(export_pipeline(request))
     return 0

@@ -16,6 +16,12 @@ ART_DIR/
   tokenizer/                  the prompt's tokenizer (transformers files)
   scheduler/                  scheduler_config.json of the diffusers scheduler to step with
   test_vectors.safetensors    <method>.input.<name> / <method>.output.<name>, PyTorch float32
+
+With --quantize (xnnpack schemes, --calibration from `edit-mobile calibrate`) the denoise method
+is quantized as `export --quantize` quantizes a denoiser (PT2E, float layers for --min-psnr); the
+text encoder and decoder stay float32. The calibration set fixes the size: one resolution, the
+set's. The denoise method's test vector is then a held-out calibration record (quantization is
+judged where the sampler goes, not on random latents) and its floor the quantized one (30 dB).
 """
 
 from __future__ import annotations
@@ -65,10 +71,14 @@ class PipelineRequest:
     seed: int = 0
     allow_below_floor: bool = False
     force: bool = False
+    quantize: str | None = None  # an xnnpack scheme for the denoise method (int8 resolved)
+    calibration: Path | None = None
+    min_psnr: float | None = None
+    float_layers: tuple[str, ...] = ()
 
     @property
     def inputs(self) -> list:
-        return [self.model]
+        return [self.model, *([self.calibration] if self.calibration else [])]
 
 
 @dataclass
@@ -82,14 +92,29 @@ class Method:
     output_names: list[str]
     resolution: tuple[int, int] | None = None
     precision: str = "fp32"
-    reference: nn.Module | None = None  # the float32 module, where `module` runs in fp16
+    reference: nn.Module | None = None  # the float32 module, where `module` runs in fp16 or quantized
     outputs: tuple[torch.Tensor, ...] = field(default=())  # PyTorch float32 reference
+    signature: object = None  # the denoiser's TransformerSignature (denoise methods)
+    quantization: dict | None = None  # the manifest's quantization record, once quantized
+
+    @property
+    def floor_db(self) -> float:
+        from edit_mobile.export.self_check import floor_db
+
+        return floor_db(self.precision, self.quantization is not None)
+
+    @property
+    def expects_host_outputs(self) -> bool:
+        """fp16 and quantized methods are bundled with what the program computes here: the device
+        must reproduce the host, not PyTorch's float32."""
+        return self.precision != "fp32" or self.quantization is not None
 
     def io(self) -> dict:
         return {
             "inputs": [_spec(n, t) for n, t in zip(self.input_names, self.inputs, strict=True)],
             "outputs": [_spec(n, t) for n, t in zip(self.output_names, self.outputs, strict=True)],
             "precision": self.precision,
+            **({"quantization": self.quantization["scheme"]} if self.quantization else {}),
             **({"resolution": list(self.resolution)} if self.resolution else {}),
         }
 
@@ -109,7 +134,45 @@ def check_request(request: PipelineRequest) -> None:
         raise UserError(f"batch {request.batch} is not supported; choose 1 or 2")
     if len(set(request.resolutions)) != len(request.resolutions):
         raise UserError("--resolution lists a size twice; give each size once")
+    check_quantization_request(request)
     check_output_dir(request.output, "export", request.inputs, request.force)
+
+
+def check_quantization_request(request: PipelineRequest) -> None:
+    if request.quantize is None:
+        if request.min_psnr is not None or request.float_layers or request.calibration is not None:
+            raise UserError("--calibration, --min-psnr and --float-layers apply only with --quantize SCHEME")
+        return
+    if request.precision != "fp32":
+        raise UserError("a quantized pipeline starts from the float32 denoiser: drop --precision fp16")
+    if request.calibration is None:
+        raise UserError("--pipeline --quantize needs --calibration CALIB_DIR (edit-mobile calibrate): its records "
+                        "calibrate the denoiser and fix the resolution")
+    if len(request.resolutions) > 1:
+        raise UserError("a quantized pipeline draws at its calibration set's one resolution; give one --resolution "
+                        "or none")
+
+
+def resolve_quantization(request: PipelineRequest):
+    """(request with the scheme's full name and the set's resolution, calibration set or None)."""
+    import dataclasses
+
+    if request.quantize is None:
+        return request, None
+    from edit_mobile.calibration import load_calibration
+    from edit_mobile.export.quantization import resolve_scheme
+
+    scheme = resolve_scheme(request.backend, request.quantize)
+    calibration = load_calibration(request.calibration)
+    recorded = tuple(calibration.manifest.get("resolution") or ())
+    if request.resolutions and tuple(request.resolutions[0]) != recorded:
+        raise UserError(f"the calibration set {request.calibration} was recorded at {_size(recorded)}, not "
+                        f"{_size(request.resolutions[0])}; calibrate at that size or drop --resolution")
+    return dataclasses.replace(request, quantize=scheme, resolutions=(recorded,)), calibration
+
+
+def _size(resolution) -> str:
+    return "x".join(str(side) for side in resolution) or "an unknown size"
 
 
 def build_methods(parts, request: PipelineRequest) -> list[Method]:
@@ -132,7 +195,8 @@ def build_methods(parts, request: PipelineRequest) -> list[Method]:
         reference = DenoiserWrapper(parts.transformer).eval()
         inputs = signature.example_inputs(request.seed)
         methods.append(Method(denoise_method(resolution), mobile, inputs, signature.input_names,
-                              [signature.outputs[0].name], resolution, request.precision, reference))
+                              [signature.outputs[0].name], resolution, request.precision, reference,
+                              signature=signature))
         latents = inputs[0][:1].clone()  # (1, C, h, w), unit scale; its own storage for the test vectors
         methods.append(Method(decode_method(resolution), decoder, (latents,), ["latents"], ["image"], resolution))
     return methods
@@ -177,17 +241,44 @@ def write_test_vectors(methods: list[Method], path: Path) -> None:
     save_file(tensors, str(path))
 
 
-def lower_program(methods: list[Method], staging: Path, weights: str):
-    """torch.export each method, lower them together to XNNPACK, write model.pte (and model.ptd
-    with the weights outside). XNNPACK names each weight by its sha256, so methods that share
-    weights store them once either way. Returns (program manager, roles, coverage per method)."""
+def use_heldout_test_vector(methods: list[Method], calibration) -> None:
+    """The quantized denoise method's test vector: the first held-out calibration record (at the
+    method's batch), where its quantization is judged."""
+    from edit_mobile.export.quantization import load_records
+
+    method = next(m for m in methods if m.name.startswith("denoise_"))
+    _, _, heldout = load_records(calibration, method.signature)
+    if not heldout:
+        raise UserError(f"the calibration set {calibration.path} has no held-out records to check the quantized "
+                        "denoiser on; re-run edit-mobile calibrate with --heldout-records")
+    method.inputs = tuple(tensor.clone() for tensor in heldout[0])
+
+
+def trace_methods(methods: list[Method], request: PipelineRequest, calibration) -> dict:
+    """torch.export of each method; the denoise method quantized for a quantized request."""
+    with torch.no_grad():
+        programs = {m.name: torch.export.export(m.module, m.inputs, strict=False) for m in methods}
+    if request.quantize is None:
+        return programs
+    from edit_mobile.export.quantization import quantize_program
+
+    method = next(m for m in methods if m.name.startswith("denoise_"))
+    programs[method.name], method.quantization = quantize_program(
+        programs[method.name], backend=request.backend, scheme=request.quantize, calibration=calibration,
+        signature=method.signature, denoiser=method.module, min_psnr=request.min_psnr,
+        float_layers=tuple(request.float_layers))
+    return programs
+
+
+def lower_program(programs: dict, staging: Path, weights: str):
+    """Lower the methods' programs together to XNNPACK, write model.pte (and model.ptd with the
+    weights outside). XNNPACK names each weight by its sha256, so methods that share weights
+    store them once either way. Returns (program manager, roles, coverage per method)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
     from edit_mobile.export.backends import executorch_program
     from edit_mobile.export.backends.xnnpack import EXTERNAL_WEIGHTS_FROM_BYTES, weight_bytes
 
-    with torch.no_grad():
-        programs = {m.name: torch.export.export(m.module, m.inputs, strict=False) for m in methods}
     external = weights == "external" or weights == "auto" and unique_weight_bytes(
         programs, weight_bytes) >= EXTERNAL_WEIGHTS_FROM_BYTES
     edge, coverage = executorch_program.lower_methods(programs, [XnnpackPartitioner()], external)
@@ -212,11 +303,11 @@ def run_methods(program_path: Path, weights: Path | None, methods: list[Method])
 
 def self_check(methods: list[Method], outputs: dict[str, list[torch.Tensor]], allow_below_floor: bool) -> dict:
     """Each method's outputs against PyTorch, held to its precision's floor."""
-    from edit_mobile.closeness import PSNR_FLOORS_DB, closeness, meets_floor
+    from edit_mobile.closeness import closeness, meets_floor
 
     record, failures = {}, []
     for method in methods:
-        floor = PSNR_FLOORS_DB[method.precision]
+        floor = method.floor_db
         psnrs = [closeness(reference, got).psnr_db
                  for reference, got in zip(method.outputs, outputs[method.name], strict=True)]
         passed = all(meets_floor(value, floor) for value in psnrs)
@@ -224,15 +315,17 @@ def self_check(methods: list[Method], outputs: dict[str, list[torch.Tensor]], al
         if not passed:
             failures.append(f"{method.name} {min(psnrs):.1f} dB (floor {floor:g})")
     if failures and not allow_below_floor:
+        remedy = ("--min-psnr 30 (keeps the most sensitive layers float)" if any(m.quantization for m in methods)
+                  else "--precision fp32")
         raise UserError(f"the exported pipeline falls below its floor: {'; '.join(failures)}; nothing was written. "
-                        "Try --precision fp32, or pass --allow-below-floor to keep it (recorded in the manifest)")
+                        f"Try {remedy}, or pass --allow-below-floor to keep it (recorded in the manifest)")
     return {"ran": True, "runtime": "ExecuTorch runtime", "inputs": "test vectors", "methods": record,
             "passed": not failures, **({"allowed_below_floor": True} if failures else {})}
 
 
 def write_bundle(program, methods: list[Method], outputs: dict[str, list[torch.Tensor]], staging: Path) -> str:
-    """A test case for every method; float32 methods expect PyTorch's outputs, fp16 ones what the
-    program computes here (the device must reproduce the host)."""
+    """A test case for every method; float32 methods expect PyTorch's outputs, fp16 and quantized
+    ones what the program computes here (the device must reproduce the host)."""
     from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
     from executorch.devtools.bundled_program.core import BundledProgram
     from executorch.devtools.bundled_program.serialize import (
@@ -243,7 +336,7 @@ def write_bundle(program, methods: list[Method], outputs: dict[str, list[torch.T
 
     suites = [MethodTestSuite(method_name=m.name, test_cases=[MethodTestCase(
         inputs=list(m.inputs),
-        expected_outputs=list(m.outputs if m.precision == "fp32" else outputs[m.name]))]) for m in methods]
+        expected_outputs=list(outputs[m.name] if m.expects_host_outputs else m.outputs))]) for m in methods]
     (staging / BUNDLED_FILE).write_bytes(serialize_from_bundled_program_to_flatbuffer(BundledProgram(program, suites)))
     return BUNDLED_FILE
 
@@ -285,7 +378,7 @@ def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_
     manifest = manifest_io.build_manifest(
         model={**model_record(request.model, parts.transformer), "pipeline_folder": str(parts.folder or "")},
         resolution=denoise.resolution, batch=request.batch, prompt_tokens=parts.prompt_tokens,
-        backend=request.backend, precision=request.precision, quantization=None, passes=[],
+        backend=request.backend, precision=request.precision, quantization=denoise.quantization, passes=[],
         inputs=denoise.io()["inputs"], outputs=denoise.io()["outputs"],
         files={role: manifest_io.file_entry(staging, path) for role, path in sorted(roles.items())},
         delegation=coverage[denoise.name],
@@ -315,8 +408,11 @@ def export_pipeline(request: PipelineRequest) -> Path:
     from edit_mobile.export.backends.base import lowering_stage
 
     check_request(request)
+    request, calibration = resolve_quantization(request)
     parts = load_pipeline_parts(request.model, request.prompt_tokens)
     methods = build_methods(parts, request)
+    if calibration is not None:
+        use_heldout_test_vector(methods, calibration)
     stages = tqdm(total=5, desc=f"export pipeline {request.model} -> {request.backend}", unit="stage",
                   file=sys.stderr, disable=None, leave=False)
     with atomic_output_dir(request.output, "export", request.inputs, request.force) as staging, stages:
@@ -327,7 +423,8 @@ def export_pipeline(request: PipelineRequest) -> Path:
         stages.set_postfix_str("torch.export and lowering")
         log_path = staging.parent / f"{Path(request.output).name}.export-error.log"
         with lowering_stage(request.backend, "lowering", log_path):
-            program, files, coverage = lower_program(methods, staging, request.weights)
+            programs = trace_methods(methods, request, calibration)
+            program, files, coverage = lower_program(programs, staging, request.weights)
         stages.update()
         stages.set_postfix_str("self-check")
         weights = staging / files["weights"] if "weights" in files else None

@@ -19,7 +19,7 @@ from edit_mobile.closeness import meets_floor, peak_psnr_db, psnr_db
 from edit_mobile.errors import UserError
 from edit_mobile.runtime.pipeline import to_pil
 
-IMAGE_FLOORS_DB = {"fp32": 40.0, "fp16": 25.0}
+IMAGE_FLOORS_DB = {"fp32": 40.0, "fp16": 25.0, "quantized": 20.0}
 DEFAULT_PROMPTS = (
     "a small red circle in the top left on a white background",
     "a large blue square in the center on a yellow background",
@@ -85,7 +85,7 @@ def validate_pipeline(art_dir: str | os.PathLike, prompts: list[str] | None = No
     parts = reference_parts(artifact.manifest)
     pipe = parts.diffusers_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    precision = artifact.manifest.precision
+    precision = floor_key(artifact.manifest)
     report = PipelineReport(str(art_dir), precision, IMAGE_FLOORS_DB[precision],
                             {"steps": settings.steps, "guidance": settings.guidance, "seed": seed,
                              "resolution": list(resolution)})
@@ -107,6 +107,11 @@ def validate_pipeline(art_dir: str | os.PathLike, prompts: list[str] | None = No
     return report
 
 
+def floor_key(manifest) -> str:
+    """The floors a pipeline is held to: its precision's, or the quantized ones."""
+    return "quantized" if manifest.quantization else manifest.precision
+
+
 def bundled_checks(manifest) -> list[dict]:
     """The BundledProgram's own cases (what a device checks itself with), as validate's tolerances."""
     from edit_mobile.closeness import PSNR_FLOORS_DB
@@ -115,7 +120,7 @@ def bundled_checks(manifest) -> list[dict]:
 
     if not manifest.has("bundled_program"):
         return []
-    relative = BUNDLED_ATOL_RMSE_FACTOR * 10 ** (-PSNR_FLOORS_DB[manifest.precision] / 20)
+    relative = BUNDLED_ATOL_RMSE_FACTOR * 10 ** (-PSNR_FLOORS_DB[floor_key(manifest)] / 20)
     return [{"passed": check.passed, "detail": check.detail} for check in verify_pipeline_bundle(manifest, relative)]
 
 

@@ -125,6 +125,49 @@ def test_a_nan_image_fails_the_pipeline_floor():
 
 
 @pytest.fixture(scope="module")
+def quantized_artifact(tmp_path_factory):
+    """tiny-pixart-edit with its denoise method int8-static at the calibration set's 64x64. Random
+    weights quantize badly (about 11 dB on the worst held-out record): written with
+    --allow-below-floor, the plumbing is what is tested here; the trained teacher's figures are
+    measured by bench/shapes_quality.py."""
+    from edit_mobile.main import main
+
+    root = tmp_path_factory.mktemp("quantized")
+    assert main(["calibrate", "tiny-pixart-edit", "--resolution", "64", "--steps", "2", "--samples", "2",
+                 "--records", "4", "--heldout-records", "2", "-o", str(root / "calib")]) == 0
+    assert main(["export", "tiny-pixart-edit", "--backend", "xnnpack", "--pipeline", "--quantize", "int8",
+                 "--calibration", str(root / "calib"), "--allow-below-floor", "-o", str(root / "art")]) == 0
+    return root / "art", root / "calib"
+
+
+def test_a_quantized_pipeline_quantizes_the_denoiser_on_held_out_records(quantized_artifact):
+    from safetensors.torch import load_file
+
+    from edit_mobile.calibration import load_calibration
+    from edit_mobile.runtime.manifest import read_manifest
+    from edit_mobile.runtime.validate_pipeline import validate_pipeline
+
+    art, calib = quantized_artifact
+    manifest = read_manifest(art)
+    methods = manifest.pipeline["methods"]
+    assert sorted(methods) == ["decode_64x64", "denoise_64x64", "encode_prompt"]  # the set's one size
+    assert methods["denoise_64x64"]["quantization"] == "int8-static" and "quantization" not in methods["decode_64x64"]
+    assert manifest.quantization["scheme"] == "int8-static" and manifest.quantization["calibration"]["records"]
+    # The quantized method's test vector is a held-out record, judged at the quantized floor.
+    held_out = load_calibration(calib).heldout_inputs[0]
+    vectors = load_file(art / "test_vectors.safetensors")
+    torch.testing.assert_close(vectors["denoise_64x64.input.hidden_states"], held_out[0], rtol=0, atol=0)
+    checked = manifest.data["self_check"]["methods"]
+    assert checked["denoise_64x64"]["floor_db"] == 30 and checked["encode_prompt"]["floor_db"] == 60
+    assert manifest.data["self_check"]["passed"] == checked["denoise_64x64"]["passed"]
+    # int8 arithmetic in the program: far from float's agreement, which the float methods keep.
+    assert checked["denoise_64x64"]["psnr_db_min"] < 50 < 100 < checked["encode_prompt"]["psnr_db_min"]
+    report = validate_pipeline(art, ["a red circle"], steps=2)
+    assert report.precision == "quantized" and report.floor_db < 40
+    assert all(case["passed"] for case in report.bundled)  # the device reproduces the host's int8 outputs
+
+
+@pytest.fixture(scope="module")
 def shapes_artifact(shapes_folder, tmp_path_factory):
     from edit_mobile.main import main
 
@@ -220,7 +263,10 @@ def test_the_android_apps_pipeline_keys_are_what_export_writes(tiny_artifact):
     (["--backend", "onnx", "--pipeline"], "--pipeline exports to xnnpack so far"),
     (["--backend", "xnnpack", "--pipeline", "--resolution", "64", "64"], "lists a size twice"),
     (["--backend", "xnnpack", "--resolution", "64", "128"], "several --resolution values need --pipeline"),
-    (["--backend", "xnnpack", "--pipeline", "--quantize", "int8"], "do not apply with --pipeline"),
+    (["--backend", "xnnpack", "--pipeline", "--no-passes"], "do not apply with --pipeline"),
+    (["--backend", "xnnpack", "--pipeline", "--quantize", "int8"], "needs --calibration"),
+    (["--backend", "xnnpack", "--pipeline", "--min-psnr", "30"], "apply only with --quantize"),
+    (["--backend", "xnnpack", "--pipeline", "--quantize", "int8", "--precision", "fp16"], "drop --precision fp16"),
 ])
 def test_bad_pipeline_requests_are_one_line(argv, message, tmp_path, capsys):
     out = tmp_path / "art"

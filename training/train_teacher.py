@@ -26,11 +26,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from edit_mobile.errors import UserError
+from edit_mobile.fileio import check_output_dir
 from edit_mobile.training.loop import TrainingLog, cosine_lr, seed_everything
 from edit_mobile.training.shapes_data import IMAGE_SIZE, render_batch, training_scene
 from edit_mobile.training.shapes_text import (
@@ -333,11 +336,19 @@ def main(argv=None) -> None:
     parser.add_argument("--cache", type=Path, default=Path("build/shapes/cache"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    args.output.mkdir(parents=True, exist_ok=False)
+    # New or empty only: the log is written as training goes, so an earlier run's folder is not ours to reuse.
+    output = check_output_dir(args.output, "train-teacher")
+    if output.exists() and any(output.iterdir()):
+        raise UserError(f"{output} is not empty; pass a new or empty folder with -o")
+    output.mkdir(parents=True, exist_ok=True)
     record = train(args.family, args.vae, args.output, args.stages, args.batch, args.lr, args.seed,
                    args.images, args.cache, args.text_steps)
     print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
