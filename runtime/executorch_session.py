@@ -174,6 +174,40 @@ class ExecuTorchSession(Session):
         with tempfile.TemporaryDirectory(prefix="edit-mobile-debug-") as scratch:
             self._etdump_owner.write_etdump_result_to_file(str(etdump_path), str(Path(scratch) / "debug.bin"))
 
+    def default_threads(self) -> int:
+        return thread_count()
+
+    def planned_memory(self) -> dict:
+        """ExecuTorch's memory plan: the activation arenas the program declares (weights apart)."""
+        info = self.program_info()
+        plan = info.methods[METHOD]
+        return {
+            "planned_bytes": plan.planned_bytes,
+            "planned_buffers": plan.planned_buffer_bytes,
+            "constant_and_delegate_bytes": info.segment_bytes,
+            "instructions": plan.instructions,
+            "delegate_calls": len(plan.delegates),
+            "planned_note": "tensors ExecuTorch holds between instructions; a delegate's inner activations live in "
+                            "its own workspace (XNNPACK's), counted in peak RSS, not here" if plan.delegates else
+                            "every activation of the program",
+        }
+
+    def bundled_checks(self, atol: float) -> list[dict]:
+        if not self.manifest.has("bundled_program"):
+            return []
+        return [vars(check) for check in verify_bundled_program(self.manifest, rtol=0.0, atol=atol)]
+
+    @classmethod
+    def operator_profile(cls, manifest: Manifest, inputs, threads: int | None, runs: int, tick=lambda: None):
+        from edit_mobile.runtime.profile_executorch import executorch_operator_profile
+
+        return executorch_operator_profile(manifest, inputs, threads, runs, tick)
+
+    def layer_report(self, inputs, reference: Session, threshold_db: float):
+        from edit_mobile.runtime.numerics_executorch import executorch_layer_report
+
+        return executorch_layer_report(self.manifest, inputs, reference.wrapper.state_dict(), threshold_db)
+
     @property
     def bundled_test_cases(self) -> int:
         return self._bundle_info.test_cases.get(METHOD, 0) if self.bundled else 0

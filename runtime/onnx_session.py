@@ -73,6 +73,17 @@ class OnnxSession(Session):
         except Exception as err:
             raise UserError(f"onnxruntime failed running {self.entry.relative}: {one_line(err)}") from err
 
+    @classmethod
+    def operator_profile(cls, manifest: Manifest, inputs, threads: int | None, runs: int, tick=lambda: None):
+        from edit_mobile.runtime.profile_onnx import onnx_operator_profile
+
+        return onnx_operator_profile(manifest, inputs, threads, runs, tick)
+
+    def layer_report(self, inputs, reference: Session, threshold_db: float):
+        from edit_mobile.runtime.numerics_onnx import onnx_layer_report
+
+        return onnx_layer_report(self.manifest, inputs, reference, threshold_db)
+
     def end_profiling(self) -> Path:
         """Stop onnxruntime's profiler; returns its JSON trace (needs profile_prefix at load)."""
         return Path(self.ort_session.end_profiling())

@@ -213,7 +213,7 @@ def profile(art_dir: str | os.PathLike, iters: int = 20, warmup: int = 3, thread
         "runtime": session.runtime,
         "backend": manifest.backend,
         "precision": manifest.precision,
-        "threads": threads or _default_threads(session),
+        "threads": threads or session.default_threads(),
         "iters": iters,
         "warmup": warmup,
         "verify_ms": verify_ms,
@@ -224,54 +224,16 @@ def profile(art_dir: str | os.PathLike, iters: int = 20, warmup: int = 3, thread
             "rss_after_load_mb": rss_loaded,
             "peak_rss_mb": peak_rss_mb(),
             "peak_is_since_load": resettable,
-            **planned_memory(session),
+            **session.planned_memory(),
         },
-        "program_bytes": session.entry.path.stat().st_size if hasattr(session, "entry") and session.entry.path.is_file() else None,
+        "program_bytes": session.file_bytes(),
     }
+    session_class = type(session)
     session.close()
     del session
     if operators:
-        result["operators"] = operator_profile(manifest, inputs, threads, tick).as_dict()
+        result["operators"] = session_class.operator_profile(manifest, inputs, threads, PROFILED_RUNS, tick).as_dict()
     return result
-
-
-def _default_threads(session: Session) -> int:
-    if session.runtime == "executorch":
-        from edit_mobile.runtime.executorch_session import thread_count
-
-        return thread_count()
-    return torch.get_num_threads() if session.runtime == "pytorch" else os.cpu_count() or 1
-
-
-def planned_memory(session: Session) -> dict:
-    """ExecuTorch's memory plan: the activation arenas the program declares (weights apart)."""
-    if session.runtime != "executorch":
-        return {"planned_bytes": None, "planned_note": f"{session.runtime} plans memory at load time; not declared by the file"}
-    info = session.program_info()
-    plan = info.methods["forward"]
-    return {
-        "planned_bytes": plan.planned_bytes,
-        "planned_buffers": plan.planned_buffer_bytes,
-        "constant_and_delegate_bytes": info.segment_bytes,
-        "instructions": plan.instructions,
-        "delegate_calls": len(plan.delegates),
-        "planned_note": "tensors ExecuTorch holds between instructions; a delegate's inner activations live in "
-                        "its own workspace (XNNPACK's), counted in peak RSS, not here" if plan.delegates else
-                        "every activation of the program",
-    }
-
-
-def operator_profile(manifest: Manifest, inputs, threads: int | None, tick=lambda: None) -> OperatorProfile:
-    runtime_key = manifest.file("program" if manifest.has("program") else "bundled_program").path.suffix.lower()
-    if runtime_key in (".pte", ".bpte"):
-        from edit_mobile.runtime.profile_executorch import executorch_operator_profile
-
-        return executorch_operator_profile(manifest, inputs, threads, PROFILED_RUNS, tick)
-    if runtime_key in (".onnx", ".ort"):
-        from edit_mobile.runtime.profile_onnx import onnx_operator_profile
-
-        return onnx_operator_profile(manifest, inputs, threads, PROFILED_RUNS, tick)
-    return OperatorProfile("none", 0.0, notes=[f"no operator profiler for {runtime_key} programs"])
 
 
 def module_label(path: str) -> str:

@@ -41,6 +41,9 @@ class ReferenceSession(Session):
         self.load_seconds = time.perf_counter() - started
 
     @torch.no_grad()
+    def default_threads(self) -> int:
+        return torch.get_num_threads()
+
     def _run(self, inputs: tuple[torch.Tensor, ...]) -> list:
         return [self.wrapper(*inputs)]
 

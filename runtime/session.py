@@ -49,6 +49,34 @@ class Session:
         self.manifest = manifest
         self.inputs: tuple[IOSpec, ...] = manifest.inputs
         self.outputs: tuple[IOSpec, ...] = manifest.outputs
+        self.entry = None  # the program file's manifest entry, for sessions that run a file
+
+    # --- capabilities: what validate and profile ask of any session; a runtime overrides what it has
+
+    def default_threads(self) -> int:
+        return os.cpu_count() or 1
+
+    def planned_memory(self) -> dict:
+        """The memory plan the program file declares (weights apart), where the format has one."""
+        return {"planned_bytes": None, "planned_note": f"{self.runtime} plans memory at load time; not declared by the file"}
+
+    def file_bytes(self) -> int | None:
+        return self.entry.path.stat().st_size if self.entry is not None and self.entry.path.is_file() else None
+
+    def bundled_checks(self, atol: float) -> list[dict]:
+        """The program's own bundled test cases run by its runtime within `atol`; none by default."""
+        return []
+
+    @classmethod
+    def operator_profile(cls, manifest: Manifest, inputs, threads: int | None, runs: int, tick=lambda: None):
+        """Per-operator times from a fresh, profiling load of the artifact (an OperatorProfile)."""
+        from edit_mobile.runtime.profiling import OperatorProfile
+
+        return OperatorProfile("none", 0.0, notes=[f"no operator profiler for {cls.runtime} programs"])
+
+    def layer_report(self, inputs, reference: Session, threshold_db: float):
+        """Each layer's output against the PyTorch reference's on `inputs`."""
+        raise UserError(f"--per-layer works for ExecuTorch and ONNX artifacts, not {self.runtime}")
 
     @property
     def input_names(self) -> list[str]:

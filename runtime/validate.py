@@ -276,13 +276,13 @@ def validate(
             report.scores += score(session, reference, random_inputs(manifest, reference, samples), "random", threshold)
     if not report.scores:
         raise UserError(f"nothing to compare: {manifest.root.name} has no test vectors and --samples is 0; pass --samples N")
-    if session.runtime == "executorch" and manifest.has("bundled_program") and stored:
+    if stored:
         tick("bundled program")
-        report.bundled = bundled_checks(manifest, stored, threshold.db)
+        report.bundled = session.bundled_checks(bundled_atol(stored, threshold.db))
     if per_layer:
         tick("per-layer")
         first = vectors[0] if vectors else random_inputs(manifest, reference, 1)[0]
-        report.per_layer = layer_report(manifest, session, first, reference, threshold.db).as_dict()
+        report.per_layer = session.layer_report(first, reference, threshold.db).as_dict()
     if images is not None:
         tick("images")
         from edit_mobile.runtime.images import compare_images
@@ -300,23 +300,9 @@ def _check_calibration_identity(manifest: Manifest, calibration_dir, report: Val
         report.notes.append(f"{calibration_dir} is not the calibration set the artifact was quantized with")
 
 
-def bundled_checks(manifest: Manifest, stored: dict[str, list[torch.Tensor]], threshold_db: float) -> list[dict]:
-    """The .bpte's own test cases, checked by the ExecuTorch runtime within the threshold's error."""
-    from edit_mobile.runtime.executorch_session import verify_bundled_program
-
+def bundled_atol(stored: dict[str, list[torch.Tensor]], threshold_db: float) -> float:
+    """The bundled cases' absolute tolerance: the threshold's error at the test vectors' peak."""
     peak = max(float(t.abs().max()) for values in stored.values() for t in values)
-    atol = BUNDLED_ATOL_RMSE_FACTOR * peak * 10 ** (-threshold_db / 20)
-    return [vars(check) for check in verify_bundled_program(manifest, rtol=0.0, atol=atol)]
+    return BUNDLED_ATOL_RMSE_FACTOR * peak * 10 ** (-threshold_db / 20)
 
 
-def layer_report(manifest: Manifest, session: Session, inputs, reference: Session, threshold_db: float):
-    state = reference.wrapper.state_dict()
-    if session.runtime == "executorch":
-        from edit_mobile.runtime.numerics_executorch import executorch_layer_report
-
-        return executorch_layer_report(manifest, inputs, state, threshold_db)
-    if session.runtime == "onnxruntime":
-        from edit_mobile.runtime.numerics_onnx import onnx_layer_report
-
-        return onnx_layer_report(manifest, inputs, reference, threshold_db)
-    raise UserError(f"--per-layer works for ExecuTorch and ONNX artifacts, not {session.runtime}")
