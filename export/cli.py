@@ -28,10 +28,11 @@ def register(subparsers) -> None:
                         help="pixels, R or HxW, a multiple of 8 x patch x 2 (default: the model's); "
                         "with --pipeline, several: a denoise and a decode method each")
     parser.add_argument("--pipeline", action="store_true",
-                        help="xnnpack: the whole text-to-image pipeline in one program (methods encode_prompt, "
-                        "denoise_HxW, decode_HxW; weights stored once, in model.ptd per --weights) with its "
-                        "tokenizer and scheduler; with --quantize, the denoise method quantized at the "
-                        "calibration set's resolution; MODEL: a pipeline folder (or a tiny preset)")
+                        help="the whole text-to-image pipeline with its tokenizer and scheduler: methods encode_prompt, "
+                        "denoise_HxW, decode_HxW, weights stored once. xnnpack: one program (weights in "
+                        "model.ptd per --weights; --quantize int8 quantizes the denoise method at the "
+                        "calibration set's resolution); onnx: one model a method, weights in weights.onnx.data. "
+                        "MODEL: a pipeline folder (or a tiny preset)")
     parser.add_argument("--precision", default=None, metavar="{" + ",".join(PRECISIONS) + "}",
                         help="default: fp16 for coreml, coreml-pte and qnn; fp32 otherwise")
     parser.add_argument("--batch", type=cli_args.int_range(1, 2, what="a batch"), default=1, metavar="{1,2}",
@@ -84,6 +85,7 @@ def run_pipeline_export(args: argparse.Namespace) -> int:
         weights=args.weights or "auto", seed=args.seed,
         allow_below_floor=args.allow_below_floor, force=args.force, quantize=args.quantize,
         calibration=args.calibration, min_psnr=args.min_psnr, float_layers=tuple(args.float_layers),
+        onnx_opset=args.onnx_opset,
     )
     print(export_pipeline(request))
     return 0

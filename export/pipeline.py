@@ -17,6 +17,10 @@ ART_DIR/
   scheduler/                  scheduler_config.json of the diffusers scheduler to step with
   test_vectors.safetensors    <method>.input.<name> / <method>.output.<name>, PyTorch float32
 
+With --backend onnx: one model a method (<method>.onnx; the first denoise method's is the
+`program` role, the others `method.<name>`), every weight once in weights.onnx.data, no bundle
+(export/pipeline_onnx.py).
+
 With --quantize (xnnpack schemes, --calibration from `edit-mobile calibrate`) the denoise method
 is quantized as `export --quantize` quantizes a denoiser (PT2E, float layers for --min-psnr); the
 text encoder and decoder stay float32. The calibration set fixes the size: one resolution, the
@@ -41,7 +45,8 @@ from edit_mobile.errors import UserError
 from edit_mobile.export import manifest as manifest_io
 from edit_mobile.fileio import atomic_output_dir, check_output_dir
 
-PIPELINE_BACKENDS = ("xnnpack",)
+PIPELINE_BACKENDS = ("xnnpack", "onnx")
+RUNTIME_NAMES = {"xnnpack": "ExecuTorch runtime", "onnx": "onnxruntime"}
 PIPELINE_PRECISIONS = ("fp32", "fp16")
 TOKENIZER_DIR = "tokenizer"
 SCHEDULER_DIR = "scheduler"
@@ -75,6 +80,7 @@ class PipelineRequest:
     calibration: Path | None = None
     min_psnr: float | None = None
     float_layers: tuple[str, ...] = ()
+    onnx_opset: int | None = None
 
     @property
     def inputs(self) -> list:
@@ -128,6 +134,10 @@ def check_request(request: PipelineRequest) -> None:
     if request.backend not in PIPELINE_BACKENDS:
         raise UserError(f"--pipeline exports to {', '.join(PIPELINE_BACKENDS)} so far, not {request.backend}; "
                         "export the denoiser alone for that backend (without --pipeline)")
+    if request.backend == "onnx" and request.weights != "auto":
+        raise UserError("--weights applies to xnnpack; an ONNX pipeline keeps its weights once in weights.onnx.data")
+    if request.backend == "onnx" and request.quantize is not None:
+        raise UserError("a quantized pipeline exports to xnnpack so far; drop --quantize, or use --backend xnnpack")
     if request.precision not in PIPELINE_PRECISIONS:
         raise UserError(f"--pipeline takes precision {' or '.join(PIPELINE_PRECISIONS)}, not {request.precision}")
     if request.batch not in (1, 2):
@@ -287,6 +297,25 @@ def lower_program(programs: dict, staging: Path, weights: str):
     return program, files, {name: c.to_dict() for name, c in coverage.items()}
 
 
+def lower(programs: dict, methods: list[Method], request: PipelineRequest, staging: Path):
+    """(ExecuTorch program manager or None, roles -> files, per-method record) for the backend."""
+    if request.backend == "onnx":
+        from edit_mobile.export.pipeline_onnx import write_onnx_methods
+
+        return (None, *write_onnx_methods(programs, methods, staging, request.onnx_opset))
+    return lower_program(programs, staging, request.weights)
+
+
+def run_written_methods(request: PipelineRequest, staging: Path, files: dict, records: dict,
+                        methods: list[Method]) -> dict[str, list[torch.Tensor]]:
+    if request.backend == "onnx":
+        from edit_mobile.export.pipeline_onnx import run_onnx_methods
+
+        return run_onnx_methods(staging, files, records, methods)
+    weights = staging / files["weights"] if "weights" in files else None
+    return run_methods(staging / files["program"], weights, methods)
+
+
 def unique_weight_bytes(programs: dict, weight_bytes) -> int:
     """The methods' weights counted once (the denoise methods share one module's)."""
     return max(weight_bytes(p) for p in programs.values()) + sum(
@@ -301,7 +330,8 @@ def run_methods(program_path: Path, weights: Path | None, methods: list[Method])
     return {m.name: list(program.load_method(m.name).execute(list(m.inputs))) for m in methods}
 
 
-def self_check(methods: list[Method], outputs: dict[str, list[torch.Tensor]], allow_below_floor: bool) -> dict:
+def self_check(methods: list[Method], outputs: dict[str, list[torch.Tensor]], allow_below_floor: bool,
+               runtime: str = "ExecuTorch runtime") -> dict:
     """Each method's outputs against PyTorch, held to its precision's floor."""
     from edit_mobile.closeness import closeness, meets_floor
 
@@ -319,7 +349,7 @@ def self_check(methods: list[Method], outputs: dict[str, list[torch.Tensor]], al
                   else "--precision fp32")
         raise UserError(f"the exported pipeline falls below its floor: {'; '.join(failures)}; nothing was written. "
                         f"Try {remedy}, or pass --allow-below-floor to keep it (recorded in the manifest)")
-    return {"ran": True, "runtime": "ExecuTorch runtime", "inputs": "test vectors", "methods": record,
+    return {"ran": True, "runtime": runtime, "inputs": "test vectors", "methods": record,
             "passed": not failures, **({"allowed_below_floor": True} if failures else {})}
 
 
@@ -369,6 +399,12 @@ def _jsonable(value):
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
+def method_record(backend: str, record: dict) -> dict:
+    """What the manifest says of one method beyond its I/O: XNNPACK's delegation, or the ONNX
+    model's file role and size."""
+    return {"delegation": record} if backend == "xnnpack" else record
+
+
 def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_and_scheduler: dict, files: dict,
                    coverage: dict, checked: dict, staging: Path) -> None:
     from edit_mobile.export.artifact import model_record
@@ -381,8 +417,8 @@ def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_
         backend=request.backend, precision=request.precision, quantization=denoise.quantization, passes=[],
         inputs=denoise.io()["inputs"], outputs=denoise.io()["outputs"],
         files={role: manifest_io.file_entry(staging, path) for role, path in sorted(roles.items())},
-        delegation=coverage[denoise.name],
-        program={"format": "executorch-pte", "method": denoise.name,
+        delegation=coverage[denoise.name] if request.backend == "xnnpack" else None,
+        program={"format": "executorch-pte" if request.backend == "xnnpack" else "onnx", "method": denoise.name,
                  "weights": "external" if "weights" in files else "embedded",
                  "methods": [m.name for m in methods]},
     )
@@ -390,7 +426,7 @@ def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_
     manifest["schema_version"] = manifest_io.PIPELINE_SCHEMA_VERSION
     manifest["pipeline"] = {
         "resolutions": [list(m.resolution) for m in methods if m.name.startswith("denoise_")],
-        "methods": {m.name: {**m.io(), "delegation": coverage[m.name]} for m in methods},
+        "methods": {m.name: {**m.io(), **method_record(request.backend, coverage[m.name])} for m in methods},
         **text_and_scheduler,
         "defaults": dict(zip(("steps", "guidance"), parts.family.sampling_defaults(parts.folder), strict=True)),
         "vae": {"scaling_factor": float(vae.scaling_factor), "shift_factor": float(parts.family.vae_shift(vae)),
@@ -424,15 +460,15 @@ def export_pipeline(request: PipelineRequest) -> Path:
         log_path = staging.parent / f"{Path(request.output).name}.export-error.log"
         with lowering_stage(request.backend, "lowering", log_path):
             programs = trace_methods(methods, request, calibration)
-            program, files, coverage = lower_program(programs, staging, request.weights)
+            program, files, coverage = lower(programs, methods, request, staging)
         stages.update()
         stages.set_postfix_str("self-check")
-        weights = staging / files["weights"] if "weights" in files else None
-        outputs = run_methods(staging / files["program"], weights, methods)
-        checked = self_check(methods, outputs, request.allow_below_floor)
+        outputs = run_written_methods(request, staging, files, coverage, methods)
+        checked = self_check(methods, outputs, request.allow_below_floor, RUNTIME_NAMES[request.backend])
         stages.update()
-        stages.set_postfix_str("bundle")
-        files["bundled_program"] = write_bundle(program, methods, outputs, staging)
+        if program is not None:  # ExecuTorch: the device checks itself with a BundledProgram
+            stages.set_postfix_str("bundle")
+            files["bundled_program"] = write_bundle(program, methods, outputs, staging)
         stages.update()
         stages.set_postfix_str("manifest")
         text_and_scheduler = write_text_and_scheduler(parts, staging)

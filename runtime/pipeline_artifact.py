@@ -55,8 +55,12 @@ def is_pipeline_artifact(art_dir: str | os.PathLike) -> bool:
     return isinstance(document, dict) and "pipeline" in document
 
 
-class PipelineArtifact:
-    def __init__(self, art_dir: str | os.PathLike, threads: int | None = None):
+class ExecuTorchMethods:
+    """The pipeline's methods as one ExecuTorch program (weights in model.ptd or inside it)."""
+
+    runtime = "executorch"
+
+    def __init__(self, manifest: Manifest, threads: int | None):
         from executorch.runtime import Runtime
 
         from edit_mobile.runtime.executorch_session import (
@@ -65,16 +69,85 @@ class PipelineArtifact:
             trial_in_child,
         )
 
+        set_threads(threads)
+        entry, weights = manifest.file("program"), program_weights(manifest)
+        for method in manifest.pipeline["methods"]:  # a corrupt program ends a child, not this process
+            trial_in_child(entry, entry.path, manifest.method_specs(method)[0], weights, method)
+        self.program = Runtime.get().load_program(entry.path, data_path=weights.path if weights else None)
+        self.entries = [entry, *([weights] if weights else [])]
+        self._methods = {}
+
+    def load(self, name: str):
+        if name not in self._methods:
+            self._methods[name] = self.program.load_method(name)
+        return self._methods[name]
+
+    def run(self, name: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(self.load(name).execute(inputs))
+
+
+class OnnxMethods:
+    """The pipeline's methods as one ONNX model each (export/pipeline_onnx.py), an onnxruntime
+    session per method, opened on first use; their external weights are checked to stay inside
+    the artifact before any is opened."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, manifest: Manifest, threads: int | None):
+        from edit_mobile.runtime.onnx_session import check_external_data
+
+        self.threads = threads
+        self.files = {name: manifest.file(self._role(manifest, name)) for name in manifest.pipeline["methods"]}
+        for entry in self.files.values():
+            check_external_data(entry)
+        self.entries = [*self.files.values(), *([manifest.file("weights")] if manifest.has("weights") else [])]
+        self.specs = manifest.pipeline["methods"]
+        self._sessions = {}
+
+    @staticmethod
+    def _role(manifest: Manifest, name: str) -> str:
+        role = manifest.pipeline["methods"][name].get("file")
+        if not isinstance(role, str):
+            raise UserError(f"{manifest.root}: pipeline.methods.{name}.file must name a file role; re-export the artifact")
+        return role
+
+    def load(self, name: str):
+        import onnxruntime as ort
+
+        from edit_mobile.runtime.onnx_session import PROVIDERS, session_options
+        from edit_mobile.safe_read import one_line
+
+        if name not in self._sessions:
+            entry = self.files[name]
+            try:
+                self._sessions[name] = ort.InferenceSession(str(entry.path), session_options(self.threads),
+                                                            providers=PROVIDERS)
+            except Exception as err:  # onnxruntime raises its own exception types
+                raise UserError(f"onnxruntime could not load {entry.relative}: {one_line(err)}; "
+                                "re-export the artifact") from err
+        return self._sessions[name]
+
+    def run(self, name: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        spec = self.specs[name]
+        feeds = {item["name"]: tensor.numpy() for item, tensor in zip(spec["inputs"], inputs, strict=True)}
+        outputs = self.load(name).run([item["name"] for item in spec["outputs"]], feeds)
+        return [torch.from_numpy(value) for value in outputs]
+
+
+METHOD_RUNNERS = {"xnnpack": ExecuTorchMethods, "onnx": OnnxMethods}
+
+
+class PipelineArtifact:
+    def __init__(self, art_dir: str | os.PathLike, threads: int | None = None):
         self.manifest: Manifest = read_manifest(art_dir)
         if self.manifest.pipeline is None:
             raise UserError(f"{art_dir} holds a denoiser alone, not a pipeline; export the model with --pipeline")
         self.spec = self.manifest.pipeline
-        set_threads(threads)
-        entry, weights = self.manifest.file("program"), program_weights(self.manifest)
-        for method in self.spec["methods"]:  # a corrupt program ends a child, not this process
-            trial_in_child(entry, entry.path, self.manifest.method_specs(method)[0], weights, method)
-        self.program = Runtime.get().load_program(entry.path, data_path=weights.path if weights else None)
-        self._methods = {}
+        runner = METHOD_RUNNERS.get(self.manifest.backend)
+        if runner is None:
+            raise UserError(f"{art_dir} is a {self.manifest.backend} pipeline, which this runtime cannot run; "
+                            f"pipelines run from {', '.join(METHOD_RUNNERS)} artifacts")
+        self.methods = runner(self.manifest, threads)
         self.tokenizer = self._load_tokenizer()
         self.calls: list | None = None  # set to [] to record (method, inputs, outputs) of every call
 
@@ -97,18 +170,18 @@ class PipelineArtifact:
             raise UserError(f"the artifact's scheduler {name!r} is not a diffusers scheduler; re-export the artifact")
         return cls.from_config(cls.load_config(self.manifest.file("scheduler").path))
 
-    def method(self, name: str):
+    def load_method(self, name: str) -> None:
+        """Load a method now (loading is otherwise on its first call)."""
         if name not in self.spec["methods"]:
             raise UserError(f"the artifact has no {name} method (it has {', '.join(sorted(self.spec['methods']))})")
-        if name not in self._methods:
-            self._methods[name] = self.program.load_method(name)
-        return self._methods[name]
+        self.methods.load(name)
 
     def run(self, name: str, named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One method call by input name -> outputs by name."""
+        self.load_method(name)
         spec = self.spec["methods"][name]
         inputs = [named[item["name"]].contiguous() for item in spec["inputs"]]
-        outputs = self.method(name).execute(inputs)
+        outputs = self.methods.run(name, inputs)
         if self.calls is not None:
             self.calls.append((name, inputs, list(outputs)))
         return {item["name"]: tensor for item, tensor in zip(spec["outputs"], outputs, strict=True)}

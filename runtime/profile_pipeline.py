@@ -27,7 +27,7 @@ def profile_pipeline(art_dir: str | os.PathLike, iters: int = 20, warmup: int = 
     started = time.perf_counter()
     artifact = PipelineArtifact(art_dir, threads)
     for name in artifact.spec["methods"]:
-        artifact.method(name)
+        artifact.load_method(name)
     load_ms = (time.perf_counter() - started) * 1000
     vectors = load_file(artifact.manifest.file("test_vectors").path)
     methods = {}
@@ -43,12 +43,11 @@ def profile_pipeline(art_dir: str | os.PathLike, iters: int = 20, warmup: int = 
         methods[name] = latency_stats(times)
     manifest = artifact.manifest
     return {
-        "artifact": str(art_dir), "description": manifest.describe(), "runtime": "executorch",
+        "artifact": str(art_dir), "description": manifest.describe(), "runtime": artifact.methods.runtime,
         "threads": threads, "iters": iters, "warmup": warmup, "load_ms": load_ms, "methods": methods,
         "image_ms": image_estimate(artifact.spec, methods),
         "memory": {"rss_before_load_mb": rss_before, "peak_rss_mb": peak_rss_mb(), "peak_is_since_load": resettable},
-        "program_bytes": sum(manifest.file(role).path.stat().st_size for role in ("program", "weights")
-                             if manifest.has(role)),
+        "program_bytes": sum(entry.path.stat().st_size for entry in artifact.methods.entries),
     }
 
 

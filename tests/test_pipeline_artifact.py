@@ -125,6 +125,74 @@ def test_a_nan_image_fails_the_pipeline_floor():
 
 
 @pytest.fixture(scope="module")
+def onnx_artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline-onnx") / "tiny"
+    return export_pipeline(PipelineRequest("tiny-pixart-edit", out, resolutions=RESOLUTIONS, backend="onnx"))
+
+
+def external_tensors(path) -> dict[str, tuple[int, int]]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {t.name: tuple(int(e.value) for e in t.external_data if e.key in ("offset", "length"))
+            for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+
+
+def test_an_onnx_pipeline_runs_in_onnxruntime_with_its_weights_once(onnx_artifact):
+    from safetensors.torch import load_file
+
+    from edit_mobile.runtime.manifest import read_manifest
+    from edit_mobile.runtime.pipeline_artifact import PipelineArtifact
+    from edit_mobile.runtime.validate_pipeline import validate_pipeline
+
+    manifest = read_manifest(onnx_artifact)
+    methods = manifest.pipeline["methods"]
+    assert sorted(methods) == ["decode_64x128", "decode_64x64", "denoise_64x128", "denoise_64x64", "encode_prompt"]
+    assert manifest.data["self_check"]["runtime"] == "onnxruntime" and manifest.data["self_check"]["passed"]
+    artifact = PipelineArtifact(onnx_artifact)
+    assert artifact.methods.runtime == "onnxruntime"
+    vectors = load_file(onnx_artifact / "test_vectors.safetensors")
+    for name, spec in methods.items():
+        outputs = artifact.run(name, {item["name"]: vectors[f"{name}.input.{item['name']}"] for item in spec["inputs"]})
+        for item in spec["outputs"]:
+            torch.testing.assert_close(outputs[item["name"]], vectors[f"{name}.output.{item['name']}"],
+                                       rtol=1e-3, atol=1e-4)
+    # Both sizes' denoisers point at the same stored bytes: together they add at most a few
+    # size-dependent constants to one of them.
+    small, large = (external_tensors(manifest.file(methods[name]["file"]).path)
+                    for name in ("denoise_64x64", "denoise_64x128"))
+    one = sum(length for _, length in small.values())
+    both = sum(length for _, length in set(small.values()) | set(large.values()))
+    assert one > 0 and both <= 1.05 * one, (one, both)
+    report = validate_pipeline(onnx_artifact, ["a red circle"], steps=3, resolution=(64, 128))
+    assert report.passed and report.prompts[0]["image_psnr_db"] >= 40 and report.bundled == []
+
+
+def test_an_onnx_pipeline_refuses_external_data_outside_it(onnx_artifact, tmp_path):
+    import shutil
+
+    import onnx
+
+    from edit_mobile.errors import UserError
+    from edit_mobile.runtime.pipeline_artifact import PipelineArtifact
+
+    art = tmp_path / "art"
+    shutil.copytree(onnx_artifact, art)
+    path = art / "encode_prompt.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    tensor = next(t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
+    next(e for e in tensor.external_data if e.key == "location").value = "../../outside.bin"
+    onnx.save_model(model, str(path))
+    from edit_mobile.fileio import sha256_file
+
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["files"]["method.encode_prompt"].update(sha256=sha256_file(path), bytes=path.stat().st_size)
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="outside the artifact"):
+        PipelineArtifact(art)
+
+
+@pytest.fixture(scope="module")
 def quantized_artifact(tmp_path_factory):
     """tiny-pixart-edit with its denoise method int8-static at the calibration set's 64x64. Random
     weights quantize badly (about 11 dB on the worst held-out record): written with
@@ -260,7 +328,8 @@ def test_the_android_apps_pipeline_keys_are_what_export_writes(tiny_artifact):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--backend", "onnx", "--pipeline"], "--pipeline exports to xnnpack so far"),
+    (["--backend", "coreml", "--pipeline"], "--pipeline exports to xnnpack, onnx so far"),
+    (["--backend", "onnx", "--pipeline", "--weights", "embedded"], "--weights applies to xnnpack"),
     (["--backend", "xnnpack", "--pipeline", "--resolution", "64", "64"], "lists a size twice"),
     (["--backend", "xnnpack", "--resolution", "64", "128"], "several --resolution values need --pipeline"),
     (["--backend", "xnnpack", "--pipeline", "--no-passes"], "do not apply with --pipeline"),

@@ -61,6 +61,28 @@ def write_required_operators(ort_path: Path, config_path: Path) -> None:
     config_path.write_text("".join(f"# - {ort_path.name}\n" if line.startswith("# - ") else line for line in lines))
 
 
+def check_opset(requested) -> int:
+    opset = int(requested or DEFAULT_OPSET)
+    if opset < MIN_OPSET:
+        raise UserError(f"ONNX opset {opset} is too old; use {MIN_OPSET} or newer")
+    return opset
+
+
+def onnx_model(exported: torch.export.ExportedProgram, example_inputs, input_names, output_names, opset: int):
+    """The ONNX ModelProto of a torch.export program, after the ONNX graph rewrites, weights
+    inline and tidied (no paths of this machine)."""
+    drop_noop_squeezes(exported)
+    unpatchify_rank4(exported)
+    rsqrt_as_pow(exported)
+    with named_stage("torch.onnx.export"):
+        onnx_program = torch.onnx.export(exported, tuple(example_inputs), dynamo=True, opset_version=opset,
+                                         input_names=list(input_names), output_names=list(output_names),
+                                         external_data=False, verbose=False)
+    model = onnx_program.model_proto
+    tidy_graph(model)
+    return model
+
+
 class OnnxBackend(Backend):
     name = "onnx"
     description = "ONNX (opset >= 18) by torch.onnx's dynamo exporter; runs in onnxruntime"
@@ -68,25 +90,8 @@ class OnnxBackend(Backend):
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
         import onnx
 
-        opset = int(job.options.get("onnx_opset") or DEFAULT_OPSET)
-        if opset < MIN_OPSET:
-            raise UserError(f"ONNX opset {opset} is too old; use {MIN_OPSET} or newer")
-        drop_noop_squeezes(job.exported)
-        unpatchify_rank4(job.exported)
-        rsqrt_as_pow(job.exported)
-        with named_stage("torch.onnx.export"):
-            onnx_program = torch.onnx.export(
-                job.exported,
-                job.example_inputs,
-                dynamo=True,
-                opset_version=opset,
-                input_names=job.input_names,
-                output_names=job.output_names,
-                external_data=False,
-                verbose=False,
-            )
-        model = onnx_program.model_proto
-        tidy_graph(model)
+        opset = check_opset(job.options.get("onnx_opset"))
+        model = onnx_model(job.exported, job.example_inputs, job.input_names, job.output_names, opset)
         with named_stage("onnx.checker"):
             onnx.checker.check_model(model, full_check=True)
         onnx.save_model(model, str(out_dir / PROGRAM_FILE))
