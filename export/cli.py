@@ -31,7 +31,8 @@ def register(subparsers) -> None:
                         help="the whole text-to-image pipeline with its tokenizer and scheduler: methods encode_prompt, "
                         "denoise_HxW, decode_HxW, weights stored once. xnnpack: one program (weights in "
                         "model.ptd per --weights; --quantize int8 quantizes the denoise method at the "
-                        "calibration set's resolution); onnx: one model a method, weights in weights.onnx.data. "
+                        "calibration set's resolution); onnx: one model a method, weights in weights.onnx.data; "
+                        "coreml: one .mlpackage a component, multifunction across resolutions (iOS18). "
                         "MODEL: a pipeline folder (or a tiny preset)")
     parser.add_argument("--precision", default=None, metavar="{" + ",".join(PRECISIONS) + "}",
                         help="default: fp16 for coreml, coreml-pte and qnn; fp32 otherwise")
@@ -72,6 +73,7 @@ def register(subparsers) -> None:
 
 
 def run_pipeline_export(args: argparse.Namespace) -> int:
+    from edit_mobile.export.backends import get_backend
     from edit_mobile.export.pipeline import PipelineRequest, export_pipeline
 
     ignored = [flag for flag, value in (("--passes", args.passes), ("--no-passes", args.no_passes),
@@ -81,11 +83,12 @@ def run_pipeline_export(args: argparse.Namespace) -> int:
                         "default passes); drop them")
     request = PipelineRequest(
         model=args.model, output=args.output, resolutions=tuple(args.resolution or ()), backend=args.backend,
-        precision=args.precision or "fp32", batch=args.batch, prompt_tokens=args.prompt_tokens,
+        precision=args.precision or get_backend(args.backend).default_precision, batch=args.batch,
+        prompt_tokens=args.prompt_tokens,
         weights=args.weights or "auto", seed=args.seed,
         allow_below_floor=args.allow_below_floor, force=args.force, quantize=args.quantize,
         calibration=args.calibration, min_psnr=args.min_psnr, float_layers=tuple(args.float_layers),
-        onnx_opset=args.onnx_opset,
+        onnx_opset=args.onnx_opset, coreml_target=args.coreml_target,
     )
     print(export_pipeline(request))
     return 0

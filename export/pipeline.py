@@ -19,7 +19,8 @@ ART_DIR/
 
 With --backend onnx: one model a method (<method>.onnx; the first denoise method's is the
 `program` role, the others `method.<name>`), every weight once in weights.onnx.data, no bundle
-(export/pipeline_onnx.py).
+(export/pipeline_onnx.py). With --backend coreml: one .mlpackage a component, multifunction
+across resolutions, converted and inspected here (export/pipeline_coreml.py).
 
 With --quantize (xnnpack schemes, --calibration from `edit-mobile calibrate`) the denoise method
 is quantized as `export --quantize` quantizes a denoiser (PT2E, float layers for --min-psnr); the
@@ -45,8 +46,9 @@ from edit_mobile.errors import UserError
 from edit_mobile.export import manifest as manifest_io
 from edit_mobile.fileio import atomic_output_dir, check_output_dir
 
-PIPELINE_BACKENDS = ("xnnpack", "onnx")
-RUNTIME_NAMES = {"xnnpack": "ExecuTorch runtime", "onnx": "onnxruntime"}
+PIPELINE_BACKENDS = ("xnnpack", "onnx", "coreml")
+RUNTIME_NAMES = {"xnnpack": "ExecuTorch runtime", "onnx": "onnxruntime", "coreml": "Core ML"}
+PROGRAM_FORMATS = {"xnnpack": "executorch-pte", "onnx": "onnx", "coreml": "mlprogram"}
 PIPELINE_PRECISIONS = ("fp32", "fp16")
 TOKENIZER_DIR = "tokenizer"
 SCHEDULER_DIR = "scheduler"
@@ -81,6 +83,7 @@ class PipelineRequest:
     min_psnr: float | None = None
     float_layers: tuple[str, ...] = ()
     onnx_opset: int | None = None
+    coreml_target: str | None = None
 
     @property
     def inputs(self) -> list:
@@ -134,9 +137,9 @@ def check_request(request: PipelineRequest) -> None:
     if request.backend not in PIPELINE_BACKENDS:
         raise UserError(f"--pipeline exports to {', '.join(PIPELINE_BACKENDS)} so far, not {request.backend}; "
                         "export the denoiser alone for that backend (without --pipeline)")
-    if request.backend == "onnx" and request.weights != "auto":
-        raise UserError("--weights applies to xnnpack; an ONNX pipeline keeps its weights once in weights.onnx.data")
-    if request.backend == "onnx" and request.quantize is not None:
+    if request.backend != "xnnpack" and request.weights != "auto":
+        raise UserError("--weights applies to xnnpack; ONNX and Core ML pipelines keep each weight once in their own way")
+    if request.backend != "xnnpack" and request.quantize is not None:
         raise UserError("a quantized pipeline exports to xnnpack so far; drop --quantize, or use --backend xnnpack")
     if request.precision not in PIPELINE_PRECISIONS:
         raise UserError(f"--pipeline takes precision {' or '.join(PIPELINE_PRECISIONS)}, not {request.precision}")
@@ -145,6 +148,10 @@ def check_request(request: PipelineRequest) -> None:
     if len(set(request.resolutions)) != len(request.resolutions):
         raise UserError("--resolution lists a size twice; give each size once")
     check_quantization_request(request)
+    if request.backend == "coreml":
+        from edit_mobile.export.pipeline_coreml import check_target
+
+        check_target(request.coreml_target, max(len(request.resolutions), 1))
     check_output_dir(request.output, "export", request.inputs, request.force)
 
 
@@ -219,11 +226,12 @@ def mobile_transformer(parts, request: PipelineRequest) -> nn.Module:
     import copy
 
     from edit_mobile.export.artifact import CastedDenoiser, apply_passes, resolve_passes
+    from edit_mobile.export.backends import get_backend
     from edit_mobile.models import DenoiserWrapper
 
     names = resolve_passes(None, request.backend)
     denoiser: nn.Module = DenoiserWrapper(apply_passes(copy.deepcopy(parts.transformer), names)).eval()
-    if request.precision == "fp16":
+    if request.precision == "fp16" and get_backend(request.backend).casts_model_for_fp16:
         denoiser = CastedDenoiser(denoiser, torch.float16).eval()
     return denoiser
 
@@ -303,11 +311,19 @@ def lower(programs: dict, methods: list[Method], request: PipelineRequest, stagi
         from edit_mobile.export.pipeline_onnx import write_onnx_methods
 
         return (None, *write_onnx_methods(programs, methods, staging, request.onnx_opset))
+    if request.backend == "coreml":
+        from edit_mobile.export.pipeline_coreml import write_coreml_methods
+
+        return (None, *write_coreml_methods(programs, methods, staging, request.precision, request.coreml_target))
     return lower_program(programs, staging, request.weights)
 
 
 def run_written_methods(request: PipelineRequest, staging: Path, files: dict, records: dict,
-                        methods: list[Method]) -> dict[str, list[torch.Tensor]]:
+                        methods: list[Method]) -> dict[str, list[torch.Tensor]] | None:
+    """Every method's outputs on its test vectors from the written files, or None where the
+    backend cannot run here (Core ML)."""
+    if request.backend == "coreml":
+        return None
     if request.backend == "onnx":
         from edit_mobile.export.pipeline_onnx import run_onnx_methods
 
@@ -400,8 +416,8 @@ def _jsonable(value):
 
 
 def method_record(backend: str, record: dict) -> dict:
-    """What the manifest says of one method beyond its I/O: XNNPACK's delegation, or the ONNX
-    model's file role and size."""
+    """What the manifest says of one method beyond its I/O: XNNPACK's delegation, or the file
+    role (and Core ML function) of the ONNX model or Core ML package that holds it."""
     return {"delegation": record} if backend == "xnnpack" else record
 
 
@@ -418,7 +434,7 @@ def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_
         inputs=denoise.io()["inputs"], outputs=denoise.io()["outputs"],
         files={role: manifest_io.file_entry(staging, path) for role, path in sorted(roles.items())},
         delegation=coverage[denoise.name] if request.backend == "xnnpack" else None,
-        program={"format": "executorch-pte" if request.backend == "xnnpack" else "onnx", "method": denoise.name,
+        program={"format": PROGRAM_FORMATS[request.backend], "method": denoise.name,
                  "weights": "external" if "weights" in files else "embedded",
                  "methods": [m.name for m in methods]},
     )
@@ -464,7 +480,10 @@ def export_pipeline(request: PipelineRequest) -> Path:
         stages.update()
         stages.set_postfix_str("self-check")
         outputs = run_written_methods(request, staging, files, coverage, methods)
-        checked = self_check(methods, outputs, request.allow_below_floor, RUNTIME_NAMES[request.backend])
+        if outputs is None:
+            from edit_mobile.export.pipeline_coreml import NOT_RUN as checked
+        else:
+            checked = self_check(methods, outputs, request.allow_below_floor, RUNTIME_NAMES[request.backend])
         stages.update()
         if program is not None:  # ExecuTorch: the device checks itself with a BundledProgram
             stages.set_postfix_str("bundle")

@@ -145,8 +145,8 @@ class PipelineArtifact:
         self.spec = self.manifest.pipeline
         runner = METHOD_RUNNERS.get(self.manifest.backend)
         if runner is None:
-            raise UserError(f"{art_dir} is a {self.manifest.backend} pipeline, which this runtime cannot run; "
-                            f"pipelines run from {', '.join(METHOD_RUNNERS)} artifacts")
+            raise UserError(f"{art_dir} is a {self.manifest.backend} pipeline, which edit-mobile cannot run here "
+                            f"(Core ML runs on Apple systems); it runs {', '.join(METHOD_RUNNERS)} pipelines")
         self.methods = runner(self.manifest, threads)
         self.tokenizer = self._load_tokenizer()
         self.calls: list | None = None  # set to [] to record (method, inputs, outputs) of every call

@@ -192,6 +192,34 @@ def test_an_onnx_pipeline_refuses_external_data_outside_it(onnx_artifact, tmp_pa
         PipelineArtifact(art)
 
 
+def test_a_core_ml_pipeline_is_a_package_a_component_with_a_function_a_size(tmp_path):
+    """Converted and inspected only: Core ML runs on Apple systems, not here."""
+    import coremltools as ct
+
+    from edit_mobile.calibration.pipeline_parts import load_pipeline_parts
+    from edit_mobile.errors import UserError
+    from edit_mobile.runtime.manifest import read_manifest
+    from edit_mobile.runtime.pipeline_artifact import PipelineArtifact
+
+    art = export_pipeline(PipelineRequest("tiny-pixart-edit", tmp_path / "art", resolutions=RESOLUTIONS,
+                                          backend="coreml", precision="fp16"))
+    manifest = read_manifest(art)
+    methods = manifest.pipeline["methods"]
+    assert manifest.data["self_check"]["ran"] is False and "Apple" in manifest.data["self_check"]["reason"]
+    assert {methods[name]["file"] for name in methods} == {"program", "component.text_encoder", "component.decoder"}
+    denoiser = ct.utils.load_spec(str(manifest.file("program").path)).description
+    functions = {f.name: [list(i.type.multiArrayType.shape) for i in f.input] for f in denoiser.functions}
+    assert functions == {name: [item["shape"] for item in methods[name]["inputs"]]
+                         for name in ("denoise_64x64", "denoise_64x128")}
+    assert methods["denoise_64x128"]["function"] == "denoise_64x128" and methods["encode_prompt"]["function"] == "main"
+    # Two functions, one copy of the fp16 weights.
+    weights = next(manifest.file("program").path.rglob("weight.bin")).stat().st_size
+    fp16_bytes = 2 * sum(t.numel() for t in load_pipeline_parts("tiny-pixart-edit").transformer.state_dict().values())
+    assert 0.5 * fp16_bytes <= weights <= 1.2 * fp16_bytes, (weights, fp16_bytes)
+    with pytest.raises(UserError, match="cannot run"):
+        PipelineArtifact(art)
+
+
 @pytest.fixture(scope="module")
 def quantized_artifact(tmp_path_factory):
     """tiny-pixart-edit with its denoise method int8-static at the calibration set's 64x64. Random
@@ -328,7 +356,8 @@ def test_the_android_apps_pipeline_keys_are_what_export_writes(tiny_artifact):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--backend", "coreml", "--pipeline"], "--pipeline exports to xnnpack, onnx so far"),
+    (["--backend", "vulkan", "--pipeline"], "--pipeline exports to xnnpack, onnx, coreml so far"),
+    (["--backend", "coreml", "--pipeline", "--resolution", "64", "128", "--coreml-target", "iOS17"], "need iOS18"),
     (["--backend", "onnx", "--pipeline", "--weights", "embedded"], "--weights applies to xnnpack"),
     (["--backend", "xnnpack", "--pipeline", "--resolution", "64", "64"], "lists a size twice"),
     (["--backend", "xnnpack", "--resolution", "64", "128"], "several --resolution values need --pipeline"),
