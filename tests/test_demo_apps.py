@@ -30,7 +30,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from edit_mobile.fileio import sha256_file
 from edit_mobile.models import DenoiserWrapper, TensorSpec, TransformerSignature, load_transformer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,12 +76,9 @@ def swift_keys() -> dict[str, object]:
 
 
 def exporter_schema() -> dict:
-    """What edit_mobile.export writes, where it exists; the brief's schema otherwise."""
-    try:
-        from edit_mobile.export import manifest as export_manifest
-    except ImportError:
-        return {"schema": "edit-mobile/manifest", "schema_version": 1, "backends": BRIEF_BACKENDS,
-                "top_keys": BRIEF_TOP_KEYS, "file_keys": BRIEF_FILE_KEYS}
+    """What edit_mobile.export writes."""
+    from edit_mobile.export import manifest as export_manifest
+
     built = build_manifest_dict(
         inputs=[TensorSpec("x", (1, 4, 16, 16)).to_dict()], outputs=[], files={}, backend="xnnpack"
     )
@@ -163,24 +159,17 @@ def test_ios_result_line_has_the_android_fields():
 # ---------------------------------------------------------------- artifact built by the exporter
 
 def build_manifest_dict(*, inputs, outputs, files, backend, model=None) -> dict:
-    """The exporter's build_manifest where it exists, else the brief's schema by hand."""
-    fields = dict(model=model or {"source": "tiny-pixart-edit"}, resolution=(128, 128), batch=1,
-                  prompt_tokens=120, backend=backend, precision="fp32", quantization=None,
-                  passes=[], inputs=inputs, outputs=outputs, files=files, delegation=None)
-    try:
-        from edit_mobile.export.manifest import build_manifest
-    except ImportError:
-        return {"schema": "edit-mobile/manifest", "schema_version": 1, "created_by": "test",
-                **fields, "resolution": [128, 128], "tools": {}}
-    return build_manifest(**fields)
+    """The exporter's own build_manifest."""
+    from edit_mobile.export.manifest import build_manifest
+
+    return build_manifest(model=model or {"source": "tiny-pixart-edit"}, resolution=(128, 128), batch=1,
+                          prompt_tokens=120, backend=backend, precision="fp32", quantization=None,
+                          passes=[], inputs=inputs, outputs=outputs, files=files, delegation=None)
 
 
 def file_entry_dict(root: Path, relative: str) -> dict:
-    try:
-        from edit_mobile.export.manifest import file_entry
-    except ImportError:
-        path = root / relative
-        return {"path": relative, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    from edit_mobile.export.manifest import file_entry
+
     return file_entry(root, relative)
 
 
@@ -235,12 +224,8 @@ def run_java(classes: Path, folder: Path, produced: Path, warmup: int, runs_ms: 
 
 
 def python_psnr(reference: torch.Tensor, produced: torch.Tensor) -> tuple[float, float]:
-    try:
-        from edit_mobile.runtime.metrics import closeness
-    except ImportError:
-        ref, out = reference.double().flatten(), produced.double().flatten()
-        rmse = float((out - ref).square().mean().sqrt())
-        return 20 * np.log10(float(ref.abs().max()) / rmse), float((out - ref).abs().max())
+    from edit_mobile.runtime.metrics import closeness
+
     close = closeness(reference, produced)
     return close.psnr_db, close.max_abs
 
