@@ -61,13 +61,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32, help="captions per set (default 32)")
     parser.add_argument("--families", nargs="+", default=["pixart", "sd3"])
     parser.add_argument("--no-artifacts", action="store_true", help="skip the exported programs")
+    parser.add_argument("--no-student", action="store_true", help="skip the converted (undistilled) student")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     for family in args.families:
         teacher = f"shapes-{family}"
         work = WORK / family
-        variants = [(teacher, teacher, None), (f"{teacher}-edit", f"{teacher}-edit", teacher)]
+        variants = [(teacher, teacher, None)]
+        if not args.no_student:
+            variants.append((f"{teacher}-edit", f"{teacher}-edit", teacher))
         if not args.no_artifacts:
             calib = work / "calibration"
             captions = work / "captions.txt"
