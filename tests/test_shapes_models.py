@@ -161,15 +161,23 @@ def test_a_folder_carries_its_measured_sampling_defaults(pipelines, student, tmp
         pixart.sampling_defaults(tmp_path)
 
 
-# The shipped PixArt teacher through diffusers' own pipeline, at its recorded sampling (20 steps,
-# guidance 2.0), on 8 fixed seen one-object captions at seeds 0..7. Measured (AMD EPYC, AVX2):
-# prompt accuracy 3/8, colour 7/8, shape 4/8, size, position and background 8/8. Floors: one
-# caption of margin for sampling numerics that differ between CPUs; pure noise scores 0 on all.
-# (The issue's targets, 0.90 seen / 0.75 held-out, are not met: see README, shapes status.)
-FLOORS_SEEN_8 = {"prompt_accuracy": 2 / 8, "position": 7 / 8, "background": 7 / 8, "size": 7 / 8, "colour": 6 / 8}
+# The shipped teachers through diffusers' own pipelines, at their recorded sampling, on 8 fixed
+# seen one-object captions at seeds 0..7. Measured (AMD EPYC, AVX2):
+#   PixArt (20 steps, guidance 2.0): prompt accuracy 3/8, colour 7/8, shape 4/8, size, position
+#     and background 8/8.
+#   SD3 (20 steps, guidance 3.0): prompt accuracy 8/8, every attribute 8/8.
+# Floors: one caption of margin for sampling numerics that differ between CPUs; pure noise
+# scores 0 on all. (Both miss the issue's held-out target, 0.75; PixArt the seen one too: README.)
+FLOORS_SEEN_8 = {
+    "pixart": {"prompt_accuracy": 2 / 8, "position": 7 / 8, "background": 7 / 8, "size": 7 / 8, "colour": 6 / 8},
+    "sd3": {"prompt_accuracy": 7 / 8, "colour": 7 / 8, "shape": 7 / 8, "size": 7 / 8, "position": 7 / 8,
+            "background": 7 / 8},
+}
 
 
-def test_shipped_pixart_teacher_draws_what_its_captions_say():
+@pytest.mark.parametrize("family, pipeline_class", [("pixart", "PixArtSigmaPipeline"),
+                                                    ("sd3", "StableDiffusion3Pipeline")])
+def test_shipped_teacher_draws_what_its_captions_say(family, pipeline_class):
     import diffusers
 
     from edit_mobile.models.families import get_family
@@ -177,18 +185,20 @@ def test_shipped_pixart_teacher_draws_what_its_captions_say():
     from edit_mobile.runtime.evaluate import captions_of
     from edit_mobile.shapes import score
 
-    folder = pipeline_folder("shapes-pixart")
-    assert folder is not None, "shapes-pixart is shipped: pretrained/shapes-pixart/ (make shapes)"
-    pipeline = diffusers.PixArtSigmaPipeline.from_pretrained(folder, local_files_only=True)
+    folder = pipeline_folder(f"shapes-{family}")
+    assert folder is not None, f"shapes-{family} is shipped: pretrained/shapes-{family}/ (make shapes)"
+    pipeline = getattr(diffusers, pipeline_class).from_pretrained(folder, local_files_only=True)
+    assert type(pipeline).__name__ == pipeline_class
     pipeline.set_progress_bar_config(disable=True)
-    family = get_family("pixart")
-    steps, guidance = family.sampling_defaults(folder)
+    steps, guidance = get_family(family).sampling_defaults(folder)
     captioned = captions_of("seen", 8, 0)
     generators = [torch.Generator().manual_seed(i) for i in range(8)]
+    options = (get_family(family).pipeline_call_options(32) if family == "pixart"
+               else {"max_sequence_length": min(256, pipeline.tokenizer_3.model_max_length)})
     with torch.no_grad():
         images = pipeline([c.caption for c in captioned], num_inference_steps=steps, guidance_scale=guidance,
-                          generator=generators, **family.pipeline_call_options(32)).images
+                          generator=generators, **options).images
     assert images[0].size == (256, 256)
     result = score(images, [c.scene for c in captioned])
     measured = {"prompt_accuracy": result["prompt_accuracy"], **result["per_attribute"]}
-    assert all(measured[key] >= floor for key, floor in FLOORS_SEEN_8.items()), measured
+    assert all(measured[key] >= floor for key, floor in FLOORS_SEEN_8[family].items()), measured

@@ -2,8 +2,9 @@
 both teachers on its latents, then install the pipeline folders into edit_mobile.pretrained.
 
 Seeded throughout; about 35 (VAE) + 55 (PixArt: text pretraining 7 min, 2000 steps at 128 px at
-0.27 s, 2200 at 256 px at 1.07 s) minutes on 2 cores; SD3 at 0.25 s a step at 128 px and 0.72 s at 256 px, its stages sized for ~55 min but not yet run to the end (`--only pixart sd3` reuses the shipped
-VAE). Each pipeline's vae/ is a link to pretrained/shapes-vae/: one VAE serves both
+0.27 s, 2200 at 256 px at 1.07 s) + 60 (SD3: text pretraining, 2500 steps at 128 px at 0.25 s,
+2800 at 256 px at 0.72-0.78 s, alone on the cores) minutes on 2 cores (`--only pixart sd3` reuses
+the shipped VAE). Each pipeline's vae/ is a link to pretrained/shapes-vae/: one VAE serves both
 teachers (it carries SD3's shift and PixArt's scale).
 """
 

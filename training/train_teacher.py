@@ -164,7 +164,10 @@ class SD3Recipe:
     logit-normal and shifted by SD3_SHIFT, the shift of the FlowMatchEulerDiscreteScheduler shipped."""
 
     name = "sd3"
-    sampling = None  # not measured: the pipeline's defaults
+    # Measured on the shipped teacher (32 seen captions, 28 steps): guidance 2.0 0.88, 3.0 0.91,
+    # 4.5 0.81, 7.0 (the pipeline's default) 0.69, over-saturated shapes as PixArt's at 4.5;
+    # 20 steps at 3.0 keep 0.91.
+    sampling = {"steps": 20, "guidance": 3.0}
 
     def __init__(self, seed: int):
         from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
