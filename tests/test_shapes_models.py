@@ -145,8 +145,8 @@ def test_diffusers_and_generate_draw_the_same_image(student, tmp_path):
 
 
 def test_a_folder_carries_its_measured_sampling_defaults(pipelines, student, tmp_path):
-    """The PixArt recipe records guidance 2.0 (measured better than the pipeline's 4.5 on these
-    small models); every command's defaults follow the folder, the student's included."""
+    """The recipes record their measured sampling (PixArt guidance 2.0 against the pipeline's 4.5,
+    SD3 3.0 against 7.0); every command's defaults follow the folder, the student's included."""
     from edit_mobile.errors import UserError
     from edit_mobile.models.families import get_family
     from edit_mobile.models.families.base import SAMPLING_FILE
@@ -155,7 +155,8 @@ def test_a_folder_carries_its_measured_sampling_defaults(pipelines, student, tmp
     assert pixart.sampling_defaults(pipelines / "pixart") == (20, 2.0)
     assert pixart.sampling_defaults(student) == (20, 2.0)  # convert copies the file
     assert pixart.sampling_defaults(None) == (20, 4.5)
-    assert sd3.sampling_defaults(pipelines / "sd3") == (28, 7.0)  # not measured: the pipeline's
+    assert sd3.sampling_defaults(pipelines / "sd3") == (20, 3.0)  # measured on the shipped SD3 teacher
+    assert sd3.sampling_defaults(None) == (28, 7.0)  # no folder: the pipeline's
     (tmp_path / SAMPLING_FILE).write_text('{"steps": "many"}')
     with pytest.raises(UserError, match=SAMPLING_FILE):
         pixart.sampling_defaults(tmp_path)
