@@ -43,9 +43,11 @@ def shapes_artifacts() -> tuple[Artifact, ...]:
     return (
         # What a phone app loads: tokenizer, text encoder, denoiser, VAE decoder and scheduler.
         Artifact("xnnpack-pipeline", "xnnpack", ("--pipeline",)),
-        # --min-psnr: these small trained layers lose ~7 dB at int8 (worst held-out record
-        # 21.6 dB); the most sensitive ones stay float until the 30 dB floor holds.
-        Artifact("xnnpack-int8", "xnnpack", ("--quantize", "int8", "--calibration", "{calib}", "--min-psnr", "30")),
+        # The same with the denoise method int8. --min-psnr: these small trained layers lose
+        # ~7 dB at int8 (worst held-out record 21.6 dB); the most sensitive ones stay float
+        # until the 30 dB floor holds.
+        Artifact("xnnpack-pipeline-int8", "xnnpack",
+                 ("--pipeline", "--quantize", "int8", "--calibration", "{calib}", "--min-psnr", "30")),
         Artifact("onnx-fp32", "onnx"),
         Artifact("coreml-fp16", "coreml", runnable=False, evaluated=False),
     )
@@ -156,7 +158,8 @@ def denoiser_median_ms(profile: dict) -> float:
 
 
 def print_summary(rows: list[dict]) -> None:
-    header = (f"{'artifact':<17} {'backend':<8} {'precision':<12} {'size MB':>8} {'median ms':>10} {'PSNR dB':>8} "
+    width = max(len("artifact"), *(len(row["artifact"]) for row in rows))
+    header = (f"{'artifact':<{width}} {'backend':<8} {'precision':<12} {'size MB':>8} {'median ms':>10} {'PSNR dB':>8} "
               f"{'delegated':>10} {'validate':>9} {'prompt acc':>11}")
     print("\nSummary (median ms: one denoiser call; PSNR: the worst that validate gates, against the PyTorch "
           "reference (held-out records for quantized) or, for the pipeline, its images against diffusers'; "
@@ -168,7 +171,7 @@ def print_summary(rows: list[dict]) -> None:
         psnr = f"{row['psnr_db']:.1f}" if row["psnr_db"] is not None else "-"
         share = f"{row['delegated']:.1%}" if row["delegated"] is not None else "-"
         accuracy = f"{row['prompt_accuracy']:.2f}" if row["prompt_accuracy"] is not None else "-"
-        print(f"{row['artifact']:<17} {row['backend']:<8} {row['precision']:<12} {row['size_mb']:>8.2f} {median:>10} "
+        print(f"{row['artifact']:<{width}} {row['backend']:<8} {row['precision']:<12} {row['size_mb']:>8.2f} {median:>10} "
               f"{psnr:>8} {share:>10} {row['validation']:>9} {accuracy:>11}")
     for row in rows:
         if "image_ms" in row:
@@ -248,7 +251,7 @@ def shapes_flow(demo: Demo) -> list[dict]:
         evaluate(demo, distilled, "distilled")
         shown.append((f"EDiT student, distilled {demo.distill_steps} steps (PyTorch)", "distilled"))
     shown += [("phone: XNNPACK pipeline artifact, fp32 (ExecuTorch)", "xnnpack-pipeline"),
-              ("phone: XNNPACK int8 denoiser (ExecuTorch)", "xnnpack-int8")]
+              ("phone: XNNPACK pipeline artifact, int8 denoiser (ExecuTorch)", "xnnpack-pipeline-int8")]
     side_by_side(demo, shown).save(demo.out / "images.png")
     return rows
 
