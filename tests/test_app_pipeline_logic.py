@@ -5,8 +5,8 @@ No Android SDK here: the Java is compiled with `javac --release 8` and driven by
 android_demo/jvm_check/PipelineCheck.java, one JSON answer per run. Checked:
 - tokenizers (TextTokenizer: UnigramTokenizer for T5, BpeTokenizer for CLIP): ids and attention
   masks identical to AutoTokenizer(padding="max_length", max_length, truncation=True) on the shapes
-  world's T5 and CLIP tokenizers (built by training/shapes_text.py, as installed in pipeline
-  folders) and on a T5 tokenizer with SentencePiece's NFKC charsmap trained here: calibration
+  world's T5 and CLIP tokenizers (built by training/shapes_text.py; the shipped teachers' own
+  tokenizer folders among them) and on a T5 tokenizer with SentencePiece's NFKC charsmap trained here: calibration
   prompts, shapes captions, case, punctuation, unknown words, Unicode, empty and over-long prompts;
 - schedulers (DpmSolverMultistep, FlowMatchEuler): timesteps and sigmas as diffusers' set_timesteps
   makes them, and every sample of 20- and 7-step sampling loops;
@@ -32,7 +32,7 @@ from edit_mobile.runtime.portable_noise import portable_gaussians
 
 REPO = Path(__file__).resolve().parents[1]
 JAVA_SOURCES = REPO / "android_demo" / "app" / "src" / "main" / "java" / "org" / "editmobile" / "demo"
-INSTALLED = REPO / "build" / "shapes"  # pipeline folders `make` leaves; not in a fresh clone
+SHIPPED = REPO / "pretrained"  # the shipped shapes pipeline folders
 
 
 
@@ -126,11 +126,10 @@ def tokenizer_folders(tmp_path_factory) -> dict[str, Path]:
         json.dumps(config | {"pad_token": "<|endoftext|>", "added_tokens_decoder": declared}))
     if importlib.util.find_spec("sentencepiece") is not None:  # installed with executorch
         folders["spm-t5"] = spm_t5_folder(root)
-    for name, sub in [("installed-pixart", "installed-pixart/tokenizer"),
-                      ("installed-sd3-clip-g", "installed-sd3/tokenizer_2"),
-                      ("installed-sd3-t5", "installed-sd3/tokenizer_3")]:
-        if (INSTALLED / sub / "tokenizer.json").is_file():
-            folders[name] = INSTALLED / sub
+    for name, sub in [("shipped-pixart", "shapes-pixart/tokenizer"),
+                      ("shipped-sd3-clip-g", "shapes-sd3/tokenizer_2"),
+                      ("shipped-sd3-t5", "shapes-sd3/tokenizer_3")]:
+        folders[name] = SHIPPED / sub
     return folders
 
 
@@ -159,12 +158,12 @@ def spm_t5_folder(root: Path) -> Path:
 
 def folder_or_skip(folders: dict[str, Path], name: str) -> Path:
     if name not in folders:
-        pytest.skip(f"{name}: no pipeline folder under {INSTALLED} (made by `make`), or no sentencepiece")
+        pytest.skip(f"{name}: no sentencepiece to build it with")
     return folders[name]
 
 
-TOKENIZER_CASES = ["shapes-t5", "shapes-clip", "clip-own-pad", "clip-declared-token", "spm-t5", "installed-pixart",
-                   "installed-sd3-clip-g", "installed-sd3-t5"]
+TOKENIZER_CASES = ["shapes-t5", "shapes-clip", "clip-own-pad", "clip-declared-token", "spm-t5", "shipped-pixart",
+                   "shipped-sd3-clip-g", "shipped-sd3-t5"]
 
 
 @pytest.mark.parametrize("name", TOKENIZER_CASES)
