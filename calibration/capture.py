@@ -209,28 +209,21 @@ def _has_text_encoder(model_source) -> bool:
 
 def folder_text_encoder(family: str, folder: Path, specs):
     """The text encoder(s) of a pipeline folder, giving the prompt inputs `specs` describes."""
-    from edit_mobile.calibration.encoder_pixart import PixArtTextEncoder
-    from edit_mobile.calibration.encoder_sd3 import SD3TextEncoder
+    from edit_mobile.calibration import text_encoders
 
     _, tokens, width = specs["encoder_hidden_states"].shape
-    if family == "pixart":
-        return PixArtTextEncoder.from_folder(folder, tokens)
-    return SD3TextEncoder.from_folder(folder, width, tokens)
+    return text_encoders.folder_text_encoder(family, folder, tokens, width)
 
 
 def _text_encoder(family, model_source, specs, folder, random_encoder):
-    from edit_mobile.calibration.encoder_pixart import PixArtTextEncoder
-    from edit_mobile.calibration.encoder_sd3 import CLIP_TOKENS, SD3TextEncoder
+    from edit_mobile.calibration.text_encoders import random_text_encoder
 
-    _, tokens, width = specs["encoder_hidden_states"].shape
     if folder is not None:
         return folder_text_encoder(family, folder, specs)
     _check_text_source(model_source, random_encoder)
-    if family == "pixart":
-        return PixArtTextEncoder.random(width, tokens)
-    if tokens <= CLIP_TOKENS:
-        raise UserError(f"SD3 prompts are {CLIP_TOKENS} CLIP tokens + T5 tokens: --prompt-tokens must exceed {CLIP_TOKENS}")
-    return SD3TextEncoder.random(width, specs["pooled_projections"].shape[-1], t5_tokens=tokens - CLIP_TOKENS)
+    _, tokens, width = specs["encoder_hidden_states"].shape
+    pooled = specs["pooled_projections"].shape[-1] if "pooled_projections" in specs else None
+    return random_text_encoder(family, tokens, width, pooled)
 
 
 def _check_text_source(model_source, random_encoder: bool) -> None:

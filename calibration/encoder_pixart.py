@@ -14,12 +14,10 @@ from pathlib import Path
 import torch
 
 from edit_mobile.calibration.embeddings import EncodedPrompts, PromptEmbeddings
+from edit_mobile.calibration.token_inputs import LOWER_STRIP, TokenizerInput, tokenize_all
 from edit_mobile.errors import UserError
 
 BATCH = 8  # prompts per encoder call: bounds memory with the 4.7B-parameter T5-XXL
-# What PixArtSigmaPipeline does to a prompt without bs4/ftfy (no caption cleaning); a pipeline
-# artifact records it for the apps.
-TEXT_PREPROCESSING = "lower-strip"
 
 
 class T5PromptModule(torch.nn.Module):
@@ -76,17 +74,14 @@ class PixArtTextEncoder:
         description = {"kind": "random-t5", "width": width, "seed": seed, "tokens": max_tokens}
         return cls(tokenizer, text_encoder, max_tokens, description)
 
+    def tokenizer_inputs(self) -> list[TokenizerInput]:
+        """T5's, lower-cased and stripped as PixArtSigmaPipeline does without caption cleaning."""
+        return [TokenizerInput("tokenizer", self.tokenizer, self.max_tokens, "input_ids", "attention_mask",
+                               LOWER_STRIP)]
+
     def tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """input_ids and attention_mask, (P, T) int64: the inputs of `prompt_module`."""
-        tokens = self.tokenizer(
-            [prompt.lower().strip() for prompt in prompts],  # TEXT_PREPROCESSING
-            padding="max_length",
-            max_length=self.max_tokens,
-            truncation=True,
-            add_special_tokens=True,
-            return_tensors="pt",
-        )
-        return {"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask}
+        return tokenize_all(self.tokenizer_inputs(), prompts)
 
     def prompt_module(self) -> T5PromptModule:
         return T5PromptModule(self.text_encoder)

@@ -17,11 +17,43 @@ import torch.nn.functional as F
 
 from edit_mobile.calibration.embeddings import EncodedPrompts, PromptEmbeddings
 from edit_mobile.calibration.encoder_pixart import random_t5
+from edit_mobile.calibration.token_inputs import TokenizerInput, tokenize_all
 from edit_mobile.errors import UserError
 
 CLIP_TOKENS = 77
 T5_TOKENS = 256
 BATCH = 8
+
+
+class SD3PromptModule(torch.nn.Module):
+    """Token ids -> the denoiser's prompt inputs, as StableDiffusion3Pipeline.encode_prompt builds
+    them: (B, Tc) CLIP-L and CLIP-G ids and (B, Tt) T5 ids (absent without T5) ->
+    encoder_hidden_states (B, Tc + Tt, D) and pooled_projections (B, Dp). What a pipeline
+    artifact's `encode_prompt` method runs."""
+
+    output_names = ("encoder_hidden_states", "pooled_projections")
+
+    def __init__(self, clip_l, clip_g, t5, joint_dim: int, t5_tokens: int):
+        super().__init__()
+        self.clip_l, self.clip_g, self.t5 = clip_l, clip_g, t5
+        self.joint_dim, self.t5_tokens = joint_dim, t5_tokens
+
+    @staticmethod
+    def _clip(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = model(input_ids, output_hidden_states=True)
+        return output.hidden_states[-2].float(), output[0].float()  # penultimate states, projected pooled
+
+    def forward(self, clip_l_input_ids: torch.Tensor, clip_g_input_ids: torch.Tensor,
+                t5_input_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden_l, pooled_l = self._clip(self.clip_l, clip_l_input_ids)
+        hidden_g, pooled_g = self._clip(self.clip_g, clip_g_input_ids)
+        clip_hidden = torch.cat([hidden_l, hidden_g], dim=-1)  # (b, Tc, Dl + Dg)
+        if self.t5 is None:  # the pipeline's zeros in T5's place
+            t5_hidden = clip_hidden.new_zeros(clip_hidden.shape[0], self.t5_tokens, self.joint_dim)
+        else:
+            t5_hidden = self.t5(t5_input_ids)[0].float()  # (b, Tt, D)
+        clip_hidden = F.pad(clip_hidden, (0, t5_hidden.shape[-1] - clip_hidden.shape[-1]))
+        return torch.cat([clip_hidden, t5_hidden], dim=-2), torch.cat([pooled_l, pooled_g], dim=-1)
 
 
 class SD3TextEncoder:
@@ -85,41 +117,38 @@ class SD3TextEncoder:
         pooled_l = pooled_dim // 2
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            clip_l = (ByT5Tokenizer(), _random_clip(clip_l_width, pooled_l))
-            clip_g = (ByT5Tokenizer(), _random_clip(clip_g_width, pooled_dim - pooled_l))
+            # model_max_length: the length StableDiffusion3Pipeline pads CLIP prompts to.
+            clip_l = (ByT5Tokenizer(model_max_length=CLIP_TOKENS), _random_clip(clip_l_width, pooled_l))
+            clip_g = (ByT5Tokenizer(model_max_length=CLIP_TOKENS), _random_clip(clip_g_width, pooled_dim - pooled_l))
         t5 = tuple(reversed(random_t5(joint_dim, seed + 1)))  # (tokenizer, model)
         description = {"kind": "random-sd3", "joint_dim": joint_dim, "pooled_dim": pooled_dim,
                        "seed": seed, "tokens": CLIP_TOKENS + t5_tokens}
         return cls(clip_l, clip_g, t5, joint_dim, description, t5_tokens=t5_tokens)
 
-    @torch.no_grad()
-    def _clip(self, clip, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        tokenizer, model = clip
-        tokens = tokenizer(prompts, padding="max_length", max_length=self.clip_tokens,
-                           truncation=True, return_tensors="pt")
-        output = model(tokens.input_ids, output_hidden_states=True)
-        return output.hidden_states[-2].float(), output[0].float()  # (b, 77, Dc), (b, Dp)
+    def tokenizer_inputs(self) -> list[TokenizerInput]:
+        """CLIP-L's, CLIP-G's and (with T5) T5's ids, no masks: the pipeline passes none."""
+        inputs = [TokenizerInput("tokenizer", self.clip_l[0], self.clip_tokens, "clip_l_input_ids"),
+                  TokenizerInput("tokenizer_2", self.clip_g[0], self.clip_tokens, "clip_g_input_ids")]
+        if self.t5 is not None:
+            inputs.append(TokenizerInput("tokenizer_3", self.t5[0], self.t5_tokens, "t5_input_ids"))
+        return inputs
+
+    def tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """(P, T) int64 ids by the name `prompt_module` takes them."""
+        return tokenize_all(self.tokenizer_inputs(), prompts)
+
+    def prompt_module(self) -> SD3PromptModule:
+        return SD3PromptModule(self.clip_l[1], self.clip_g[1], self.t5[1] if self.t5 else None,
+                               self.joint_dim, self.t5_tokens)
 
     @torch.no_grad()
-    def _t5(self, prompts: list[str]) -> torch.Tensor:
-        if self.t5 is None:
-            return torch.zeros(len(prompts), self.t5_tokens, self.joint_dim)
-        tokenizer, model = self.t5
-        tokens = tokenizer(prompts, padding="max_length", max_length=self.t5_tokens,
-                           truncation=True, add_special_tokens=True, return_tensors="pt")
-        return model(tokens.input_ids)[0].float()  # (b, 256, joint_dim)
-
     def _encode(self, prompts: list[str]) -> PromptEmbeddings:
+        module = self.prompt_module()
         embeds, pooled = [], []
         for start in range(0, len(prompts), BATCH):
-            batch = prompts[start : start + BATCH]
-            hidden_l, pooled_l = self._clip(self.clip_l, batch)
-            hidden_g, pooled_g = self._clip(self.clip_g, batch)
-            clip_hidden = torch.cat([hidden_l, hidden_g], dim=-1)  # (b, 77, Dl + Dg)
-            t5_hidden = self._t5(batch)  # (b, 256, joint_dim)
-            clip_hidden = F.pad(clip_hidden, (0, t5_hidden.shape[-1] - clip_hidden.shape[-1]))
-            embeds.append(torch.cat([clip_hidden, t5_hidden], dim=-2))  # (b, 333, joint_dim)
-            pooled.append(torch.cat([pooled_l, pooled_g], dim=-1))  # (b, pooled_dim)
+            hidden, projections = module(**self.tokenize(prompts[start : start + BATCH]))
+            embeds.append(hidden)  # (b, Tc + Tt, joint_dim)
+            pooled.append(projections)  # (b, pooled_dim)
         return PromptEmbeddings(torch.cat(embeds), torch.cat(pooled))
 
     def encode(self, prompts: list[str], guidance: bool) -> EncodedPrompts:

@@ -32,25 +32,23 @@ class PipelineParts:
 
 def load_pipeline_parts(source: str, prompt_tokens: int | None = None) -> PipelineParts:
     """Every part of `source` (a preset name or a local pipeline folder). Raises UserError."""
-    from edit_mobile.calibration.encoder_pixart import PixArtTextEncoder
+    from edit_mobile.calibration.text_encoders import folder_text_encoder, random_text_encoder
     from edit_mobile.models import is_tiny, load_transformer, pipeline_folder_of, prompt_tokens_of
     from edit_mobile.models.families import family_of
 
     transformer = load_transformer(source)
     family = family_of(transformer)
-    if family.name != "pixart":
-        raise UserError(f"{source}: whole-pipeline export covers PixArt models so far; export the {family.name} "
-                        "denoiser alone (without --pipeline)")
     tokens = prompt_tokens or prompt_tokens_of(source, transformer)
     folder = _pipeline_folder(source) or pipeline_folder_of(source)
-    width = transformer.config.caption_channels
+    specs = {spec.name: spec.shape for spec in family.prompt_inputs(transformer.config, 1, tokens)}
+    width, pooled = specs["encoder_hidden_states"][-1], specs.get("pooled_projections", (None,))[-1]
     if folder is not None and (folder / "text_encoder").is_dir() and (folder / "vae").is_dir():
-        text = PixArtTextEncoder.from_folder(folder, tokens)
+        text = folder_text_encoder(family.name, folder, tokens, width)
         vae = _folder_vae(folder / "vae")
     elif is_tiny(source):
         from edit_mobile.models.vae import tiny_vae
 
-        folder, text, vae = None, PixArtTextEncoder.random(width, tokens), tiny_vae(family.name)
+        folder, text, vae = None, random_text_encoder(family.name, tokens, width, pooled), tiny_vae(family.name)
     else:
         raise UserError(f"{source} is not a pipeline folder (text_encoder/, tokenizer/, vae/, transformer/): "
                         "pass the diffusers pipeline folder the model belongs to")

@@ -13,7 +13,8 @@ ART_DIR/
                               denoise (decode) methods of all resolutions share the same bytes,
                               as they do inside model.pte when the weights are embedded
   model.bpte                  BundledProgram: one test case a method, runs with model.ptd
-  tokenizer/                  the prompt's tokenizer (transformers files)
+  tokenizer/                  the prompt's tokenizer (transformers files); SD3 adds tokenizer_2/
+                              (CLIP-G) and tokenizer_3/ (T5), each described in pipeline.text
   scheduler/                  scheduler_config.json of the diffusers scheduler to step with
   test_vectors.safetensors    <method>.input.<name> / <method>.output.<name>, PyTorch float32
 
@@ -50,7 +51,6 @@ PIPELINE_BACKENDS = ("xnnpack", "onnx", "coreml")
 RUNTIME_NAMES = {"xnnpack": "ExecuTorch runtime", "onnx": "onnxruntime", "coreml": "Core ML"}
 PROGRAM_FORMATS = {"xnnpack": "executorch-pte", "onnx": "onnx", "coreml": "mlprogram"}
 PIPELINE_PRECISIONS = ("fp32", "fp16")
-TOKENIZER_DIR = "tokenizer"
 SCHEDULER_DIR = "scheduler"
 TEST_VECTORS_FILE = "test_vectors.safetensors"
 ENCODE_METHOD = "encode_prompt"
@@ -197,10 +197,9 @@ def build_methods(parts, request: PipelineRequest) -> list[Method]:
     from edit_mobile.models import DenoiserWrapper, TransformerSignature
     from edit_mobile.models.vae import LatentDecoder
 
-    tokens = parts.text.tokenize([EXAMPLE_PROMPT])
+    tokens = parts.text.tokenize([EXAMPLE_PROMPT])  # every tokenizer's inputs, in the module's order
     encoder = parts.text.prompt_module().eval()
-    methods = [Method(ENCODE_METHOD, encoder, (tokens["input_ids"], tokens["attention_mask"]),
-                      ["input_ids", "attention_mask"], list(encoder.output_names))]
+    methods = [Method(ENCODE_METHOD, encoder, tuple(tokens.values()), list(tokens), list(encoder.output_names))]
     resolutions = request.resolutions or (None,)
     mobile = mobile_transformer(parts, request)
     decoder = LatentDecoder(parts.vae, parts.family.name).eval()
@@ -387,22 +386,27 @@ def write_bundle(program, methods: list[Method], outputs: dict[str, list[torch.T
     return BUNDLED_FILE
 
 
-def write_text_and_scheduler(parts, staging: Path) -> dict:
-    """tokenizer/ and scheduler/ for the app, and their description for the manifest."""
-    from edit_mobile.calibration.encoder_pixart import TEXT_PREPROCESSING
-
-    folder = parts.folder
-    if folder is not None and (folder / "tokenizer").is_dir():  # the files as shipped, for the apps' readers
-        shutil.copytree(folder / "tokenizer", staging / TOKENIZER_DIR)
-    else:
-        parts.text.tokenizer.save_pretrained(staging / TOKENIZER_DIR)
+def write_text_and_scheduler(parts, staging: Path) -> tuple[dict, dict]:
+    """The tokenizer folders and scheduler/ for the app; (their description for the manifest,
+    file roles). Each tokenizer's folder is named as in a diffusers pipeline folder (tokenizer,
+    tokenizer_2, ...) and described with the encode_prompt inputs it fills."""
+    tokenizers = parts.text.tokenizer_inputs()
+    for item in tokenizers:
+        source = parts.folder / item.files if parts.folder is not None else None
+        if source is not None and source.is_dir():  # the files as shipped, for the apps' readers
+            shutil.copytree(source, staging / item.files)
+        else:
+            item.tokenizer.save_pretrained(staging / item.files)
     parts.scheduler.save_config(staging / SCHEDULER_DIR)
     config = {k: v for k, v in dict(parts.scheduler.config).items() if not k.startswith("_")}
-    return {
-        "text": {"tokenizer": TOKENIZER_DIR, "tokenizer_class": type(parts.text.tokenizer).__name__,
-                 "max_length": parts.prompt_tokens, "preprocessing": TEXT_PREPROCESSING, "negative_prompt": ""},
-        "scheduler": {"class_name": type(parts.scheduler).__name__, "config": _jsonable(config)},
-    }
+    text = {"tokenizers": [item.describe() for item in tokenizers], "negative_prompt": ""}
+    if len(tokenizers) == 1:  # schema v2.0's one-tokenizer fields, which the demo apps read
+        only = tokenizers[0].describe()
+        text.update(tokenizer=only["files"], tokenizer_class=only["tokenizer_class"],
+                    max_length=only["max_length"], preprocessing=only["preprocessing"])
+    described = {"text": text, "scheduler": {"class_name": type(parts.scheduler).__name__,
+                                             "config": _jsonable(config)}}
+    return described, {item.files: item.files for item in tokenizers}
 
 
 def _jsonable(value):
@@ -426,7 +430,7 @@ def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_
     from edit_mobile.export.artifact import model_record
 
     denoise = next(m for m in methods if m.name.startswith("denoise_"))
-    roles = {**files, "tokenizer": TOKENIZER_DIR, "scheduler": SCHEDULER_DIR, "test_vectors": TEST_VECTORS_FILE}
+    roles = {**files, "scheduler": SCHEDULER_DIR, "test_vectors": TEST_VECTORS_FILE}
     manifest = manifest_io.build_manifest(
         model={**model_record(request.model, parts.transformer), "pipeline_folder": str(parts.folder or "")},
         resolution=denoise.resolution, batch=request.batch, prompt_tokens=parts.prompt_tokens,
@@ -490,7 +494,8 @@ def export_pipeline(request: PipelineRequest) -> Path:
             files["bundled_program"] = write_bundle(program, methods, outputs, staging)
         stages.update()
         stages.set_postfix_str("manifest")
-        text_and_scheduler = write_text_and_scheduler(parts, staging)
+        text_and_scheduler, tokenizer_roles = write_text_and_scheduler(parts, staging)
+        files.update(tokenizer_roles)
         write_manifest(request, parts, methods, text_and_scheduler, files, coverage, checked, staging)
         apply_umask(staging)
         stages.update()

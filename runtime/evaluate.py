@@ -83,11 +83,8 @@ class DiffusersImages:
         for start in range(0, len(captions), BATCH):
             chunk = captions[start : start + BATCH]
             generators = [torch.Generator().manual_seed(settings.seed + start + i) for i in range(len(chunk))]
-            extra = {}
-            if hasattr(self.pipeline, "tokenizer_3"):  # SD3: the T5 length the model was made for
-                extra["max_sequence_length"] = min(256, self.pipeline.tokenizer_3.model_max_length)
-            else:  # PixArt: as a pipeline artifact encodes and draws (its tokenizer's length)
-                extra = self.family.pipeline_call_options(self.family.default_prompt_tokens_of(self.folder))
+            # As a pipeline artifact encodes and draws: the prompt length the folder's tokenizers read.
+            extra = self.family.pipeline_call_options(self.family.default_prompt_tokens_of(self.folder), self.folder)
             with torch.no_grad():
                 images += self.pipeline(chunk, num_inference_steps=steps, guidance_scale=guidance,
                                         generator=generators, **extra).images

@@ -109,6 +109,12 @@ class Manifest:
         return int(self.data["batch"])
 
     @property
+    def prompt_tokens(self) -> int | None:
+        """The prompt length the denoiser takes (SD3: CLIP's and T5's tokens together)."""
+        value = self.data.get("prompt_tokens")
+        return None if value is None else int(value)
+
+    @property
     def pipeline(self) -> dict | None:
         """Version 2 (export --pipeline): methods, resolutions, text, scheduler, defaults."""
         return self.data.get("pipeline")
@@ -275,14 +281,28 @@ class _Checker:
             for method in (f"denoise_{pair[0]}x{pair[1]}", f"decode_{pair[0]}x{pair[1]}"):
                 if method not in methods:
                     raise self.fail("pipeline.methods", f"an object holding {method}", sorted(methods))
-        text = self.obj(value.get("text"), "pipeline.text")
-        self.integer(text.get("max_length"), "pipeline.text.max_length", 1, MAX_PROMPT_TOKENS)
-        if text.get("tokenizer") != files.get("tokenizer", {}).get("path"):
-            raise self.fail("pipeline.text.tokenizer", "the path of the files' tokenizer role", text.get("tokenizer"))
+        self.text_block(self.obj(value.get("text"), "pipeline.text"), files)
         scheduler = self.obj(value.get("scheduler"), "pipeline.scheduler")
         self.text(scheduler.get("class_name"), "pipeline.scheduler.class_name")
         defaults = self.obj(value.get("defaults"), "pipeline.defaults")
         self.integer(defaults.get("steps"), "pipeline.defaults.steps", 1, 1000)
+
+    def text_block(self, text: dict, files: dict) -> None:
+        """`tokenizers` (one entry a tokenizer folder), or schema v2.0's one tokenizer's fields."""
+        if "tokenizers" not in text:
+            text = {"tokenizers": [{**text, "files": text.get("tokenizer"), "input_ids": "input_ids"}]}
+        tokenizers = text["tokenizers"]
+        if not isinstance(tokenizers, list) or not 1 <= len(tokenizers) <= MAX_TENSORS:
+            raise self.fail("pipeline.text.tokenizers", f"a list of 1 to {MAX_TENSORS} tokenizers", tokenizers)
+        for index, item in enumerate(tokenizers):
+            field = f"pipeline.text.tokenizers[{index}]"
+            self.obj(item, field)
+            self.integer(item.get("max_length"), f"{field}.max_length", 1, MAX_PROMPT_TOKENS)
+            if not self.text(item.get("input_ids"), f"{field}.input_ids"):
+                raise self.fail(f"{field}.input_ids", "the encode_prompt input it fills", item.get("input_ids"))
+            role = item.get("files")
+            if not isinstance(role, str) or files.get(role, {}).get("path") != role:
+                raise self.fail(f"{field}.files", "a tokenizer folder listed under files by that name", role)
 
     def tensor(self, value, field: str) -> None:
         self.obj(value, field)

@@ -57,8 +57,7 @@ def prompt_encoder(manifest: Manifest, text_encoder: str | os.PathLike | None = 
                    embeddings: str | os.PathLike | None = None, guidance: bool = True) -> PromptEncoder:
     """Cached embeddings, a local encoder folder, the model's pipeline folder, or (tiny presets)
     the calibration stage's seeded random encoder, the same one it calibrates with."""
-    from edit_mobile.calibration.encoder_pixart import PixArtTextEncoder
-    from edit_mobile.calibration.encoder_sd3 import CLIP_TOKENS, SD3TextEncoder
+    from edit_mobile.calibration.text_encoders import folder_text_encoder, random_text_encoder
 
     specs = {spec.name: spec for spec in manifest.inputs}
     _, tokens, width = specs["encoder_hidden_states"].shape
@@ -71,9 +70,7 @@ def prompt_encoder(manifest: Manifest, text_encoder: str | os.PathLike | None = 
     folder = Path(text_encoder) if text_encoder is not None else next(
         (f for f in (source, pipeline) if f is not None and (f / "text_encoder").is_dir()), None)
     if folder is not None:
-        if manifest.family == "pixart":
-            return PixArtTextEncoder.from_folder(folder, tokens)
-        return SD3TextEncoder.from_folder(folder, width, tokens)
+        return folder_text_encoder(manifest.family, folder, tokens, width)
     from edit_mobile.runtime.vae import is_tiny_architecture
 
     if not is_tiny_architecture(manifest):
@@ -81,9 +78,8 @@ def prompt_encoder(manifest: Manifest, text_encoder: str | os.PathLike | None = 
             f"{source} needs its text encoder to read prompts: pass --text-encoder DIR (a local pipeline "
             "folder) or --embeddings FILE.safetensors"
         )
-    if manifest.family == "pixart":
-        return PixArtTextEncoder.random(width, tokens)
-    return SD3TextEncoder.random(width, specs["pooled_projections"].shape[-1], t5_tokens=tokens - CLIP_TOKENS)
+    pooled = specs["pooled_projections"].shape[-1] if "pooled_projections" in specs else None
+    return random_text_encoder(manifest.family, tokens, width, pooled)
 
 
 @dataclass

@@ -148,17 +148,29 @@ class PipelineArtifact:
             raise UserError(f"{art_dir} is a {self.manifest.backend} pipeline, which edit-mobile cannot run here "
                             f"(Core ML runs on Apple systems); it runs {', '.join(METHOD_RUNNERS)} pipelines")
         self.methods = runner(self.manifest, threads)
-        self.tokenizer = self._load_tokenizer()
+        self.tokenizers = self._load_tokenizers()
         self.calls: list | None = None  # set to [] to record (method, inputs, outputs) of every call
 
-    def _load_tokenizer(self):
+    def _load_tokenizers(self) -> list:
+        """One TokenizerInput a tokenizer folder, as the manifest describes it (a v2.0 manifest
+        describes its one tokenizer with fields of pipeline.text itself)."""
         from transformers import AutoTokenizer
 
-        folder = self.manifest.file("tokenizer").path
-        try:
-            return AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot read the artifact's tokenizer {folder}: {err}; re-export the artifact") from err
+        from edit_mobile.calibration.token_inputs import TokenizerInput
+
+        text = self.spec["text"]
+        described = text.get("tokenizers") or [{"files": text["tokenizer"], "max_length": text["max_length"],
+                                                 "input_ids": "input_ids", "attention_mask": "attention_mask",
+                                                 "preprocessing": text.get("preprocessing", "none")}]
+        loaded = []
+        for description in described:
+            folder = self.manifest.file(description["files"]).path
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            except (OSError, ValueError) as err:
+                raise UserError(f"cannot read the artifact's tokenizer {folder}: {err}; re-export the artifact") from err
+            loaded.append(TokenizerInput.from_description(description, tokenizer))
+        return loaded
 
     def scheduler(self):
         """A fresh diffusers scheduler of the recorded class and config (state changes per run)."""
@@ -205,12 +217,9 @@ class PipelineArtifact:
                           defaults["guidance"] if guidance is None else guidance, seed)
 
     def encode(self, prompt: str) -> dict[str, torch.Tensor]:
-        text = self.spec["text"]
-        if text.get("preprocessing") == "lower-strip":
-            prompt = prompt.lower().strip()
-        tokens = self.tokenizer([prompt], padding="max_length", max_length=text["max_length"], truncation=True,
-                                add_special_tokens=True, return_tensors="pt")
-        return self.run("encode_prompt", {"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask})
+        from edit_mobile.calibration.token_inputs import tokenize_all
+
+        return self.run("encode_prompt", tokenize_all(self.tokenizers, [prompt]))
 
     @torch.no_grad()
     def generate(self, prompt: str, settings: Generation, resolution: tuple[int, int] | None = None,

@@ -2,7 +2,7 @@
 
 For each prompt, the artifact generates (runtime/pipeline_artifact.py: tokenizer, encode_prompt,
 denoise, decode, nothing from PyTorch's model) and diffusers' pipeline class for the family
-(PixArtSigmaPipeline), assembled from the PyTorch parts the artifact was exported from, generates
+(PixArtSigmaPipeline, StableDiffusion3Pipeline), assembled from the PyTorch parts the artifact was exported from, generates
 at the same seed, steps, guidance and size. Compared per stage: the prompt embeddings, the final
 latents and the image (PSNR over [0, 1] pixels). Passing means every image clears the precision's
 floor (fp32 40 dB: twenty steps of float reassociation through a sampler stay far above it).
@@ -55,7 +55,7 @@ def reference_parts(manifest):
 
     source = manifest.model.get("source")
     try:
-        return load_pipeline_parts(source, manifest.pipeline["text"]["max_length"])
+        return load_pipeline_parts(source, manifest.prompt_tokens)
     except UserError as err:
         raise UserError(f"the artifact's source {source} cannot be loaded here to compare with ({err}); "
                         "validate on the machine that has the pipeline folder") from err
@@ -65,9 +65,8 @@ def reference_parts(manifest):
 def diffusers_generation(pipe, parts, prompt: str, settings, resolution: tuple[int, int]):
     """diffusers' pipeline: the prompt embeddings, the final latents and the [0, 1] image."""
     height, width = resolution
-    options = parts.family.pipeline_call_options(parts.prompt_tokens)
-    embeds = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, num_images_per_prompt=1,
-                                max_sequence_length=parts.prompt_tokens, clean_caption=False)[0]
+    options = parts.family.pipeline_call_options(parts.prompt_tokens, parts.folder)
+    embeds = parts.family.diffusers_prompt_embeds(pipe, prompt, options)
     latents = pipe(prompt, height=height, width=width, num_inference_steps=settings.steps,
                    guidance_scale=settings.guidance, generator=torch.Generator().manual_seed(settings.seed),
                    output_type="latent", **options).images

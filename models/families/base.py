@@ -104,9 +104,15 @@ class Family:
         calibration text encoder), the reference a pipeline artifact is validated against."""
         raise NotImplementedError
 
-    def pipeline_call_options(self, prompt_tokens: int) -> dict:
-        """Keyword arguments that make the diffusers pipeline encode and draw as an artifact does."""
+    def pipeline_call_options(self, prompt_tokens: int, pipeline_folder: Path | None = None) -> dict:
+        """Keyword arguments that make the diffusers pipeline encode and draw as an artifact does
+        (prompts `prompt_tokens` long in all; the folder's tokenizers fix how they split)."""
         return {}
+
+    def diffusers_prompt_embeds(self, pipe, prompt: str, call_options: dict):
+        """diffusers' own encoding of one prompt without guidance: the encoder_hidden_states the
+        denoiser gets, (1, T, D)."""
+        raise NotImplementedError
 
     def resolution_multiple(self, model, compression_stride: int | None = None) -> int:
         """Pixels per side must be a multiple of this: VAE x patch x compression stride."""

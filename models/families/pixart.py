@@ -58,10 +58,14 @@ class PixArtFamily(Family):
         return PixArtSigmaPipeline(tokenizer=text.tokenizer, text_encoder=text.text_encoder, vae=vae,
                                    transformer=transformer, scheduler=scheduler)
 
-    def pipeline_call_options(self, prompt_tokens: int) -> dict:
+    def pipeline_call_options(self, prompt_tokens: int, pipeline_folder: Path | None = None) -> dict:
         # No caption cleaning (bs4/ftfy) and no resolution binning: the artifact draws at the
         # size asked, its prompt lower-cased and stripped, `prompt_tokens` long.
         return {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": prompt_tokens}
+
+    def diffusers_prompt_embeds(self, pipe, prompt: str, call_options: dict):
+        return pipe.encode_prompt(prompt, do_classifier_free_guidance=False, num_images_per_prompt=1,
+                                  max_sequence_length=call_options["max_sequence_length"], clean_caption=False)[0]
 
     def convert(self, teacher, options):
         from edit_mobile.models.conversion import to_edit

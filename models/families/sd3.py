@@ -55,6 +55,26 @@ class SD3Family(Family):
     def default_scheduler(self):
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=SD3_SHIFT)
 
+    def diffusers_pipeline(self, transformer, text, vae, scheduler):
+        from diffusers import StableDiffusion3Pipeline
+
+        (tokenizer, clip_l), (tokenizer_2, clip_g) = text.clip_l, text.clip_g
+        tokenizer_3, t5 = text.t5 if text.t5 is not None else (None, None)
+        return StableDiffusion3Pipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=clip_l,
+                                        tokenizer=tokenizer, text_encoder_2=clip_g, tokenizer_2=tokenizer_2,
+                                        text_encoder_3=t5, tokenizer_3=tokenizer_3)
+
+    def pipeline_call_options(self, prompt_tokens: int, pipeline_folder: Path | None = None) -> dict:
+        """T5's share of the prompt: what is left after CLIP's model_max_length tokens."""
+        clip = CLIP_TOKENS
+        if pipeline_folder is not None:
+            clip = tokenizer_max_length(Path(pipeline_folder) / "tokenizer", CLIP_TOKENS)
+        return {"max_sequence_length": prompt_tokens - clip}
+
+    def diffusers_prompt_embeds(self, pipe, prompt: str, call_options: dict):
+        return pipe.encode_prompt(prompt, None, None, do_classifier_free_guidance=False,
+                                  max_sequence_length=call_options["max_sequence_length"])[0]
+
     def convert(self, teacher, options):
         from edit_mobile.models.conversion import to_mm_edit
 
