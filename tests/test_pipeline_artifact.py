@@ -1,6 +1,6 @@
 """`export --pipeline`: text encoder, denoiser and VAE decoder as methods of one ExecuTorch program
 with its weights once in model.ptd; `generate` runs it alone; `validate --pipeline` holds it to
-diffusers' own PixArtSigmaPipeline. Real programs in the real ExecuTorch runtime.
+diffusers' own PixArtSigmaPipeline (StableDiffusion3Pipeline for the shipped SD3 teacher). Real programs in the real ExecuTorch runtime.
 
 The shapes pipeline here is a 2-step smoke run of training/train_teacher.py (a real pipeline
 folder with the world's tokenizer and the shipped VAE; plumbing, not quality).
@@ -295,6 +295,42 @@ def test_evaluate_scores_a_pipeline_artifact_as_diffusers_pipeline(shapes_folder
 
     report, shown = evaluate(shapes_artifact, ["seen"], samples=2, settings=Settings(steps=2), teacher=str(shapes_folder))
     assert len(shown) == 2 and report["image_psnr_vs_teacher"] >= 40  # the same images, 8-bit
+
+
+@pytest.fixture(scope="module")
+def sd3_artifact(tmp_path_factory):
+    """The shipped shapes SD3 teacher's pipeline: CLIP-L, CLIP-G and T5 with their own tokenizers."""
+    from edit_mobile.pretrained import pipeline_folder
+
+    out = tmp_path_factory.mktemp("sd3-art") / "art"
+    return export_pipeline(PipelineRequest(str(pipeline_folder("shapes-sd3")), out))
+
+
+def test_an_sd3_pipeline_tokenizes_three_ways_and_draws_as_stable_diffusion_3_pipeline(sd3_artifact, tmp_path,
+                                                                                        capsys):
+    from PIL import Image
+
+    from edit_mobile.runtime.validate_pipeline import validate_pipeline
+
+    manifest = json.loads((sd3_artifact / "manifest.json").read_text())
+    tokenizers = manifest["pipeline"]["text"]["tokenizers"]
+    assert [t["input_ids"] for t in tokenizers] == ["clip_l_input_ids", "clip_g_input_ids", "t5_input_ids"]
+    assert [t["tokenizer_class"] for t in tokenizers] == ["CLIPTokenizer", "CLIPTokenizer", "T5Tokenizer"]
+    assert all((sd3_artifact / t["files"] / "tokenizer.json").is_file() for t in tokenizers)
+    assert "max_length" not in manifest["pipeline"]["text"]  # no one-tokenizer field to misread
+    encode = manifest["pipeline"]["methods"]["encode_prompt"]
+    assert [o["name"] for o in encode["outputs"]] == ["encoder_hidden_states", "pooled_projections"]
+    assert manifest["pipeline"]["scheduler"]["class_name"] == "FlowMatchEulerDiscreteScheduler"
+    assert manifest["pipeline"]["defaults"] == {"steps": 20, "guidance": 3.0}  # the folder's, measured
+    report = validate_pipeline(sd3_artifact, ["a large green triangle in the bottom right on a black background"],
+                               steps=3)
+    row = report.prompts[0]
+    assert report.passed and row["embeddings_psnr_db"] >= 60 and row["image_psnr_db"] >= 40, row
+    assert len(report.bundled) == 3 and all(case["passed"] for case in report.bundled)
+    image = tmp_path / "triangle.png"
+    code, _ = run_cli(["generate", str(sd3_artifact), "--prompt", "a large green triangle in the bottom right on a "
+                       "black background", "--steps", "3", "-o", str(image)], capsys)
+    assert code == 0 and report.images[0][1].tobytes() == Image.open(image).tobytes()
 
 
 def test_the_android_pipeline_draws_what_generate_draws(shapes_artifact, java_classes, tmp_path):
