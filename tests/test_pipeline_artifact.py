@@ -333,10 +333,11 @@ def test_an_sd3_pipeline_tokenizes_three_ways_and_draws_as_stable_diffusion_3_pi
     assert code == 0 and report.images[0][1].tobytes() == Image.open(image).tobytes()
 
 
-def test_the_android_pipeline_draws_what_generate_draws(shapes_artifact, java_classes, tmp_path):
-    """The app's TextToImage (plain Java, JVM) against `generate --noise portable`: the program's
-    calls are replayed from the Python run (ReplayRunner: a test double for the phone's
-    ExecuTorch), so tokenizer, noise, scheduler, guidance, call inputs and pixels are all Java's."""
+def replay_in_java(art, request: dict, java_classes, tmp_path):
+    """`generate --noise portable` on `art` in Python, its program calls recorded, then the app's
+    TextToImage (plain Java, JVM) on the same request with those calls replayed (ReplayRunner: a
+    test double for the phone's ExecuTorch), so tokenizers, noise, scheduler, guidance, call
+    inputs and pixels are all Java's. (PipelineCheck's answer, Python's and Java's pixels)."""
     import subprocess
 
     import numpy as np
@@ -344,12 +345,11 @@ def test_the_android_pipeline_draws_what_generate_draws(shapes_artifact, java_cl
 
     from edit_mobile.runtime.pipeline_artifact import PipelineArtifact
 
-    request = {"prompt": "A Large Blue Square at the bottom right on a yellow background ", "steps": 3,
-               "guidance": 4.5, "seed": 7, "size": [256, 256]}
-    artifact = PipelineArtifact(shapes_artifact)
+    size = tuple(request["size"])
+    artifact = PipelineArtifact(art)
     artifact.calls = []
     settings = artifact.default_settings(request["steps"], request["guidance"], request["seed"])
-    stages = artifact.generate(request["prompt"], settings, (256, 256), noise="portable")
+    stages = artifact.generate(request["prompt"], settings, size, noise="portable")
     recording = {}
     for number, (method, inputs, outputs) in enumerate(artifact.calls):
         for kind, tensors in (("input", inputs), ("output", outputs)):
@@ -357,17 +357,43 @@ def test_the_android_pipeline_draws_what_generate_draws(shapes_artifact, java_cl
                 recording[f"call.{number:04d}.{method}.{kind}.{j}"] = tensor.clone()
     save_file(recording, str(tmp_path / "calls.safetensors"))
     (tmp_path / "request.json").write_text(json.dumps(request))
-    completed = subprocess.run(["java", "-cp", str(java_classes), "PipelineCheck", "generate", str(shapes_artifact),
+    completed = subprocess.run(["java", "-cp", str(java_classes), "PipelineCheck", "generate", str(art),
                                 str(tmp_path / "calls.safetensors"), str(tmp_path / "request.json")],
-                               capture_output=True, text=True, timeout=120)
+                               capture_output=True, text=True, timeout=300)
     answer = json.loads(completed.stdout.splitlines()[-1])
     assert completed.returncode == 0, answer
-    assert answer["calls"] == answer["recorded_calls"] == 2 + 3 * 2 + 1  # 2 prompts, 3 guided steps, decode
-    assert answer["worst_input_error"]["encode_prompt"] == 0  # token ids: identical
+    java_rgb = np.asarray(answer.pop("rgb"), dtype=np.uint8).reshape(*size, 3)
+    return answer, np.asarray(stages.image()), java_rgb
+
+
+def assert_java_draws_as_python(answer, python_rgb, java_rgb, calls: int) -> None:
+    import numpy as np
+
+    assert answer["calls"] == answer["recorded_calls"] == calls, answer
+    assert answer["worst_input_error"]["encode_prompt"] == 0, answer  # token ids: identical
     assert answer["worst_input_error"]["denoise"] < 1e-5 and answer["worst_input_error"]["decode"] < 1e-5, answer
-    java_rgb = np.asarray(answer["rgb"], dtype=np.uint8).reshape(256, 256, 3)
-    python_rgb = np.asarray(stages.image())
     assert np.abs(java_rgb.astype(int) - python_rgb).max() <= 1 and (java_rgb == python_rgb).mean() > 0.99
+
+
+def test_the_android_pipeline_draws_what_generate_draws(shapes_artifact, java_classes, tmp_path):
+    """The app's TextToImage against `generate --noise portable` on a PixArt pipeline (one T5
+    tokenizer, lower-cased and stripped)."""
+    request = {"prompt": "A Large Blue Square at the bottom right on a yellow background ", "steps": 3,
+               "guidance": 4.5, "seed": 7, "size": [256, 256]}
+    answer, python_rgb, java_rgb = replay_in_java(shapes_artifact, request, java_classes, tmp_path)
+    assert_java_draws_as_python(answer, python_rgb, java_rgb, 2 + 3 * 2 + 1)  # 2 prompts, 3 guided steps, decode
+
+
+def test_the_android_pipeline_draws_an_sd3_pipeline_as_generate_does(sd3_artifact, java_classes, tmp_path):
+    """The same on the shipped SD3 teacher's pipeline: CLIP-L, CLIP-G and T5 ids (prompt as typed,
+    capitals and trailing space kept), pooled projections beside the hidden states, and
+    FlowMatchEulerDiscreteScheduler's shifted sigmas as timesteps."""
+    manifest = json.loads((sd3_artifact / "manifest.json").read_text())
+    assert [t["preprocessing"] for t in manifest["pipeline"]["text"]["tokenizers"]] == ["none"] * 3
+    request = {"prompt": "A Large Green Triangle in the Bottom Right on a black background ", "steps": 3,
+               "guidance": 3.0, "seed": 11, "size": [256, 256]}
+    answer, python_rgb, java_rgb = replay_in_java(sd3_artifact, request, java_classes, tmp_path)
+    assert_java_draws_as_python(answer, python_rgb, java_rgb, 2 + 3 * 2 + 1)  # batch-1 denoiser: 2 calls a step
 
 
 def test_the_android_apps_pipeline_keys_are_what_export_writes(tiny_artifact):
@@ -379,14 +405,21 @@ def test_the_android_apps_pipeline_keys_are_what_export_writes(tiny_artifact):
     keys = dict(re.findall(r'static final String (\w+) = "([^"]+)";', block.group(1)))
     manifest = json.loads((tiny_artifact / "manifest.json").read_text())
     pipeline = manifest["pipeline"]
+    (entry,) = pipeline["text"]["tokenizers"]  # PixArt: one, also described by the older text fields
     where = {"P": pipeline, "METHOD": pipeline["methods"]["encode_prompt"], "TEXT": pipeline["text"],
-             "DEFAULTS": pipeline["defaults"]}
+             "DEFAULTS": pipeline["defaults"], "TOKENIZER": entry}
     for name, value in keys.items():
         prefix = name.split("_")[0]
         if prefix in where:
             assert value in where[prefix], name
     assert keys["ENCODE_METHOD"] in pipeline["methods"]
-    assert keys["PREPROCESSING_LOWER_STRIP"] == pipeline["text"]["preprocessing"]
+    assert keys["PREPROCESSING_LOWER_STRIP"] == pipeline["text"]["preprocessing"] == entry["preprocessing"]
+    from edit_mobile.calibration.token_inputs import PREPROCESSINGS
+
+    assert {keys["PREPROCESSING_LOWER_STRIP"], keys["PREPROCESSING_NONE"]} == set(PREPROCESSINGS)
+    # An older artifact's one tokenizer fills the inputs PixArt's entry names.
+    assert pipeline["text"][keys["TEXT_TOKENIZER"]] == entry["files"]
+    assert (keys["OLDER_INPUT_IDS"], keys["OLDER_ATTENTION_MASK"]) == (entry["input_ids"], entry["attention_mask"])
     top = re.search(r'TOP_PIPELINE = "(\w+)"', (java / "ArtifactManifest.java").read_text()).group(1)
     assert top in manifest and manifest["files"]["tokenizer"] and manifest["files"]["scheduler"]
 

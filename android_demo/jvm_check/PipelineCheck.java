@@ -82,13 +82,13 @@ public final class PipelineCheck {
   private static String generate(String[] args) throws Exception {
     ArtifactManifest manifest = ArtifactManifest.read(new File(args[1]));
     PipelineSpec spec = PipelineSpec.of(manifest);
-    TextTokenizer tokenizer = TextTokenizer.load(manifest.fileFor(ArtifactManifest.ROLE_TOKENIZER));
+    List<TextTokenizer> tokenizers = spec.loadTokenizers(manifest);
     DiffusionScheduler scheduler =
         DiffusionScheduler.load(manifest.fileFor(ArtifactManifest.ROLE_SCHEDULER));
     ReplayRunner runner = new ReplayRunner(new File(args[2]));
     Map<String, Object> request = Json.parseObject(read(args[3]));
     List<?> size = (List<?>) request.get("size");
-    TextToImage.Result result = new TextToImage(spec, tokenizer, scheduler, runner).generate(
+    TextToImage.Result result = new TextToImage(spec, tokenizers, scheduler, runner).generate(
         (String) request.get("prompt"), ((Double) request.get("steps")).intValue(),
         (Double) request.get("guidance"), ((Double) request.get("seed")).longValue(),
         new int[] {((Double) size.get(0)).intValue(), ((Double) size.get(1)).intValue()}, null);

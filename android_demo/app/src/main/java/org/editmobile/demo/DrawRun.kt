@@ -14,9 +14,10 @@ data class DrawSettings(
 
 /**
  * A pipeline artifact (export --pipeline) from prompt to pixels on the phone: files verified by
- * sha256, the tokenizer and scheduler read from the artifact, the program's methods run by
- * ExecuTorch, the loop in plain Java (TextToImage, checked on the JVM against edit-mobile
- * generate --noise portable: the same seed gives the same image here and on the host).
+ * sha256, the tokenizers (one for PixArt; CLIP-L, CLIP-G and T5 for SD3) and scheduler read from
+ * the artifact, the program's methods run by ExecuTorch, the loop in plain Java (TextToImage,
+ * checked on the JVM against edit-mobile generate --noise portable: the same seed gives the same
+ * image here and on the host).
  */
 class DrawRun(folder: File, numThreads: Int) : AutoCloseable {
   val manifest: ArtifactManifest
@@ -39,7 +40,7 @@ class DrawRun(folder: File, numThreads: Int) : AutoCloseable {
     pipeline =
         TextToImage(
             spec,
-            TextTokenizer.load(manifest.fileFor(ArtifactManifest.ROLE_TOKENIZER)),
+            spec.loadTokenizers(manifest), // one a pipeline.text.tokenizers entry
             DiffusionScheduler.load(manifest.fileFor(ArtifactManifest.ROLE_SCHEDULER)),
             methods)
     loadMs = (System.nanoTime() - start) / 1e6

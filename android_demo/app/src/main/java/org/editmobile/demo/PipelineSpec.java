@@ -1,5 +1,7 @@
 package org.editmobile.demo;
 
+import java.io.File;
+import java.io.IOException;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -12,8 +14,9 @@ import java.util.Map;
  * sampling defaults. The scheduler's own config is the artifact's scheduler/ folder.
  */
 public final class PipelineSpec {
-  // BEGIN PIPELINE KEYS -- the "pipeline" fields this app reads (tests/test_demo_apps.py checks
-  // them against what edit_mobile.export.pipeline writes).
+  // BEGIN PIPELINE KEYS -- the "pipeline" fields this app reads
+  // (tests/test_pipeline_artifact.py checks them against what edit_mobile.export.pipeline writes;
+  // TOKENIZER_ keys are those of an entry of pipeline.text.tokenizers).
   public static final String P_METHODS = "methods";
   public static final String P_RESOLUTIONS = "resolutions";
   public static final String P_TEXT = "text";
@@ -21,13 +24,25 @@ public final class PipelineSpec {
   public static final String P_LATENT_CHANNELS = "latent_channels";
   public static final String METHOD_INPUTS = "inputs";
   public static final String METHOD_OUTPUTS = "outputs";
+  public static final String TEXT_TOKENIZERS = "tokenizers";
+  public static final String TEXT_NEGATIVE_PROMPT = "negative_prompt";
+  // Older artifacts describe their one tokenizer with fields of pipeline.text itself.
+  public static final String TEXT_TOKENIZER = "tokenizer";
   public static final String TEXT_MAX_LENGTH = "max_length";
   public static final String TEXT_PREPROCESSING = "preprocessing";
-  public static final String TEXT_NEGATIVE_PROMPT = "negative_prompt";
+  public static final String TOKENIZER_FILES = "files";
+  public static final String TOKENIZER_MAX_LENGTH = "max_length";
+  public static final String TOKENIZER_INPUT_IDS = "input_ids";
+  public static final String TOKENIZER_ATTENTION_MASK = "attention_mask";
+  public static final String TOKENIZER_PREPROCESSING = "preprocessing";
+  // The encode_prompt inputs an older artifact's one tokenizer fills.
+  public static final String OLDER_INPUT_IDS = "input_ids";
+  public static final String OLDER_ATTENTION_MASK = "attention_mask";
   public static final String DEFAULTS_STEPS = "steps";
   public static final String DEFAULTS_GUIDANCE = "guidance";
   public static final String ENCODE_METHOD = "encode_prompt";
   public static final String PREPROCESSING_LOWER_STRIP = "lower-strip";
+  public static final String PREPROCESSING_NONE = "none";
   // END PIPELINE KEYS
 
   /** One method: its inputs and outputs in call order. */
@@ -44,10 +59,51 @@ public final class PipelineSpec {
     }
   }
 
+  /**
+   * One tokenizer and the encode_prompt inputs it fills (an entry of pipeline.text.tokenizers):
+   * ids padded to maxLength, truncated, special tokens added, after its preprocessing.
+   */
+  public static final class TokenizerSpec {
+    public final String files; // its "files" role (and folder) in the artifact
+    public final int maxLength;
+    public final String inputIds; // the encode_prompt input its ids fill
+    public final String attentionMask; // the input its mask fills; null: the encoder takes none
+    public final String preprocessing;
+
+    TokenizerSpec(String files, int maxLength, String inputIds, String attentionMask,
+        String preprocessing) {
+      if (!PREPROCESSING_LOWER_STRIP.equals(preprocessing)
+          && !PREPROCESSING_NONE.equals(preprocessing)) {
+        throw new DemoException("prompt preprocessing '" + preprocessing + "' of tokenizer "
+            + files + " is not implemented (" + PREPROCESSING_NONE + ", "
+            + PREPROCESSING_LOWER_STRIP + ")");
+      }
+      if (maxLength < 1) {
+        throw new DemoException("tokenizer " + files + " max_length must be at least 1, not "
+            + maxLength + "; re-export the artifact");
+      }
+      this.files = files;
+      this.maxLength = maxLength;
+      this.inputIds = inputIds;
+      this.attentionMask = attentionMask;
+      this.preprocessing = preprocessing;
+    }
+
+    /**
+     * The prompt as the exporter's text encoder read it ("lower-strip": PixArtSigmaPipeline
+     * without caption cleaning; "none": as typed, as StableDiffusion3Pipeline).
+     */
+    public String preprocess(String prompt) {
+      return PREPROCESSING_LOWER_STRIP.equals(preprocessing)
+          ? prompt.toLowerCase(java.util.Locale.ROOT).trim()
+          : prompt;
+    }
+  }
+
   public final Map<String, MethodSpec> methods;
   public final List<int[]> resolutions; // (height, width) pixels
-  public final int maxLength;
-  public final String preprocessing;
+  /** The tokenizers, in the manifest's order. */
+  public final List<TokenizerSpec> tokenizers;
   public final String negativePrompt;
   public final int defaultSteps;
   public final double defaultGuidance;
@@ -82,13 +138,75 @@ public final class PipelineSpec {
     }
     resolutions = Collections.unmodifiableList(sizes);
     Map<String, Object> text = ArtifactManifest.object(json, P_TEXT);
-    maxLength = (int) ArtifactManifest.longValue(text.get(TEXT_MAX_LENGTH));
-    preprocessing = ArtifactManifest.string(text, TEXT_PREPROCESSING);
+    tokenizers = readTokenizers(text, method(ENCODE_METHOD));
     negativePrompt = ArtifactManifest.string(text, TEXT_NEGATIVE_PROMPT);
     Map<String, Object> defaults = ArtifactManifest.object(json, P_DEFAULTS);
     defaultSteps = (int) ArtifactManifest.longValue(defaults.get(DEFAULTS_STEPS));
     defaultGuidance = ArtifactManifest.number(defaults, DEFAULTS_GUIDANCE);
     latentChannels = (int) ArtifactManifest.longValue(json.get(P_LATENT_CHANNELS));
+  }
+
+  /**
+   * pipeline.text.tokenizers, or the one tokenizer of an older manifest's text fields; every
+   * encode_prompt input must be filled by one of them, (1, max_length) int64.
+   */
+  private static List<TokenizerSpec> readTokenizers(Map<String, Object> text, MethodSpec encode) {
+    List<TokenizerSpec> specs = new ArrayList<>();
+    if (text.get(TEXT_TOKENIZERS) != null) {
+      for (Object item : ArtifactManifest.array(text, TEXT_TOKENIZERS)) {
+        if (!(item instanceof Map)) {
+          throw new DemoException("manifest pipeline.text.tokenizers must hold objects");
+        }
+        @SuppressWarnings("unchecked")
+        Map<String, Object> entry = (Map<String, Object>) item;
+        Object mask = entry.get(TOKENIZER_ATTENTION_MASK);
+        specs.add(new TokenizerSpec(ArtifactManifest.string(entry, TOKENIZER_FILES),
+            (int) ArtifactManifest.longValue(ArtifactManifest.number(entry, TOKENIZER_MAX_LENGTH)),
+            ArtifactManifest.string(entry, TOKENIZER_INPUT_IDS),
+            mask == null ? null : ArtifactManifest.string(entry, TOKENIZER_ATTENTION_MASK),
+            optionalString(entry, TOKENIZER_PREPROCESSING, PREPROCESSING_NONE)));
+      }
+    } else {
+      specs.add(new TokenizerSpec(ArtifactManifest.string(text, TEXT_TOKENIZER),
+          (int) ArtifactManifest.longValue(ArtifactManifest.number(text, TEXT_MAX_LENGTH)),
+          OLDER_INPUT_IDS,
+          OLDER_ATTENTION_MASK, optionalString(text, TEXT_PREPROCESSING, PREPROCESSING_NONE)));
+    }
+    if (specs.isEmpty()) {
+      throw new DemoException("manifest pipeline.text.tokenizers is empty; re-export the artifact");
+    }
+    for (ArtifactManifest.TensorSpec input : encode.inputs) {
+      TokenizerSpec giver = null;
+      for (TokenizerSpec spec : specs) {
+        if (input.name.equals(spec.inputIds) || input.name.equals(spec.attentionMask)) {
+          giver = spec;
+        }
+      }
+      if (giver == null) {
+        throw new DemoException(ENCODE_METHOD + " takes " + input.name
+            + ", which no tokenizer of the manifest gives; re-export the artifact");
+      }
+      if (input.shape.length != 2 || input.shape[0] != 1 || input.shape[1] != giver.maxLength) {
+        throw new DemoException(ENCODE_METHOD + " takes " + input.name + " of shape "
+            + java.util.Arrays.toString(input.shape) + ", not [1, " + giver.maxLength
+            + "] as tokenizer " + giver.files + " gives; re-export the artifact");
+      }
+    }
+    return Collections.unmodifiableList(specs);
+  }
+
+  private static String optionalString(Map<String, Object> map, String key, String absent) {
+    return map.get(key) == null ? absent : ArtifactManifest.string(map, key);
+  }
+
+  /** One TextTokenizer a tokenizer entry, from the folder of its files role. */
+  public List<TextTokenizer> loadTokenizers(ArtifactManifest manifest) throws IOException {
+    List<TextTokenizer> loaded = new ArrayList<>();
+    for (TokenizerSpec tokenizer : tokenizers) {
+      File folder = manifest.fileFor(tokenizer.files);
+      loaded.add(TextTokenizer.load(folder));
+    }
+    return loaded;
   }
 
   /** The pipeline of a v2 manifest; a denoiser-only (v1) artifact is refused in one line. */
@@ -114,13 +232,5 @@ public final class PipelineSpec {
       throw new DemoException("the artifact has no " + name + " method");
     }
     return spec;
-  }
-
-  /** The prompt as the exporter's text encoder read it (PixArtSigmaPipeline without cleaning). */
-  public String preprocess(String prompt) {
-    if (PREPROCESSING_LOWER_STRIP.equals(preprocessing)) {
-      return prompt.toLowerCase(java.util.Locale.ROOT).trim();
-    }
-    throw new DemoException("prompt preprocessing '" + preprocessing + "' is not implemented");
   }
 }

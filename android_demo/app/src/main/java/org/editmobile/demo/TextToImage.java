@@ -3,11 +3,14 @@ package org.editmobile.demo;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 
 /**
  * A pipeline artifact from prompt to pixels, as edit-mobile generate --noise portable does it:
- * tokenize, encode_prompt (and the negative prompt for classifier-free guidance), the seeded
+ * tokenize (each of the artifact's tokenizers fills its encode_prompt inputs: one T5 for PixArt,
+ * CLIP-L, CLIP-G and T5 for SD3), encode_prompt (and the negative prompt for classifier-free guidance), the seeded
  * latent noise, one denoise call per scheduler step (both guidance branches in one call when the
  * method takes a batch of 2), guidance, PixArt's noise half, the scheduler's step, decode.
  * The program's methods are called through a MethodRunner, so this runs unchanged on a phone
@@ -42,14 +45,19 @@ public final class TextToImage {
   }
 
   private final PipelineSpec spec;
-  private final TextTokenizer tokenizer;
+  private final List<TextTokenizer> tokenizers;
   private final DiffusionScheduler scheduler;
   private final MethodRunner runner;
 
-  public TextToImage(PipelineSpec spec, TextTokenizer tokenizer, DiffusionScheduler scheduler,
-      MethodRunner runner) {
+  /** tokenizers: one a spec.tokenizers entry, in its order (PipelineSpec.loadTokenizers). */
+  public TextToImage(PipelineSpec spec, List<TextTokenizer> tokenizers,
+      DiffusionScheduler scheduler, MethodRunner runner) {
+    if (tokenizers.size() != spec.tokenizers.size()) {
+      throw new IllegalArgumentException(spec.tokenizers.size() + " tokenizers described, "
+          + tokenizers.size() + " given");
+    }
     this.spec = spec;
-    this.tokenizer = tokenizer;
+    this.tokenizers = tokenizers;
     this.scheduler = scheduler;
     this.runner = runner;
   }
@@ -97,12 +105,32 @@ public final class TextToImage {
         decoded - denoised);
   }
 
-  /** encode_prompt's outputs for one prompt, in its output order. */
+  /**
+   * encode_prompt's outputs for one prompt, in its output order: every tokenizer's ids (and mask,
+   * where the encoder takes one) by input name, passed in the order the method lists its inputs.
+   */
   List<HostTensor> encode(String prompt) {
-    TextTokenizer.Encoding encoding = tokenizer.encode(spec.preprocess(prompt), spec.maxLength);
-    long length = encoding.ids.length;
-    return runner.run(PipelineSpec.ENCODE_METHOD, Arrays.asList(
-        HostTensor.ofInts(encoding.ids, 1, length), HostTensor.ofInts(encoding.attentionMask, 1, length)));
+    Map<String, HostTensor> named = new HashMap<>();
+    for (int i = 0; i < tokenizers.size(); i++) {
+      PipelineSpec.TokenizerSpec described = spec.tokenizers.get(i);
+      TextTokenizer.Encoding encoding =
+          tokenizers.get(i).encode(described.preprocess(prompt), described.maxLength);
+      long length = encoding.ids.length;
+      named.put(described.inputIds, HostTensor.ofInts(encoding.ids, 1, length));
+      if (described.attentionMask != null) {
+        named.put(described.attentionMask, HostTensor.ofInts(encoding.attentionMask, 1, length));
+      }
+    }
+    List<HostTensor> inputs = new ArrayList<>();
+    for (ArtifactManifest.TensorSpec input : spec.method(PipelineSpec.ENCODE_METHOD).inputs) {
+      HostTensor tensor = named.get(input.name);
+      if (tensor == null) {
+        throw new DemoException(PipelineSpec.ENCODE_METHOD + " takes " + input.name
+            + ", which no tokenizer of the artifact gives; re-export the artifact");
+      }
+      inputs.add(tensor);
+    }
+    return runner.run(PipelineSpec.ENCODE_METHOD, inputs);
   }
 
   /**
