@@ -6,7 +6,9 @@ token ids to pixels with it, the tokenizer files and the scheduler's config besi
 
 ART_DIR/
   manifest.json               schema v2: the first denoise method's v1 fields + `pipeline`
-  model.pte                   methods: encode_prompt    input_ids, attention_mask -> prompt inputs
+  model.pte                   methods: encode_prompt    token ids -> the denoiser's prompt inputs
+                                                        (PixArt: input_ids, attention_mask; SD3:
+                                                        clip_l_, clip_g_, t5_input_ids)
                                        denoise_HxW      one denoiser step at H x W pixels
                                        decode_HxW       latents -> image in [0, 1], (1, 3, H, W)
   model.ptd                   with --weights external (auto: from 1 GiB): every weight once; the
@@ -18,6 +20,8 @@ ART_DIR/
   scheduler/                  scheduler_config.json of the diffusers scheduler to step with
   test_vectors.safetensors    <method>.input.<name> / <method>.output.<name>, PyTorch float32
 
+Each backend's lowering, writing, self-check and bundle is its PipelineTarget
+(export/pipeline_target.py; export/pipeline_xnnpack.py for the layout above).
 With --backend onnx: one model a method (<method>.onnx; the first denoise method's is the
 `program` role, the others `method.<name>`), every weight once in weights.onnx.data, no bundle
 (export/pipeline_onnx.py). With --backend coreml: one .mlpackage a component, multifunction
@@ -45,11 +49,9 @@ from tqdm import tqdm
 
 from edit_mobile.errors import UserError
 from edit_mobile.export import manifest as manifest_io
+from edit_mobile.export.pipeline_target import pipeline_target
 from edit_mobile.fileio import atomic_output_dir, check_output_dir
 
-PIPELINE_BACKENDS = ("xnnpack", "onnx", "coreml")
-RUNTIME_NAMES = {"xnnpack": "ExecuTorch runtime", "onnx": "onnxruntime", "coreml": "Core ML"}
-PROGRAM_FORMATS = {"xnnpack": "executorch-pte", "onnx": "onnx", "coreml": "mlprogram"}
 PIPELINE_PRECISIONS = ("fp32", "fp16")
 SCHEDULER_DIR = "scheduler"
 TEST_VECTORS_FILE = "test_vectors.safetensors"
@@ -134,12 +136,10 @@ def _spec(name: str, tensor: torch.Tensor) -> dict:
 
 def check_request(request: PipelineRequest) -> None:
     """The cheap checks, before anything is loaded."""
-    if request.backend not in PIPELINE_BACKENDS:
-        raise UserError(f"--pipeline exports to {', '.join(PIPELINE_BACKENDS)} so far, not {request.backend}; "
-                        "export the denoiser alone for that backend (without --pipeline)")
-    if request.backend != "xnnpack" and request.weights != "auto":
+    target = pipeline_target(request.backend)
+    if not target.takes_weights_option and request.weights != "auto":
         raise UserError("--weights applies to xnnpack; ONNX and Core ML pipelines keep each weight once in their own way")
-    if request.backend != "xnnpack" and request.quantize is not None:
+    if not target.takes_quantization and request.quantize is not None:
         raise UserError("a quantized pipeline exports to xnnpack so far; drop --quantize, or use --backend xnnpack")
     if request.precision not in PIPELINE_PRECISIONS:
         raise UserError(f"--pipeline takes precision {' or '.join(PIPELINE_PRECISIONS)}, not {request.precision}")
@@ -148,10 +148,7 @@ def check_request(request: PipelineRequest) -> None:
     if len(set(request.resolutions)) != len(request.resolutions):
         raise UserError("--resolution lists a size twice; give each size once")
     check_quantization_request(request)
-    if request.backend == "coreml":
-        from edit_mobile.export.pipeline_coreml import check_target
-
-        check_target(request.coreml_target, max(len(request.resolutions), 1))
+    target.check(request)
     check_output_dir(request.output, "export", request.inputs, request.force)
 
 
@@ -272,77 +269,20 @@ def use_heldout_test_vector(methods: list[Method], calibration) -> None:
 
 
 def trace_methods(methods: list[Method], request: PipelineRequest, calibration) -> dict:
-    """torch.export of each method; the denoise method quantized for a quantized request."""
+    """torch.export of each method, the denoise method quantized for a quantized request, each
+    prepared as the target's converter takes it."""
     with torch.no_grad():
         programs = {m.name: torch.export.export(m.module, m.inputs, strict=False) for m in methods}
-    if request.quantize is None:
-        return programs
-    from edit_mobile.export.quantization import quantize_program
+    if request.quantize is not None:
+        from edit_mobile.export.quantization import quantize_program
 
-    method = next(m for m in methods if m.name.startswith("denoise_"))
-    programs[method.name], method.quantization = quantize_program(
-        programs[method.name], backend=request.backend, scheme=request.quantize, calibration=calibration,
-        signature=method.signature, denoiser=method.module, min_psnr=request.min_psnr,
-        float_layers=tuple(request.float_layers))
-    return programs
-
-
-def lower_program(programs: dict, staging: Path, weights: str):
-    """Lower the methods' programs together to XNNPACK, write model.pte (and model.ptd with the
-    weights outside). XNNPACK names each weight by its sha256, so methods that share weights
-    store them once either way. Returns (program manager, roles, coverage per method)."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-
-    from edit_mobile.export.backends import executorch_program
-    from edit_mobile.export.backends.xnnpack import EXTERNAL_WEIGHTS_FROM_BYTES, weight_bytes
-
-    external = weights == "external" or weights == "auto" and unique_weight_bytes(
-        programs, weight_bytes) >= EXTERNAL_WEIGHTS_FROM_BYTES
-    edge, coverage = executorch_program.lower_methods(programs, [XnnpackPartitioner()], external)
-    program = executorch_program.to_executorch(edge, external_weights=external)
-    files = executorch_program.write_program(program, staging, external_weights=external)
-    return program, files, {name: c.to_dict() for name, c in coverage.items()}
-
-
-def lower(programs: dict, methods: list[Method], request: PipelineRequest, staging: Path):
-    """(ExecuTorch program manager or None, roles -> files, per-method record) for the backend."""
-    if request.backend == "onnx":
-        from edit_mobile.export.pipeline_onnx import write_onnx_methods
-
-        return (None, *write_onnx_methods(programs, methods, staging, request.onnx_opset))
-    if request.backend == "coreml":
-        from edit_mobile.export.pipeline_coreml import write_coreml_methods
-
-        return (None, *write_coreml_methods(programs, methods, staging, request.precision, request.coreml_target))
-    return lower_program(programs, staging, request.weights)
-
-
-def run_written_methods(request: PipelineRequest, staging: Path, files: dict, records: dict,
-                        methods: list[Method]) -> dict[str, list[torch.Tensor]] | None:
-    """Every method's outputs on its test vectors from the written files, or None where the
-    backend cannot run here (Core ML)."""
-    if request.backend == "coreml":
-        return None
-    if request.backend == "onnx":
-        from edit_mobile.export.pipeline_onnx import run_onnx_methods
-
-        return run_onnx_methods(staging, files, records, methods)
-    weights = staging / files["weights"] if "weights" in files else None
-    return run_methods(staging / files["program"], weights, methods)
-
-
-def unique_weight_bytes(programs: dict, weight_bytes) -> int:
-    """The methods' weights counted once (the denoise methods share one module's)."""
-    return max(weight_bytes(p) for p in programs.values()) + sum(
-        weight_bytes(p) for name, p in programs.items() if not name.startswith(("denoise_", "decode_")))
-
-
-def run_methods(program_path: Path, weights: Path | None, methods: list[Method]) -> dict[str, list[torch.Tensor]]:
-    """Every method run once in the ExecuTorch runtime on its example inputs."""
-    from executorch.runtime import Runtime
-
-    program = Runtime.get().load_program(program_path, data_path=weights)
-    return {m.name: list(program.load_method(m.name).execute(list(m.inputs))) for m in methods}
+        method = next(m for m in methods if m.name.startswith("denoise_"))
+        programs[method.name], method.quantization = quantize_program(
+            programs[method.name], backend=request.backend, scheme=request.quantize, calibration=calibration,
+            signature=method.signature, denoiser=method.module, min_psnr=request.min_psnr,
+            float_layers=tuple(request.float_layers))
+    target = pipeline_target(request.backend)
+    return {name: target.prepare(program, name) for name, program in programs.items()}
 
 
 def self_check(methods: list[Method], outputs: dict[str, list[torch.Tensor]], allow_below_floor: bool,
@@ -366,24 +306,6 @@ def self_check(methods: list[Method], outputs: dict[str, list[torch.Tensor]], al
                         f"Try {remedy}, or pass --allow-below-floor to keep it (recorded in the manifest)")
     return {"ran": True, "runtime": runtime, "inputs": "test vectors", "methods": record,
             "passed": not failures, **({"allowed_below_floor": True} if failures else {})}
-
-
-def write_bundle(program, methods: list[Method], outputs: dict[str, list[torch.Tensor]], staging: Path) -> str:
-    """A test case for every method; float32 methods expect PyTorch's outputs, fp16 and quantized
-    ones what the program computes here (the device must reproduce the host)."""
-    from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
-    from executorch.devtools.bundled_program.core import BundledProgram
-    from executorch.devtools.bundled_program.serialize import (
-        serialize_from_bundled_program_to_flatbuffer,
-    )
-
-    from edit_mobile.export.backends.xnnpack import BUNDLED_FILE
-
-    suites = [MethodTestSuite(method_name=m.name, test_cases=[MethodTestCase(
-        inputs=list(m.inputs),
-        expected_outputs=list(outputs[m.name] if m.expects_host_outputs else m.outputs))]) for m in methods]
-    (staging / BUNDLED_FILE).write_bytes(serialize_from_bundled_program_to_flatbuffer(BundledProgram(program, suites)))
-    return BUNDLED_FILE
 
 
 def write_text_and_scheduler(parts, staging: Path) -> tuple[dict, dict]:
@@ -419,16 +341,11 @@ def _jsonable(value):
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
-def method_record(backend: str, record: dict) -> dict:
-    """What the manifest says of one method beyond its I/O: XNNPACK's delegation, or the file
-    role (and Core ML function) of the ONNX model or Core ML package that holds it."""
-    return {"delegation": record} if backend == "xnnpack" else record
-
-
 def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_and_scheduler: dict, files: dict,
-                   coverage: dict, checked: dict, staging: Path) -> None:
+                   records: dict, checked: dict, staging: Path) -> None:
     from edit_mobile.export.artifact import model_record
 
+    target = pipeline_target(request.backend)
     denoise = next(m for m in methods if m.name.startswith("denoise_"))
     roles = {**files, "scheduler": SCHEDULER_DIR, "test_vectors": TEST_VECTORS_FILE}
     manifest = manifest_io.build_manifest(
@@ -437,8 +354,8 @@ def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_
         backend=request.backend, precision=request.precision, quantization=denoise.quantization, passes=[],
         inputs=denoise.io()["inputs"], outputs=denoise.io()["outputs"],
         files={role: manifest_io.file_entry(staging, path) for role, path in sorted(roles.items())},
-        delegation=coverage[denoise.name] if request.backend == "xnnpack" else None,
-        program={"format": PROGRAM_FORMATS[request.backend], "method": denoise.name,
+        delegation=target.delegation(records[denoise.name]),
+        program={"format": target.program_format, "method": denoise.name,
                  "weights": "external" if "weights" in files else "embedded",
                  "methods": [m.name for m in methods]},
     )
@@ -446,7 +363,7 @@ def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_
     manifest["schema_version"] = manifest_io.PIPELINE_SCHEMA_VERSION
     manifest["pipeline"] = {
         "resolutions": [list(m.resolution) for m in methods if m.name.startswith("denoise_")],
-        "methods": {m.name: {**m.io(), **method_record(request.backend, coverage[m.name])} for m in methods},
+        "methods": {m.name: {**m.io(), **target.method_record(records[m.name])} for m in methods},
         **text_and_scheduler,
         "defaults": dict(zip(("steps", "guidance"), parts.family.sampling_defaults(parts.folder), strict=True)),
         "vae": {"scaling_factor": float(vae.scaling_factor), "shift_factor": float(parts.family.vae_shift(vae)),
@@ -464,6 +381,7 @@ def export_pipeline(request: PipelineRequest) -> Path:
     from edit_mobile.export.backends.base import lowering_stage
 
     check_request(request)
+    target = pipeline_target(request.backend)
     request, calibration = resolve_quantization(request)
     parts = load_pipeline_parts(request.model, request.prompt_tokens)
     methods = build_methods(parts, request)
@@ -480,23 +398,20 @@ def export_pipeline(request: PipelineRequest) -> Path:
         log_path = staging.parent / f"{Path(request.output).name}.export-error.log"
         with lowering_stage(request.backend, "lowering", log_path):
             programs = trace_methods(methods, request, calibration)
-            program, files, coverage = lower(programs, methods, request, staging)
+            program, files, records = target.write(programs, methods, request, staging)
         stages.update()
         stages.set_postfix_str("self-check")
-        outputs = run_written_methods(request, staging, files, coverage, methods)
-        if outputs is None:
-            from edit_mobile.export.pipeline_coreml import NOT_RUN as checked
-        else:
-            checked = self_check(methods, outputs, request.allow_below_floor, RUNTIME_NAMES[request.backend])
+        outputs = target.run(staging, files, records, methods)
+        checked = (target.not_run() if outputs is None
+                   else self_check(methods, outputs, request.allow_below_floor, target.runtime))
         stages.update()
-        if program is not None:  # ExecuTorch: the device checks itself with a BundledProgram
-            stages.set_postfix_str("bundle")
-            files["bundled_program"] = write_bundle(program, methods, outputs, staging)
+        stages.set_postfix_str("bundle")
+        files.update(target.bundle(program, methods, outputs, staging))
         stages.update()
         stages.set_postfix_str("manifest")
         text_and_scheduler, tokenizer_roles = write_text_and_scheduler(parts, staging)
         files.update(tokenizer_roles)
-        write_manifest(request, parts, methods, text_and_scheduler, files, coverage, checked, staging)
+        write_manifest(request, parts, methods, text_and_scheduler, files, records, checked, staging)
         apply_umask(staging)
         stages.update()
     return Path(request.output)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edit_mobile.errors import UserError
 from edit_mobile.export.backends.base import LoweringJob, named_stage
+from edit_mobile.export.pipeline_target import PipelineTarget
 
 COMPONENTS = {"encode_prompt": "text_encoder", "denoise_": "denoiser", "decode_": "decoder"}
 PIPELINE_TARGET = "iOS18"  # multifunction packages
@@ -68,9 +69,6 @@ def write_coreml_methods(programs: dict, methods, staging: Path, precision: str,
 def convert_method(program, method, precision: str, target, scratch: Path) -> Path:
     from edit_mobile.export.backends.coreml import convert
 
-    if not method.name.startswith("denoise_"):
-        # The core-ATen decomposition first: the text encoder's mask (new_ones) has no Core ML op.
-        program = program.run_decompositions()
     job = LoweringJob(program, method.inputs, (), method.input_names, method.output_names, precision)
     mlmodel, _ = convert(job, target.name)
     path = scratch / f"{method.name}.mlpackage"
@@ -113,5 +111,21 @@ def check_functions(package: Path, group, records: dict) -> None:
             raise RuntimeError(f"Core ML {package.name} {method.name} inputs {found} differ from {expected}")
 
 
-NOT_RUN = {"ran": False, "runtime": "Core ML",
-           "reason": "Core ML runs only on Apple systems: converted and inspected here; validate on a Mac"}
+class CoreMLPipelineTarget(PipelineTarget):
+    backend = "coreml"
+    runtime = "Core ML"
+    program_format = "mlprogram"
+    decomposes_encoder_and_decoder = True
+
+    def check(self, request) -> None:
+        check_target(request.coreml_target, max(len(request.resolutions), 1))
+
+    def write(self, programs: dict, methods: list, request, staging: Path):
+        return (None, *write_coreml_methods(programs, methods, staging, request.precision, request.coreml_target))
+
+    def not_run(self) -> dict:
+        return {"ran": False, "runtime": self.runtime,
+                "reason": "Core ML runs only on Apple systems: converted and inspected here; validate on a Mac"}
+
+
+TARGET = CoreMLPipelineTarget()

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from edit_mobile.export.backends.base import named_stage
+from edit_mobile.export.pipeline_target import PipelineTarget
 
 WEIGHTS_FILE = "weights.onnx.data"
 EXTERNAL_FROM_BYTES = 1024  # smaller tensors stay inline
@@ -40,8 +41,7 @@ def write_onnx_methods(programs: dict, methods, staging: Path, opset: int | None
     from edit_mobile.export.backends.onnx import check_opset, onnx_model
 
     opset = check_opset(opset)
-    models = {m.name: onnx_model(prepared(programs[m.name], m.name), m.inputs, m.input_names, m.output_names, opset)
-              for m in methods}
+    models = {m.name: onnx_model(programs[m.name], m.inputs, m.input_names, m.output_names, opset) for m in methods}
     share_weights(models.values(), staging / WEIGHTS_FILE)
     program_method = next(name for name in models if name.startswith("denoise_"))
     files, records = {"weights": WEIGHTS_FILE}, {}
@@ -54,14 +54,6 @@ def write_onnx_methods(programs: dict, methods, staging: Path, opset: int | None
         records[name] = {"file": method_role(name, program_method), "opset": opset,
                          "nodes": len(model.graph.node)}
     return files, records
-
-
-def prepared(program, name: str):
-    """The text encoder and decoder decomposed by torch.export first: the ONNX exporter's own
-    decomposition drops T5 attention's `.contiguous()` before a view and fails on the strides.
-    The denoiser keeps the path the single-denoiser ONNX artifact takes (its graph rewrites
-    expect the undecomposed ops)."""
-    return program if name.startswith("denoise_") else program.run_decompositions()
 
 
 def share_weights(models, path: Path) -> None:
@@ -108,3 +100,19 @@ def run_onnx_methods(staging: Path, files: dict, records: dict, methods) -> dict
         feeds = {name: tensor.numpy() for name, tensor in zip(method.input_names, method.inputs, strict=True)}
         outputs[method.name] = [torch.from_numpy(value) for value in session.run(list(method.output_names), feeds)]
     return outputs
+
+
+class OnnxPipelineTarget(PipelineTarget):
+    backend = "onnx"
+    runtime = "onnxruntime"
+    program_format = "onnx"
+    decomposes_encoder_and_decoder = True
+
+    def write(self, programs: dict, methods: list, request, staging: Path):
+        return (None, *write_onnx_methods(programs, methods, staging, request.onnx_opset))
+
+    def run(self, staging: Path, files: dict, records: dict, methods: list):
+        return run_onnx_methods(staging, files, records, methods)
+
+
+TARGET = OnnxPipelineTarget()
