@@ -194,8 +194,7 @@ def test_shipped_teacher_draws_what_its_captions_say(family, pipeline_class):
     steps, guidance = get_family(family).sampling_defaults(folder)
     captioned = captions_of("seen", 8, 0)
     generators = [torch.Generator().manual_seed(i) for i in range(8)]
-    options = (get_family(family).pipeline_call_options(32) if family == "pixart"
-               else {"max_sequence_length": min(256, pipeline.tokenizer_3.model_max_length)})
+    options = get_family(family).pipeline_call_options(get_family(family).default_prompt_tokens_of(folder), folder)
     with torch.no_grad():
         images = pipeline([c.caption for c in captioned], num_inference_steps=steps, guidance_scale=guidance,
                           generator=generators, **options).images
@@ -203,3 +202,48 @@ def test_shipped_teacher_draws_what_its_captions_say(family, pipeline_class):
     result = score(images, [c.scene for c in captioned])
     measured = {"prompt_accuracy": result["prompt_accuracy"], **result["per_attribute"]}
     assert all(measured[key] >= floor for key, floor in FLOORS_SEEN_8[family].items()), measured
+
+
+def test_the_shipped_weights_fit_their_25_mb_budget():
+    from edit_mobile.pretrained import ROOT
+
+    files = {path.resolve() for path in ROOT.rglob("*.safetensors")}  # the shared VAE once
+    assert sum(path.stat().st_size for path in files) <= 25_000_000
+
+
+def test_shipping_keeps_what_the_models_compute(tmp_path):
+    """training/shipping.py: the cropped SD3 position table gives the same outputs at every size
+    up to the kept grid, and fp16-stored text encoders load as float32."""
+    from diffusers import SD3Transformer2DModel
+    from transformers import T5EncoderModel
+
+    from edit_mobile.calibration.encoder_pixart import random_t5
+    from edit_mobile.training import shipping
+
+    torch.manual_seed(0)
+    model = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8,
+                                  num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16,
+                                  pooled_projection_dim=8, out_channels=4, pos_embed_max_size=16).eval()
+    model.save_pretrained(tmp_path / "transformer")
+    inputs = {"encoder_hidden_states": torch.randn(1, 5, 16), "pooled_projections": torch.randn(1, 8),
+              "timestep": torch.tensor([500.0])}
+    sizes = [(8, 8), (12, 16), (16, 16)]  # latents; 16 = 8 patches, the kept grid
+    with torch.no_grad():
+        before = [model(torch.randn(1, 4, *size, generator=torch.Generator().manual_seed(1)), **inputs)[0]
+                  for size in sizes]
+    shipping.crop_position_table(tmp_path / "transformer", grid=8)
+    cropped = SD3Transformer2DModel.from_pretrained(tmp_path / "transformer").eval()
+    assert cropped.config.pos_embed_max_size == 8 and cropped.pos_embed.pos_embed.shape[1] == 64
+    with torch.no_grad():
+        after = [cropped(torch.randn(1, 4, *size, generator=torch.Generator().manual_seed(1)), **inputs)[0]
+                 for size in sizes]
+    for old, new in zip(before, after, strict=True):
+        torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-6)
+
+    encoder, _ = random_t5(32, seed=0)
+    encoder.save_pretrained(tmp_path / "text_encoder")
+    shipping.store_half(tmp_path / "text_encoder")
+    loaded = T5EncoderModel.from_pretrained(tmp_path / "text_encoder")
+    assert loaded.dtype == torch.float32
+    for name, tensor in encoder.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor.half().float()), name
