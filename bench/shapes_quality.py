@@ -95,7 +95,18 @@ def main() -> None:
         psnr = f"{row['psnr_vs_teacher']:.1f} dB" if row["psnr_vs_teacher"] is not None else "-"
         print(f"{row['model']:<30} {row['seen']:>6.2f} {row['heldout']:>8.2f} {row['two']:>6.2f} {row['all']:>6.2f} {psnr:>16}")
     print_int8_gaps(rows)
-    (RESULTS / "summary.json").write_text(json.dumps({"cpu": cpu_name(), "samples": args.samples, "rows": rows}, indent=2) + "\n")
+    write_summary(rows, args.samples)
+
+
+def write_summary(rows: list[dict], samples: int) -> None:
+    """summary.json: this run's rows replace earlier rows of the same models (a run of one family
+    keeps the other's), each row with the CPU it was measured on."""
+    path = RESULTS / "summary.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    earlier = [{"cpu": data.get("cpu"), "samples": data.get("samples"), **row} for row in data.get("rows", [])]
+    fresh = {row["model"]: {**row, "cpu": cpu_name(), "samples": samples} for row in rows}
+    kept = [row for row in earlier if row["model"] not in fresh]
+    path.write_text(json.dumps({"rows": kept + list(fresh.values())}, indent=2) + "\n")
 
 
 def print_int8_gaps(rows: list[dict]) -> None:
