@@ -125,6 +125,13 @@ class SD3TextEncoder:
                        "seed": seed, "tokens": CLIP_TOKENS + t5_tokens}
         return cls(clip_l, clip_g, t5, joint_dim, description, t5_tokens=t5_tokens)
 
+    def without_t5(self) -> SD3TextEncoder:
+        """CLIP-L and CLIP-G alone (T5-XXL's 4.7 B parameters do not fit a phone): T5's tokens
+        become zeros, as in StableDiffusion3Pipeline without text_encoder_3."""
+        description = {**self.description, "kind": "sd3-clip-l-clip-g"}
+        return SD3TextEncoder(self.clip_l, self.clip_g, None, self.joint_dim, description,
+                              self.clip_tokens, self.t5_tokens)
+
     def tokenizer_inputs(self) -> list[TokenizerInput]:
         """CLIP-L's, CLIP-G's and (with T5) T5's ids, no masks: the pipeline passes none."""
         inputs = [TokenizerInput("tokenizer", self.clip_l[0], self.clip_tokens, "clip_l_input_ids"),

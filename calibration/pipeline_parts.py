@@ -30,8 +30,10 @@ class PipelineParts:
         return self.family.diffusers_pipeline(self.transformer, self.text, self.vae, self.scheduler)
 
 
-def load_pipeline_parts(source: str, prompt_tokens: int | None = None) -> PipelineParts:
-    """Every part of `source` (a preset name or a local pipeline folder). Raises UserError."""
+def load_pipeline_parts(source: str, prompt_tokens: int | None = None, without_t5: bool = False) -> PipelineParts:
+    """Every part of `source` (a preset name or a local pipeline folder); `without_t5`: SD3's
+    CLIP encoders only, zeros in T5's place (StableDiffusion3Pipeline without text_encoder_3).
+    Raises UserError."""
     from edit_mobile.calibration.text_encoders import folder_text_encoder, random_text_encoder
     from edit_mobile.models import is_tiny, load_transformer, pipeline_folder_of, prompt_tokens_of
     from edit_mobile.models.families import family_of
@@ -52,6 +54,11 @@ def load_pipeline_parts(source: str, prompt_tokens: int | None = None) -> Pipeli
     else:
         raise UserError(f"{source} is not a pipeline folder (text_encoder/, tokenizer/, vae/, transformer/): "
                         "pass the diffusers pipeline folder the model belongs to")
+    if without_t5:
+        if not hasattr(text, "without_t5"):
+            raise UserError(f"--without-t5 applies to SD3 models, whose CLIP encoders can stand alone; {source} is "
+                            f"a {family.name} model: drop it")
+        text = text.without_t5()
     return PipelineParts(source, family, transformer.eval(), text, vae, family.scheduler(folder), folder, tokens)
 
 

@@ -62,6 +62,12 @@ def register(subparsers) -> None:
     parser.add_argument("--weights", choices=("auto", "embedded", "external"), default=None,
                         help="xnnpack: keep the weights in model.pte, or outside it in model.ptd (ExecuTorch "
                         "program-data separation; needed past 2 GB); auto (default): outside from 1 GiB")
+    parser.add_argument("--text-encoder-quantize", default=None, metavar="SCHEME",
+                        help="--pipeline, xnnpack: quantize the encode_prompt method too, int8-dynamic or int4-weight "
+                        "(its embedding PSNR on held-out prompts is recorded)")
+    parser.add_argument("--without-t5", action="store_true",
+                        help="--pipeline, SD3: CLIP-L and CLIP-G only, zeros in T5's place (as "
+                        "StableDiffusion3Pipeline without text_encoder_3)")
     parser.add_argument("--seed", type=cli_args.seed, default=0, help="seed of the test vectors")
     parser.add_argument("--allow-below-floor", action="store_true",
                         help="write the artifact even if its outputs on the test vectors fall below its "
@@ -89,6 +95,7 @@ def run_pipeline_export(args: argparse.Namespace) -> int:
         allow_below_floor=args.allow_below_floor, force=args.force, quantize=args.quantize,
         calibration=args.calibration, min_psnr=args.min_psnr, float_layers=tuple(args.float_layers),
         onnx_opset=args.onnx_opset, coreml_target=args.coreml_target,
+        text_quantize=args.text_encoder_quantize, without_t5=args.without_t5,
     )
     print(export_pipeline(request))
     return 0
@@ -100,6 +107,8 @@ def run_export(args: argparse.Namespace) -> int:
     get_backend(args.backend)  # an unknown name fails before the heavy imports below
     if args.pipeline:
         return run_pipeline_export(args)
+    if args.text_encoder_quantize or args.without_t5:
+        raise UserError("--text-encoder-quantize and --without-t5 shape the pipeline's text encoder: add --pipeline")
     if args.resolution is not None and len(args.resolution) > 1:
         raise UserError("several --resolution values need --pipeline; give one, or add --pipeline")
     if args.weights is not None and args.backend != "xnnpack":

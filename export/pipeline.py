@@ -56,6 +56,7 @@ PIPELINE_PRECISIONS = ("fp32", "fp16")
 SCHEDULER_DIR = "scheduler"
 TEST_VECTORS_FILE = "test_vectors.safetensors"
 ENCODE_METHOD = "encode_prompt"
+TEXT_CHECK_PROMPTS = 16
 EXAMPLE_PROMPT = "a small red circle in the top left on a white background"
 
 
@@ -86,6 +87,8 @@ class PipelineRequest:
     float_layers: tuple[str, ...] = ()
     onnx_opset: int | None = None
     coreml_target: str | None = None
+    text_quantize: str | None = None  # int8-dynamic | int4-weight for encode_prompt (xnnpack)
+    without_t5: bool = False  # SD3: CLIP-L and CLIP-G only, zeros in T5's place as the pipeline does
 
     @property
     def inputs(self) -> list:
@@ -107,6 +110,7 @@ class Method:
     outputs: tuple[torch.Tensor, ...] = field(default=())  # PyTorch float32 reference
     signature: object = None  # the denoiser's TransformerSignature (denoise methods)
     quantization: dict | None = None  # the manifest's quantization record, once quantized
+    heldout: list = field(default_factory=list)  # inputs a quantized method is judged on
 
     @property
     def floor_db(self) -> float:
@@ -139,8 +143,13 @@ def check_request(request: PipelineRequest) -> None:
     target = pipeline_target(request.backend)
     if not target.takes_weights_option and request.weights != "auto":
         raise UserError("--weights applies to xnnpack; ONNX and Core ML pipelines keep each weight once in their own way")
-    if not target.takes_quantization and request.quantize is not None:
-        raise UserError("a quantized pipeline exports to xnnpack so far; drop --quantize, or use --backend xnnpack")
+    if not target.takes_quantization and (request.quantize or request.text_quantize) is not None:
+        raise UserError("a quantized pipeline exports to xnnpack so far; drop --quantize / --text-encoder-quantize, "
+                        "or use --backend xnnpack")
+    if request.text_quantize is not None:
+        from edit_mobile.export.quantization.text_encoder import check_text_scheme
+
+        check_text_scheme(request.text_quantize)
     if request.precision not in PIPELINE_PRECISIONS:
         raise UserError(f"--pipeline takes precision {' or '.join(PIPELINE_PRECISIONS)}, not {request.precision}")
     if request.batch not in (1, 2):
@@ -197,6 +206,8 @@ def build_methods(parts, request: PipelineRequest) -> list[Method]:
     tokens = parts.text.tokenize([EXAMPLE_PROMPT])  # every tokenizer's inputs, in the module's order
     encoder = parts.text.prompt_module().eval()
     methods = [Method(ENCODE_METHOD, encoder, tuple(tokens.values()), list(tokens), list(encoder.output_names))]
+    if request.text_quantize is not None:
+        methods[0].heldout = text_check_inputs(parts.text)
     resolutions = request.resolutions or (None,)
     mobile = mobile_transformer(parts, request)
     decoder = LatentDecoder(parts.vae, parts.family.name).eval()
@@ -213,6 +224,14 @@ def build_methods(parts, request: PipelineRequest) -> list[Method]:
         latents = inputs[0][:1].clone()  # (1, C, h, w), unit scale; its own storage for the test vectors
         methods.append(Method(decode_method(resolution), decoder, (latents,), ["latents"], ["image"], resolution))
     return methods
+
+
+def text_check_inputs(text, count: int = TEXT_CHECK_PROMPTS) -> list[tuple[torch.Tensor, ...]]:
+    """Token inputs of the default calibration prompts (varied subjects and lengths), one
+    prompt a record: where a quantized text encoder's embeddings are judged."""
+    from edit_mobile.calibration.prompts import read_prompts
+
+    return [tuple(text.tokenize([prompt]).values()) for prompt in read_prompts()[:count]]
 
 
 def mobile_transformer(parts, request: PipelineRequest) -> nn.Module:
@@ -281,6 +300,12 @@ def trace_methods(methods: list[Method], request: PipelineRequest, calibration) 
             programs[method.name], backend=request.backend, scheme=request.quantize, calibration=calibration,
             signature=method.signature, denoiser=method.module, min_psnr=request.min_psnr,
             float_layers=tuple(request.float_layers))
+    if request.text_quantize is not None:
+        from edit_mobile.export.quantization.text_encoder import quantize_text_encoder
+
+        method = methods[0]  # encode_prompt
+        programs[method.name], method.quantization = quantize_text_encoder(
+            programs[method.name], method.module, request.text_quantize, method.output_names, method.heldout)
     target = pipeline_target(request.backend)
     return {name: target.prepare(program, name) for name, program in programs.items()}
 
@@ -321,7 +346,8 @@ def write_text_and_scheduler(parts, staging: Path) -> tuple[dict, dict]:
             item.tokenizer.save_pretrained(staging / item.files)
     parts.scheduler.save_config(staging / SCHEDULER_DIR)
     config = {k: v for k, v in dict(parts.scheduler.config).items() if not k.startswith("_")}
-    text = {"tokenizers": [item.describe() for item in tokenizers], "negative_prompt": ""}
+    text = {"tokenizers": [item.describe() for item in tokenizers], "negative_prompt": "",
+            **({"dropped_encoders": ["t5"]} if getattr(parts.text, "t5", True) is None else {})}
     if len(tokenizers) == 1:  # schema v2.0's one-tokenizer fields, which the demo apps read
         only = tokenizers[0].describe()
         text.update(tokenizer=only["files"], tokenizer_class=only["tokenizer_class"],
@@ -365,6 +391,7 @@ def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_
         "resolutions": [list(m.resolution) for m in methods if m.name.startswith("denoise_")],
         "methods": {m.name: {**m.io(), **target.method_record(records[m.name])} for m in methods},
         **text_and_scheduler,
+        **({"text_encoder_quantization": methods[0].quantization} if methods[0].quantization else {}),
         "defaults": dict(zip(("steps", "guidance"), parts.family.sampling_defaults(parts.folder), strict=True)),
         "vae": {"scaling_factor": float(vae.scaling_factor), "shift_factor": float(parts.family.vae_shift(vae)),
                 "applied_in": "decode"},
@@ -383,7 +410,7 @@ def export_pipeline(request: PipelineRequest) -> Path:
     check_request(request)
     target = pipeline_target(request.backend)
     request, calibration = resolve_quantization(request)
-    parts = load_pipeline_parts(request.model, request.prompt_tokens)
+    parts = load_pipeline_parts(request.model, request.prompt_tokens, request.without_t5)
     methods = build_methods(parts, request)
     if calibration is not None:
         use_heldout_test_vector(methods, calibration)

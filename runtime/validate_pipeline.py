@@ -55,7 +55,8 @@ def reference_parts(manifest):
 
     source = manifest.model.get("source")
     try:
-        return load_pipeline_parts(source, manifest.prompt_tokens)
+        dropped = manifest.pipeline["text"].get("dropped_encoders") or []
+        return load_pipeline_parts(source, manifest.prompt_tokens, without_t5="t5" in dropped)
     except UserError as err:
         raise UserError(f"the artifact's source {source} cannot be loaded here to compare with ({err}); "
                         "validate on the machine that has the pipeline folder") from err
@@ -110,8 +111,10 @@ def validate_pipeline(art_dir: str | os.PathLike, prompts: list[str] | None = No
 
 
 def floor_key(manifest) -> str:
-    """The floors a pipeline is held to: its precision's, or the quantized ones."""
-    return "quantized" if manifest.quantization else manifest.precision
+    """The floors a pipeline is held to: its precision's, or the quantized ones (its denoiser's
+    or its text encoder's quantization)."""
+    quantized = manifest.quantization or (manifest.pipeline or {}).get("text_encoder_quantization")
+    return "quantized" if quantized else manifest.precision
 
 
 def bundled_checks(manifest) -> list[dict]:
