@@ -1,7 +1,8 @@
 """The shapes world's trained models, shipped with the package as diffusers pipeline folders.
 
-Shipped so far: the VAE (`shapes-vae/`) and the PixArt teacher (`shapes-pixart/`). The
-teachers' pipeline folders are made by `make shapes` and installed here; the presets
+Shipped: the VAE (`shapes-vae/`), the PixArt teacher (`shapes-pixart/`) and the SD3 teacher
+(`shapes-sd3/`), 24.1 MB of weights together. The teachers' pipeline folders are made by
+`make shapes` (compacted for shipping by training/shipping.py) and installed here; the presets
 `shapes-pixart` / `shapes-sd3` say so when they are missing.
 
 `shapes-pixart/` and `shapes-sd3/` are complete pipeline folders (model_index.json, scheduler/,
