@@ -1,12 +1,14 @@
 """Prompt accuracy of the shipped shapes models and their students and artifacts (not a test).
 
 For each teacher (shapes-pixart, shapes-sd3): the teacher, its converted (undistilled) student,
-and the teacher's XNNPACK fp32 and int8-static programs, each judged by `edit-mobile evaluate`
+and the teacher's XNNPACK fp32 and int8-static programs and its fp32 and int8 pipeline
+artifacts (what the apps load), each judged by `edit-mobile evaluate`
 on the same captions and seeds (seen and held-out one-object captions, two-object captions).
 Every stage is the real CLI; results land in bench/measured/shapes_quality/ (JSON per model, the
 grids, and summary.json), and the table is printed.
 
-    python bench/shapes_quality.py [--samples 32] [--families pixart sd3]
+    python bench/shapes_quality.py [--samples 32] [--families pixart sd3] [--no-teacher] [--no-student]
+                                   [--artifacts xnnpack-fp32 ... pipeline-int8]
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ INT8 = ["--quantize", "int8", "--calibration", "CALIB"]
 # on trained weights: kept anyway to show the cost), int8 with the sensitive layers float, and the
 # int8 text-to-image pipeline the apps load.
 ARTIFACTS = (("xnnpack-fp32", []), ("xnnpack-int8-all", [*INT8, "--allow-below-floor"]),
-             ("xnnpack-int8", [*INT8, "--min-psnr", "30"]), ("pipeline-int8", ["--pipeline", *INT8, "--min-psnr", "30"]))
+             ("xnnpack-int8", [*INT8, "--min-psnr", "30"]), ("pipeline-fp32", ["--pipeline"]),
+             ("pipeline-int8", ["--pipeline", *INT8, "--min-psnr", "30"]))
 TARGET_INT8_GAP = 0.05  # issue 10: int8 prompt accuracy within 0.05 of float
 
 
@@ -62,25 +65,30 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=["pixart", "sd3"])
     parser.add_argument("--no-artifacts", action="store_true", help="skip the exported programs")
     parser.add_argument("--no-student", action="store_true", help="skip the converted (undistilled) student")
+    parser.add_argument("--no-teacher", action="store_true", help="skip the teacher (its earlier row is kept)")
+    parser.add_argument("--artifacts", nargs="+", choices=[name for name, _ in ARTIFACTS],
+                        default=[name for name, _ in ARTIFACTS], help="which exported programs (default all)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     for family in args.families:
         teacher = f"shapes-{family}"
         work = WORK / family
-        variants = [(teacher, teacher, None)]
+        variants = [] if args.no_teacher else [(teacher, teacher, None)]
         if not args.no_student:
             variants.append((f"{teacher}-edit", f"{teacher}-edit", teacher))
-        if not args.no_artifacts:
+        chosen = [] if args.no_artifacts else [(n, f) for n, f in ARTIFACTS if n in args.artifacts]
+        if chosen:
             calib = work / "calibration"
             captions = work / "captions.txt"
             work.mkdir(parents=True, exist_ok=True)
             from edit_mobile.shapes import sample_training_captions
 
             captions.write_text("".join(f"{c.caption}\n" for c in sample_training_captions(24, seed=7)))
-            run(["calibrate", teacher, "--prompts", str(captions), "--samples", "16",
-                 "--records", "32", "--heldout-records", "16", "-o", str(calib), "--force"])
-            for name, flags in ARTIFACTS:
+            if any("CALIB" in flags for _, flags in chosen):
+                run(["calibrate", teacher, "--prompts", str(captions), "--samples", "16",
+                     "--records", "32", "--heldout-records", "16", "-o", str(calib), "--force"])
+            for name, flags in chosen:
                 artifact = work / name
                 flags = [str(calib) if flag == "CALIB" else flag for flag in flags]
                 run(["export", teacher, "--backend", "xnnpack", *flags, "-o", str(artifact), "--force"])
@@ -94,11 +102,10 @@ def main() -> None:
     for row in rows:
         psnr = f"{row['psnr_vs_teacher']:.1f} dB" if row["psnr_vs_teacher"] is not None else "-"
         print(f"{row['model']:<30} {row['seen']:>6.2f} {row['heldout']:>8.2f} {row['two']:>6.2f} {row['all']:>6.2f} {psnr:>16}")
-    print_int8_gaps(rows)
-    write_summary(rows, args.samples)
+    print_int8_gaps(write_summary(rows, args.samples))
 
 
-def write_summary(rows: list[dict], samples: int) -> None:
+def write_summary(rows: list[dict], samples: int) -> list[dict]:
     """summary.json: this run's rows replace earlier rows of the same models (a run of one family
     keeps the other's), each row with the CPU it was measured on."""
     path = RESULTS / "summary.json"
@@ -106,16 +113,19 @@ def write_summary(rows: list[dict], samples: int) -> None:
     earlier = [{"cpu": data.get("cpu"), "samples": data.get("samples"), **row} for row in data.get("rows", [])]
     fresh = {row["model"]: {**row, "cpu": cpu_name(), "samples": samples} for row in rows}
     kept = [row for row in earlier if row["model"] not in fresh]
-    path.write_text(json.dumps({"rows": kept + list(fresh.values())}, indent=2) + "\n")
+    merged = kept + list(fresh.values())
+    path.write_text(json.dumps({"rows": merged}, indent=2) + "\n")
+    return merged
 
 
 def print_int8_gaps(rows: list[dict]) -> None:
-    """Each int8 artifact's prompt accuracy against its float teacher's, per set."""
+    """Each int8 artifact's prompt accuracy against its float teacher's, per set (this run's
+    rows and the summary's earlier ones)."""
     float_rows = {row["model"]: row for row in rows}
     for row in rows:
-        if "int8" not in row["model"]:
+        teacher = float_rows.get(row["model"].split("-xnnpack")[0].split("-pipeline")[0])
+        if "int8" not in row["model"] or teacher is None:
             continue
-        teacher = float_rows[row["model"].split("-xnnpack")[0].split("-pipeline")[0]]
         gaps = {s: teacher[s] - row[s] for s in [*SETS, "all"]}
         met = all(gap <= TARGET_INT8_GAP for gap in gaps.values())
         shown = " ".join(f"{s} {gap:+.2f}" for s, gap in gaps.items())
