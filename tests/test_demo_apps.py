@@ -10,6 +10,9 @@ No Android SDK, Kotlin compiler or Xcode here, so the apps are not built. What i
 - refusals: a tampered file, a manifest whose shape disagrees with the test vectors;
 - hostile files (paths leading out of the folder, damaged safetensors offsets and lengths, a
   4 GiB file, JSON nested 100k deep, NaN outputs): each one named refusal, never a crash;
+- benchmark mode on a pipeline artifact (PipelineBenchmark.java) over a counting test double
+  with a scripted clock: calls per method, the timed runs, one image's cost by the host's formula,
+  and the results blocks it builds read by the host;
 - one PSNR: Java's equals edit_mobile.runtime.metrics.closeness on shared vectors;
 - the iOS app (Swift, not compiled here) by inspection: same result-line prefix and fields,
   the same PSNR cases and the same overflow-checked, folder-confined reading.
@@ -504,6 +507,170 @@ def test_small_artifact_passes_before_it_is_damaged(small_artifact, java_classes
     assert code == 0, stdout
     assert sorted(result["files_verified"]) == ["program", "reference_model", "test_vectors"]
     assert result["outputs"][0]["psnr_db"] == 200.0
+
+
+# ---------------------------------------------------------------- benchmark mode on a pipeline artifact
+
+PIPELINE_SIZES = ((64, 64), (64, 128))
+PROMPT_TOKENS, TEXT_WIDTH, LATENT_CHANNELS = 8, 16, 4
+
+
+def write_pipeline_artifact(folder: Path, *, batch: int = 1, steps: int = 20, guidance: float = 4.5,
+                            sizes=PIPELINE_SIZES) -> Path:
+    """A pipeline artifact as `export --pipeline` lays it out (manifest v2, test vectors
+    `<method>.input.<name>` / `<method>.output.<name>` for encode_prompt and each denoise_HxW and
+    decode_HxW, tokenizer and scheduler folders) without a model: the program is random bytes,
+    the vectors random tensors of the methods' shapes, which is all that benchmark mode and
+    `profile --device` read from it. Cheap: a few kB, no export."""
+    from edit_mobile.export.manifest import PIPELINE_SCHEMA_VERSION, build_manifest, file_entry
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+
+    def spec(name, shape, dtype="float32"):
+        return {"name": name, "shape": list(shape), "dtype": dtype}
+
+    text = [spec("encoder_hidden_states", (1, PROMPT_TOKENS, TEXT_WIDTH)), spec("encoder_attention_mask", (1, PROMPT_TOKENS))]
+    methods = {"encode_prompt": {
+        "inputs": [spec("input_ids", (1, PROMPT_TOKENS), "int64"), spec("attention_mask", (1, PROMPT_TOKENS), "int64")],
+        "outputs": text, "precision": "fp32"}}
+    for height, width in sizes:
+        latent = (LATENT_CHANNELS, height // 8, width // 8)
+        methods[f"denoise_{height}x{width}"] = {
+            "inputs": [spec("hidden_states", (batch, *latent)), spec("encoder_hidden_states", (batch, PROMPT_TOKENS, TEXT_WIDTH)),
+                       spec("encoder_attention_mask", (batch, PROMPT_TOKENS)), spec("timestep", (batch,))],
+            "outputs": [spec("noise_pred", (batch, *latent))], "precision": "fp32", "resolution": [height, width]}
+        methods[f"decode_{height}x{width}"] = {
+            "inputs": [spec("latents", (1, *latent))], "outputs": [spec("image", (1, 3, height, width))],
+            "precision": "fp32", "resolution": [height, width]}
+    vectors = {}
+    for method, io in methods.items():
+        for kind in ("input", "output"):
+            for item in io[f"{kind}s"]:
+                shape = tuple(item["shape"])
+                vectors[f"{method}.{kind}.{item['name']}"] = (
+                    torch.randint(0, 100, shape, generator=gen) if item["dtype"] == "int64" else torch.randn(shape, generator=gen))
+    save_file(vectors, str(folder / "test_vectors.safetensors"))
+    (folder / "model.pte").write_bytes(np.random.default_rng(0).bytes(512))
+    for role, name, content in (("tokenizer", "tokenizer.json", "{}"), ("scheduler", "scheduler_config.json", "{}")):
+        (folder / role).mkdir(exist_ok=True)
+        (folder / role / name).write_text(content)
+    roles = {"program": "model.pte", "test_vectors": "test_vectors.safetensors", "tokenizer": "tokenizer",
+             "scheduler": "scheduler"}
+    first = f"denoise_{sizes[0][0]}x{sizes[0][1]}"
+    manifest = build_manifest(
+        model={"source": "tiny-pixart-edit", "family": "pixart"}, resolution=sizes[0], batch=batch,
+        prompt_tokens=PROMPT_TOKENS, backend="xnnpack", precision="fp32", quantization=None, passes=[],
+        inputs=methods[first]["inputs"], outputs=methods[first]["outputs"],
+        files={role: file_entry(folder, path) for role, path in roles.items()}, delegation=None,
+        program={"format": "executorch-pte", "method": first, "weights": "embedded", "methods": list(methods)})
+    manifest["schema_version"] = PIPELINE_SCHEMA_VERSION
+    manifest["pipeline"] = {
+        "resolutions": [list(size) for size in sizes], "methods": methods,
+        "text": {"tokenizers": [{"files": "tokenizer", "max_length": PROMPT_TOKENS, "input_ids": "input_ids",
+                                 "attention_mask": "attention_mask", "preprocessing": "lower-strip"}],
+                 "negative_prompt": ""},
+        "scheduler": {"class_name": "DPMSolverMultistepScheduler", "config": {}},
+        "defaults": {"steps": steps, "guidance": guidance}, "latent_channels": LATENT_CHANNELS,
+    }
+    write_manifest(folder, manifest)
+    return folder
+
+
+def run_pipeline_check(classes: Path, *args: str) -> tuple[int, dict]:
+    completed = subprocess.run(["java", "-cp", str(classes), "PipelineCheck", *args],
+                               capture_output=True, text=True, timeout=60)
+    lines = completed.stdout.strip().splitlines()
+    if not lines or not lines[-1].startswith("{"):
+        pytest.fail(f"no JSON answer (exit {completed.returncode}):\n{completed.stdout}{completed.stderr}")
+    return completed.returncode, json.loads(lines[-1])
+
+
+# Each method's scripted durations (ms, exact in binary), call by call, cycling: the first call is
+# the untimed accuracy run, then the warm-up runs, then the timed ones.
+SCRIPT_MS = {"encode_prompt": [50.0, 2.5, 3.0, 2.0, 4.5, 2.25], "denoise_64x64": [90.0, 20.0, 21.5, 19.0, 25.0],
+             "denoise_64x128": [70.0, 41.0, 40.0, 44.5], "decode_64x64": [30.0, 31.0, 29.5],
+             "decode_64x128": [60.0, 61.25, 59.0, 62.0, 58.5, 63.0, 60.5]}
+
+
+@pytest.mark.parametrize(("batch", "guidance", "calls_a_step", "prompts"), [
+    (1, 4.5, 2, 2),  # guided, a batch-1 denoiser: one call per branch
+    (2, 4.5, 1, 2),  # guided, both branches in one batch-2 call
+    (1, 1.0, 1, 1),  # no guidance: one branch, the prompt encoded once
+], ids=["guided-batch1", "guided-batch2", "unguided"])
+def test_pipeline_benchmark_times_every_method_and_costs_an_image(java_classes, tmp_path, batch, guidance,
+                                                                  calls_a_step, prompts):
+    from edit_mobile.runtime import device_profile
+    from edit_mobile.runtime.manifest import read_manifest
+    from edit_mobile.runtime.profile_pipeline import image_estimate
+    from edit_mobile.runtime.profiling import latency_stats
+
+    folder = write_pipeline_artifact(tmp_path / "pipeline", batch=batch, guidance=guidance, steps=7)
+    warmup, iters, load_ms = 2, 5, 12.5
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"warmup": warmup, "iters": iters, "load_ms": load_ms, "ms": SCRIPT_MS}))
+
+    code, answer = run_pipeline_check(java_classes, "benchmark", str(folder), str(request))
+
+    assert code == 0, answer
+    assert sorted(answer["files_verified"]) == ["program", "scheduler", "test_vectors", "tokenizer"]
+    # Every method of the program: loaded once, then 1 accuracy + warm-up + timed calls.
+    assert answer["loads"] == {name: 1 for name in SCRIPT_MS}
+    assert answer["calls"] == {name: 1 + warmup + iters for name in SCRIPT_MS}
+    manifest = read_manifest(folder)
+    assert list(answer["methods"]) == list(manifest.pipeline["methods"])  # the manifest's order
+    medians = {}
+    for name, script in SCRIPT_MS.items():
+        method = answer["methods"][name]
+        timed = [script[(1 + warmup + i) % len(script)] for i in range(iters)]
+        assert method["latencies_ms"] == timed, name  # exactly the scripted calls after the warm-up
+        assert method["warmup"] == warmup and method["load_ms"] == load_ms
+        assert method["memory_source"] == "VmHWM" and method["etdump"] == "/sdcard/fake/results.etdp"
+        assert answer["psnr"][name] == [200.0] * len(answer["psnr"][name])  # outputs checked, identical
+        medians[name] = float(np.median(timed))
+    peaks = [method["peak_memory_bytes"] for method in answer["methods"].values()]
+    assert peaks == sorted(peaks) and peaks[0] > 2**20  # read after each method's runs
+    # One image: encode x prompts, steps x (denoise x calls a step), one decode; as the host's formula.
+    pipeline = answer["pipeline"]
+    assert pipeline["steps"] == 7 and pipeline["guidance"] == guidance
+    for height, width in PIPELINE_SIZES:
+        size = f"{height}x{width}"
+        cost = pipeline["image_ms"][size]
+        assert cost["encode"] == prompts * medians["encode_prompt"]
+        assert cost["per_step"] == calls_a_step * medians[f"denoise_{size}"]
+        assert cost["decode"] == medians[f"decode_{size}"]
+        assert cost["total"] == pytest.approx(cost["encode"] + 7 * cost["per_step"] + cost["decode"], rel=1e-12)
+    host = image_estimate(manifest.pipeline, {name: latency_stats([ms / 1000 for ms in answer["methods"][name]["latencies_ms"]])
+                                              for name in SCRIPT_MS})
+    for size, cost in host.items():
+        assert pipeline["image_ms"][size] == pytest.approx({k: cost[k] for k in ("encode", "per_step", "decode", "total")},
+                                                           rel=1e-9)
+    assert f"one 64x128 image, 7 steps{' with guidance' if guidance > 1 else ''}" in answer["screen"]
+    assert sum("of 5): checking its outputs" in line for line in answer["progress"]) == 5
+
+    # The blocks the app writes, in a results JSON as BenchmarkResults wraps them, are what the host reads.
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({
+        "schema": device_profile.RESULTS_SCHEMA, "schema_version": device_profile.RESULTS_SCHEMA_VERSION, "status": "ok",
+        "device": {"model": "JVM", "manufacturer": "test", "os": "none", "abi": "jvm"}, "runtime": "executorch-android",
+        "backends": [], "artifact": str(folder), "model": "tiny-pixart-edit", "threads": 0,
+        "methods": answer["methods"], "pipeline": pipeline}))
+    read = device_profile.read_results(results)
+    assert device_profile.check_artifact_methods(read, manifest, "the JVM run") == host
+
+
+def test_pipeline_benchmark_refuses_missing_vectors_in_one_line(java_classes, tmp_path):
+    from edit_mobile.export.manifest import file_entry
+
+    folder = write_pipeline_artifact(tmp_path / "pipeline")
+    vectors = load_file(str(folder / "test_vectors.safetensors"))
+    del vectors["decode_64x128.input.latents"]
+    save_file(vectors, str(folder / "test_vectors.safetensors"))
+    update_manifest(folder, lambda m: m["files"].update(test_vectors=file_entry(folder, "test_vectors.safetensors")))
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"warmup": 0, "iters": 1, "load_ms": 1.0, "ms": SCRIPT_MS}))
+    code, answer = run_pipeline_check(java_classes, "benchmark", str(folder), str(request))
+    assert code == 3 and "has no tensor 'decode_64x128.input.latents'" in answer["error"], answer
 
 
 # ---------------------------------------------------------------- one PSNR, three languages

@@ -1,22 +1,28 @@
 import java.io.File;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import org.editmobile.demo.ArtifactCheck;
 import org.editmobile.demo.ArtifactManifest;
 import org.editmobile.demo.DemoException;
+import org.editmobile.demo.DemoReport;
 import org.editmobile.demo.DiffusionScheduler;
 import org.editmobile.demo.Guidance;
 import org.editmobile.demo.ImageConversion;
 import org.editmobile.demo.Json;
 import org.editmobile.demo.LatentNoise;
+import org.editmobile.demo.PipelineBenchmark;
 import org.editmobile.demo.PipelineSpec;
+import org.editmobile.demo.TestVectors;
 import org.editmobile.demo.TextTokenizer;
 import org.editmobile.demo.TextToImage;
 
 /**
  * Desktop-JVM driver of the app's prompt-to-pixels logic, used by
- * tests/test_app_pipeline_logic.py. Each sub-command reads its inputs from files (JSON), prints
+ * tests/test_app_pipeline_logic.py (and its pipeline benchmark, by tests/test_demo_apps.py). Each sub-command reads its inputs from files (JSON), prints
  * one JSON object on stdout, and exits 0; a refusal prints {"error": one line} and exits 3,
  * anything else (a bug) exits 4.
  *
@@ -32,6 +38,12 @@ import org.editmobile.demo.TextToImage;
  *                                           program replayed from the Python runtime's recorded
  *                                           calls (ReplayRunner, a test double for ExecuTorch):
  *                                           {"rgb", "calls", "worst_input_error"}
+ * benchmark ART_DIR REQUEST.json           PipelineBenchmark on a pipeline artifact, its
+ *                                           program a CountingRunner (a test double for
+ *                                           ExecuTorch and the clock); REQUEST: {"warmup",
+ *                                           "iters", "load_ms", "ms": {method: [ms, ...]}}:
+ *                                           {"calls", "loads", "methods", "pipeline", "psnr",
+ *                                           "screen"}
  * </pre>
  */
 public final class PipelineCheck {
@@ -60,6 +72,8 @@ public final class PipelineCheck {
         return image(args);
       case "generate":
         return generate(args);
+      case "benchmark":
+        return benchmark(args);
       default:
         throw new IllegalArgumentException("unknown sub-command " + args[0]);
     }
@@ -103,6 +117,47 @@ public final class PipelineCheck {
     }
     return "{\"calls\": " + runner.calls() + ", \"recorded_calls\": " + runner.recordedCalls()
         + ", \"worst_input_error\": {" + errors + "}, \"rgb\": [" + rgb + "]}";
+  }
+
+  /**
+   * The benchmark as on the phone (files verified, every method's vectors read and checked),
+   * its runner and clock the counting test double; "methods" and "pipeline" are the blocks the
+   * app writes into its results JSON.
+   */
+  private static String benchmark(String[] args) throws Exception {
+    ArtifactCheck check = ArtifactCheck.prepare(new File(args[1]));
+    PipelineSpec spec = PipelineSpec.of(check.manifest);
+    Map<String, TestVectors> vectors = PipelineBenchmark.loadVectors(check.manifest, spec);
+    Map<String, Object> request = Json.parseObject(read(args[2]));
+    Map<String, double[]> script = new LinkedHashMap<>();
+    for (Map.Entry<?, ?> entry : ((Map<?, ?>) request.get("ms")).entrySet()) {
+      script.put((String) entry.getKey(), numbers((List<?>) entry.getValue()));
+    }
+    CountingRunner runner =
+        new CountingRunner(vectors, script, (Double) request.get("load_ms"));
+    List<String> shown = new ArrayList<>();
+    PipelineBenchmark.Result result = new PipelineBenchmark(spec, runner)
+        .clock(runner).loader(runner).memory(runner).progress(shown::add)
+        .run(vectors, ((Double) request.get("warmup")).intValue(),
+            ((Double) request.get("iters")).intValue());
+    Map<String, Object> psnr = new LinkedHashMap<>();
+    for (PipelineBenchmark.MethodTiming method : result.methods.values()) {
+      List<Object> values = new ArrayList<>();
+      for (DemoReport.OutputCheck output : method.outputs) {
+        values.add(output.psnrDb);
+      }
+      psnr.put(method.name, values);
+    }
+    Map<String, Object> answer = new LinkedHashMap<>();
+    answer.put("calls", new LinkedHashMap<String, Object>(runner.calls));
+    answer.put("loads", new LinkedHashMap<String, Object>(runner.loads));
+    answer.put("files_verified", new ArrayList<Object>(check.filesVerified));
+    answer.put("methods", result.methodsJson("VmHWM", "/sdcard/fake/results.etdp"));
+    answer.put("pipeline", result.pipelineJson());
+    answer.put("psnr", psnr);
+    answer.put("progress", new ArrayList<Object>(shown));
+    answer.put("screen", result.toScreenText());
+    return Json.write(answer);
   }
 
   /** For each step count of STEPS,STEPS,...: the timesteps and sigmas set_timesteps makes. */

@@ -13,6 +13,10 @@ import java.util.List;
 public final class ArtifactCheck {
   public final ArtifactManifest manifest;
   public final List<String> filesVerified;
+  /**
+   * The denoiser's test vectors; null for a pipeline artifact, whose vectors are per method
+   * (TestVectors.forMethod, read by PipelineBenchmark).
+   */
   public final TestVectors vectors;
 
   private ArtifactCheck(ArtifactManifest manifest, List<String> filesVerified, TestVectors vectors) {
@@ -24,11 +28,16 @@ public final class ArtifactCheck {
   public static ArtifactCheck prepare(File folder) throws IOException {
     ArtifactManifest manifest = ArtifactManifest.read(folder);
     List<String> verified = manifest.verifyFiles();
-    return new ArtifactCheck(manifest, verified, TestVectors.load(manifest));
+    return new ArtifactCheck(
+        manifest, verified, manifest.pipeline == null ? TestVectors.load(manifest) : null);
   }
 
   /** PSNR / max error of each produced output (in manifest order) against its test vector. */
   public List<DemoReport.OutputCheck> compare(List<float[]> producedOutputs) {
+    if (vectors == null) {
+      throw new DemoException("a pipeline artifact's test vectors are per method; time it with"
+          + " the benchmark mode (PipelineBenchmark)");
+    }
     List<SafeTensors.Entry> expected = vectors.expectedOutputs;
     if (producedOutputs.size() != expected.size()) {
       throw new DemoException(

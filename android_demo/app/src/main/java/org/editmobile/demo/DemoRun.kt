@@ -25,13 +25,52 @@ class RunOutcome(
     val etdumpPath: String?,
 )
 
+/** A pipeline artifact's benchmark: every method's figures, the image cost, where they came from. */
+class PipelineOutcome(
+    val manifest: ArtifactManifest,
+    val filesVerified: List<String>,
+    val result: PipelineBenchmark.Result,
+    val memorySource: String,
+    val etdumpPath: String?,
+)
+
 /**
  * The whole demo for one artifact folder: verify, load, run the test vectors once for accuracy,
  * then warm up and time `timedRuns` calls for latency. In benchmark mode, also write the ETDump
  * the runtime recorded (every run above, when the AAR was built with the event tracer).
+ * A pipeline artifact (runPipeline): the same for every method of its program, timed by the
+ * plain-Java PipelineBenchmark; only the ExecuTorch runner, memory and ETDump are wired here.
  */
 object DemoRun {
   const val RUNTIME = "executorch-android"
+
+  fun runPipeline(folder: File, settings: RunSettings, progress: (String) -> Unit): PipelineOutcome {
+    progress("reading manifest and checking sha256 of ${folder.name} ...")
+    val check = ArtifactCheck.prepare(folder)
+    val spec = PipelineSpec.of(check.manifest)
+    val programFile = check.manifest.programFileForAndroid()
+    check.manifest.weightsFileOrNull()?.let {
+      throw DemoException(
+          "${programFile.name} keeps its weights in ${it.name}, which this app's ExecuTorch Module.load " +
+              "cannot take; re-export with --pipeline --weights embedded (below 2 GB)")
+    }
+    val vectors = PipelineBenchmark.loadVectors(check.manifest, spec)
+    PipelineMethods(programFile, settings.numThreads).use { methods ->
+      var memorySource = "none"
+      val result =
+          PipelineBenchmark(spec, methods)
+              .loader { name -> methods.load(name) }
+              .memory {
+                val (bytes, source) = PeakMemory.read()
+                memorySource = source
+                bytes
+              }
+              .progress { text -> progress(text) }
+              .run(vectors, settings.warmupRuns, settings.timedRuns)
+      val etdump = settings.resultsFile?.let { methods.writeEtdump(etdumpFileFor(it)) }
+      return PipelineOutcome(check.manifest, check.filesVerified, result, memorySource, etdump)
+    }
+  }
 
   fun run(folder: File, settings: RunSettings, progress: (String) -> Unit): RunOutcome {
     progress("reading manifest and checking sha256 of ${folder.name} ...")
@@ -84,39 +123,11 @@ object DemoRun {
 
 /**
  * The benchmark results JSON that `edit-mobile profile ART --device android` pulls. Its schema
- * (edit-mobile/device-benchmark) is defined in edit_mobile/runtime/device_profile.py and
+ * (edit-mobile/device-benchmark) is defined in edit_mobile/runtime/device_profile.py, its keys
+ * are ResultsKeys (plain Java, with the pipeline blocks PipelineBenchmark builds), and it is
  * documented in android_demo/README.md.
  */
 object BenchmarkResults {
-  // BEGIN RESULTS KEYS -- every key of the results JSON; tests/test_device_profile.py compares
-  // this block with edit_mobile.runtime.device_profile (RESULTS_TOP, RESULTS_DEVICE,
-  // RESULTS_METHOD). Prefix = where the key lives: TOP_ top level, DEVICE_ in "device",
-  // METHOD_ in each "methods" entry.
-  const val SCHEMA_NAME = "edit-mobile/device-benchmark"
-  const val SCHEMA_VERSION = 1
-  const val TOP_SCHEMA = "schema"
-  const val TOP_SCHEMA_VERSION = "schema_version"
-  const val TOP_STATUS = "status"
-  const val TOP_ERROR = "error"
-  const val TOP_DEVICE = "device"
-  const val TOP_RUNTIME = "runtime"
-  const val TOP_BACKENDS = "backends"
-  const val TOP_ARTIFACT = "artifact"
-  const val TOP_MODEL = "model"
-  const val TOP_THREADS = "threads"
-  const val TOP_METHODS = "methods"
-  const val DEVICE_MODEL = "model"
-  const val DEVICE_MANUFACTURER = "manufacturer"
-  const val DEVICE_OS = "os"
-  const val DEVICE_ABI = "abi"
-  const val METHOD_WARMUP = "warmup"
-  const val METHOD_LATENCIES_MS = "latencies_ms"
-  const val METHOD_LOAD_MS = "load_ms"
-  const val METHOD_PEAK_MEMORY_BYTES = "peak_memory_bytes"
-  const val METHOD_MEMORY_SOURCE = "memory_source"
-  const val METHOD_ETDUMP = "etdump"
-  // END RESULTS KEYS
-
   /** The method the app times: the one the manifest's inputs and test vectors are for. */
   private const val METHOD = "forward"
 
@@ -124,36 +135,49 @@ object BenchmarkResults {
     val (peakBytes, memorySource) = PeakMemory.read()
     val method =
         JSONObject()
-            .put(METHOD_WARMUP, settings.warmupRuns)
-            .put(METHOD_LATENCIES_MS, JSONArray().apply { outcome.runsMs.forEach { put(it) } })
-            .put(METHOD_LOAD_MS, outcome.loadMs)
-            .put(METHOD_PEAK_MEMORY_BYTES, peakBytes ?: JSONObject.NULL)
-            .put(METHOD_MEMORY_SOURCE, memorySource)
-            .put(METHOD_ETDUMP, outcome.etdumpPath ?: JSONObject.NULL)
-    return header("ok")
-        .put(TOP_DEVICE, device())
-        .put(TOP_RUNTIME, DemoRun.RUNTIME)
-        .put(TOP_BACKENDS, JSONArray(backends))
-        .put(TOP_ARTIFACT, outcome.manifest.folder.absolutePath)
-        .put(TOP_MODEL, outcome.manifest.modelSource)
-        .put(TOP_THREADS, settings.numThreads)
-        .put(TOP_METHODS, JSONObject().put(METHOD, method))
+            .put(ResultsKeys.METHOD_WARMUP, settings.warmupRuns)
+            .put(ResultsKeys.METHOD_LATENCIES_MS, JSONArray().apply { outcome.runsMs.forEach { put(it) } })
+            .put(ResultsKeys.METHOD_LOAD_MS, outcome.loadMs)
+            .put(ResultsKeys.METHOD_PEAK_MEMORY_BYTES, peakBytes ?: JSONObject.NULL)
+            .put(ResultsKeys.METHOD_MEMORY_SOURCE, memorySource)
+            .put(ResultsKeys.METHOD_ETDUMP, outcome.etdumpPath ?: JSONObject.NULL)
+    return common(settings, outcome.manifest, backends)
+        .put(ResultsKeys.TOP_METHODS, JSONObject().put(METHOD, method))
   }
 
-  fun error(message: String): JSONObject = header("error").put(TOP_ERROR, message)
+  /** A pipeline artifact: every method in "methods", and the "pipeline" block (image cost). */
+  fun okPipeline(settings: RunSettings, outcome: PipelineOutcome, backends: List<String>): JSONObject {
+    val result = outcome.result
+    return common(settings, outcome.manifest, backends)
+        .put(
+            ResultsKeys.TOP_METHODS,
+            JSONObject(Json.write(result.methodsJson(outcome.memorySource, outcome.etdumpPath))))
+        .put(ResultsKeys.TOP_PIPELINE, JSONObject(Json.write(result.pipelineJson())))
+  }
+
+  fun error(message: String): JSONObject = header("error").put(ResultsKeys.TOP_ERROR, message)
+
+  private fun common(settings: RunSettings, manifest: ArtifactManifest, backends: List<String>): JSONObject =
+      header("ok")
+          .put(ResultsKeys.TOP_DEVICE, device())
+          .put(ResultsKeys.TOP_RUNTIME, DemoRun.RUNTIME)
+          .put(ResultsKeys.TOP_BACKENDS, JSONArray(backends))
+          .put(ResultsKeys.TOP_ARTIFACT, manifest.folder.absolutePath)
+          .put(ResultsKeys.TOP_MODEL, manifest.modelSource)
+          .put(ResultsKeys.TOP_THREADS, settings.numThreads)
 
   private fun header(status: String): JSONObject =
       JSONObject()
-          .put(TOP_SCHEMA, SCHEMA_NAME)
-          .put(TOP_SCHEMA_VERSION, SCHEMA_VERSION)
-          .put(TOP_STATUS, status)
+          .put(ResultsKeys.TOP_SCHEMA, ResultsKeys.SCHEMA_NAME)
+          .put(ResultsKeys.TOP_SCHEMA_VERSION, ResultsKeys.SCHEMA_VERSION)
+          .put(ResultsKeys.TOP_STATUS, status)
 
   private fun device(): JSONObject =
       JSONObject()
-          .put(DEVICE_MODEL, Build.MODEL)
-          .put(DEVICE_MANUFACTURER, Build.MANUFACTURER)
-          .put(DEVICE_OS, "Android ${Build.VERSION.RELEASE} (API ${Build.VERSION.SDK_INT})")
-          .put(DEVICE_ABI, Build.SUPPORTED_ABIS.firstOrNull() ?: "unknown")
+          .put(ResultsKeys.DEVICE_MODEL, Build.MODEL)
+          .put(ResultsKeys.DEVICE_MANUFACTURER, Build.MANUFACTURER)
+          .put(ResultsKeys.DEVICE_OS, "Android ${Build.VERSION.RELEASE} (API ${Build.VERSION.SDK_INT})")
+          .put(ResultsKeys.DEVICE_ABI, Build.SUPPORTED_ABIS.firstOrNull() ?: "unknown")
 
   /** Written beside `file`, then renamed: the host polls for it and must never read half of it. */
   fun write(file: File, json: JSONObject) {

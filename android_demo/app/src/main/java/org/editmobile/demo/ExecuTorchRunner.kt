@@ -54,29 +54,32 @@ class ExecuTorchRunner(programFile: File, numThreads: Int) : AutoCloseable {
    * path (`etdump(String)`); older ones write LEGACY_ETDUMP_PATH (`etdump()`). Both are looked up
    * at run time, so the app builds against either.
    */
-  fun writeEtdump(target: File): String? =
-      try {
-        val withPath = Module::class.java.methods.firstOrNull { isEtdump(it, String::class.java) }
-        val legacy = Module::class.java.methods.firstOrNull { isEtdump(it) }
-        when {
-          withPath != null ->
-              target.absolutePath.takeIf { withPath.invoke(module, target.absolutePath) == true }
-          legacy != null -> LEGACY_ETDUMP_PATH.takeIf { legacy.invoke(module) == true }
-          else -> null
-        }
-      } catch (err: Exception) { // a failed dump costs the operator table, not the results
-        null
-      } catch (err: LinkageError) { // the Java method exists, its native half does not
-        null
-      }
-
-  private fun isEtdump(method: java.lang.reflect.Method, vararg parameters: Class<*>) =
-      method.name == "etdump" && method.parameterTypes.contentEquals(parameters)
+  fun writeEtdump(target: File): String? = writeEtdump(module, target)
 
   override fun close() = module.destroy()
 
   companion object {
     const val LEGACY_ETDUMP_PATH = "/data/local/tmp/result.etdump"
+
+    /** The ETDump of [module] (see the member writeEtdump); PipelineMethods writes its own with it. */
+    fun writeEtdump(module: Module, target: File): String? =
+        try {
+          val withPath = Module::class.java.methods.firstOrNull { isEtdump(it, String::class.java) }
+          val legacy = Module::class.java.methods.firstOrNull { isEtdump(it) }
+          when {
+            withPath != null ->
+                target.absolutePath.takeIf { withPath.invoke(module, target.absolutePath) == true }
+            legacy != null -> LEGACY_ETDUMP_PATH.takeIf { legacy.invoke(module) == true }
+            else -> null
+          }
+        } catch (err: Exception) { // a failed dump costs the operator table, not the results
+          null
+        } catch (err: LinkageError) { // the Java method exists, its native half does not
+          null
+        }
+
+    private fun isEtdump(method: java.lang.reflect.Method, vararg parameters: Class<*>) =
+        method.name == "etdump" && method.parameterTypes.contentEquals(parameters)
 
     /** Backends the runtime registered (ExecuTorchRuntime.getRegisteredBackends, where the AAR has it). */
     fun registeredBackends(): List<String> =

@@ -31,6 +31,13 @@ public final class HostTensor {
     return ofLongs(wide, shape);
   }
 
+  /** A test vector (F32 or I64, as TestVectors.forMethod checked) as a method input. */
+  public static HostTensor of(SafeTensors.Entry entry) {
+    return "I64".equals(entry.dtype)
+        ? ofLongs(entry.toLongs(), entry.shape)
+        : ofFloats(entry.toFloats(), entry.shape);
+  }
+
   public int size() {
     return floats != null ? floats.length : longs.length;
   }

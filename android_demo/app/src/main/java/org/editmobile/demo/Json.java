@@ -294,4 +294,51 @@ public final class Json {
     }
     return out.append('"').toString();
   }
+
+  /**
+   * A value as JSON text: Map (string keys, in its order), List, String, Boolean, null, and
+   * numbers (Integer and Long as integers, Double in full precision). A NaN or infinite number
+   * is refused: JSON has none, and no reader of the results may be handed one.
+   */
+  public static String write(Object value) {
+    StringBuilder out = new StringBuilder();
+    write(value, out);
+    return out.toString();
+  }
+
+  private static void write(Object value, StringBuilder out) {
+    if (value == null) {
+      out.append("null");
+    } else if (value instanceof String) {
+      out.append(quote((String) value));
+    } else if (value instanceof Boolean || value instanceof Integer || value instanceof Long) {
+      out.append(value);
+    } else if (value instanceof Double) {
+      double number = (Double) value;
+      if (Double.isNaN(number) || Double.isInfinite(number)) {
+        throw new IllegalArgumentException("JSON has no " + number);
+      }
+      out.append(number);
+    } else if (value instanceof Map) {
+      out.append('{');
+      String separator = "";
+      for (Map.Entry<?, ?> entry : ((Map<?, ?>) value).entrySet()) {
+        out.append(separator).append(quote((String) entry.getKey())).append(": ");
+        write(entry.getValue(), out);
+        separator = ", ";
+      }
+      out.append('}');
+    } else if (value instanceof List) {
+      out.append('[');
+      String separator = "";
+      for (Object item : (List<?>) value) {
+        out.append(separator);
+        write(item, out);
+        separator = ", ";
+      }
+      out.append(']');
+    } else {
+      throw new IllegalArgumentException("cannot write a " + value.getClass().getName() + " as JSON");
+    }
+  }
 }

@@ -24,7 +24,9 @@ import kotlin.concurrent.thread
  *
  * Benchmark mode (`--ez benchmark true --es results PATH`, what `edit-mobile profile --device
  * android` starts): the same run, and the results JSON (BenchmarkResults) written to PATH, also
- * when the run fails, so the host reads an error instead of waiting for its timeout.
+ * when the run fails, so the host reads an error instead of waiting for its timeout. On a
+ * pipeline artifact it times every method of the program and one image's cost
+ * (DemoRun.runPipeline, PipelineBenchmark).
  *
  * A pipeline artifact (export --pipeline) outside benchmark mode opens the draw screen instead: a
  * prompt box, size (the artifact's resolutions), steps and seed, the image, and the time per stage
@@ -127,6 +129,15 @@ class MainActivity : Activity() {
               resultsFile = resultsFile,
           )
       val folder = findArtifact(launch.getStringExtra(EXTRA_ARTIFACT))
+      if (ArtifactManifest.read(folder).pipeline != null) {
+        val outcome = DemoRun.runPipeline(folder, settings) { show(it) }
+        resultsFile?.let {
+          BenchmarkResults.write(
+              it, BenchmarkResults.okPipeline(settings, outcome, ExecuTorchRunner.registeredBackends()))
+        }
+        show(outcome.result.toScreenText() + (resultsFile?.let { "\n\nresults: $it" } ?: ""))
+        return
+      }
       val outcome = DemoRun.run(folder, settings) { show(it) }
       Log.i(TAG, outcome.report.toLogLine())
       resultsFile?.let {

@@ -15,7 +15,15 @@ class PipelineMethods(programFile: File, numThreads: Int) : MethodRunner, AutoCl
   private val module: Module = Module.load(programFile.absolutePath, Module.LOAD_MODE_MMAP, numThreads)
 
   /** Loads every method up front, so the first image is not charged their load time. */
-  fun loadAll(spec: PipelineSpec) = spec.methods.keys.forEach { module.loadMethod(it) }
+  fun loadAll(spec: PipelineSpec) = spec.methods.keys.forEach { load(it) }
+
+  /** Loads one method (the benchmark times each; the first also reads the program). */
+  fun load(method: String) {
+    module.loadMethod(method)
+  }
+
+  /** The ETDump of every run since load, as ExecuTorchRunner writes it; null when none. */
+  fun writeEtdump(target: File): String? = ExecuTorchRunner.writeEtdump(module, target)
 
   override fun run(method: String, inputs: List<HostTensor>): List<HostTensor> {
     val values =
