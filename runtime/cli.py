@@ -317,13 +317,19 @@ def run_profile_pipeline(args: argparse.Namespace) -> int:
     for name, stats in result["methods"].items():
         table.add_row(name, f"{stats['min']:.2f}", f"{stats['median']:.2f}", f"{stats['p90']:.2f}")
     console.print(table)
-    for size, image in result["image_ms"].items():
-        console.print(f"one {size} image, {image['steps']} steps{' with guidance' if image['guided'] else ''}: "
-                      f"{image['total'] / 1000:.2f} s (encode {image['encode']:.0f} ms, {image['per_step']:.1f} ms a step, "
-                      f"decode {image['decode']:.0f} ms)")
+    print_image_costs(console, result["image_ms"])
     if args.json:
         write_json(args.json, result, "profile", args)
     return 0
+
+
+def print_image_costs(console, image_ms: dict) -> None:
+    """One image's cost per resolution, from the methods' medians (profile_pipeline.image_estimate),
+    measured here or on a phone."""
+    for size, image in image_ms.items():
+        console.print(f"one {size} image, {image['steps']} steps{' with guidance' if image['guided'] else ''}: "
+                      f"{image['total'] / 1000:.2f} s (encode {image['encode']:.0f} ms, {image['per_step']:.1f} ms a step, "
+                      f"decode {image['decode']:.0f} ms)")
 
 
 def _check_profile_mode(args) -> None:
@@ -450,6 +456,8 @@ def print_device_profile(console, result: dict) -> None:
             table.add_row(name, f"{method['load_ms']:.1f}", f"{latency['min']:.2f}", f"{latency['median']:.2f}",
                           f"{latency['p90']:.2f}", str(latency["runs"]), str(method["warmup"]), shown_peak)
         console.print(table)
+    if result.get("image_ms"):
+        print_image_costs(console, result["image_ms"])
     pushed = result.get("pushed")
     if pushed:
         console.print(f"pushed {pushed['files']} files to {pushed['device_folder']} ({pushed['unchanged']} unchanged, "
@@ -458,7 +466,10 @@ def print_device_profile(console, result: dict) -> None:
         print_operators(console, result["operators"])
         return
     on_device = [method["etdump"] for method in result.get("methods", {}).values() if method.get("etdump")]
-    if on_device:
+    if on_device and result.get("image_ms"):
+        console.print(f"note: the app wrote an ETDump of every method's runs on the device ({on_device[0]}); "
+                      "per-operator tables are for denoiser artifacts")
+    elif on_device:
         console.print(f"note: the app wrote an ETDump on the device ({on_device[0]}): pull it (adb pull) and pass it "
                       "with --etdump for per-operator times")
     elif "methods" in result:

@@ -484,8 +484,6 @@ def test_a_pipeline_on_the_phone_times_every_method_and_one_image(pipeline_art, 
     assert "operators" not in data
 
 
-@pytest.mark.xfail(strict=True, reason="the image cost is in --json; printing it needs print_device_profile "
-                   "(runtime/cli.py) to print result['image_ms'] as run_profile_pipeline does")
 def test_a_pipeline_on_the_phone_prints_one_images_cost(pipeline_art, pipeline_phone, capsys):
     pipeline_phone()
     assert main(["profile", str(pipeline_art), "--device", "android"]) == 0
