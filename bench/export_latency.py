@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel
+from machine import cpu_name  # bench/machine.py, beside this script
 from tqdm import tqdm
 
 from edit_mobile.export.passes import apply_passes, default_passes
@@ -333,13 +334,6 @@ def measure_resolution(resolution: int, names: list[str], passes: list[str], arg
         time_round_robin(contenders, args)
     return [c.row for c in contenders]
 
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 def gemm_peak_gflops() -> float:

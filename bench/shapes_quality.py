@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
+
+from machine import cpu_name  # bench/machine.py, beside this script
 
 from edit_mobile.main import main as cli
 
@@ -51,12 +52,6 @@ def evaluate(source: str, name: str, samples: int, teacher: str | None = None) -
          "--json", str(report), "--grid", str(RESULTS / f"{name}.png"), "--force"])
     return json.loads(report.read_text())
 
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main() -> None:
