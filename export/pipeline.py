@@ -211,6 +211,7 @@ def build_methods(parts, request: PipelineRequest) -> list[Method]:
     resolutions = request.resolutions or (None,)
     mobile = mobile_transformer(parts, request)
     decoder = LatentDecoder(parts.vae, parts.family.name).eval()
+    mobile_decoder = LatentDecoder(mobile_vae(parts.vae, request.backend), parts.family.name).eval()
     for resolution in resolutions:
         height, width = resolution or (None, None)
         signature = TransformerSignature.of(parts.transformer, height, width, batch=request.batch,
@@ -222,7 +223,8 @@ def build_methods(parts, request: PipelineRequest) -> list[Method]:
                               [signature.outputs[0].name], resolution, request.precision, reference,
                               signature=signature))
         latents = inputs[0][:1].clone()  # (1, C, h, w), unit scale; its own storage for the test vectors
-        methods.append(Method(decode_method(resolution), decoder, (latents,), ["latents"], ["image"], resolution))
+        methods.append(Method(decode_method(resolution), mobile_decoder, (latents,), ["latents"], ["image"], resolution,
+                              reference=decoder))
     return methods
 
 
@@ -232,6 +234,20 @@ def text_check_inputs(text, count: int = TEXT_CHECK_PROMPTS) -> list[tuple[torch
     from edit_mobile.calibration.prompts import read_prompts
 
     return [tuple(text.tokenize([prompt]).values()) for prompt in read_prompts()[:count]]
+
+
+# The denoiser's rewrites that also serve the VAE decoder: its ResNet blocks' GroupNorms (21 in
+# SDXL's decoder layout) would otherwise each end an XNNPACK partition and run on portable kernels.
+DECODER_PASSES = ("group_norm_pooled",)
+
+
+def mobile_vae(vae, backend: str):
+    """A copy of the VAE with the decoder rewrites the backend's default passes include (checked
+    to keep the output when the references are computed), or the VAE itself."""
+    from edit_mobile.export.artifact import apply_passes, resolve_passes
+
+    names = [name for name in resolve_passes(None, backend) if name in DECODER_PASSES]
+    return apply_passes(vae, names) if names else vae  # apply_passes rewrites a copy
 
 
 def mobile_transformer(parts, request: PipelineRequest) -> nn.Module:
