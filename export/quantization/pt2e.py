@@ -88,7 +88,24 @@ def quantize_graph(
         calibrate(prepared, calibration_inputs[:1] if dynamic else calibration_inputs, progress and not dynamic)
     if keep_prepared is not None:
         keep_prepared.append(copy.deepcopy(prepared))
-    return convert_pt2e(prepared, fold_quantize=fold_quantize)
+    converted = convert_pt2e(prepared, fold_quantize=fold_quantize)
+    if dynamic:
+        unshare_dynamic_quant_chains(converted)
+    return converted
+
+
+def unshare_dynamic_quant_chains(module: GraphModule) -> None:
+    """One choose_qparams / quantize / dequantize chain per GEMM, as ExecuTorch's LLM export does
+    (DuplicateDynamicQuantChainPass). PixArt's 28 cross-attentions all project the same prompt
+    embeddings: a chain shared by their K/V Linears groups nodes far apart in the graph, and
+    XNNPACK's partitioner then fails with "Invalid partition, found dependency cycles"
+    (pixart-sigma-xl-1024-edit int8-dynamic; ExecuTorch PR 18397)."""
+    from executorch.backends.transforms.duplicate_dynamic_quant_chain import (
+        DuplicateDynamicQuantChainPass,
+    )
+
+    DuplicateDynamicQuantChainPass()(module)
+    module.recompile()
 
 
 def _observers(prepared: GraphModule) -> dict[str, torch.nn.Module]:
