@@ -13,20 +13,16 @@ import torch
 
 from edit_mobile.calibration import CalibrationOptions, capture_calibration, load_calibration
 from edit_mobile.errors import UserError
-from edit_mobile.export.quantization.metrics import psnr_db
 from edit_mobile.export.quantization.sensitivity import SensitivityAnalysis
 from edit_mobile.export.quantization.xnnpack import quantize_for_xnnpack
 
 MODEL = "shapes-sd3"
-# Held-out output PSNR of the all-int8 teacher in the ExecuTorch runtime, this set (4 shapes
+# Held-out output PSNR of the all-int8 teacher (q/dq program; the ExecuTorch runtime within 0.1 dB), this set (4 shapes
 # captions, 6 sampler steps, 6 held-out records): measured 31.5 dB mean, 22.3 dB worst (AVX2 EPYC;
 # bench/shapes_quality's 16 records: 32.7 / 22.4 dB). 27 dB leaves margin for the observers'
 # histogram binning and other CPUs' kernels while failing a broken recipe (a wrong scale or a
 # float program gives < 10 dB or inf).
 STATIC_INT8_MIN_PSNR_DB = 27.0
-# The q/dq PyTorch program and the XNNPACK kernels round differently (requantization,
-# fused activations): their PSNRs must agree to this much (measured 0.06 dB apart here).
-RUNTIME_AGREEMENT_DB = 3.0
 # Dynamic int8 on the same records: measured 46.8 dB mean, 39.8 worst.
 DYNAMIC_INT8_MIN_PSNR_DB = 40.0
 # The float fallback's target: the one export --min-psnr is used with (make demo, the bench).
@@ -50,31 +46,17 @@ def trained(tmp_path_factory):
     return denoiser, exported, calibration
 
 
-def test_static_int8_program_runs_in_executorch_above_the_psnr_floor(trained):
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-    from executorch.runtime import Runtime
-
-    denoiser, exported, calibration = trained
-    program, record = quantize_for_xnnpack(exported, "int8-static", calibration.calibration_inputs,
-                                           calibration.heldout_inputs, progress=False)
+def test_static_int8_of_a_trained_denoiser_clears_its_floor(trained):
+    """The q/dq program's held-out PSNR. Its lowering (80 s here) is left to the programs that
+    run quantized denoisers in the ExecuTorch runtime already (the quantized pipeline test, every
+    int8 export's self-check); on this model the ExecuTorch runtime measured 31.47 dB against the
+    q/dq program's 31.54."""
+    _, exported, calibration = trained
+    _, record = quantize_for_xnnpack(exported, "int8-static", calibration.calibration_inputs,
+                                     calibration.heldout_inputs, progress=False)
     assert record["scheme"] == "int8-static" and record["float_layers"] == []
     assert "time_text_embed.timestep_embedder.linear_1" in record["always_float_layers"]  # per-sample vectors
-    executorch_program = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
-    delegated = [n for n in executorch_program.exported_program().graph.nodes
-                 if n.op == "call_function" and "call_delegate" in str(n.target)]
-    assert delegated
-    method = Runtime.get().load_program(executorch_program.buffer).load_method("forward")
-    values = []
-    with torch.no_grad():
-        for record_inputs in calibration.heldout_inputs:
-            reference = denoiser(*record_inputs)
-            output = method.execute(list(record_inputs))[0]
-            values.append(psnr_db(reference, output))
-    runtime_psnr = sum(values) / len(values)
-    print(f"static int8 held-out PSNR: runtime {runtime_psnr:.1f} dB, PyTorch q/dq {record['heldout_psnr_db']:.1f} dB")
-    assert STATIC_INT8_MIN_PSNR_DB <= runtime_psnr < 80.0  # quantized, and not broken
-    assert abs(runtime_psnr - record["heldout_psnr_db"]) < RUNTIME_AGREEMENT_DB
+    assert STATIC_INT8_MIN_PSNR_DB <= record["heldout_psnr_db"] < 80.0  # quantized, and not broken
 
 
 @pytest.fixture(scope="module")

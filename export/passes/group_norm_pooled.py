@@ -28,7 +28,7 @@ def group_average_matrix(norm: nn.GroupNorm) -> torch.Tensor:
 
 
 class PooledGroupNorm(nn.Module):
-    """nn.GroupNorm on (B, C, H, W), written as pooling + group-averaging 1x1 conv."""
+    """nn.GroupNorm on (B, C, H, W) (or (B, C, L)), written as pooling + group-averaging 1x1 conv."""
 
     def __init__(self, norm: nn.GroupNorm):
         super().__init__()
@@ -38,8 +38,10 @@ class PooledGroupNorm(nn.Module):
         self.bias = norm.bias
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.dim() == 3:  # (B, C, L): the VAE attention's norm over its tokens, as (B, C, L, 1)
+            return self.forward(image.unsqueeze(-1)).squeeze(-1)
         if image.dim() != 4:
-            raise ValueError(f"PooledGroupNorm expects (B, C, H, W), got shape {tuple(image.shape)}")
+            raise ValueError(f"PooledGroupNorm expects (B, C, H, W) or (B, C, L), got shape {tuple(image.shape)}")
         average = self.group_average.to(image.dtype)
         mean = F.conv2d(image.mean(dim=(2, 3), keepdim=True), average)  # (B, C, 1, 1) group means
         centred = image - mean  # (B, C, H, W)
