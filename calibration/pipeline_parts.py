@@ -24,6 +24,7 @@ class PipelineParts:
     scheduler: object  # a diffusers scheduler
     folder: Path | None  # the pipeline folder, None for a tiny preset
     prompt_tokens: int
+    without_t5: bool = False  # SD3's CLIP encoders alone
 
     def diffusers_pipeline(self):
         """diffusers' own pipeline class for the family, made of these parts."""
@@ -55,11 +56,12 @@ def load_pipeline_parts(source: str, prompt_tokens: int | None = None, without_t
         raise UserError(f"{source} is not a pipeline folder (text_encoder/, tokenizer/, vae/, transformer/): "
                         "pass the diffusers pipeline folder the model belongs to")
     if without_t5:
-        if not hasattr(text, "without_t5"):
+        if family.text_encoder != "clip+t5":
             raise UserError(f"--without-t5 applies to SD3 models, whose CLIP encoders can stand alone; {source} is "
                             f"a {family.name} model: drop it")
         text = text.without_t5()
-    return PipelineParts(source, family, transformer.eval(), text, vae, family.scheduler(folder), folder, tokens)
+    return PipelineParts(source, family, transformer.eval(), text, vae, family.scheduler(folder), folder, tokens,
+                         without_t5)
 
 
 def _pipeline_folder(source: str) -> Path | None:

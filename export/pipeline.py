@@ -363,7 +363,7 @@ def write_text_and_scheduler(parts, staging: Path) -> tuple[dict, dict]:
     parts.scheduler.save_config(staging / SCHEDULER_DIR)
     config = {k: v for k, v in dict(parts.scheduler.config).items() if not k.startswith("_")}
     text = {"tokenizers": [item.describe() for item in tokenizers], "negative_prompt": "",
-            **({"dropped_encoders": ["t5"]} if getattr(parts.text, "t5", True) is None else {})}
+            **({"dropped_encoders": ["t5"]} if parts.without_t5 else {})}
     if len(tokenizers) == 1:  # schema v2.0's one-tokenizer fields, which the demo apps read
         only = tokenizers[0].describe()
         text.update(tokenizer=only["files"], tokenizer_class=only["tokenizer_class"],

@@ -289,9 +289,7 @@ class _Checker:
 
     def text_block(self, text: dict, files: dict) -> None:
         """`tokenizers` (one entry a tokenizer folder), or schema v2.0's one tokenizer's fields."""
-        if "tokenizers" not in text:
-            text = {"tokenizers": [{**text, "files": text.get("tokenizer"), "input_ids": "input_ids"}]}
-        tokenizers = text["tokenizers"]
+        tokenizers = tokenizer_descriptions(text)
         if not isinstance(tokenizers, list) or not 1 <= len(tokenizers) <= MAX_TENSORS:
             raise self.fail("pipeline.text.tokenizers", f"a list of 1 to {MAX_TENSORS} tokenizers", tokenizers)
         for index, item in enumerate(tokenizers):
@@ -351,6 +349,15 @@ class _Checker:
                 self.strings(value[key], f"{field}.{key}")
 
 
+
+
+def tokenizer_descriptions(text: dict):
+    """pipeline.text's `tokenizers` entries; a schema v2.0 manifest describes its one tokenizer
+    (T5's input_ids and attention_mask) with fields of pipeline.text itself."""
+    if "tokenizers" in text:
+        return text["tokenizers"]
+    return [{"files": text.get("tokenizer"), "max_length": text.get("max_length"), "input_ids": "input_ids",
+             "attention_mask": "attention_mask", "preprocessing": text.get("preprocessing", "none")}]
 
 
 def _show(value) -> str:

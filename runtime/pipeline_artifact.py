@@ -18,7 +18,13 @@ from pathlib import Path
 import torch
 
 from edit_mobile.errors import UserError
-from edit_mobile.runtime.manifest import MANIFEST_NAME, Manifest, parse_manifest_json, read_manifest
+from edit_mobile.runtime.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    parse_manifest_json,
+    read_manifest,
+    tokenizer_descriptions,
+)
 from edit_mobile.runtime.pipeline import (
     Generation,
     _check_finite,
@@ -158,10 +164,7 @@ class PipelineArtifact:
 
         from edit_mobile.calibration.token_inputs import TokenizerInput
 
-        text = self.spec["text"]
-        described = text.get("tokenizers") or [{"files": text["tokenizer"], "max_length": text["max_length"],
-                                                 "input_ids": "input_ids", "attention_mask": "attention_mask",
-                                                 "preprocessing": text.get("preprocessing", "none")}]
+        described = tokenizer_descriptions(self.spec["text"])
         loaded = []
         for description in described:
             folder = self.manifest.file(description["files"]).path

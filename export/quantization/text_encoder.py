@@ -46,27 +46,17 @@ def quantize_text_encoder(exported: torch.export.ExportedProgram, module: torch.
 
 
 def _linear_weights(module: torch.nn.Module, example: Inputs, form) -> tuple[object, torch.nn.Module]:
-    """torchao's dynamic-activation / int weight Linears (XNNPACK's qd8 GEMMs) on the eager
-    encoder, re-exported. Module-level, not PT2E: T5's relative-position buckets compute on
-    int64 tensors that a graph quantizer's observers would cast to float."""
-    import copy
-
-    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
-    from torchao.quantization.granularity import PerAxis, PerGroup
-    from torchao.utils import unwrap_tensor_subclass
+    """Every Linear the form's group divides, quantized on the eager encoder. Module-level, not
+    PT2E: T5's relative-position buckets compute on int64 tensors that a graph quantizer's
+    observers would cast to float."""
+    from edit_mobile.export.quantization.xnnpack import dynamic_int_linears
 
     weight_dtype, group = form
-    granularity = PerGroup(group) if group else PerAxis(0)
 
     def take(layer: torch.nn.Module, name: str) -> bool:
         return isinstance(layer, torch.nn.Linear) and (group is None or layer.in_features % group == 0)
 
-    quantized = copy.deepcopy(module).eval()
-    with torch.no_grad():
-        quantize_(quantized, Int8DynamicActivationIntxWeightConfig(weight_dtype=weight_dtype,
-                                                                   weight_granularity=granularity), filter_fn=take)
-    unwrap_tensor_subclass(quantized)
-    return torch.export.export(quantized, tuple(example), strict=False), quantized
+    return dynamic_int_linears(module, example, weight_dtype, group, take)
 
 
 @torch.no_grad()

@@ -121,12 +121,7 @@ def _merge(first: Sequence[str], second: Sequence[str]) -> list[str]:
 
 
 def _int4_weight(denoiser: torch.nn.Module, exported, example_inputs: Inputs, float_layers: Sequence[str]):
-    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
-    from torchao.quantization.granularity import PerGroup
-    from torchao.utils import unwrap_tensor_subclass
-
-    quantized = copy.deepcopy(denoiser).eval()
-    root = next((name for name, module in quantized.named_modules()
+    root = next((name for name, module in denoiser.named_modules()
                  if type(module).__name__.endswith(ROOT_SUFFIX)), "")
     prefix = root + "." if root else ""
     keep_float = tuple(float_layers) + tuple(always_float_layers(exported.graph))
@@ -136,7 +131,21 @@ def _int4_weight(denoiser: torch.nn.Module, exported, example_inputs: Inputs, fl
         return (isinstance(module, torch.nn.Linear) and module.in_features % INT4_GROUP == 0
                 and not any(relative == f or relative.startswith(f + ".") for f in keep_float))
 
-    config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(INT4_GROUP))
+    return dynamic_int_linears(denoiser, example_inputs, torch.int4, INT4_GROUP, take)
+
+
+def dynamic_int_linears(module: torch.nn.Module, example_inputs: Inputs, weight_dtype: torch.dtype,
+                        group: int | None, take) -> tuple[torch.export.ExportedProgram, torch.nn.Module]:
+    """A copy of the eager `module` whose Linears chosen by `take(module, name)` hold int weights
+    (in groups of `group`, or one scale an output channel for None) with dynamic int8
+    activations (torchao; XNNPACK's qd8 GEMMs), re-exported. (program, quantized module)."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+    from torchao.utils import unwrap_tensor_subclass
+
+    quantized = copy.deepcopy(module).eval()
+    config = Int8DynamicActivationIntxWeightConfig(weight_dtype=weight_dtype,
+                                                   weight_granularity=PerGroup(group) if group else PerAxis(0))
     with torch.no_grad():
         quantize_(quantized, config, filter_fn=take)
     unwrap_tensor_subclass(quantized)
