@@ -55,6 +55,11 @@ class CalibrationSplit:
                 values.append(self.tensors[f"inputs.{name}"][index : index + 1])
         return tuple(values)
 
+    def prompt_row(self, row: int) -> dict[str, torch.Tensor]:
+        """The prompt-level inputs of one prompt table row, batch 1, by name."""
+        return {name: self.tensors[f"prompt_inputs.{name}"][row : row + 1]
+                for name in self.input_names if name in PROMPT_LEVEL_INPUTS}
+
     @property
     def inputs(self) -> list[tuple[torch.Tensor, ...]]:
         return [self.record(i) for i in range(len(self))]
@@ -66,6 +71,14 @@ class CalibrationSplit:
     @property
     def timesteps(self) -> torch.Tensor:
         return self.tensors["inputs.timestep"]
+
+
+@dataclass
+class HeldoutTrajectory:
+    sample: int
+    positive: dict[str, torch.Tensor]  # prompt-level inputs by name, batch 1
+    negative: dict[str, torch.Tensor] | None  # the "" prompt's, None without guidance
+    noise: torch.Tensor  # (1, C, h, w): torch.randn seeded as calibrate seeded it
 
 
 @dataclass
@@ -86,6 +99,25 @@ class CalibrationSet:
     @property
     def heldout_inputs(self) -> list[tuple[torch.Tensor, ...]]:
         return self.heldout.inputs
+
+    def heldout_trajectories(self) -> list[HeldoutTrajectory]:
+        """Each held-out prompt's sampler run as calibrate started it: its prompt inputs (and the
+        negative ones with guidance) and its seeded initial noise, to re-run end to end. Empty
+        for sets written before their prompt table named its rows' samples."""
+        split, manifest = self.heldout, self.manifest
+        if "prompt_row.sample" not in split.tensors:
+            return []
+        shape = next(tuple(spec["shape"]) for spec in manifest["inputs"] if spec["name"] == "hidden_states")
+        owners = list(zip(split.tensors["prompt_row.sample"].tolist(), split.tensors["prompt_row.branch"].tolist(),
+                          strict=True))
+        guided = manifest["guidance"] > 1.0
+        trajectories = []
+        for sample in manifest["split"]["heldout"]["samples"]:
+            negative = next((i for i, owner in enumerate(owners) if owner in ((sample, 0), (-1, 0))), None)
+            noise = torch.randn(shape, generator=torch.Generator().manual_seed(manifest["seed"] + sample))
+            trajectories.append(HeldoutTrajectory(sample, split.prompt_row(owners.index((sample, 1))),
+                                                  split.prompt_row(negative) if guided else None, noise))
+        return trajectories
 
     def summary(self) -> dict:
         """What an artifact manifest records about the calibration it used."""
@@ -293,6 +325,13 @@ class _Checker:
                 need(tensor.shape[0] == records, f"needs {key} of {records} records")
             else:
                 prompts.append(tensor.shape[0])
+        if "prompt_row.sample" in tensors:  # the prompt table's owners: one (sample, branch) a row
+            owners = [tensors.get(f"prompt_row.{part}") for part in ("sample", "branch")]
+            need(all(o is not None and o.dtype == torch.int64 and o.dim() == 1 and o.shape[0] == min(prompts, default=0)
+                     for o in owners), "needs prompt_row.sample and prompt_row.branch of int64, one a prompt row")
+            samples = set((declared or {}).get("samples") or []) if isinstance(declared, dict) else set()
+            need(all((s, 1) in set(zip(*(o.tolist() for o in owners), strict=True)) for s in samples),
+                 "needs a prompt row for every sample the manifest lists")
         index = tensors["record.prompt_index"]
         if prompts:
             need(int(index.min()) >= 0 and int(index.max()) < min(prompts), f"needs record.prompt_index within 0..{min(prompts) - 1}")

@@ -157,7 +157,7 @@ def capture_calibration(
                 captured[(sample, record.step, record.branch)] = record
 
     split_tensors = {
-        split: _split_tensors(sorted(keys), captured, encoded, input_names)
+        split: _split_tensors(sorted(keys), captured, encoded, input_names, use_guidance)
         for split, keys in splits.items()
     }
     scheduler.set_timesteps(steps)
@@ -272,22 +272,28 @@ def _prompt_inputs(embeddings, input_names) -> dict[str, torch.Tensor]:
     return {name: value for name, value in embeddings.as_inputs().items() if name in input_names}
 
 
-def _split_tensors(keys, captured, encoded: EncodedPrompts, input_names) -> dict[str, torch.Tensor]:
-    # Prompt table rows: one per (sample, branch) actually used; a single shared negative
-    # embedding (the "" prompt) is stored once.
+def _split_tensors(keys, captured, encoded: EncodedPrompts, input_names, guided: bool) -> dict[str, torch.Tensor]:
+    # Prompt table rows: every sample's prompt (and, with guidance, its negative), so each of
+    # the split's prompts can be replayed whole whichever branches its records caught; a single
+    # shared negative embedding (the "" prompt) is stored once.
     table_index: dict[tuple, int] = {}
     table_rows: list[dict[str, torch.Tensor]] = []
-    prompt_index = []
-    for sample, _, branch in keys:
-        if branch == 0 and len(encoded.negative) == 1:
-            row_key = ("negative", 0)
-        else:
-            row_key = ("negative" if branch == 0 else "positive", sample)
+    row_owner = []  # (sample, branch) of each row; -1 for the shared negative
+
+    def row(sample: int, branch: int) -> int:
+        shared = branch == 0 and len(encoded.negative) == 1
+        row_key = ("negative", 0) if shared else ("negative" if branch == 0 else "positive", sample)
         if row_key not in table_index:
             table_index[row_key] = len(table_rows)
             source = encoded.negative_for(sample) if branch == 0 else encoded.positive.select(sample)
             table_rows.append(_prompt_inputs(source, input_names))
-        prompt_index.append(table_index[row_key])
+            row_owner.append((-1 if shared else sample, branch))
+        return table_index[row_key]
+
+    for sample in sorted({key[0] for key in keys}):
+        for branch in ((0, 1) if guided else (1,)):
+            row(sample, branch)
+    prompt_index = [row(sample, branch) for sample, _, branch in keys]
     records = [captured[key] for key in keys]
     tensors = {
         "inputs.hidden_states": torch.cat([r.latents for r in records]),  # (R, C, h, w)
@@ -296,6 +302,8 @@ def _split_tensors(keys, captured, encoded: EncodedPrompts, input_names) -> dict
         "record.sample": torch.tensor([k[0] for k in keys], dtype=torch.int64),
         "record.step": torch.tensor([k[1] for k in keys], dtype=torch.int64),
         "record.branch": torch.tensor([k[2] for k in keys], dtype=torch.int64),
+        "prompt_row.sample": torch.tensor([owner[0] for owner in row_owner], dtype=torch.int64),
+        "prompt_row.branch": torch.tensor([owner[1] for owner in row_owner], dtype=torch.int64),
     }
     for name in table_rows[0]:
         tensors[f"prompt_inputs.{name}"] = torch.cat([row[name] for row in table_rows])  # (E, ...)

@@ -303,19 +303,22 @@ def use_heldout_test_vector(methods: list[Method], calibration) -> None:
     method.inputs = tuple(tensor.clone() for tensor in heldout[0])
 
 
-def trace_methods(methods: list[Method], request: PipelineRequest, calibration) -> dict:
-    """torch.export of each method, the denoise method quantized for a quantized request, each
-    prepared as the target's converter takes it."""
+def trace_methods(methods: list[Method], request: PipelineRequest, calibration, scheduler=None) -> dict:
+    """torch.export of each method, the denoise method quantized for a quantized request (judged
+    on whole sampler runs of the held-out prompts too, through `scheduler`), each prepared as the
+    target's converter takes it."""
     with torch.no_grad():
         programs = {m.name: torch.export.export(m.module, m.inputs, strict=False) for m in methods}
     if request.quantize is not None:
         from edit_mobile.export.quantization import quantize_program
 
         method = next(m for m in methods if m.name.startswith("denoise_"))
+        check = sampler_check(methods, method, calibration, scheduler)
         programs[method.name], method.quantization = quantize_program(
             programs[method.name], backend=request.backend, scheme=request.quantize, calibration=calibration,
             signature=method.signature, denoiser=method.module, min_psnr=request.min_psnr,
-            float_layers=tuple(request.float_layers))
+            float_layers=tuple(request.float_layers), accept=check)
+        method.quantization["sampler_images"] = check.record
     if request.text_quantize is not None:
         from edit_mobile.export.quantization.text_encoder import quantize_text_encoder
 
@@ -324,6 +327,15 @@ def trace_methods(methods: list[Method], request: PipelineRequest, calibration) 
             programs[method.name], method.module, request.text_quantize, method.output_names, method.heldout)
     target = pipeline_target(request.backend)
     return {name: target.prepare(program, name) for name, program in programs.items()}
+
+
+def sampler_check(methods: list[Method], denoise: Method, calibration, scheduler):
+    """The quantized denoise method's whole-sampler image check (export/sampler_check.py)."""
+    from edit_mobile.export.sampler_check import SamplerImageCheck
+
+    decode = next(m for m in methods if m.name == decode_method(denoise.resolution))
+    return SamplerImageCheck(denoise.module, decode.reference or decode.module, scheduler, calibration,
+                             tuple(denoise.input_names), int(denoise.inputs[0].shape[0]))
 
 
 def self_check(methods: list[Method], outputs: dict[str, list[torch.Tensor]], allow_below_floor: bool,
@@ -340,6 +352,10 @@ def self_check(methods: list[Method], outputs: dict[str, list[torch.Tensor]], al
         record[method.name] = {"psnr_db_min": min(psnrs), "floor_db": floor, "passed": passed}
         if not passed:
             failures.append(f"{method.name} {min(psnrs):.1f} dB (floor {floor:g})")
+        images = (method.quantization or {}).get("sampler_images") or {}
+        if images.get("passed") is False:
+            failures.append(f"{method.name}'s held-out prompts sampled to images of "
+                            f"{min(images['image_psnr_db']):.1f} dB against float (floor {images['floor_db']:g})")
     if failures and not allow_below_floor:
         remedy = ("--min-psnr 30 (keeps the most sensitive layers float)" if any(m.quantization for m in methods)
                   else "--precision fp32")
@@ -440,7 +456,7 @@ def export_pipeline(request: PipelineRequest) -> Path:
         stages.set_postfix_str("torch.export and lowering")
         log_path = staging.parent / f"{Path(request.output).name}.export-error.log"
         with lowering_stage(request.backend, "lowering", log_path):
-            programs = trace_methods(methods, request, calibration)
+            programs = trace_methods(methods, request, calibration, parts.scheduler)
             program, files, records = target.write(programs, methods, request, staging)
         stages.update()
         stages.set_postfix_str("self-check")

@@ -15,14 +15,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from edit_mobile.closeness import meets_floor, peak_psnr_db, psnr_db
+from edit_mobile.closeness import IMAGE_FLOORS_DB, meets_floor, peak_psnr_db, psnr_db
 from edit_mobile.errors import UserError
 from edit_mobile.runtime.pipeline import to_pil
 
-# quantized: measured on the shapes PixArt teacher's int8 pipeline (--min-psnr 30): images 29.5 and
-# 30.6 dB on the default prompts, 32.9 dB mean over 96 captions, prompt accuracy within 0.06 of
-# float; with every layer int8 (below export's floor) 21.1 dB and 0.19 accuracy lost. 25 dB parts them.
-IMAGE_FLOORS_DB = {"fp32": 40.0, "fp16": 25.0, "quantized": 25.0}
 DEFAULT_PROMPTS = (
     "a small red circle in the top left on a white background",
     "a large blue square in the center on a yellow background",

@@ -63,6 +63,31 @@ def test_timesteps_cover_the_schedule_and_prompts_are_held_out(pixart_set):
     assert len(manifest["model"]["sha256"]) == 64 and len(manifest["prompts"]["sha256"]) == 64
 
 
+def test_held_out_prompts_replay_to_their_recorded_latents(pixart_set):
+    """heldout_trajectories (the quantized pipeline's whole-sampler check) start each held-out
+    prompt where calibrate started it: the float denoiser through the family's scheduler passes
+    through every recorded held-out latent."""
+    from edit_mobile.calibration.sampler import denoise
+    from edit_mobile.models import DenoiserWrapper, load_transformer
+    from edit_mobile.models.families import get_family
+
+    calibration = load_calibration(pixart_set)
+    trajectories = calibration.heldout_trajectories()
+    split, manifest = calibration.heldout, calibration.manifest
+    assert [t.sample for t in trajectories] == manifest["split"]["heldout"]["samples"]
+    wrapper = DenoiserWrapper(load_transformer("tiny-pixart-edit")).eval()
+    for trajectory in trajectories:
+        records, _ = denoise(wrapper, calibration.input_names, get_family("pixart").scheduler("tiny-pixart-edit"),
+                             trajectory.noise, trajectory.positive, trajectory.negative, manifest["steps"],
+                             manifest["guidance"], keep=lambda step, branch: True)
+        replayed = {(r.step, r.branch): r.latents for r in records}
+        mine = (split.tensors["record.sample"] == trajectory.sample).nonzero().flatten().tolist()
+        assert mine
+        for index in mine:
+            key = (int(split.steps[index]), int(split.tensors["record.branch"][index]))
+            torch.testing.assert_close(replayed[key], split.record(index)[0], rtol=0, atol=0)
+
+
 def test_same_seed_gives_identical_files(pixart_set, tmp_path):
     capture_calibration("tiny-pixart-edit", tmp_path / "again", options=CalibrationOptions(**SMALL), progress=False)
     for name in ("calibration.json", "calibration.safetensors", "heldout.safetensors"):

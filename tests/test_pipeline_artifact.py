@@ -255,7 +255,11 @@ def test_a_quantized_pipeline_quantizes_the_denoiser_on_held_out_records(quantiz
     torch.testing.assert_close(vectors["denoise_64x64.input.hidden_states"], held_out[0], rtol=0, atol=0)
     checked = manifest.data["self_check"]["methods"]
     assert checked["denoise_64x64"]["floor_db"] == 30 and checked["encode_prompt"]["floor_db"] == 60
-    assert manifest.data["self_check"]["passed"] == checked["denoise_64x64"]["passed"]
+    # Whole sampler runs of the held-out prompt, float against int8, judged at the image floor.
+    images = manifest.quantization["sampler_images"]
+    assert images["prompts"] == 1 and images["steps"] == 2 and images["floor_db"] == 25
+    assert all(0 < value < 100 for value in images["image_psnr_db"])
+    assert manifest.data["self_check"]["passed"] == (checked["denoise_64x64"]["passed"] and images["passed"])
     # int8 arithmetic in the program: far from float's agreement, which the float methods keep.
     assert checked["denoise_64x64"]["psnr_db_min"] < 50 < 100 < checked["encode_prompt"]["psnr_db_min"]
     report = validate_pipeline(art, ["a red circle"], steps=2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers import AutoencoderKL
 
 from edit_mobile.calibration import CalibrationOptions, capture_calibration, load_calibration
 from edit_mobile.errors import UserError
@@ -93,6 +94,42 @@ def test_min_psnr_keeps_sensitive_layers_float_until_the_target(trained, analysi
     assert 0 < len(record["float_layers"]) <= record["layers_total"] // 2
     most_sensitive = analysis.report("int8-static").layers[0].layer
     assert most_sensitive in record["float_layers"]
+
+
+@pytest.fixture(scope="module")
+def sampler_check(trained):
+    """The pipeline export's whole-sampler check on this teacher's held-out prompts."""
+    from edit_mobile.export.sampler_check import SamplerImageCheck
+    from edit_mobile.models.families import get_family
+    from edit_mobile.models.vae import LatentDecoder
+    from edit_mobile.pretrained import pipeline_folder
+
+    denoiser, _, calibration = trained
+    folder = pipeline_folder(MODEL)
+    decoder = LatentDecoder(AutoencoderKL.from_pretrained(folder / "vae"), "sd3").eval()
+    return SamplerImageCheck(denoiser, decoder, get_family("sd3").scheduler(folder), calibration,
+                             calibration.input_names, batch=1)
+
+
+def test_whole_sampler_images_extend_the_float_layers(trained, analysis, sampler_check):
+    """Each step's held-out PSNR does not bound the image twenty guided steps make: the check
+    replays the held-out prompts float and quantized, and a stricter image floor keeps more
+    layers float than the held-out target alone."""
+    _, exported, calibration = trained
+    assert sampler_check(analysis.converted) in (True, False)  # every layer int8
+    all_int8 = sampler_check.record
+    assert all_int8["prompts"] == len(calibration.manifest["split"]["heldout"]["samples"]) >= 1
+    assert all(10.0 < value < 80.0 for value in all_int8["image_psnr_db"])  # quantized, not broken
+    _, held_out_only = quantize_for_xnnpack(exported, "int8-static", calibration.calibration_inputs,
+                                            calibration.heldout_inputs, min_psnr=MIN_PSNR_TARGET_DB,
+                                            progress=False, analysis=analysis)
+    sampler_check.floor_db = min(all_int8["image_psnr_db"]) + 3.0  # unmet with every layer int8
+    _, record = quantize_for_xnnpack(exported, "int8-static", calibration.calibration_inputs,
+                                     calibration.heldout_inputs, min_psnr=MIN_PSNR_TARGET_DB, progress=False,
+                                     analysis=analysis, accept=sampler_check)
+    assert sampler_check.record["passed"] and min(sampler_check.record["image_psnr_db"]) >= sampler_check.floor_db
+    assert set(held_out_only["float_layers"]) <= set(record["float_layers"])
+    assert record["heldout_psnr_min_db"] >= MIN_PSNR_TARGET_DB
 
 
 def test_unreachable_target_says_it_cannot(trained, analysis):

@@ -31,7 +31,10 @@ Schemes by backend (`SCHEMES`):
 PSNR = 20 log10(max|ref| / RMSE) of the quantized program's output against the float one on
 held-out records (mean over records; _min_db the worst record). `min_psnr` (export
 `--min-psnr DB`, xnnpack int8 schemes) keeps the most sensitive layers float until the
-held-out PSNR reaches it, or raises UserError saying it cannot. Bad input raises UserError.
+held-out PSNR reaches it, or raises UserError saying it cannot. `accept(module)` (xnnpack), a
+further judgement of the quantized module (the pipeline export's whole-sampler image check),
+extends that search until it holds, and is only measured without min_psnr. Bad input raises
+UserError.
 
 Building blocks: quantize_for_xnnpack, quantize_for_coreml_w8a8, compress_coreml,
 quantize_onnx, SensitivityAnalysis (report / choose_float_layers), psnr_db.
@@ -94,7 +97,7 @@ def load_records(calibration, signature, need: bool = True):
 
 def quantize_program(exported, *, backend: str, scheme: str, calibration, signature,
                      denoiser=None, min_psnr: float | None = None, float_layers=(),
-                     progress: bool = True):
+                     progress: bool = True, accept=None):
     import torch
 
     check_scheme(backend, scheme)
@@ -118,9 +121,9 @@ def quantize_program(exported, *, backend: str, scheme: str, calibration, signat
         from edit_mobile.export.quantization.xnnpack import quantize_for_xnnpack
 
         program, record = quantize_for_xnnpack(exported, scheme, records, heldout, float_layers,
-                                               min_psnr, denoiser, progress=progress)
+                                               min_psnr, denoiser, progress=progress, accept=accept)
     else:
-        if min_psnr is not None:
+        if min_psnr is not None or accept is not None:
             raise UserError("--min-psnr searches float layers for xnnpack int8 schemes only")
         from edit_mobile.export.quantization.coreml import quantize_for_coreml_w8a8
 

@@ -14,7 +14,7 @@ Every scheme keeps per-sample-vector layers float (layers.py) and the layers nam
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -40,11 +40,15 @@ def quantize_for_xnnpack(
     granularity: str = "block",
     progress: bool = True,
     analysis: SensitivityAnalysis | None = None,
+    accept: Callable[[torch.nn.Module], bool] | None = None,
 ) -> tuple[torch.export.ExportedProgram, dict]:
     """Quantized ExportedProgram ready for to_edge_transform_and_lower(XnnpackPartitioner),
     and the manifest record {"scheme", "float_layers", "heldout_psnr_db", ...}.
 
-    `analysis`: a SensitivityAnalysis of this program and records to reuse for min_psnr."""
+    `analysis`: a SensitivityAnalysis of this program and records to reuse for min_psnr.
+    `accept(module)`: a further judgement of the quantized module (whole sampler runs, say):
+    with min_psnr, more of the most sensitive layers stay float until it holds too; without,
+    it is only measured (the caller reads its verdict)."""
     if scheme not in SCHEMES:
         raise UserError(f"unknown XNNPACK quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     if not calibration_inputs:
@@ -60,15 +64,21 @@ def quantize_for_xnnpack(
                                                    granularity=granularity, progress=progress)
         order, search = _search_float_layers(analysis, scheme, min_psnr)
         float_layers = _merge(float_layers, search.pop("float_layers"))
+        if accept is not None:
+            float_layers = _grow_until_accepted(analysis, order, float_layers, accept, scheme)
         record.update(search)
     references = reference_outputs(exported.module(), heldout_inputs) if heldout_inputs else []
     while True:
         program, module = _quantize_once(exported, scheme, calibration_inputs, float_layers, denoiser,
                                          analysis, progress)
         psnr = mean_psnr(module, references, heldout_inputs) if heldout_inputs else (None, None)
-        if min_psnr is None or meets_floor(psnr[1], min_psnr):  # the worst held-out record
+        if min_psnr is not None and not meets_floor(psnr[1], min_psnr):  # the worst held-out record
+            float_layers.append(_next_float_layer(order, float_layers, scheme, f"{min_psnr:g} dB held-out PSNR",
+                                                  f"{psnr[1]:.1f} dB"))
+        elif accept is None or accept(module) or min_psnr is None:
             break
-        float_layers.append(_next_float_layer(order, float_layers, scheme, min_psnr, psnr[1]))
+        else:
+            float_layers.append(_next_float_layer(order, float_layers, scheme, "its image floor", "images below it"))
     record.update(
         float_layers=float_layers,
         always_float_layers=always_float_layers(exported.graph),
@@ -105,13 +115,22 @@ def _quantize_once(exported, scheme, calibration_inputs, float_layers, denoiser,
     return pt2e.reexport(module, example_inputs), module
 
 
-def _next_float_layer(order, float_layers, scheme, min_psnr, measured) -> str:
+def _grow_until_accepted(analysis: SensitivityAnalysis, order, float_layers, accept, scheme) -> list[str]:
+    """The held-out estimate's float layers, then the next most sensitive ones until `accept`
+    holds on the calibrated graph with them bypassed (no recalibration per try)."""
+    float_layers = list(float_layers)
+    while not accept(pt2e.with_float_layers(analysis.converted, float_layers)):
+        float_layers.append(_next_float_layer(order, float_layers, scheme, "its image floor", "images below it"))
+    return float_layers
+
+
+def _next_float_layer(order, float_layers, scheme, target: str, measured: str) -> str:
     """The estimate was optimistic: the next most sensitive layer goes float too."""
     remaining = [layer for layer in order if layer not in float_layers]
     if len(remaining) <= 1:
         raise UserError(
-            f"{scheme} cannot reach {min_psnr:g} dB held-out PSNR: with every layer but "
-            f"{remaining or 'none'} float it gives {measured:.1f} dB; lower --min-psnr or use another scheme"
+            f"{scheme} cannot reach {target}: with every layer but {remaining or 'none'} float it gives "
+            f"{measured}; lower --min-psnr or use another scheme"
         )
     return remaining[0]
 
