@@ -88,7 +88,8 @@ class ConvFusion(nn.Module):
 
 
 class SpatialCompressor(nn.Module):
-    """Depthwise strided conv over the token grid: stride s gives s^2 fewer keys/values.
+    """Depthwise strided conv over the token grid: stride s gives s^2 fewer keys/values
+    (ceil(h / s) x ceil(w / s) of them on a grid not divisible by s).
 
     Initialised as the mean of each s x s block (PixArt-Sigma's KV compression, whose
     depthwise kernel = stride = s starts at 1/s^2), so compressed keys/values begin as
@@ -120,11 +121,8 @@ def check_token_grid(grid: tuple[int, int] | None, length: int, stride: int) -> 
     height, width = grid
     if height * width != length:
         raise ValueError(f"token grid {height}x{width} does not hold {length} tokens")
-    if height % stride or width % stride:
-        raise UserError(
-            f"token grid {height}x{width} is not divisible by the compression stride {stride}; "
-            f"use a resolution whose latent grid is a multiple of {stride} tokens per side"
-        )
+    # Any grid: the padded strided conv gives ceil(h / s) x ceil(w / s) keys, its far edge read
+    # against zeros (diffusers' aspect-ratio bins give odd token grids, 29 x 8 at 256 px).
     return grid
 
 

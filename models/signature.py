@@ -56,7 +56,8 @@ class TransformerSignature:
                 f"resolution {height_px}x{width_px} is not divisible by {multiple} "
                 f"(VAE {VAE_SCALE} x patch {model.config.patch_size} x compression stride "
                 f"{multiple // (VAE_SCALE * model.config.patch_size)}); "
-                f"use a multiple of {multiple} pixels per side"
+                f"use a multiple of {multiple} pixels per side, e.g. "
+                f"{nearest_multiple(height_px, multiple)}x{nearest_multiple(width_px, multiple)}"
             )
         if batch < 1:
             raise UserError(f"batch {batch} must be at least 1")
@@ -107,3 +108,8 @@ class DenoiserWrapper(nn.Module):
         named = self.family.forward_kwargs(dict(zip(self.input_names, inputs, strict=True)))
         hidden_states = named.pop("hidden_states")
         return self.model(hidden_states, **named, return_dict=False)[0]
+
+
+def nearest_multiple(pixels: int, multiple: int) -> int:
+    """The multiple of `multiple` nearest `pixels` (the larger on a tie), never 0."""
+    return max(multiple, (pixels + multiple // 2) // multiple * multiple)

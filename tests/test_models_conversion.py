@@ -124,12 +124,34 @@ def test_non_square_latents(name):
     assert denoise(model, 192, 64).shape[-2:] == (24, 8)
 
 
-def test_indivisible_latent_is_refused():
+def test_an_export_size_off_the_multiple_is_refused_with_the_nearest_one():
     model = build_preset("tiny-pixart-edit")
-    with pytest.raises(UserError, match="multiple of 32"):
+    with pytest.raises(UserError, match="multiple of 32 pixels per side, e.g. 160x160"):
         TransformerSignature.of(model, 144)
-    with pytest.raises(UserError, match="compression stride"):
-        model(torch.randn(1, 4, 18, 18), encoder_hidden_states=torch.randn(1, 120, 32), timestep=torch.ones(1))
+
+
+@pytest.mark.parametrize("name", ["tiny-pixart-edit", "tiny-sd3-edit"])
+def test_odd_token_grids_compress_to_the_ceiling(name):
+    """diffusers' aspect-ratio bins give token grids not divisible by the compression stride
+    (256 px bins: 29 x 8 tokens and the like): the compressor's padded conv takes any grid, and
+    the XNNPACK token form of it (export pass compressor_tokens) agrees on odd grids too."""
+    from edit_mobile.export.passes.token_convs import TokenSpatialCompressor
+    from edit_mobile.models import SpatialCompressor
+
+    model = build_preset(name)
+    inputs = list(TransformerSignature.of(model, 128).example_inputs(0))
+    inputs[0] = torch.randn(1, inputs[0].shape[1], 58, 16)  # 464 x 128 px, a 256 px bin: 29 x 8 tokens
+    with torch.no_grad():
+        assert DenoiserWrapper(model)(*inputs).shape[-2:] == (58, 16)
+    compressor = next(m for m in model.modules() if isinstance(m, SpatialCompressor))
+    with torch.no_grad():
+        compressor.conv.weight.normal_()
+        for grid in ((5, 7), (4, 6), (1, 3)):
+            tokens = torch.randn(2, grid[0] * grid[1], compressor.conv.in_channels)
+            expected = compressor(tokens, grid)
+            assert expected.shape[1] == -(-grid[0] // 2) * -(-grid[1] // 2)
+            torch.testing.assert_close(TokenSpatialCompressor(compressor)(tokens, grid), expected,
+                                       rtol=1e-5, atol=1e-5)
 
 
 def test_attention_cost_is_linear_for_edit_and_quadratic_for_the_teacher():

@@ -99,6 +99,26 @@ def test_convert_writes_a_pipeline_that_diffusers_loads(student):
     assert loaded.stdout.split() == ["PixArtSigmaPipeline", "PixArtEDiTTransformer2DModel"], loaded.stderr[-2000:]
 
 
+def test_the_student_draws_every_aspect_ratio_bin_in_diffusers(student):
+    """PixArtSigmaPipeline's 256 px aspect-ratio bins give token grids like 29 x 8, odd for the
+    Spatial Compressor's stride 2 (24 of the 33 bins): the student takes every one."""
+    import torch
+    from diffusers import DiffusionPipeline
+    from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import ASPECT_RATIO_256_BIN
+
+    import edit_mobile.models  # noqa: F401  (lets diffusers resolve the student class)
+
+    pipe = DiffusionPipeline.from_pretrained(str(student))
+    pipe.set_progress_bar_config(disable=True)
+    odd = 0
+    for height, width in ASPECT_RATIO_256_BIN.values():
+        odd += bool((height // 16) % 2 or (width // 16) % 2)
+        latents = pipe("a red circle", height=int(height), width=int(width), num_inference_steps=1,
+                       generator=torch.Generator().manual_seed(0), output_type="latent").images
+        assert latents.shape[-2:] == (height // 8, width // 8) and torch.isfinite(latents).all()
+    assert odd >= 20
+
+
 def test_evaluate_command_writes_its_report_and_grid(pipelines, tmp_path):
     report, grid = tmp_path / "eval.json", tmp_path / "grid.png"
     source = str(pipelines / "pixart")

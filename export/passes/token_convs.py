@@ -142,11 +142,12 @@ class TokenSpatialCompressor(nn.Module):
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         height, width = grid
         batch, _, channels = tokens.shape
-        padded = F.pad(tokens.view(batch, height, width, channels), (0, 0, 1, 1, 1, 1))
+        rows, cols = -(-height // 2), -(-width // 2)  # ceil: an odd side's last row reads the zero padding
+        padded = F.pad(tokens.view(batch, height, width, channels),
+                       (0, 0, 1, 1 + 2 * cols - width, 1, 1 + 2 * rows - height))
         # Padded row 2i + a of output row i is (row block i + a // 2, phase a % 2); columns alike,
         # with the column phase folded into the channel axis.
-        blocks = padded.view(batch, height // 2 + 1, 2, width // 2 + 1, 2 * channels)
-        rows, cols = height // 2, width // 2
+        blocks = padded.view(batch, rows + 1, 2, cols + 1, 2 * channels)
         out = None
         for tap in range(9):
             a, b = divmod(tap, 3)
@@ -160,9 +161,9 @@ class TokenSpatialCompressor(nn.Module):
         return out if self.bias is None else out + self.bias
 
     def conv(self, image: torch.Tensor) -> torch.Tensor:
-        """Image layout (B, C, h, w) -> (B, C, h/2, w/2), for channels-first callers."""
+        """Image layout (B, C, h, w) -> (B, C, ceil(h/2), ceil(w/2)), for channels-first callers."""
         height, width = image.shape[2:]
-        return tokens_to_image(self(image_to_tokens(image), (height, width)), (height // 2, width // 2))
+        return tokens_to_image(self(image_to_tokens(image), (height, width)), (-(-height // 2), -(-width // 2)))
 
 
 def _is_plain_compressor(module) -> bool:
