@@ -81,7 +81,7 @@ def build_manifest(
         "created_by": f"edit-mobile {__version__}",
         "model": model,
         "resolution": list(resolution),
-        "latent": [resolution[0] // 8, resolution[1] // 8],
+        "latent": latent_grid(inputs, resolution),
         "batch": batch,
         "prompt_tokens": prompt_tokens,
         "backend": backend,
@@ -96,6 +96,15 @@ def build_manifest(
         "program": program,
         "tools": tool_versions(),
     }
+
+
+def latent_grid(inputs: list[dict[str, Any]], resolution: tuple[int, int]) -> list[int]:
+    """The latents' (h, w): the hidden_states input's, which the family's VAE scale set (SANA's
+    DC-AE is 32x); an 8x VAE's for a manifest without that input."""
+    shape = next((spec["shape"] for spec in inputs if spec.get("name") == "hidden_states"), None)
+    if shape is not None and len(shape) == 4:
+        return [int(shape[2]), int(shape[3])]
+    return [resolution[0] // 8, resolution[1] // 8]
 
 
 def dumps(manifest: dict[str, Any]) -> str:

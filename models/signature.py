@@ -12,7 +12,7 @@ from edit_mobile.cli_args import check_prompt_tokens, parse_resolution
 from edit_mobile.errors import UserError
 from edit_mobile.models.conversion import edit_options
 from edit_mobile.models.families import family_of
-from edit_mobile.models.families.base import VAE_SCALE, TensorSpec
+from edit_mobile.models.families.base import TensorSpec
 
 
 def required_multiple(model: ModelMixin) -> int:
@@ -23,7 +23,7 @@ def required_multiple(model: ModelMixin) -> int:
 
 
 def default_resolution(model: ModelMixin) -> tuple[int, int]:
-    side = model.config.sample_size * VAE_SCALE
+    side = model.config.sample_size * family_of(model).vae_scale
     return side, side
 
 
@@ -50,18 +50,18 @@ class TransformerSignature:
             height_px, width_px = default_resolution(model)
         width_px = height_px if width_px is None else width_px
         parse_resolution(f"{height_px}x{width_px}")  # the same bounds as the command line
-        multiple = required_multiple(model)
+        multiple, vae_scale = required_multiple(model), family.vae_scale
         if height_px % multiple or width_px % multiple:
             raise UserError(
                 f"resolution {height_px}x{width_px} is not divisible by {multiple} "
-                f"(VAE {VAE_SCALE} x patch {model.config.patch_size} x compression stride "
-                f"{multiple // (VAE_SCALE * model.config.patch_size)}); "
+                f"(VAE {vae_scale} x patch {model.config.patch_size} x compression stride "
+                f"{multiple // (vae_scale * model.config.patch_size)}); "
                 f"use a multiple of {multiple} pixels per side, e.g. "
                 f"{nearest_multiple(height_px, multiple)}x{nearest_multiple(width_px, multiple)}"
             )
         if batch < 1:
             raise UserError(f"batch {batch} must be at least 1")
-        latent = (height_px // VAE_SCALE, width_px // VAE_SCALE)
+        latent = (height_px // vae_scale, width_px // vae_scale)
         tokens = family.default_prompt_tokens if prompt_tokens is None else check_prompt_tokens(prompt_tokens)
         config = model.config
         inputs = [TensorSpec("hidden_states", (batch, config.in_channels, *latent)),

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-VAE_SCALE = 8  # pixels per latent cell: the VAEs of every family here downsample 8x
 # A pipeline folder's own recommended sampling (steps, guidance), written by the training that
 # made it; diffusers has no place for it and ignores the file.
 SAMPLING_FILE = "edit_mobile_sampling.json"
@@ -37,7 +36,8 @@ class Family:
     default_prompt_tokens: int = 0
     default_steps: int = 0
     default_guidance: float = 0.0
-    # Latent space of the family's VAE.
+    # Latent space of the family's VAE: pixels per latent cell (side), channels, scaling.
+    vae_scale: int = 8
     latent_channels: int = 0
     vae_scaling_factor: float = 1.0
     vae_shift_factor: float | None = None
@@ -117,7 +117,7 @@ class Family:
     def resolution_multiple(self, model, compression_stride: int | None = None) -> int:
         """Pixels per side must be a multiple of this: VAE x patch x compression stride."""
         stride = max(self.student_compression_stride, compression_stride or 1)
-        return VAE_SCALE * model.config.patch_size * stride
+        return self.vae_scale * model.config.patch_size * stride
 
     def vae_shift(self, vae_config) -> float:
         """The shift this family's pipeline applies between the VAE and model latents: the VAE's
