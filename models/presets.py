@@ -59,6 +59,34 @@ SD35_MEDIUM = dict(
     dual_attention_layers=tuple(range(13)),
     qk_norm="rms_norm",
 )
+# transformer/config.json of Efficient-Large-Model/Sana_1600M_1024px_diffusers and
+# Sana_600M_512px_diffusers, written from the published configs as we know them (they cannot be
+# downloaded here) and SanaTransformer2DModel's defaults: no positional embedding, patch 1 on the
+# DC-AE's 32x latents; 600M is width 1152 (36 x 32) over 28 layers, 1600M width 2240 over 20.
+SANA_1600M = dict(
+    in_channels=32,
+    out_channels=32,
+    num_attention_heads=70,
+    attention_head_dim=32,
+    num_layers=20,
+    num_cross_attention_heads=20,
+    cross_attention_head_dim=112,
+    cross_attention_dim=2240,
+    caption_channels=2304,
+    mlp_ratio=2.5,
+    dropout=0.0,
+    attention_bias=False,
+    sample_size=32,
+    patch_size=1,
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    interpolation_scale=None,
+    guidance_embeds=False,
+    qk_norm=None,
+    timestep_scale=1.0,
+)
+SANA_600M = {**SANA_1600M, "num_attention_heads": 36, "num_layers": 28, "num_cross_attention_heads": 16,
+             "cross_attention_head_dim": 72, "cross_attention_dim": 1152, "sample_size": 16}
 
 PRESETS: dict[str, Preset] = {
     "tiny-pixart": Preset(
@@ -74,6 +102,13 @@ PRESETS: dict[str, Preset] = {
          "sample_size": 16, "pos_embed_max_size": 64, "dual_attention_layers": (0,)},
         "SD3.5 (MMDiT-X) layout, width 64, 2 layers, 128 px default: tests and the demo",
     ),
+    "tiny-sana": Preset(
+        "sana",
+        {**SANA_600M, "num_attention_heads": 4, "attention_head_dim": 16, "num_layers": 2,
+         "num_cross_attention_heads": 4, "cross_attention_head_dim": 16, "cross_attention_dim": 64,
+         "caption_channels": 32, "sample_size": 4},
+        "SANA layout, width 64, 2 layers, 128 px default (4 x 4 latents): tests",
+    ),
     "pixart-sigma-xl-512": Preset(
         "pixart", {**PIXART_SIGMA_XL, "sample_size": 64}, "PixArt-Sigma XL/2 at 512 px"
     ),
@@ -81,6 +116,8 @@ PRESETS: dict[str, Preset] = {
         "pixart", {**PIXART_SIGMA_XL, "sample_size": 128}, "PixArt-Sigma XL/2 at 1024 px"
     ),
     "sd35-medium": Preset("sd3", SD35_MEDIUM, "Stable Diffusion 3.5 Medium's transformer"),
+    "sana-600m-512": Preset("sana", SANA_600M, "SANA 600M at 512 px"),
+    "sana-1600m-1024": Preset("sana", SANA_1600M, "SANA 1600M at 1024 px"),
 }
 
 
@@ -193,10 +230,11 @@ def _class_name(folder: Path) -> str:
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"{folder / 'config.json'} is not a diffusers model config ({err})") from err
     if family_of_class_name(class_name) is None:
-        raise UserError(
-            f"{folder} holds a {class_name}, not a PixArt or SD3 transformer; "
-            "pass a PixArt-Sigma or SD3/SD3.5 transformer folder"
-        )
+        from edit_mobile.models.families import all_families
+
+        known = ", ".join(family.teacher_class.__name__ for family in all_families())
+        raise UserError(f"{folder} holds a {class_name}, not a transformer of a known family; "
+                        f"pass a folder of a {known} or its student")
     return class_name
 
 
@@ -214,6 +252,7 @@ CONFIG_BOUNDS = {
     "sample_size": (1, 1024), "caption_channels": (1, 65536), "cross_attention_dim": (1, 65536),
     "joint_attention_dim": (1, 65536), "caption_projection_dim": (1, 65536),
     "pooled_projection_dim": (1, 65536), "pos_embed_max_size": (1, 4096),
+    "num_cross_attention_heads": (1, 512), "cross_attention_head_dim": (1, 1024),
 }
 MAX_PARAMETERS = 20e9  # 80 GB of fp32 weights: more than any phone model, less than a typo
 

@@ -17,6 +17,7 @@ from edit_mobile.models.families.base import Family
 FAMILY_MODULES = {
     "pixart": "edit_mobile.models.families.pixart",
     "sd3": "edit_mobile.models.families.sd3",
+    "sana": "edit_mobile.models.families.sana",
 }
 
 

@@ -1,0 +1,162 @@
+"""SANA (diffusers SanaTransformer2DModel) and its EDiT student.
+
+SANA is already a linear-attention DiT: its self-attention is ReLU linear attention over every
+image token (SanaLinearAttnProcessor2_0), so the model exports as it is. Its EDiT student puts
+ConvFusion queries and the Spatial Compressor's keys and values on that same ReLU kernel.
+
+Inputs: latents, Gemma-2 prompt embeddings with their attention mask, timestep (as PixArt's).
+Sampler: flow DPM-Solver++ 2M (DPMSolverMultistepScheduler with flow sigmas, shift 3.0, flow
+prediction: the scheduler config of the Sana_*_diffusers pipelines). VAE: DC-AE f32c32 (32x
+downsampling, 32 latent channels, scaling 0.41407, no shift). Prompts: 300 Gemma-2 tokens, no
+complex human instruction; guidance 4.5 and 20 steps (SanaPipeline's defaults).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import DPMSolverMultistepScheduler, SanaTransformer2DModel
+from diffusers.configuration_utils import register_to_config
+
+from edit_mobile.models.config import EDiTConfig
+from edit_mobile.models.edit_attention import EDiTAttnProcessor
+from edit_mobile.models.families.base import Family, TensorSpec, tokenizer_max_length
+from edit_mobile.models.token_grid import latent_token_grid, set_token_grid
+
+SANA_FLOW_SHIFT = 3.0
+
+
+class SanaEDiTTransformer2DModel(SanaTransformer2DModel):
+    """SanaTransformer2DModel whose attn1 layers use `EDiTAttnProcessor` in place of SANA's
+    ReLU linear attention; cross-attention (attn2) and the GLUMBConv feed-forward are unchanged.
+    The EDiT options are recorded in the config (`edit_config`)."""
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 32,
+        out_channels: int | None = 32,
+        num_attention_heads: int = 70,
+        attention_head_dim: int = 32,
+        num_layers: int = 20,
+        num_cross_attention_heads: int | None = 20,
+        cross_attention_head_dim: int | None = 112,
+        cross_attention_dim: int | None = 2240,
+        caption_channels: int = 2304,
+        mlp_ratio: float = 2.5,
+        dropout: float = 0.0,
+        attention_bias: bool = False,
+        sample_size: int = 32,
+        patch_size: int = 1,
+        norm_elementwise_affine: bool = False,
+        norm_eps: float = 1e-6,
+        interpolation_scale: int | None = None,
+        guidance_embeds: bool = False,
+        guidance_embeds_scale: float = 0.1,
+        qk_norm: str | None = None,
+        timestep_scale: float = 1.0,
+        edit_config: dict | None = None,
+    ):
+        super().__init__(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            num_attention_heads=num_attention_heads,
+            attention_head_dim=attention_head_dim,
+            num_layers=num_layers,
+            num_cross_attention_heads=num_cross_attention_heads,
+            cross_attention_head_dim=cross_attention_head_dim,
+            cross_attention_dim=cross_attention_dim,
+            caption_channels=caption_channels,
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+            attention_bias=attention_bias,
+            sample_size=sample_size,
+            patch_size=patch_size,
+            norm_elementwise_affine=norm_elementwise_affine,
+            norm_eps=norm_eps,
+            interpolation_scale=interpolation_scale,
+            guidance_embeds=guidance_embeds,
+            guidance_embeds_scale=guidance_embeds_scale,
+            qk_norm=qk_norm,
+            timestep_scale=timestep_scale,
+        )
+        options = EDiTConfig.from_dict(edit_config)
+        width = num_attention_heads * attention_head_dim
+        for block in self.transformer_blocks:
+            block.attn1.set_processor(EDiTAttnProcessor(width, options))
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        grid = latent_token_grid(*hidden_states.shape[-2:], self.config.patch_size)
+        set_token_grid(self, grid)
+        return super().forward(hidden_states, *args, **kwargs)
+
+
+class SanaFamily(Family):
+    name = "sana"
+    description = "SANA linear-attention DiT; EDiT student"
+    teacher_class = SanaTransformer2DModel
+    student_class = SanaEDiTTransformer2DModel
+    default_prompt_tokens = 300
+    default_steps = 20
+    default_guidance = 4.5
+    vae_scale = 32
+    latent_channels = 32
+    vae_scaling_factor = 0.41407
+    text_encoder = "gemma2"
+
+    def prompt_inputs(self, config, batch: int, tokens: int) -> list[TensorSpec]:
+        return [TensorSpec("encoder_hidden_states", (batch, tokens, config.caption_channels)),
+                TensorSpec("encoder_attention_mask", (batch, tokens))]
+
+    def default_prompt_tokens_of(self, pipeline_folder: Path | None) -> int:
+        """The tokenizer's model_max_length, at most 300 (SanaPipeline's max_sequence_length)."""
+        if pipeline_folder is None:
+            return self.default_prompt_tokens
+        return min(self.default_prompt_tokens, tokenizer_max_length(pipeline_folder / "tokenizer", self.default_prompt_tokens))
+
+    def conditioning_input(self) -> str:
+        return "encoder_attention_mask"
+
+    def out_channels(self, model) -> int:
+        return model.config.out_channels or model.config.in_channels
+
+    def resolution_multiple(self, model, compression_stride: int | None = None) -> int:
+        """VAE x patch (32 for every published SANA): the student's compressor pads odd token
+        grids (ceil(h / s) keys), so it takes the teacher's sizes without the stride factor."""
+        return self.vae_scale * model.config.patch_size
+
+    def scheduler_class(self):
+        return DPMSolverMultistepScheduler
+
+    def default_scheduler(self):
+        return DPMSolverMultistepScheduler(use_flow_sigmas=True, flow_shift=SANA_FLOW_SHIFT,
+                                           prediction_type="flow_prediction", algorithm_type="dpmsolver++",
+                                           solver_order=2)
+
+    def diffusers_pipeline(self, transformer, text, vae, scheduler):
+        from diffusers import SanaPipeline
+
+        return SanaPipeline(tokenizer=text.tokenizer, text_encoder=text.text_encoder, vae=vae,
+                            transformer=transformer, scheduler=scheduler)
+
+    def pipeline_call_options(self, prompt_tokens: int, pipeline_folder: Path | None = None) -> dict:
+        # No complex human instruction (the pipeline's default prefixes a long chat prompt), no
+        # caption cleaning and no resolution binning: the prompt alone, `prompt_tokens` long.
+        return {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": prompt_tokens,
+                "complex_human_instruction": None}
+
+    def diffusers_prompt_embeds(self, pipe, prompt: str, call_options: dict):
+        return pipe.encode_prompt(prompt, do_classifier_free_guidance=False, num_images_per_prompt=1,
+                                  max_sequence_length=call_options["max_sequence_length"], clean_caption=False,
+                                  complex_human_instruction=None)[0]
+
+    def convert(self, teacher, options):
+        # SANA's ReLU linear attention -> EDiT's: the same kernel, with ConvFusion queries and
+        # compressed keys / values; every SANA weight is reused.
+        from edit_mobile.models.conversion import _to_student
+
+        return _to_student(teacher, self.name, options)
+
+
+FAMILY = SanaFamily()
