@@ -1,0 +1,156 @@
+"""SANA, the third model family, on tiny-sana: its family facts (32x VAE, patch 1: resolutions
+a multiple of 32), the published presets' sizes, XNNPACK and ONNX artifacts run in their own
+runtimes against PyTorch, calibration through its flow DPM-Solver with a random Gemma-2, and
+validate / profile on the artifacts. Prompts are 32 tokens throughout to keep it fast."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from export_artifacts import load_test_vectors, manifest
+
+from edit_mobile.closeness import PSNR_FLOORS_DB, psnr_db
+from edit_mobile.main import main
+
+MODEL = "tiny-sana"
+TOKENS = "32"
+CALIBRATION = ["--steps", "4", "--samples", "3", "--records", "6", "--heldout-records", "4"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    from edit_mobile.models import load_transformer
+
+    return load_transformer(MODEL)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """ART_DIRs of `edit-mobile export tiny-sana` for XNNPACK and ONNX, at its default 128 px."""
+    root = tmp_path_factory.mktemp("sana")
+    for backend in ("xnnpack", "onnx"):
+        assert main(["export", MODEL, "--backend", backend, "--prompt-tokens", TOKENS, "-o", str(root / backend)]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("sana-calibration") / "calib"
+    assert main(["calibrate", MODEL, "--random-text-encoder", "--prompt-tokens", TOKENS, *CALIBRATION,
+                 "-o", str(directory)]) == 0
+    return directory
+
+
+def pytorch_output(model, inputs) -> torch.Tensor:
+    from edit_mobile.models import DenoiserWrapper
+
+    with torch.no_grad():
+        return DenoiserWrapper(model)(*inputs)
+
+
+def test_family_facts_32x_latents_patch_1(model):
+    from edit_mobile.models import TransformerSignature, default_resolution
+    from edit_mobile.models.families import family_of
+
+    family = family_of(model)
+    assert family.name == "sana" and family.vae_scale == 32 and family.latent_channels == 32
+    assert family.resolution_multiple(model) == 32 and default_resolution(model) == (128, 128)
+    signature = TransformerSignature.of(model, 96, 160)
+    assert signature.latent_hw == (3, 5)
+    assert signature.input_names == ["hidden_states", "encoder_hidden_states", "encoder_attention_mask", "timestep"]
+    assert signature.outputs[0].shape == (1, 32, 3, 5)
+    assert tuple(pytorch_output(model, signature.example_inputs()).shape) == (1, 32, 3, 5)
+
+
+@pytest.mark.parametrize("command", [["info", MODEL, "--resolution", "100"],
+                                     ["export", MODEL, "--backend", "onnx", "--resolution", "80x96", "-o", "OUT"]])
+def test_a_size_off_the_32_px_rule_is_refused_in_one_line(command, tmp_path, capsys):
+    command = [str(tmp_path / "out") if part == "OUT" else part for part in command]
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "multiple of 32" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("preset, billions", [("sana-600m-512", 0.6), ("sana-1600m-1024", 1.6)])
+def test_published_presets_have_their_parameter_counts(preset, billions):
+    from edit_mobile.models import build_preset, default_resolution
+
+    teacher = build_preset(preset, device="meta")
+    parameters = sum(p.numel() for p in teacher.parameters())
+    assert abs(parameters / 1e9 - billions) / billions < 0.05, parameters
+    assert default_resolution(teacher)[0] == int(preset.rsplit("-", 1)[1])
+
+
+def test_xnnpack_program_matches_pytorch_in_executorch_runtime(artifacts, model):
+    from executorch.runtime import Runtime
+
+    art_dir = artifacts / "xnnpack"
+    data = manifest(art_dir)
+    assert data["model"]["family"] == "sana" and data["latent"] == [4, 4] and data["self_check"]["passed"]
+    inputs, _ = load_test_vectors(art_dir)
+    program = Runtime.get().load_program(art_dir / data["files"]["program"]["path"])
+    (output,) = program.load_method("forward").execute(inputs)
+    assert psnr_db(pytorch_output(model, inputs), output) >= PSNR_FLOORS_DB["fp32"]
+    assert data["delegation"]["flops_share_delegated"] > 0.95  # SANA's ReLU linear attention and GLUMBConv included
+
+
+def test_onnx_model_matches_pytorch_in_onnxruntime(artifacts, model):
+    import onnxruntime as ort
+
+    art_dir = artifacts / "onnx"
+    data = manifest(art_dir)
+    inputs, _ = load_test_vectors(art_dir)
+    session = ort.InferenceSession(str(art_dir / data["files"]["program"]["path"]), providers=["CPUExecutionProvider"])
+    feeds = {spec["name"]: tensor.numpy() for spec, tensor in zip(data["inputs"], inputs, strict=True)}
+    (output,) = session.run(None, feeds)
+    assert psnr_db(pytorch_output(model, inputs), torch.from_numpy(output)) >= PSNR_FLOORS_DB["fp32"]
+
+
+def test_calibration_runs_the_flow_sampler_with_a_random_gemma2(calibration, model):
+    from edit_mobile.calibration import load_calibration
+    from edit_mobile.models import TransformerSignature
+
+    calib = load_calibration(calibration)
+    sampler = calib.manifest["sampler"]
+    assert sampler["scheduler"] == "DPMSolverMultistepScheduler"
+    assert sampler["config"]["use_flow_sigmas"] and sampler["config"]["flow_shift"] == 3.0
+    assert sampler["config"]["prediction_type"] == "flow_prediction"
+    assert calib.manifest["text_encoder"]["kind"] == "random-gemma2"
+    signature = TransformerSignature.of(model, prompt_tokens=int(TOKENS))
+    assert len(calib.calibration_inputs) == 6 and len(calib.heldout_inputs) == 4
+    for record in calib.calibration_inputs + calib.heldout_inputs:
+        assert [tuple(t.shape) for t in record] == [(1, 32, 4, 4), (1, 32, 32), (1, 32), (1,)]
+    calib.check_matches(signature.inputs)
+    assert torch.isfinite(pytorch_output(model, calib.calibration_inputs[0])).all()
+
+
+@pytest.mark.parametrize("backend", ["xnnpack", "onnx"])
+def test_validate_on_held_out_records_and_profile(backend, artifacts, calibration, tmp_path, capsys):
+    art_dir = str(artifacts / backend)
+    report = tmp_path / "report.json"
+    assert main(["validate", art_dir, "--samples", "2", "--calibration", str(calibration), "--json", str(report)]) == 0
+    scores = {score["source"]: score for score in json.loads(report.read_text())["outputs"]}
+    assert {"test_vectors", "heldout"} <= set(scores) and scores["heldout"]["samples"] == 2
+    assert all(score["psnr_db_min"] >= PSNR_FLOORS_DB["fp32"] for score in scores.values())
+    profile = tmp_path / "profile.json"
+    assert main(["profile", art_dir, "--iters", "3", "--warmup", "1", "--json", str(profile)]) == 0
+    result = json.loads(profile.read_text())
+    assert result["latency_ms"]["runs"] == 3 and result["latency_ms"]["median"] > 0
+    assert {"transformer_blocks.0", "transformer_blocks.1"} <= set(result["operators"]["by_block"])
+    assert "latency" in capsys.readouterr().out
+
+
+def test_convert_gives_the_edit_student_with_every_sana_weight(model, tmp_path):
+    from edit_mobile.models import TransformerSignature, convert, is_edit, load_transformer
+
+    student = convert(model)
+    assert type(student).__name__ == "SanaEDiTTransformer2DModel" and is_edit(student)
+    teacher_state = model.state_dict()
+    assert all(torch.equal(student.state_dict()[name], tensor) for name, tensor in teacher_state.items())
+    student.save_pretrained(tmp_path / "student", safe_serialization=True)
+    reloaded = load_transformer(tmp_path / "student")
+    inputs = TransformerSignature.of(student, 160, 96).example_inputs()  # odd 5 x 3 token grid
+    torch.testing.assert_close(pytorch_output(reloaded, inputs), pytorch_output(student, inputs), rtol=0, atol=1e-5)
