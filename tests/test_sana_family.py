@@ -11,7 +11,7 @@ import pytest
 import torch
 from export_artifacts import load_test_vectors, manifest
 
-from edit_mobile.closeness import PSNR_FLOORS_DB, psnr_db
+from edit_mobile.closeness import IMAGE_FLOORS_DB, PSNR_FLOORS_DB, psnr_db
 from edit_mobile.main import main
 
 MODEL = "tiny-sana"
@@ -128,19 +128,36 @@ def test_calibration_runs_the_flow_sampler_with_a_random_gemma2(calibration, mod
 
 
 @pytest.mark.parametrize("backend", ["xnnpack", "onnx"])
-def test_validate_on_held_out_records_and_profile(backend, artifacts, calibration, tmp_path, capsys):
+def test_validate_on_held_out_records_and_images_then_profile(backend, artifacts, calibration, tmp_path, capsys):
+    """validate's images are drawn through the tiny DC-AE: 4 x 4 latents -> 128 px."""
+    from PIL import Image
+
     art_dir = str(artifacts / backend)
-    report = tmp_path / "report.json"
-    assert main(["validate", art_dir, "--samples", "2", "--calibration", str(calibration), "--json", str(report)]) == 0
-    scores = {score["source"]: score for score in json.loads(report.read_text())["outputs"]}
+    report, images = tmp_path / "report.json", tmp_path / "images.png"
+    assert main(["validate", art_dir, "--samples", "2", "--calibration", str(calibration), "--images", str(images),
+                 "--image-steps", "2", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    scores = {score["source"]: score for score in result["outputs"]}
     assert {"test_vectors", "heldout"} <= set(scores) and scores["heldout"]["samples"] == 2
     assert all(score["psnr_db_min"] >= PSNR_FLOORS_DB["fp32"] for score in scores.values())
+    assert all(image["psnr_db"] >= IMAGE_FLOORS_DB["fp32"] for image in result["images"]["per_image"])
+    assert Image.open(images).width > 2 * 128
     profile = tmp_path / "profile.json"
     assert main(["profile", art_dir, "--iters", "3", "--warmup", "1", "--json", str(profile)]) == 0
     result = json.loads(profile.read_text())
     assert result["latency_ms"]["runs"] == 3 and result["latency_ms"]["median"] > 0
     assert {"transformer_blocks.0", "transformer_blocks.1"} <= set(result["operators"]["by_block"])
     assert "latency" in capsys.readouterr().out
+
+
+def test_tiny_vae_is_a_32x_dc_ae():
+    from edit_mobile.models.vae import LatentDecoder, tiny_vae
+
+    vae = tiny_vae("sana")
+    assert type(vae).__name__ == "AutoencoderDC" and vae.config.scaling_factor == pytest.approx(0.41407)
+    with torch.no_grad():
+        image = LatentDecoder(vae, "sana")(torch.randn(1, 32, 4, 3))
+    assert tuple(image.shape) == (1, 3, 128, 96) and 0 <= image.min() <= image.max() <= 1
 
 
 def test_convert_gives_the_edit_student_with_every_sana_weight(model, tmp_path):

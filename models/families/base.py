@@ -127,6 +127,23 @@ class Family:
             return 0.0
         return getattr(vae_config, "shift_factor", None) or 0.0
 
+    def tiny_vae(self):
+        """A small random VAE in this family's latent space, for the tiny presets (no real weights;
+        edit_mobile.models.vae.tiny_vae seeds it): an AutoencoderKL, 4 levels = 8x."""
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(16, 16, 32, 32),
+            layers_per_block=1,
+            latent_channels=self.latent_channels,
+            norm_num_groups=8,
+            **self.vae_scaling(),
+        )
+
     def vae_scaling(self) -> dict[str, float]:
         scaling = {"scaling_factor": self.vae_scaling_factor}
         if self.vae_shift_factor is not None:

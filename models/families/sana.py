@@ -126,6 +126,19 @@ class SanaFamily(Family):
         grids (ceil(h / s) keys), so it takes the teacher's sizes without the stride factor."""
         return self.vae_scale * model.config.patch_size
 
+    def tiny_vae(self):
+        """A DC-AE of 6 levels (5 pixel-shuffle upsamplings = 32x), narrow and attention-free."""
+        from diffusers import AutoencoderDC
+
+        levels = 6
+        return AutoencoderDC(latent_channels=self.latent_channels, attention_head_dim=8,
+                             encoder_block_types=("ResBlock",) * levels, decoder_block_types=("ResBlock",) * levels,
+                             encoder_block_out_channels=(8, 8, 16, 16, 32, 32),
+                             decoder_block_out_channels=(8, 8, 16, 16, 32, 32),
+                             encoder_layers_per_block=(1,) * levels, decoder_layers_per_block=(1,) * levels,
+                             encoder_qkv_multiscales=((),) * levels, decoder_qkv_multiscales=((),) * levels,
+                             scaling_factor=self.vae_scaling_factor)
+
     def scheduler_class(self):
         return DPMSolverMultistepScheduler
 
