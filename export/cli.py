@@ -25,7 +25,8 @@ def register(subparsers) -> None:
     # Checked by the handler, not argparse `choices`, so that a bad value is one clear line.
     parser.add_argument("--backend", required=True, metavar="{" + ",".join(BACKENDS) + "}")
     parser.add_argument("--resolution", type=cli_args.resolution, nargs="+", default=None, metavar="R[xR2]",
-                        help="pixels, R or HxW, a multiple of 8 x patch x 2 (default: the model's); "
+                        help="pixels, R or HxW, a multiple of the family's VAE scale x patch (x 2 for PixArt and SD3): 32 "
+                        "for every preset (default: the model's); "
                         "with --pipeline, several: a denoise and a decode method each")
     parser.add_argument("--pipeline", action="store_true",
                         help="the whole text-to-image pipeline with its tokenizer and scheduler: methods encode_prompt, "

@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     info.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     info.add_argument(
         "--resolution", nargs="+", type=cli_args.resolution, default=None, metavar="R",
-        help="pixels, R or HxW; several allowed (default: the model's sample size x 8)",
+        help="pixels, R or HxW; several allowed (default: the model's sample size x its VAE scale)",
     )
     info.add_argument("--prompt-tokens", type=cli_args.prompt_tokens, default=None, help="prompt length (default: 300 PixArt-Sigma, 333 SD3)")
     info.set_defaults(handler=run_info)
