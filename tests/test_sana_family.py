@@ -28,10 +28,11 @@ def model():
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    """ART_DIRs of `edit-mobile export tiny-sana` for XNNPACK and ONNX, at its default 128 px."""
+    """ART_DIRs of `edit-mobile export tiny-sana` for XNNPACK and ONNX, at its default 128 px, and
+    of its EDiT student for ONNX (onnx-edit)."""
     root = tmp_path_factory.mktemp("sana")
-    for backend in ("xnnpack", "onnx"):
-        assert main(["export", MODEL, "--backend", backend, "--prompt-tokens", TOKENS, "-o", str(root / backend)]) == 0
+    for model, backend, name in ((MODEL, "xnnpack", "xnnpack"), (MODEL, "onnx", "onnx"), (MODEL + "-edit", "onnx", "onnx-edit")):
+        assert main(["export", model, "--backend", backend, "--prompt-tokens", TOKENS, "-o", str(root / name)]) == 0
     return root
 
 
@@ -97,11 +98,17 @@ def test_xnnpack_program_matches_pytorch_in_executorch_runtime(artifacts, model)
     assert data["delegation"]["flops_share_delegated"] > 0.95  # SANA's ReLU linear attention and GLUMBConv included
 
 
-def test_onnx_model_matches_pytorch_in_onnxruntime(artifacts, model):
+@pytest.mark.parametrize("name", ["onnx", "onnx-edit"])
+def test_onnx_model_matches_pytorch_in_onnxruntime(name, artifacts, model):
     import onnxruntime as ort
 
-    art_dir = artifacts / "onnx"
+    from edit_mobile.models import load_transformer
+
+    art_dir = artifacts / name
     data = manifest(art_dir)
+    assert data["model"]["edit"] is (name == "onnx-edit")
+    if data["model"]["edit"]:
+        model = load_transformer(MODEL + "-edit")
     inputs, _ = load_test_vectors(art_dir)
     session = ort.InferenceSession(str(art_dir / data["files"]["program"]["path"]), providers=["CPUExecutionProvider"])
     feeds = {spec["name"]: tensor.numpy() for spec, tensor in zip(data["inputs"], inputs, strict=True)}
