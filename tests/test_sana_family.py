@@ -178,3 +178,25 @@ def test_convert_gives_the_edit_student_with_every_sana_weight(model, tmp_path):
     reloaded = load_transformer(tmp_path / "student")
     inputs = TransformerSignature.of(student, 160, 96).example_inputs()  # odd 5 x 3 token grid
     torch.testing.assert_close(pytorch_output(reloaded, inputs), pytorch_output(student, inputs), rtol=0, atol=1e-5)
+
+
+def test_encoding_and_sampler_are_sana_pipelines():
+    """What calibration and the runtime do (the random Gemma-2's encoding, the family's flow
+    DPM-Solver with guidance) gives diffusers' SanaPipeline's embeddings and latents exactly."""
+    from edit_mobile.calibration.pipeline_parts import load_pipeline_parts
+    from edit_mobile.calibration.sampler import denoise
+    from edit_mobile.models import DenoiserWrapper
+
+    parts = load_pipeline_parts(MODEL, int(TOKENS))
+    pipe, options = parts.diffusers_pipeline(), parts.family.pipeline_call_options(int(TOKENS))
+    prompt, steps, guidance = "A red circle on a blue background", 4, 4.5
+    encoded = parts.text.encode([prompt], guidance=True)
+    positive, negative = encoded.positive.as_inputs(), encoded.negative.as_inputs()
+    assert torch.equal(parts.family.diffusers_prompt_embeds(pipe, prompt, options), positive["encoder_hidden_states"])
+    noise = torch.randn(1, 32, 4, 4, generator=torch.Generator().manual_seed(0))
+    expected = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=128, width=128,
+                    latents=noise.clone(), output_type="latent", **options).images
+    names = ("hidden_states", "encoder_hidden_states", "encoder_attention_mask", "timestep")
+    _, latents = denoise(DenoiserWrapper(parts.transformer), names, parts.scheduler, noise, positive, negative,
+                         steps, guidance, lambda step, branch: False)
+    torch.testing.assert_close(latents, expected, rtol=0, atol=1e-5)
