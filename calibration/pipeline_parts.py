@@ -20,7 +20,7 @@ class PipelineParts:
     family: object  # edit_mobile.models.families.Family
     transformer: object  # diffusers ModelMixin
     text: object  # a calibration text encoder with tokenize() and prompt_module()
-    vae: object  # diffusers AutoencoderKL
+    vae: object  # the family's diffusers VAE (AutoencoderKL; SANA's AutoencoderDC)
     scheduler: object  # a diffusers scheduler
     folder: Path | None  # the pipeline folder, None for a tiny preset
     prompt_tokens: int
@@ -47,7 +47,9 @@ def load_pipeline_parts(source: str, prompt_tokens: int | None = None, without_t
     width, pooled = specs["encoder_hidden_states"][-1], specs.get("pooled_projections", (None,))[-1]
     if folder is not None and (folder / "text_encoder").is_dir() and (folder / "vae").is_dir():
         text = folder_text_encoder(family.name, folder, tokens, width)
-        vae = _folder_vae(folder / "vae")
+        from edit_mobile.models.vae import folder_vae
+
+        vae = folder_vae(folder / "vae", family.name)
     elif is_tiny(source):
         from edit_mobile.models.vae import tiny_vae
 
@@ -67,12 +69,3 @@ def load_pipeline_parts(source: str, prompt_tokens: int | None = None, without_t
 def _pipeline_folder(source: str) -> Path | None:
     path = Path(str(source))
     return path if (path / "model_index.json").is_file() else None
-
-
-def _folder_vae(folder: Path):
-    from diffusers import AutoencoderKL
-
-    try:
-        return AutoencoderKL.from_pretrained(folder, use_safetensors=True, local_files_only=True).eval()
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load a VAE from {folder}: {' '.join(str(err).split())}") from err

@@ -8,9 +8,12 @@ method, and the runtime decodes through it. `tiny_vae` is the seeded random VAE 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from edit_mobile.errors import UserError
 from edit_mobile.models.families import get_family
 
 
@@ -20,6 +23,19 @@ def tiny_vae(family: str, seed: int = 0):
         torch.manual_seed(seed)
         vae = get_family(family).tiny_vae()
     return vae.eval()
+
+
+def folder_vae(folder: Path, family: str):
+    """The family's VAE (`Family.vae_class`) from a local diffusers folder, or one line saying why not."""
+    cls = get_family(family).vae_class()
+    try:
+        found = cls.load_config(folder, local_files_only=True).get("_class_name", cls.__name__)
+        if found != cls.__name__:
+            raise ValueError(f"its config names {found}; {family} models decode with {cls.__name__}")
+        return cls.from_pretrained(folder, use_safetensors=True, local_files_only=True).eval()
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load a VAE from {folder}: {' '.join(str(err).split())}; "
+                        f"pass a diffusers {cls.__name__} folder") from err
 
 
 class LatentDecoder(nn.Module):

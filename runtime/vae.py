@@ -1,9 +1,9 @@
 """The VAE decoder that turns the denoised latents into pixels.
 
-A diffusers AutoencoderKL from a local folder (a `vae/` folder, or the one inside the model's
-pipeline folder), or, for the tiny presets that have no real weights, a small AutoencoderKL
-initialised at random from a seed: same interface and 8x upsampling, latent channels 4
-(PixArt-Sigma, SDXL's VAE) or 16 (SD3), the real models' latent scaling, pictures of noise.
+The family's diffusers VAE from a local folder (a `vae/` folder, or the one inside the model's
+pipeline folder), or, for the tiny presets that have no real weights, a small one of the family's
+(an 8x AutoencoderKL with 4 (PixArt-Sigma) or 16 (SD3) latent channels; SANA's 32x DC-AE)
+initialised at random from a seed: the real models' latent scaling, pictures of noise.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from edit_mobile.errors import UserError
-from edit_mobile.models.vae import LatentDecoder, tiny_vae
+from edit_mobile.models.vae import LatentDecoder, folder_vae, tiny_vae
 from edit_mobile.runtime.manifest import Manifest
 
 
@@ -35,24 +35,18 @@ def vae_folder_for(manifest: Manifest) -> Path | None:
 
 
 def load_vae(manifest: Manifest, folder: str | os.PathLike | None = None, seed: int = 0):
-    from diffusers import AutoencoderKL
-
     folder = Path(folder) if folder is not None else vae_folder_for(manifest)
     if folder is None:
         if not is_tiny_architecture(manifest):
             raise UserError(
                 f"{manifest.model.get('source')} needs its VAE to make images: pass --vae DIR "
-                "(a diffusers AutoencoderKL folder, e.g. the pipeline's vae/)"
+                "(a diffusers VAE folder, e.g. the pipeline's vae/)"
             )
         return tiny_vae(manifest.family, seed)
-    try:
-        vae = AutoencoderKL.from_pretrained(folder, use_safetensors=True, local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load a VAE from {folder}: {' '.join(str(err).split())}; pass a diffusers AutoencoderKL folder") from err
-    return vae.eval()
+    return folder_vae(folder, manifest.family)
 
 
 @torch.no_grad()
 def decode(vae, latents: torch.Tensor, family: str) -> torch.Tensor:
-    """(1, C, h, w) denoised latents -> (1, 3, 8h, 8w) image in [0, 1] (models.vae.LatentDecoder)."""
+    """(1, C, h, w) denoised latents -> (1, 3, s h, s w) image in [0, 1] (models.vae.LatentDecoder)."""
     return LatentDecoder(vae, family)(latents)

@@ -127,6 +127,12 @@ class Family:
             return 0.0
         return getattr(vae_config, "shift_factor", None) or 0.0
 
+    def vae_class(self):
+        """The diffusers class of the family's VAE (what a pipeline folder's vae/ holds)."""
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL
+
     def tiny_vae(self):
         """A small random VAE in this family's latent space, for the tiny presets (no real weights;
         edit_mobile.models.vae.tiny_vae seeds it): an AutoencoderKL, 4 levels = 8x."""

@@ -126,6 +126,11 @@ class SanaFamily(Family):
         grids (ceil(h / s) keys), so it takes the teacher's sizes without the stride factor."""
         return self.vae_scale * model.config.patch_size
 
+    def vae_class(self):
+        from diffusers import AutoencoderDC
+
+        return AutoencoderDC
+
     def tiny_vae(self):
         """A DC-AE of 6 levels (5 pixel-shuffle upsamplings = 32x), narrow and attention-free."""
         from diffusers import AutoencoderDC
