@@ -44,6 +44,25 @@ def calibration(tmp_path_factory):
     return directory
 
 
+@pytest.fixture(scope="module")
+def sana_folder(tmp_path_factory):
+    """A SANA pipeline folder as diffusers writes one (SanaPipeline.save_pretrained) from tiny
+    parts: tiny-sana, a random Gemma-2 with its byte tokenizer, the tiny DC-AE, the scheduler."""
+    from diffusers import SanaPipeline
+
+    from edit_mobile.calibration.text_encoders import random_text_encoder
+    from edit_mobile.models import load_transformer
+    from edit_mobile.models.families import get_family
+    from edit_mobile.models.vae import tiny_vae
+
+    text = random_text_encoder("sana", int(TOKENS), 32)
+    folder = tmp_path_factory.mktemp("sana-folder") / "pipeline"
+    SanaPipeline(tokenizer=text.tokenizer, text_encoder=text.text_encoder, vae=tiny_vae("sana"),
+                 transformer=load_transformer(MODEL), scheduler=get_family("sana").default_scheduler()
+                 ).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def pytorch_output(model, inputs) -> torch.Tensor:
     from edit_mobile.models import DenoiserWrapper
 
@@ -140,15 +159,16 @@ def test_validate_on_held_out_records_and_images_then_profile(backend, artifacts
     from PIL import Image
 
     art_dir = str(artifacts / backend)
-    report, images = tmp_path / "report.json", tmp_path / "images.png"
+    report, images, prompts = tmp_path / "report.json", tmp_path / "images.png", tmp_path / "prompts.txt"
+    prompts.write_text("a red circle on a blue background\n")
     assert main(["validate", art_dir, "--samples", "2", "--calibration", str(calibration), "--images", str(images),
-                 "--image-steps", "2", "--json", str(report)]) == 0
+                 "--prompts", str(prompts), "--image-steps", "2", "--json", str(report)]) == 0
     result = json.loads(report.read_text())
     scores = {score["source"]: score for score in result["outputs"]}
     assert {"test_vectors", "heldout"} <= set(scores) and scores["heldout"]["samples"] == 2
     assert all(score["psnr_db_min"] >= PSNR_FLOORS_DB["fp32"] for score in scores.values())
     assert all(image["psnr_db"] >= IMAGE_FLOORS_DB["fp32"] for image in result["images"]["per_image"])
-    assert Image.open(images).width > 2 * 128
+    assert len(result["images"]["per_image"]) == 1 and Image.open(images).width >= 2 * 128
     profile = tmp_path / "profile.json"
     assert main(["profile", art_dir, "--iters", "3", "--warmup", "1", "--json", str(profile)]) == 0
     result = json.loads(profile.read_text())
@@ -200,3 +220,28 @@ def test_encoding_and_sampler_are_sana_pipelines():
     _, latents = denoise(DenoiserWrapper(parts.transformer), names, parts.scheduler, noise, positive, negative,
                          steps, guidance, lambda step, branch: False)
     torch.testing.assert_close(latents, expected, rtol=0, atol=1e-5)
+
+
+def test_a_sana_pipeline_folder_brings_its_gemma2_dc_ae_and_scheduler(sana_folder, tmp_path):
+    from edit_mobile.calibration import load_calibration
+    from edit_mobile.calibration.pipeline_parts import load_pipeline_parts
+
+    parts = load_pipeline_parts(str(sana_folder), int(TOKENS))
+    assert type(parts.vae).__name__ == "AutoencoderDC" and type(parts.text.text_encoder).__name__ == "Gemma2Model"
+    assert parts.text.description["kind"] == "gemma2" and parts.scheduler.config.use_flow_sigmas
+    directory = tmp_path / "calib"
+    assert main(["calibrate", str(sana_folder), "--prompt-tokens", TOKENS, *CALIBRATION, "-o", str(directory)]) == 0
+    calib = load_calibration(directory)
+    assert calib.manifest["text_encoder"]["kind"] == "gemma2"
+    assert [tuple(t.shape) for t in calib.calibration_inputs[0]] == [(1, 32, 4, 4), (1, 32, 32), (1, 32), (1,)]
+
+
+def test_a_vae_of_another_class_is_refused_in_one_line(artifacts, tmp_path, capsys):
+    from edit_mobile.models.vae import tiny_vae
+
+    tiny_vae("pixart").save_pretrained(tmp_path / "vae")  # an 8x AutoencoderKL
+    assert main(["generate", str(artifacts / "onnx"), "--prompt", "a red circle", "--vae", str(tmp_path / "vae"),
+                 "-o", str(tmp_path / "image.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "AutoencoderKL" in err and "AutoencoderDC" in err
+    assert not (tmp_path / "image.png").exists()
