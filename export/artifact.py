@@ -107,12 +107,12 @@ def resolve_passes(requested: list[str] | None, backend_name: str) -> list[str]:
     return [name for name in PASSES if name in chosen]
 
 
-def apply_passes(model: nn.Module, names: list[str]) -> nn.Module:
+def apply_passes(model: nn.Module, names: list[str], share_weights: bool = False) -> nn.Module:
     if not names:
         return model
     from edit_mobile.export.passes import apply_passes as apply
 
-    return apply(model, names)
+    return apply(model, names, share_weights)
 
 
 def quantization_api(backend_name: str, scheme: str):
@@ -263,10 +263,12 @@ def mobile_denoiser(plan: ExportPlan, inputs, reference: torch.Tensor) -> nn.Mod
     fp16 behind float32 I/O where the backend runs fp16 by casting."""
     from edit_mobile.models import DenoiserWrapper
 
-    denoiser: nn.Module = DenoiserWrapper(apply_passes(plan.model, plan.pass_names)).eval()
+    casts = plan.precision == "fp16" and plan.backend.casts_model_for_fp16
+    # Uncast, the rewritten copy holds the model's own weights: one copy of them in memory.
+    denoiser: nn.Module = DenoiserWrapper(apply_passes(plan.model, plan.pass_names, share_weights=not casts)).eval()
     if plan.pass_names:
         check_passes_kept_outputs(reference, denoiser(*inputs), plan.pass_names)
-    if plan.precision == "fp16" and plan.backend.casts_model_for_fp16:
+    if casts:
         denoiser = CastedDenoiser(denoiser, torch.float16).eval()
     return denoiser
 

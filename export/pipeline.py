@@ -205,13 +205,14 @@ def build_methods(parts, request: PipelineRequest) -> list[Method]:
 
     tokens = parts.text.tokenize([EXAMPLE_PROMPT])  # every tokenizer's inputs, in the module's order
     encoder = parts.text.prompt_module().eval()
-    methods = [Method(ENCODE_METHOD, encoder, tuple(tokens.values()), list(tokens), list(encoder.output_names))]
+    methods = [Method(ENCODE_METHOD, mobile_component(encoder, request.backend, TEXT_ENCODER_PASSES), tuple(tokens.values()),
+                      list(tokens), list(encoder.output_names), reference=encoder)]
     if request.text_quantize is not None:
         methods[0].heldout = text_check_inputs(parts.text)
     resolutions = request.resolutions or (None,)
     mobile = mobile_transformer(parts, request)
     decoder = LatentDecoder(parts.vae, parts.family.name).eval()
-    mobile_decoder = LatentDecoder(mobile_vae(parts.vae, request.backend), parts.family.name).eval()
+    mobile_decoder = LatentDecoder(mobile_component(parts.vae, request.backend, DECODER_PASSES), parts.family.name).eval()
     for resolution in resolutions:
         height, width = resolution or (None, None)
         signature = TransformerSignature.of(parts.transformer, height, width, batch=request.batch,
@@ -239,15 +240,20 @@ def text_check_inputs(text, count: int = TEXT_CHECK_PROMPTS) -> list[tuple[torch
 # The denoiser's rewrites that also serve the VAE decoder: its ResNet blocks' GroupNorms (21 in
 # SDXL's decoder layout) would otherwise each end an XNNPACK partition and run on portable kernels.
 DECODER_PASSES = ("group_norm_pooled",)
+# ... and the text encoders: T5's RMSNorms and gelu_new's x^3, and SDPA's safe softmax in every
+# layer (transformers' eager attention instead) each ended one (12 XNNPACK partitions in
+# tiny-pixart's T5, 22 in SD3's three encoders).
+TEXT_ENCODER_PASSES = ("softmax_attention_bmm", "row_norm_matmul", "gelu_tanh_sigmoid")
 
 
-def mobile_vae(vae, backend: str):
-    """A copy of the VAE with the decoder rewrites the backend's default passes include (checked
-    to keep the output when the references are computed), or the VAE itself."""
+def mobile_component(module, backend: str, serving: tuple[str, ...]):
+    """`module` (a text encoder or VAE) with the backend's default passes among `serving`, on a
+    copy that shares its weights (checked to keep the output when the references are computed),
+    or the module itself."""
     from edit_mobile.export.artifact import apply_passes, resolve_passes
 
-    names = [name for name in resolve_passes(None, backend) if name in DECODER_PASSES]
-    return apply_passes(vae, names) if names else vae  # apply_passes rewrites a copy
+    names = [name for name in resolve_passes(None, backend) if name in serving]
+    return apply_passes(module, names, share_weights=True) if names else module
 
 
 def mobile_transformer(parts, request: PipelineRequest) -> nn.Module:
@@ -261,8 +267,11 @@ def mobile_transformer(parts, request: PipelineRequest) -> nn.Module:
     from edit_mobile.models import DenoiserWrapper
 
     names = resolve_passes(None, request.backend)
-    denoiser: nn.Module = DenoiserWrapper(apply_passes(copy.deepcopy(parts.transformer), names)).eval()
-    if request.precision == "fp16" and get_backend(request.backend).casts_model_for_fp16:
+    casts = request.precision == "fp16" and get_backend(request.backend).casts_model_for_fp16
+    # A float32 denoiser shares the model's weights (one copy in memory); a cast one needs its own.
+    model = copy.deepcopy(parts.transformer) if casts else parts.transformer
+    denoiser: nn.Module = DenoiserWrapper(apply_passes(model, names, share_weights=True)).eval()
+    if casts:
         denoiser = CastedDenoiser(denoiser, torch.float16).eval()
     return denoiser
 
@@ -277,7 +286,10 @@ def compute_references(methods: list[Method]) -> None:
         outputs = (method.reference or method.module)(*method.inputs)
         method.outputs = tuple(o.float() for o in (outputs if isinstance(outputs, tuple) else (outputs,)))
         if method.reference is not None and method.precision == "fp32":
-            check_passes_kept_outputs(method.outputs[0], method.module(*method.inputs), ["the default passes"])
+            rewritten = method.module(*method.inputs)
+            rewritten = rewritten if isinstance(rewritten, tuple) else (rewritten,)
+            for reference, got in zip(method.outputs, rewritten, strict=True):
+                check_passes_kept_outputs(reference, got.float(), ["the default passes"])
 
 
 def write_test_vectors(methods: list[Method], path: Path) -> None:

@@ -82,10 +82,15 @@ def check_pass_names(names: list[str]) -> list[str]:
     return names
 
 
-def apply_passes(model: nn.Module, names: list[str]) -> nn.Module:
-    """A rewritten copy of `model` with the named passes applied in `PASSES` order."""
+def apply_passes(model: nn.Module, names: list[str], share_weights: bool = False) -> nn.Module:
+    """A rewritten copy of `model` with the named passes applied in `PASSES` order.
+
+    `share_weights`: the copy holds `model`'s own parameters and buffers instead of a second copy
+    of the weights (no pass writes them in place; a caller that casts or trains the copy must
+    not share)."""
     chosen = set(check_pass_names(list(names)))
-    rewritten = copy.deepcopy(model)
+    shared = (*model.parameters(), *model.buffers()) if share_weights else ()
+    rewritten = copy.deepcopy(model, {id(tensor): tensor for tensor in shared})
     for name, mobile_pass in PASSES.items():
         if name in chosen:
             mobile_pass.apply(rewritten)

@@ -6,6 +6,8 @@ and for SD3 the per-head RMSNorm of q and k sits inside the attention. The mean 
 last axis becomes x @ (1/C, ..., 1/C)^T, a (., C) x (C, 1) matmul the delegate runs threaded.
 Cost: two GEMVs and a few elementwise ops per norm instead of one fused kernel; in the
 channels-first layout the `channels_first` pass uses its own channel-axis norm instead.
+T5's own RMSNorm (transformers' T5LayerNorm, in pipelines' text encoders) is taken too: each
+one cut T5's XNNPACK program into another partition.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class MatmulRowNorm(nn.Module):
             return cls(norm.normalized_shape[0], norm.eps, norm.weight, norm.bias, centre=True)
         if type(norm) is RMSNorm and len(norm.dim) == 1:
             return cls(norm.dim[0], norm.eps, norm.weight, norm.bias, centre=False)
+        if type(norm).__name__ == "T5LayerNorm":  # transformers' RMSNorm (T5 text encoders)
+            return cls(norm.weight.shape[0], norm.variance_epsilon, norm.weight, None, centre=False)
         return None
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:

@@ -38,4 +38,17 @@ class SoftmaxAttentionBMM(MobilePass):
     )
 
     def apply(self, model: nn.Module) -> int:
-        return swap_processors(model, lambda processor: bmm_softmax_form(processor, split_heads=False))
+        return (swap_processors(model, lambda processor: bmm_softmax_form(processor, split_heads=False))
+                + eager_transformers_attention(model))
+
+
+def eager_transformers_attention(model: nn.Module) -> int:
+    """transformers models inside `model` (a pipeline's text encoders) switched from SDPA, which
+    decomposes into the same safe softmax, to their eager matmul + softmax attention."""
+    switched = 0
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if hasattr(module, "set_attn_implementation") and getattr(config, "_attn_implementation", "") == "sdpa":
+            module.set_attn_implementation("eager")
+            switched += 1
+    return switched
