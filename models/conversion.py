@@ -55,7 +55,9 @@ def _teacher_config(model: ModelMixin) -> dict:
     return {key: value for key, value in model.config.items() if key != "edit_config"}
 
 
-def _to_student(teacher: ModelMixin, family: str, options) -> ModelMixin:
+def student_of(teacher: ModelMixin, family: str, options) -> ModelMixin:
+    """The family's EDiT student built from `teacher`'s config and weights (a family file's
+    `convert` calls this)."""
     if is_edit(teacher):
         raise UserError(f"{type(teacher).__name__} is already an EDiT model; pass its teacher")
     if model_family(teacher) != family:
@@ -70,14 +72,14 @@ def to_edit(
     teacher: PixArtTransformer2DModel, options: EDiTConfig | dict | None = None
 ) -> PixArtEDiTTransformer2DModel:
     """PixArt teacher -> EDiT student: every attn1 becomes EDiT attention; attn2 is untouched."""
-    return _to_student(teacher, "pixart", options)
+    return student_of(teacher, "pixart", options)
 
 
 def to_mm_edit(
     teacher: SD3Transformer2DModel, options: EDiTConfig | dict | None = None
 ) -> SD3MMEDiTTransformer2DModel:
     """SD3 teacher -> MM-EDiT student: joint attention hybrid, MMDiT-X attn2 EDiT."""
-    return _to_student(teacher, "sd3", options)
+    return student_of(teacher, "sd3", options)
 
 
 def convert(teacher: ModelMixin, options: EDiTConfig | dict | None = None) -> ModelMixin:

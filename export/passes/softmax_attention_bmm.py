@@ -12,18 +12,21 @@ PixArt or SD3 score matrix is fully masked, which is all the safe softmax guards
 from __future__ import annotations
 
 from diffusers.models.attention_processor import AttnProcessor2_0, JointAttnProcessor2_0
+from diffusers.models.transformers.sana_transformer import SanaAttnProcessor2_0
 from torch import nn
 
-from edit_mobile.export.passes.base import MobilePass, swap_processors
+from edit_mobile.export.passes.base import MobilePass, attention_modules
 from edit_mobile.export.passes.softmax_processors import (
     JointSoftmaxAttnProcessor,
     SoftmaxAttnProcessor,
 )
 
 
-def bmm_softmax_form(processor, split_heads: bool):
+def bmm_softmax_form(processor, split_heads: bool, attn=None):
     """The folded-head form of a diffusers softmax processor, or None if it is not one."""
     if type(processor) is AttnProcessor2_0:
+        return SoftmaxAttnProcessor(split_heads)
+    if type(processor) is SanaAttnProcessor2_0 and attn is not None and _plain_sana_cross_attention(attn):
         return SoftmaxAttnProcessor(split_heads)
     if type(processor) is JointAttnProcessor2_0:
         return JointSoftmaxAttnProcessor(split_heads)
@@ -38,8 +41,19 @@ class SoftmaxAttentionBMM(MobilePass):
     )
 
     def apply(self, model: nn.Module) -> int:
-        return (swap_processors(model, lambda processor: bmm_softmax_form(processor, split_heads=False))
-                + eager_transformers_attention(model))
+        swapped = 0
+        for attn in attention_modules(model):
+            new = bmm_softmax_form(attn.processor, False, attn)
+            if new is not None:
+                attn.set_processor(new)
+                swapped += 1
+        return swapped + eager_transformers_attention(model)
+
+
+def _plain_sana_cross_attention(attn) -> bool:
+    """SANA's cross-attention is AttnProcessor2_0's unless it normalises q / k across heads
+    (SANA 1.5's qk_norm) or rescales its output: those stay as they are."""
+    return attn.norm_q is None and attn.norm_k is None and attn.rescale_output_factor == 1.0
 
 
 def eager_transformers_attention(model: nn.Module) -> int:

@@ -172,9 +172,9 @@ class SanaFamily(Family):
     def convert(self, teacher, options):
         # SANA's ReLU linear attention -> EDiT's: the same kernel, with ConvFusion queries and
         # compressed keys / values; every SANA weight is reused.
-        from edit_mobile.models.conversion import _to_student
+        from edit_mobile.models.conversion import student_of
 
-        return _to_student(teacher, self.name, options)
+        return student_of(teacher, self.name, options)
 
 
 FAMILY = SanaFamily()
