@@ -238,8 +238,9 @@ def text_check_inputs(text, count: int = TEXT_CHECK_PROMPTS) -> list[tuple[torch
 
 
 # The denoiser's rewrites that also serve the VAE decoder: its ResNet blocks' GroupNorms (21 in
-# SDXL's decoder layout) would otherwise each end an XNNPACK partition and run on portable kernels.
-DECODER_PASSES = ("group_norm_pooled",)
+# SDXL's decoder layout), its mid-block attention's safe softmax and its nearest upsamplers would
+# otherwise each end an XNNPACK partition and run on portable kernels.
+DECODER_PASSES = ("softmax_attention_bmm", "group_norm_pooled", "upsample_nearest_deconv")
 # ... and the text encoders: T5's RMSNorms and gelu_new's x^3, and SDPA's safe softmax in every
 # layer (transformers' eager attention instead) each ended one (12 XNNPACK partitions in
 # tiny-pixart's T5, 22 in SD3's three encoders).

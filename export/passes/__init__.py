@@ -23,6 +23,7 @@ from edit_mobile.export.passes.row_norm_reduce import RowNormReduce
 from edit_mobile.export.passes.softmax_attention_bmm import SoftmaxAttentionBMM
 from edit_mobile.export.passes.split_head_attention import SplitHeadAttention
 from edit_mobile.export.passes.token_convs import CompressorTokens, ConvFusionGemm
+from edit_mobile.export.passes.upsample_nearest_deconv import UpsampleNearestDeconv
 
 # Application order. Attention processors are swapped before the layout changes, because
 # `channels_first` needs processors that understand the (B, C, 1, S) layout; ConvFusion's
@@ -36,6 +37,7 @@ PASSES: dict[str, MobilePass] = {
         SoftmaxAttentionBMM(),
         SplitHeadAttention(),
         GroupNormPooled(),
+        UpsampleNearestDeconv(),
         RowNormMatmul(),
         RowNormReduce(),
         GeluTanhSigmoid(),
@@ -44,8 +46,8 @@ PASSES: dict[str, MobilePass] = {
 }
 
 # Why each list (see each pass's `serves`): XNNPACK has no GroupNorm, LayerNorm, 3-D mean,
-# fp16 GELU or fused SDPA, and the SDPA decomposition's safe softmax falls back to portable
-# kernels.
+# fp16 GELU, nearest resizing or fused SDPA, and the SDPA decomposition's safe softmax falls back
+# to portable kernels.
 # Vulkan has native GroupNorm / LayerNorm / reductions but no `any` (safe softmax). ONNX
 # Runtime runs every op itself; the explicit softmax avoids the safe-softmax masking work, and
 # ORT Mobile's NNAPI has no LayerNormalization and no InstanceNormalization (GroupNorm's ONNX form).
@@ -58,6 +60,7 @@ DEFAULT_PASSES: dict[str, list[str]] = {
         "linear_attention_bmm",
         "softmax_attention_bmm",
         "group_norm_pooled",
+        "upsample_nearest_deconv",
         "row_norm_matmul",
         "gelu_tanh_sigmoid",
     ],

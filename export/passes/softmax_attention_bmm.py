@@ -19,11 +19,14 @@ from edit_mobile.export.passes.base import MobilePass, attention_modules
 from edit_mobile.export.passes.softmax_processors import (
     JointSoftmaxAttnProcessor,
     SoftmaxAttnProcessor,
+    SpatialSoftmaxAttnProcessor,
 )
 
 
 def bmm_softmax_form(processor, split_heads: bool, attn=None):
     """The folded-head form of a diffusers softmax processor, or None if it is not one."""
+    if type(processor) is AttnProcessor2_0 and attn is not None and attn.group_norm is not None:
+        return SpatialSoftmaxAttnProcessor(split_heads)  # a VAE's mid-block attention
     if type(processor) is AttnProcessor2_0:
         return SoftmaxAttnProcessor(split_heads)
     if type(processor) is SanaAttnProcessor2_0 and attn is not None and _plain_sana_cross_attention(attn):

@@ -116,6 +116,29 @@ class SoftmaxAttnProcessor(nn.Module):
         return out / attn.rescale_output_factor
 
 
+class SpatialSoftmaxAttnProcessor(nn.Module):
+    """AttnProcessor2_0 semantics for a VAE's mid-block self-attention: (B, C, H, W) in and
+    out, GroupNorm over the channels first, the residual added and rescaled after."""
+
+    def __init__(self, split_heads: bool = False):
+        super().__init__()
+        self.attention = SoftmaxAttention(split_heads)
+
+    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
+        if any(x is not None for x in (encoder_hidden_states, attention_mask, temb, attn.spatial_norm)):
+            raise NotImplementedError("spatial softmax attention: a VAE's unmasked self-attention only")
+        batch, channels, height, width = hidden_states.shape
+        # GroupNorm on the image, not on (B, C, H*W): the same statistics, and the pooled
+        # rewrite of the norm then needs no squeeze XNNPACK would leave to portable kernels.
+        normed = attn.group_norm(hidden_states).reshape(batch, channels, height * width).transpose(1, 2)  # (B, L, C)
+        query, key, value = attn.to_q(normed), attn.to_k(normed), attn.to_v(normed)
+        out = attn.to_out[1](attn.to_out[0](self.attention.tokens(attn, query, key, value)))  # (B, L, C)
+        out = out.transpose(1, 2).reshape(batch, channels, height, width)
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
 class JointSoftmaxAttnProcessor(nn.Module):
     """JointAttnProcessor2_0 semantics: one softmax over [image; prompt] tokens (SD3)."""
 
