@@ -5,16 +5,15 @@ Cross-attention to the prompt (attn2) stays softmax attention: it is O(N T), alr
 
 from __future__ import annotations
 
-import torch
 from diffusers import PixArtTransformer2DModel
 from diffusers.configuration_utils import register_to_config
 
 from edit_mobile.models.config import EDiTConfig
 from edit_mobile.models.edit_attention import EDiTAttnProcessor
-from edit_mobile.models.token_grid import latent_token_grid, set_token_grid
+from edit_mobile.models.token_grid import TokenGridForward
 
 
-class PixArtEDiTTransformer2DModel(PixArtTransformer2DModel):
+class PixArtEDiTTransformer2DModel(TokenGridForward, PixArtTransformer2DModel):
     """PixArtTransformer2DModel whose attn1 layers use `EDiTAttnProcessor`.
 
     The EDiT options are recorded in the config (`edit_config`), so `save_pretrained` /
@@ -74,8 +73,3 @@ class PixArtEDiTTransformer2DModel(PixArtTransformer2DModel):
         width = num_attention_heads * attention_head_dim
         for block in self.transformer_blocks:
             block.attn1.set_processor(EDiTAttnProcessor(width, options))
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        grid = latent_token_grid(*hidden_states.shape[-2:], self.config.patch_size)
-        set_token_grid(self, grid)
-        return super().forward(hidden_states, *args, **kwargs)

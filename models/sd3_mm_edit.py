@@ -6,17 +6,16 @@ an image-only self-attention (`attn2`), which becomes plain EDiT attention.
 
 from __future__ import annotations
 
-import torch
 from diffusers import SD3Transformer2DModel
 from diffusers.configuration_utils import register_to_config
 
 from edit_mobile.models.config import EDiTConfig
 from edit_mobile.models.edit_attention import EDiTAttnProcessor
 from edit_mobile.models.mm_edit_attention import MMEDiTAttnProcessor
-from edit_mobile.models.token_grid import latent_token_grid, set_token_grid
+from edit_mobile.models.token_grid import TokenGridForward
 
 
-class SD3MMEDiTTransformer2DModel(SD3Transformer2DModel):
+class SD3MMEDiTTransformer2DModel(TokenGridForward, SD3Transformer2DModel):
     """SD3Transformer2DModel with MM-EDiT attention; options recorded as `edit_config`."""
 
     @register_to_config
@@ -58,8 +57,3 @@ class SD3MMEDiTTransformer2DModel(SD3Transformer2DModel):
             block.attn.set_processor(MMEDiTAttnProcessor(width, options))
             if block.attn2 is not None:
                 block.attn2.set_processor(EDiTAttnProcessor(width, options))
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        grid = latent_token_grid(*hidden_states.shape[-2:], self.config.patch_size)
-        set_token_grid(self, grid)
-        return super().forward(hidden_states, *args, **kwargs)

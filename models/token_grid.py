@@ -21,3 +21,12 @@ def set_token_grid(model: nn.Module, grid: tuple[int, int]) -> None:
     for module in model.modules():
         if hasattr(module, "token_grid"):
             module.token_grid = grid
+
+
+class TokenGridForward:
+    """Listed first among an EDiT model class's bases: its processors get the latents' token
+    grid (per call: resolutions differ between calls) before the diffusers forward runs."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        set_token_grid(self, latent_token_grid(*hidden_states.shape[-2:], self.config.patch_size))
+        return super().forward(hidden_states, *args, **kwargs)

@@ -182,3 +182,21 @@ def read_sampling(path: Path, steps: int, guidance: float) -> tuple[int, float]:
     if not (1 <= steps <= 1000 and 0.0 <= guidance <= 100.0):
         raise UserError(f"{path}: steps {steps} / guidance {guidance} out of range (1-1000, 0-100); fix or delete it")
     return steps, guidance
+
+
+class MaskedPromptFamily(Family):
+    """A family conditioned on prompt embeddings and their attention mask (PixArt, SANA), its
+    prompt length the folder tokenizer's, at most the pipeline's max_sequence_length."""
+
+    def prompt_inputs(self, config, batch: int, tokens: int) -> list[TensorSpec]:
+        return [TensorSpec("encoder_hidden_states", (batch, tokens, config.caption_channels)),
+                TensorSpec("encoder_attention_mask", (batch, tokens))]
+
+    def default_prompt_tokens_of(self, pipeline_folder: Path | None) -> int:
+        """A folder whose tokenizer reads shorter prompts (the shapes world's: 32) needs no more."""
+        if pipeline_folder is None:
+            return self.default_prompt_tokens
+        return min(self.default_prompt_tokens, tokenizer_max_length(pipeline_folder / "tokenizer", self.default_prompt_tokens))
+
+    def conditioning_input(self) -> str:
+        return "encoder_attention_mask"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
 
-from edit_mobile.models.families.base import Family, TensorSpec, tokenizer_max_length
+from edit_mobile.models.families.base import MaskedPromptFamily
 from edit_mobile.models.pixart_edit import PixArtEDiTTransformer2DModel
 
 
-class PixArtFamily(Family):
+class PixArtFamily(MaskedPromptFamily):
     name = "pixart"
     description = "PixArt-Sigma DiT; EDiT student"
     teacher_class = PixArtTransformer2DModel
@@ -28,20 +28,6 @@ class PixArtFamily(Family):
     latent_channels = 4
     vae_scaling_factor = 0.13025
     text_encoder = "t5"
-
-    def prompt_inputs(self, config, batch: int, tokens: int) -> list[TensorSpec]:
-        return [TensorSpec("encoder_hidden_states", (batch, tokens, config.caption_channels)),
-                TensorSpec("encoder_attention_mask", (batch, tokens))]
-
-    def default_prompt_tokens_of(self, pipeline_folder: Path | None) -> int:
-        """The tokenizer's model_max_length, at most 300 (PixArtSigmaPipeline's max_sequence_length):
-        a folder whose tokenizer reads shorter prompts (the shapes world's: 32) needs no 300."""
-        if pipeline_folder is None:
-            return self.default_prompt_tokens
-        return min(self.default_prompt_tokens, tokenizer_max_length(pipeline_folder / "tokenizer", self.default_prompt_tokens))
-
-    def conditioning_input(self) -> str:
-        return "encoder_attention_mask"
 
     def out_channels(self, model) -> int:
         return model.out_channels  # twice the latent channels: noise and learned variance

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from diffusers import DPMSolverMultistepScheduler, SanaTransformer2DModel
 from diffusers.configuration_utils import register_to_config
 
 from edit_mobile.models.config import EDiTConfig
 from edit_mobile.models.edit_attention import EDiTAttnProcessor
-from edit_mobile.models.families.base import Family, TensorSpec, tokenizer_max_length
-from edit_mobile.models.token_grid import latent_token_grid, set_token_grid
+from edit_mobile.models.families.base import MaskedPromptFamily
+from edit_mobile.models.token_grid import TokenGridForward
 
 SANA_FLOW_SHIFT = 3.0
 
 
-class SanaEDiTTransformer2DModel(SanaTransformer2DModel):
+class SanaEDiTTransformer2DModel(TokenGridForward, SanaTransformer2DModel):
     """SanaTransformer2DModel whose attn1 layers use `EDiTAttnProcessor` in place of SANA's
     ReLU linear attention; cross-attention (attn2) and the GLUMBConv feed-forward are unchanged.
     The EDiT options are recorded in the config (`edit_config`)."""
@@ -86,13 +85,8 @@ class SanaEDiTTransformer2DModel(SanaTransformer2DModel):
         for block in self.transformer_blocks:
             block.attn1.set_processor(EDiTAttnProcessor(width, options))
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        grid = latent_token_grid(*hidden_states.shape[-2:], self.config.patch_size)
-        set_token_grid(self, grid)
-        return super().forward(hidden_states, *args, **kwargs)
 
-
-class SanaFamily(Family):
+class SanaFamily(MaskedPromptFamily):
     name = "sana"
     description = "SANA linear-attention DiT; EDiT student"
     teacher_class = SanaTransformer2DModel
@@ -104,19 +98,6 @@ class SanaFamily(Family):
     latent_channels = 32
     vae_scaling_factor = 0.41407
     text_encoder = "gemma2"
-
-    def prompt_inputs(self, config, batch: int, tokens: int) -> list[TensorSpec]:
-        return [TensorSpec("encoder_hidden_states", (batch, tokens, config.caption_channels)),
-                TensorSpec("encoder_attention_mask", (batch, tokens))]
-
-    def default_prompt_tokens_of(self, pipeline_folder: Path | None) -> int:
-        """The tokenizer's model_max_length, at most 300 (SanaPipeline's max_sequence_length)."""
-        if pipeline_folder is None:
-            return self.default_prompt_tokens
-        return min(self.default_prompt_tokens, tokenizer_max_length(pipeline_folder / "tokenizer", self.default_prompt_tokens))
-
-    def conditioning_input(self) -> str:
-        return "encoder_attention_mask"
 
     def out_channels(self, model) -> int:
         return model.config.out_channels or model.config.in_channels
