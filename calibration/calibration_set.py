@@ -330,8 +330,8 @@ class _Checker:
             need(all(o is not None and o.dtype == torch.int64 and o.dim() == 1 and o.shape[0] == min(prompts, default=0)
                      for o in owners), "needs prompt_row.sample and prompt_row.branch of int64, one a prompt row")
             samples = set((declared or {}).get("samples") or []) if isinstance(declared, dict) else set()
-            need(all((s, 1) in set(zip(*(o.tolist() for o in owners), strict=True)) for s in samples),
-                 "needs a prompt row for every sample the manifest lists")
+            rows = set(zip(*(o.tolist() for o in owners), strict=True))
+            need(all((s, 1) in rows for s in samples), "needs a prompt row for every sample the manifest lists")
         index = tensors["record.prompt_index"]
         if prompts:
             need(int(index.min()) >= 0 and int(index.max()) < min(prompts), f"needs record.prompt_index within 0..{min(prompts) - 1}")

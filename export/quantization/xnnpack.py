@@ -75,10 +75,11 @@ def quantize_for_xnnpack(
         if min_psnr is not None and not meets_floor(psnr[1], min_psnr):  # the worst held-out record
             float_layers.append(_next_float_layer(order, float_layers, scheme, f"{min_psnr:g} dB held-out PSNR",
                                                   f"{psnr[1]:.1f} dB"))
-        elif accept is None or accept(module) or min_psnr is None:
+            continue
+        accepted = accept is None or accept(module)  # measured even where there is no search
+        if accepted or min_psnr is None:
             break
-        else:
-            float_layers.append(_next_float_layer(order, float_layers, scheme, "its image floor", "images below it"))
+        float_layers.append(_next_float_layer(order, float_layers, scheme, "its image floor", "images below it"))
     record.update(
         float_layers=float_layers,
         always_float_layers=always_float_layers(exported.graph),
