@@ -29,6 +29,7 @@ from edit_mobile.errors import UserError
 from edit_mobile.export import manifest as manifest_io
 from edit_mobile.export.backends import Backend, LoweringJob, get_backend
 from edit_mobile.fileio import atomic_output_dir, check_output_dir
+from edit_mobile.memory import release_freed_memory
 
 TEST_VECTORS_FILE = "test_vectors.safetensors"
 REFERENCE_DIR = "reference"
@@ -173,7 +174,7 @@ class ExportPlan:
     precision: str
     pass_names: list[str]
     quantization: Any  # the edit_mobile.export.quantization module, or None
-    model: nn.Module
+    model: nn.Module | None  # None once the program is written (release_model)
     record: dict[str, Any]
     signature: Any  # edit_mobile.models.TransformerSignature
     calibration_set: Any = None  # the request's calibration set, read once (edit_mobile.calibration.CalibrationSet)
@@ -307,26 +308,46 @@ def lower(plan: ExportPlan, job: LoweringJob, quantization: dict | None, staging
     return result, quantization
 
 
-def self_check(plan: ExportPlan, result, quantization: dict | None, staging: Path, inputs, reference) -> dict:
-    """Run the written program here and hold it to its floor (see export/self_check.py)."""
-    from edit_mobile.export import self_check as checks
+@dataclass
+class CheckSamples:
+    """What the written program is held to: inputs, PyTorch's float32 outputs, their name."""
+
+    inputs: list
+    references: list
+    name: str
+
+
+def check_samples(plan: ExportPlan, quantization: dict | None, inputs, reference) -> CheckSamples:
+    """A quantized program is held to the held-out calibration records, a float one to the
+    test vectors. Computed before lowering, so the eager model can go before the program runs."""
+    if quantization is None or plan.calibration_set is None:
+        return CheckSamples([inputs], [reference], "test vectors")
+    from edit_mobile.export.quantization import load_records
     from edit_mobile.models import DenoiserWrapper
 
-    samples, references, name = [inputs], [reference], "test vectors"
-    if quantization is not None and plan.calibration_set is not None:
-        from edit_mobile.export.quantization import load_records
+    _, _, samples = load_records(plan.calibration_set, plan.signature)
+    wrapper = DenoiserWrapper(plan.model).eval()
+    return CheckSamples(samples, [wrapper(*sample) for sample in samples], "held-out calibration records")
 
-        _, _, samples = load_records(plan.calibration_set, plan.signature)
-        wrapper = DenoiserWrapper(plan.model).eval()
-        references = [wrapper(*sample) for sample in samples]
-        name = "held-out calibration records"
+
+def self_check(plan: ExportPlan, result, quantization: dict | None, staging: Path, samples: CheckSamples) -> dict:
+    """Run the written program here and hold it to its floor (see export/self_check.py)."""
+    from edit_mobile.export import self_check as checks
+
     floor = checks.floor_db(plan.precision, quantization is not None)
     delegates = (result.delegation or {}).get("delegates") or []
     weights = staging / result.files["weights"] if "weights" in result.files else None
-    record = checks.check_program(staging / result.files["program"], delegates, samples, references, floor, name,
-                                  weights)
+    record = checks.check_program(staging / result.files["program"], delegates, samples.inputs, samples.references,
+                                  floor, samples.name, weights)
     what = f"{plan.backend.name} {(quantization or {}).get('scheme') or plan.precision}"
     return checks.enforce_floor(record, what, plan.request.allow_below_floor)
+
+
+def release_model(plan: ExportPlan) -> None:
+    """Drop the eager model once the program is written: the runtime that checks the program
+    loads its own copy of the weights, and a real-size model cannot afford both."""
+    plan.model = None
+    release_freed_memory()
 
 
 def write_manifest(plan: ExportPlan, result, quantization: dict | None, staging: Path, checked: dict) -> None:
@@ -380,10 +401,13 @@ def export_artifact(request: ExportRequest) -> Path:
             precision=plan.precision,
             options={**request.backend_options, "quantized": quantization is not None},
         )
+        samples = check_samples(plan, quantization, inputs, reference)
         result, quantization = lower(plan, job, quantization, staging)
+        del job, exported, denoiser
+        release_model(plan)
         stages.update()
         stages.set_postfix_str("self-check")
-        checked = self_check(plan, result, quantization, staging, inputs, reference)
+        checked = self_check(plan, result, quantization, staging, samples)
         stages.update()
         stages.set_postfix_str("manifest")
         write_manifest(plan, result, quantization, staging, checked)

@@ -50,3 +50,55 @@ def test_a_program_with_weights_past_2_gb_exports_and_runs(tmp_path):
                                          data_path=tmp_path / result.files["weights"])
     (output,) = program.load_method("forward").execute(list(inputs))
     torch.testing.assert_close(output, inputs[0], rtol=0, atol=1e-6)
+
+
+class SmallBlock(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 64)
+        self.norm = torch.nn.LayerNorm(64)
+
+    def forward(self, x):
+        return self.norm(self.linear(x)).relu()
+
+
+def test_lowering_copies_programs_without_copying_their_weights():
+    """ExecuTorch deep-copies every partition (and the ETRecord's edge program) while
+    lowering; inside weights_shared_by_copies the copies hold the weights themselves."""
+    import copy
+
+    from edit_mobile.export.backends.executorch_program import (
+        program_weights,
+        weights_shared_by_copies,
+    )
+
+    exported = torch.export.export(SmallBlock().eval(), (torch.randn(2, 64),))
+    weights = program_weights(exported)
+    with weights_shared_by_copies([exported]):
+        shared = program_weights(copy.deepcopy(exported))
+    copied = program_weights(copy.deepcopy(exported))  # outside the block: deep copies again
+
+    assert len(weights) == len(shared) == len(copied) >= 4
+    assert all(a is b for a, b in zip(weights, shared, strict=True))
+    assert not any(a is b or a.data_ptr() == b.data_ptr() for a, b in zip(weights, copied, strict=True))
+
+
+def test_nothing_keeps_a_lowered_program_alive(tmp_path):
+    """After the backend returns, the lowered program (holding every serialised weight) is
+    garbage: ExecuTorch's module-level caches no longer reach it, so a real-size export does
+    not carry a second copy of its weights into the runtime that checks it."""
+    import gc
+    import weakref
+
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    from edit_mobile.export.backends import executorch_program
+
+    exported = torch.export.export(SmallBlock().eval(), (torch.randn(2, 64),))
+    edge, _ = executorch_program.lower(exported, [XnnpackPartitioner()], generate_etrecord=True)
+    lowered = weakref.ref(edge.exported_program().graph_module)
+    program = executorch_program.to_executorch(edge)
+    executorch_program.write_program(program, tmp_path)
+    del edge, program
+    gc.collect()
+    assert lowered() is None

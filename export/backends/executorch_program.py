@@ -9,6 +9,9 @@ and the bundled program and every method of a program share the one copy of the 
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from executorch.exir import (
     ExecutorchProgramManager,
     to_edge_transform_and_lower,
 )
+from executorch.exir.backend.utils import WhyNoPartition, is_same_node
 
 from edit_mobile.export.backends.base import named_stage
 from edit_mobile.export.coverage import DelegationCoverage, delegation_coverage
@@ -39,7 +43,7 @@ def lower(
 ) -> tuple[EdgeProgramManager, DelegationCoverage]:
     if external_weights:
         tag_external_weights(exported)
-    with named_stage("to_edge_transform_and_lower"):
+    with named_stage("to_edge_transform_and_lower"), weights_shared_by_copies([exported]):
         edge = to_edge_transform_and_lower(
             exported,
             partitioner=partitioners,
@@ -47,6 +51,7 @@ def lower(
             transform_passes=transform_passes,
             generate_etrecord=generate_etrecord,
         )
+    release_lowering_caches()
     return edge, delegation_coverage(edge.exported_program().graph_module)
 
 
@@ -61,10 +66,59 @@ def lower_methods(
     if external_weights:
         for exported in programs.values():
             tag_external_weights(exported)
-    with named_stage("to_edge_transform_and_lower"):
+    with named_stage("to_edge_transform_and_lower"), weights_shared_by_copies(programs.values()):
         edge = to_edge_transform_and_lower(programs, partitioner=partitioners)
+    release_lowering_caches()
     coverage = {name: delegation_coverage(edge.exported_program(name).graph_module) for name in programs}
     return edge, coverage
+
+
+@contextlib.contextmanager
+def weights_shared_by_copies(programs) -> Iterator[None]:
+    """Inside the block, a deep copy of any of the programs' weights is the weight itself.
+
+    Lowering deep-copies programs whole: every partition before its backend preprocesses it
+    (all partitions at once, BackendDetails.copy_exported_program_for_preprocess), and the
+    edge program the ETRecord keeps. Each copy held another full set of weights (an XL
+    export peaked at 5.3x its weights). Preprocessing reads weights and serialises new bytes;
+    nothing in lowering writes into one, so the copies may share them: ExecuTorch's own CUDA
+    backend copies its partitions the same way. `copy.deepcopy` asks the object itself for
+    `__deepcopy__`, so the attribute set here on each weight answers for it alone.
+    """
+    weights = {id(t): t for program in programs for t in program_weights(program)}
+    for tensor in weights.values():
+        tensor.__deepcopy__ = _shared_copy(tensor)
+    try:
+        yield
+    finally:
+        for tensor in weights.values():
+            with contextlib.suppress(AttributeError):
+                del tensor.__deepcopy__
+
+
+def _shared_copy(tensor: torch.Tensor):
+    def copy(memo: dict) -> torch.Tensor:
+        return tensor
+
+    return copy
+
+
+def program_weights(exported: torch.export.ExportedProgram) -> list[torch.Tensor]:
+    tables = (exported.state_dict, exported.constants)
+    return [value for table in tables for value in table.values() if isinstance(value, torch.Tensor)]
+
+
+def release_lowering_caches() -> None:
+    """Two module-level holders in ExecuTorch keep the graph just lowered, with the lowered
+    program and every serialised weight in it (gigabytes), alive until the process ends:
+    exir.backend.utils.is_same_node's unbounded lru_cache (keyed by the graph's nodes) and the
+    partitioner configs' WhyNoPartition loggers (the last node refused). Let both go."""
+    is_same_node.cache_clear()
+    for name, module in list(sys.modules.items()):
+        if name.startswith("executorch.backends.") and module is not None:
+            for value in list(vars(module).values()):
+                if isinstance(value, WhyNoPartition):
+                    value.node = None
 
 
 def tag_external_weights(exported: torch.export.ExportedProgram) -> None:

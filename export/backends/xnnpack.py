@@ -16,6 +16,7 @@ from executorch.devtools.bundled_program.serialize import (
 
 from edit_mobile.export.backends import executorch_program
 from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob, named_stage
+from edit_mobile.memory import release_freed_memory
 
 BUNDLED_FILE = "model.bpte"
 # `--weights auto` keeps weights outside the program from this size: phones mmap a .ptd, the
@@ -36,27 +37,41 @@ def weight_bytes(exported) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if hasattr(t, "element_size"))
 
 
-def write_bundled_program(program, job: LoweringJob, out_dir: Path, files: dict[str, str]) -> str:
+def write_bundled_program(job: LoweringJob, out_dir: Path, files: dict[str, str]) -> str:
     """The device checks itself against these outputs. A float program is held to PyTorch's;
     a quantized one differs from PyTorch by design (validate measures by how much), so it is
-    held to what the same program computes here: the device must reproduce the host."""
+    held to what the same program computes here: the device must reproduce the host.
+    Built from the written .pte, after the lowered program (and its serialised weights) is gone."""
     with named_stage("the bundled program"):
+        program = out_dir / files["program"]
         weights = out_dir / files["weights"] if "weights" in files else None
         expected = host_outputs(program, job, weights) if job.options.get("quantized") else job.reference_outputs
         suite = MethodTestSuite(
             method_name="forward",
             test_cases=[MethodTestCase(inputs=list(job.example_inputs), expected_outputs=list(expected))],
         )
-        bundled = BundledProgram(program, [suite])
+        bundled = BundledProgram(None, [suite], pte_file_path=str(program))
         (out_dir / BUNDLED_FILE).write_bytes(serialize_from_bundled_program_to_flatbuffer(bundled))
     return BUNDLED_FILE
 
 
-def host_outputs(program, job: LoweringJob, weights: Path | None) -> list:
+def host_outputs(program: Path, job: LoweringJob, weights: Path | None) -> list:
     from executorch.runtime import Runtime
 
-    method = Runtime.get().load_program(program.buffer, data_path=weights).load_method("forward")
+    method = Runtime.get().load_program(program, data_path=weights).load_method("forward")
     return list(method.execute(list(job.example_inputs)))
+
+
+def write_lowered_program(job: LoweringJob, out_dir: Path, external: bool):
+    """model.pte (+ model.ptd) and the ETRecord; the lowered program, which holds every
+    serialised weight in memory, goes when this returns."""
+    edge, coverage = executorch_program.lower(
+        job.exported, [XnnpackPartitioner()], generate_etrecord=True, external_weights=external
+    )
+    program = executorch_program.to_executorch(edge, external_weights=external)
+    files = executorch_program.write_program(program, out_dir, external_weights=external)
+    files["etrecord"] = executorch_program.write_etrecord(program, out_dir, without_weights=external)
+    return files, coverage
 
 
 class XnnpackBackend(Backend):
@@ -65,13 +80,9 @@ class XnnpackBackend(Backend):
 
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
         external = external_weights(job)
-        edge, coverage = executorch_program.lower(
-            job.exported, [XnnpackPartitioner()], generate_etrecord=True, external_weights=external
-        )
-        program = executorch_program.to_executorch(edge, external_weights=external)
-        files = executorch_program.write_program(program, out_dir, external_weights=external)
-        files["bundled_program"] = write_bundled_program(program, job, out_dir, files)
-        files["etrecord"] = executorch_program.write_etrecord(program, out_dir, without_weights=external)
+        files, coverage = write_lowered_program(job, out_dir, external)
+        release_freed_memory()
+        files["bundled_program"] = write_bundled_program(job, out_dir, files)
         return BackendResult(
             files=files,
             delegation=coverage.to_dict(),
