@@ -9,10 +9,15 @@ step, as in PixArtSigmaPipeline.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
+
+from edit_mobile.errors import UserError
+
+Branch = TypeVar("Branch")
 
 
 @dataclass
@@ -21,6 +26,19 @@ class StepRecord:
     branch: int  # 0 = unconditional, 1 = conditional (the only branch without guidance)
     latents: torch.Tensor  # (1, C, h, w), exactly what the transformer received
     timestep: torch.Tensor  # (1,) float32
+
+
+def guidance_calls(batch: int, branches: Sequence[Branch]) -> list[list[Branch]]:
+    """The denoiser calls that the guidance branches take with an export of `batch`: all in
+    one call, one a call, or (a batch-2 export sampled without guidance) the one branch twice.
+    The caller concatenates the calls' outputs and keeps the first len(branches) rows."""
+    if batch == len(branches):
+        return [list(branches)]
+    if batch == 1:
+        return [[branch] for branch in branches]
+    if batch == 2 and len(branches) == 1:
+        return [[branches[0], branches[0]]]
+    raise UserError(f"the artifact takes batch {batch}; the pipeline needs 1 or {len(branches)}")
 
 
 def denoise(

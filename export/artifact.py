@@ -317,10 +317,10 @@ class CheckSamples:
     name: str
 
 
-def check_samples(plan: ExportPlan, quantization: dict | None, inputs, reference) -> CheckSamples:
+def check_samples(plan: ExportPlan, inputs, reference) -> CheckSamples:
     """A quantized program is held to the held-out calibration records, a float one to the
-    test vectors. Computed before lowering, so the eager model can go before the program runs."""
-    if quantization is None or plan.calibration_set is None:
+    test vectors. Computed before tracing, so the eager model can go once the program is made."""
+    if plan.quantization is None or plan.calibration_set is None:
         return CheckSamples([inputs], [reference], "test vectors")
     from edit_mobile.export.quantization import load_records
     from edit_mobile.models import DenoiserWrapper
@@ -344,8 +344,9 @@ def self_check(plan: ExportPlan, result, quantization: dict | None, staging: Pat
 
 
 def release_model(plan: ExportPlan) -> None:
-    """Drop the eager model once the program is written: the runtime that checks the program
-    loads its own copy of the weights, and a real-size model cannot afford both."""
+    """Drop the eager model once the program to lower is made: a quantized program holds its
+    own weights, and the runtime that checks the written program loads its own copy; a
+    real-size model cannot afford three sets (SD3.5-Medium: 9.2 GiB in float32)."""
     plan.model = None
     release_freed_memory()
 
@@ -389,7 +390,10 @@ def export_artifact(request: ExportRequest) -> Path:
         denoiser = mobile_denoiser(plan, inputs, reference)
         stages.update()
         stages.set_postfix_str("torch.export")
+        samples = check_samples(plan, inputs, reference)
         exported, quantization = trace(plan, denoiser, inputs)
+        del denoiser
+        release_model(plan)  # a quantized program holds its own weights; a float one shares the model's
         stages.update()
         stages.set_postfix_str(f"lower to {plan.backend.name}")
         job = LoweringJob(
@@ -401,10 +405,10 @@ def export_artifact(request: ExportRequest) -> Path:
             precision=plan.precision,
             options={**request.backend_options, "quantized": quantization is not None},
         )
-        samples = check_samples(plan, quantization, inputs, reference)
+        del exported  # the job owns it: a backend may drop it once the program is written
         result, quantization = lower(plan, job, quantization, staging)
-        del job, exported, denoiser
-        release_model(plan)
+        del job
+        release_freed_memory()
         stages.update()
         stages.set_postfix_str("self-check")
         checked = self_check(plan, result, quantization, staging, samples)

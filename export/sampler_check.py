@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from edit_mobile.calibration.sampler import guidance_calls
 from edit_mobile.closeness import IMAGE_FLOORS_DB, meets_floor, peak_psnr_db
 
 MAX_PROMPTS = 4  # held-out prompts replayed: enough to catch a drifting one, cheap at phone sizes
@@ -63,16 +64,12 @@ class SamplerImageCheck:
 
 
 def in_batches(denoiser, batch: int):
-    """The denoiser called on the sampler's G guidance branches `batch` at a time (a traced
-    program takes its export batch only)."""
+    """The denoiser called on the sampler's guidance branches (rows) in the calls a traced
+    program of `batch` takes (calibration.sampler.guidance_calls, as the runtime does)."""
 
     def call(*inputs: torch.Tensor) -> torch.Tensor:
         rows = inputs[0].shape[0]
-        if rows == batch:
-            return denoiser(*inputs)
-        if rows % batch:
-            repeat = batch // rows  # a batch-2 program sampled without guidance: one branch twice
-            return denoiser(*(x.repeat(repeat, *[1] * (x.dim() - 1)) for x in inputs))[:rows]
-        return torch.cat([denoiser(*(x[i : i + batch] for x in inputs)) for i in range(0, rows, batch)])
+        calls = guidance_calls(batch, range(rows))
+        return torch.cat([denoiser(*(x[list(group)] for x in inputs)) for group in calls])[:rows]
 
     return call

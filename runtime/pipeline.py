@@ -16,6 +16,7 @@ from typing import Protocol
 
 import torch
 
+from edit_mobile.calibration.sampler import guidance_calls
 from edit_mobile.errors import UserError
 from edit_mobile.runtime.manifest import Manifest
 from edit_mobile.runtime.session import Session
@@ -160,19 +161,6 @@ class TextToImage:
     def __call__(self, prompt: str, settings: Generation, progress=None):
         encoded = self.encode([prompt], settings.guidance)
         return self.image(self.latents(encoded, 0, settings, progress))
-
-
-def guidance_calls(batch: int, branches: list[dict]) -> list[list[dict]]:
-    """The denoiser calls the guidance branches take with an export of `batch`: both in one call,
-    one a call, or (a batch-2 export run without guidance) the one branch twice, its first half
-    kept by the caller."""
-    if batch == len(branches):
-        return [branches]
-    if batch == 1:
-        return [[branch] for branch in branches]
-    if batch == 2 and len(branches) == 1:
-        return [[branches[0], branches[0]]]
-    raise UserError(f"the artifact takes batch {batch}; the pipeline needs 1 or {len(branches)}")
 
 
 def stacked_inputs(group: list[dict], latents: torch.Tensor, timestep: torch.Tensor) -> dict[str, torch.Tensor]:

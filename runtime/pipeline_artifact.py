@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from edit_mobile.calibration.sampler import guidance_calls
 from edit_mobile.errors import UserError
 from edit_mobile.runtime.manifest import (
     MANIFEST_NAME,
@@ -28,7 +29,6 @@ from edit_mobile.runtime.manifest import (
 from edit_mobile.runtime.pipeline import (
     Generation,
     _check_finite,
-    guidance_calls,
     sample,
     stacked_inputs,
     to_pil,

@@ -23,7 +23,7 @@ def test_vulkan_program_keeps_attention_and_mlp_on_the_gpu():
 
 def test_vulkan_lowers_at_64px_and_prints_no_info_lines(tmp_path, capfd):
     """At 64 px PixArt builds its position table from constants alone, which Vulkan's
-    preprocessing failed on (see backends.vulkan.FoldConstantSubgraphs). And ExecuTorch's
+    preprocessing failed on (see executorch_program.FoldConstantSubgraphs). And ExecuTorch's
     Vulkan modules set the root logger to INFO when imported (~100 lines an export)."""
     from edit_mobile.main import main
 

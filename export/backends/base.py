@@ -26,11 +26,13 @@ class LoweringJob:
     """One program to lower: the traced denoiser step and everything a backend may need.
 
     `exported` is torch.export of the denoiser wrapper (after rewrite passes, precision cast
-    and quantization); `example_inputs` and `reference_outputs` are the test vectors in the
-    program's I/O dtypes (float32: fp16 programs cast inside, see artifact.CastedDenoiser).
+    and quantization); a backend may set it to None once its program is written, to free its
+    weights before running the program. `example_inputs` and `reference_outputs` are the test
+    vectors in the program's I/O dtypes (float32: fp16 programs cast inside, see
+    artifact.CastedDenoiser).
     """
 
-    exported: torch.export.ExportedProgram
+    exported: torch.export.ExportedProgram | None
     example_inputs: tuple[torch.Tensor, ...]
     reference_outputs: tuple[torch.Tensor, ...]
     input_names: list[str]

@@ -24,9 +24,28 @@ from executorch.exir import (
     to_edge_transform_and_lower,
 )
 from executorch.exir.backend.utils import WhyNoPartition, is_same_node
+from executorch.exir.pass_base import ExportedProgramPassBase, ExportedProgramPassResult
+from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
 from edit_mobile.export.backends.base import named_stage
 from edit_mobile.export.coverage import DelegationCoverage, delegation_coverage
+
+
+class FoldConstantSubgraphs(ExportedProgramPassBase):
+    """Compute at export every op fed by constants alone (ExecuTorch's constant_prop_pass;
+    it leaves quantization primitives alone, so quantized weights stay quantized).
+
+    PixArt's PatchEmbed builds its sin-cos position table in forward from lifted scalar
+    constants. XNNPACK takes none of its ops (arange, sin, cos), so the table was computed by
+    portable kernels at every step, between delegate calls. Vulkan's partitioner made it a
+    partition with no runtime input, which Vulkan's FuseBatchNormPass retraced under a fresh
+    FakeTensorMode and the pass manager rejected ("fake mode ... doesn't match"). Folded, the
+    table is one constant.
+    """
+
+    def call(self, exported_program) -> ExportedProgramPassResult:
+        return ExportedProgramPassResult(constant_prop_pass(exported_program), True)
+
 
 PROGRAM_FILE = "model.pte"
 WEIGHTS_NAME = "model"  # -> model.ptd, ExecuTorch's name for a program's external data
@@ -59,6 +78,7 @@ def lower_methods(
     programs: dict[str, torch.export.ExportedProgram],
     partitioners: list[Any],
     external_weights: bool,
+    transform_passes: list[Any] | None = None,
 ) -> tuple[EdgeProgramManager, dict[str, DelegationCoverage]]:
     """Several methods lowered into one program (with every weight outside it, in model.ptd, if
     `external_weights`): methods holding the same weights (a denoiser at several resolutions)
@@ -67,7 +87,7 @@ def lower_methods(
         for exported in programs.values():
             tag_external_weights(exported)
     with named_stage("to_edge_transform_and_lower"), weights_shared_by_copies(programs.values()):
-        edge = to_edge_transform_and_lower(programs, partitioner=partitioners)
+        edge = to_edge_transform_and_lower(programs, partitioner=partitioners, transform_passes=transform_passes)
     release_lowering_caches()
     coverage = {name: delegation_coverage(edge.exported_program(name).graph_module) for name in programs}
     return edge, coverage
@@ -163,9 +183,13 @@ def write_etrecord(program: ExecutorchProgramManager, out_dir: Path, without_wei
     """The ETRecord maps the program's debug handles back to graph nodes and modules: the
     runtime's per-layer numerics and per-block profile need it (devtools Inspector).
     `without_weights`: its programs keep their graphs but not the weights' values (a real-size
-    ETRecord would otherwise hold two more copies of them); numerics then load the reference's."""
+    ETRecord would otherwise hold two more copies of them); numerics then load the reference's.
+    The edge program after the transform passes, which ExecuTorch records as an extra module,
+    never keeps its weights: nothing reads them, and they would be one more copy."""
     with named_stage("ETRecord"):
         etrecord = program.get_etrecord()
+        for exported in (etrecord.graph_map or {}).values():
+            strip_weights(exported)
         if without_weights:
             for exported in etrecord_programs(etrecord):
                 strip_weights(exported)

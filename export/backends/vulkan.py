@@ -6,26 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
-from executorch.exir.pass_base import ExportedProgramPassBase, ExportedProgramPassResult
-from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
 from edit_mobile.export.backends import executorch_program
 from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob
-
-
-class FoldConstantSubgraphs(ExportedProgramPassBase):
-    """Compute at export every op fed by constants alone (ExecuTorch's constant_prop_pass).
-
-    Away from its native resolution (64 px for a 128 px model), PixArt's PatchEmbed builds its
-    sin-cos position table in forward from lifted scalar constants only. The Vulkan partitioner
-    made that subgraph a partition with no runtime input, and the FuseBatchNormPass of Vulkan's
-    preprocessing retraced it under a fresh FakeTensorMode (no input carried the program's),
-    which the pass manager then rejected ("fake mode ... doesn't match"). Folded, the table is
-    one constant, and the phone no longer recomputes it at every step.
-    """
-
-    def call(self, exported_program) -> ExportedProgramPassResult:
-        return ExportedProgramPassResult(constant_prop_pass(exported_program), True)
 
 
 class VulkanBackend(Backend):
@@ -38,7 +21,7 @@ class VulkanBackend(Backend):
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
         options = {"force_fp16": job.precision == "fp16"}
         edge, coverage = executorch_program.lower(
-            job.exported, [VulkanPartitioner(options)], transform_passes=[FoldConstantSubgraphs()]
+            job.exported, [VulkanPartitioner(options)], transform_passes=[executorch_program.FoldConstantSubgraphs()]
         )
         program = executorch_program.to_executorch(edge)
         return BackendResult(

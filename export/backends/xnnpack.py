@@ -66,7 +66,8 @@ def write_lowered_program(job: LoweringJob, out_dir: Path, external: bool):
     """model.pte (+ model.ptd) and the ETRecord; the lowered program, which holds every
     serialised weight in memory, goes when this returns."""
     edge, coverage = executorch_program.lower(
-        job.exported, [XnnpackPartitioner()], generate_etrecord=True, external_weights=external
+        job.exported, [XnnpackPartitioner()], transform_passes=[executorch_program.FoldConstantSubgraphs()],
+        generate_etrecord=True, external_weights=external,
     )
     program = executorch_program.to_executorch(edge, external_weights=external)
     files = executorch_program.write_program(program, out_dir, external_weights=external)
@@ -81,6 +82,7 @@ class XnnpackBackend(Backend):
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
         external = external_weights(job)
         files, coverage = write_lowered_program(job, out_dir, external)
+        job.exported = None  # written: its weights go before the runtime loads the program's
         release_freed_memory()
         files["bundled_program"] = write_bundled_program(job, out_dir, files)
         return BackendResult(
