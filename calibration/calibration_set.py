@@ -278,10 +278,23 @@ class _Checker:
         self.integer(manifest, "steps", 1, MAX_STEPS)
         self.integer(manifest, "samples", 1, MAX_COUNT)
         self.integer(manifest, "seed", -(2**63), 2**64 - 1)
+        self.split_samples(manifest.get("split"))
         resolution = manifest.get("resolution")
         if resolution is not None and not (isinstance(resolution, list) and len(resolution) == 2
                                            and all(is_int(side) and 1 <= side <= 16384 for side in resolution)):
             raise self.fail("resolution", "[height, width] of whole numbers from 1 to 16384", resolution)
+
+    def split_samples(self, split) -> None:
+        """split.NAME.samples, where present: the sample numbers the split holds."""
+        if split is None:
+            return
+        if not isinstance(split, dict):
+            raise self.fail("split", "an object with an entry a split", split)
+        for name, entry in split.items():
+            samples = entry.get("samples") if isinstance(entry, dict) else None
+            if samples is not None and not (isinstance(samples, list)
+                                            and all(is_int(s) and 0 <= s < MAX_COUNT for s in samples)):
+                raise self.fail(f"split.{name}.samples", f"a list of sample numbers from 0 to {MAX_COUNT - 1}", samples)
 
     def spec(self, spec, field: str) -> None:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
