@@ -174,7 +174,7 @@ class ExportPlan:
     precision: str
     pass_names: list[str]
     quantization: Any  # the edit_mobile.export.quantization module, or None
-    model: nn.Module | None  # None once the program is written (release_model)
+    model: nn.Module | None  # None once the program to lower is made (release_model)
     record: dict[str, Any]
     signature: Any  # edit_mobile.models.TransformerSignature
     calibration_set: Any = None  # the request's calibration set, read once (edit_mobile.calibration.CalibrationSet)
