@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from edit_mobile.export.pipeline import ENCODE_METHOD
 from edit_mobile.export.pipeline_target import PipelineTarget
 
 
@@ -27,6 +28,14 @@ def run_methods(program_path: Path, weights: Path | None, methods: list) -> dict
 
     program = Runtime.get().load_program(program_path, data_path=weights)
     return {m.name: list(program.load_method(m.name).execute(list(m.inputs))) for m in methods}
+
+
+def folds(method: str) -> bool:
+    """Constant-only subgraphs are computed at export in the methods an image runs at every
+    step or once (the denoiser's position table, the decoder's casts), not in the text encoder:
+    T5's position bias, folded, is a heads x tokens x tokens table (23 MB for T5-XXL) saving
+    a few portable ops a prompt."""
+    return method != ENCODE_METHOD
 
 
 class XnnpackPipelineTarget(PipelineTarget):
@@ -46,7 +55,8 @@ class XnnpackPipelineTarget(PipelineTarget):
 
         external = request.weights == "external" or request.weights == "auto" and unique_weight_bytes(
             programs, weight_bytes) >= EXTERNAL_WEIGHTS_FROM_BYTES
-        edge, coverage = executorch_program.lower_methods(programs, [XnnpackPartitioner()], external)
+        edge, coverage = executorch_program.lower_methods(programs, [XnnpackPartitioner()], external,
+                                                          folded=tuple(name for name in programs if folds(name)))
         program = executorch_program.to_executorch(edge, external_weights=external)
         files = executorch_program.write_program(program, staging, external_weights=external)
         return program, files, {name: c.to_dict() for name, c in coverage.items()}

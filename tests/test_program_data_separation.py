@@ -102,3 +102,53 @@ def test_nothing_keeps_a_lowered_program_alive(tmp_path):
     del edge, program
     gc.collect()
     assert lowered() is None
+
+
+class MaskedTable(torch.nn.Module):
+    """Fills negatives from a table built in forward from constants alone (folded at export),
+    through `where`, which XNNPACK leaves to the portable kernels: the folded table is a
+    constant of the program itself, stored in model.ptd by name."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        return torch.where(x > 0, x, torch.arange(8, dtype=torch.float32) * self.scale)
+
+
+def lower_two_tables(lower):
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    inputs = (-torch.ones(1, 8),)
+    programs = {name: torch.export.export(MaskedTable(scale), inputs) for name, scale in (("first", 1.0), ("second", 2.0))}
+    return lower(programs, [XnnpackPartitioner()]), inputs
+
+
+def test_methods_folding_constants_each_read_their_own(tmp_path):
+    """constant_prop_pass names every method's first folded constant alike; unqualified, the
+    second method's table answered for both in model.ptd (error 0x24 on a dtype mismatch,
+    silently wrong numbers here)."""
+    from executorch.runtime import Runtime
+
+    from edit_mobile.export.backends import executorch_program
+
+    edge, inputs = lower_two_tables(lambda programs, partitioners: executorch_program.lower_methods(
+        programs, partitioners, external_weights=True)[0])
+    files = executorch_program.write_program(executorch_program.to_executorch(edge, external_weights=True),
+                                             tmp_path, external_weights=True)
+    program = Runtime.get().load_program(tmp_path / files["program"], data_path=tmp_path / files["weights"])
+    for name, scale in (("first", 1.0), ("second", 2.0)):
+        (output,) = program.load_method(name).execute(list(inputs))
+        torch.testing.assert_close(output, torch.arange(8.0).reshape(1, 8) * scale)
+
+
+def test_methods_holding_different_weights_under_one_name_are_refused():
+    import pytest
+
+    from edit_mobile.export.backends import executorch_program
+
+    edge, _ = lower_two_tables(lambda programs, partitioners: executorch_program._lower_programs(
+        programs, partitioners, True, transform_passes=[executorch_program.FoldConstantSubgraphs()]))
+    with pytest.raises(ValueError, match="_prop_tensor_constant"):
+        executorch_program.check_shared_constant_names(edge)

@@ -26,6 +26,7 @@ from executorch.exir import (
 from executorch.exir.backend.utils import WhyNoPartition, is_same_node
 from executorch.exir.pass_base import ExportedProgramPassBase, ExportedProgramPassResult
 from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+from torch.export.graph_signature import InputKind
 
 from edit_mobile.export.backends.base import named_stage
 from edit_mobile.export.coverage import DelegationCoverage, delegation_coverage
@@ -40,12 +41,61 @@ class FoldConstantSubgraphs(ExportedProgramPassBase):
     portable kernels at every step, between delegate calls. Vulkan's partitioner made it a
     partition with no runtime input, which Vulkan's FuseBatchNormPass retraced under a fresh
     FakeTensorMode and the pass manager rejected ("fake mode ... doesn't match"). Folded, the
-    table is one constant. Single-program exports only: a multi-method pipeline program lowered
-    with it failed to load its denoise method (error 0x24), not yet understood.
+    table is one constant. Several methods in one program: each method's pass is given the
+    method's name, and its folded constants are named in it (see `qualify_constant_names`).
     """
 
+    def __init__(self, method: str | None = None) -> None:
+        super().__init__()
+        self.method = method
+
     def call(self, exported_program) -> ExportedProgramPassResult:
-        return ExportedProgramPassResult(constant_prop_pass(exported_program), True)
+        folded = constant_prop_pass(exported_program)
+        if self.method is not None:
+            qualify_constant_names(folded, self.method)
+        return ExportedProgramPassResult(folded, True)
+
+
+def qualify_constant_names(exported: torch.export.ExportedProgram, method: str) -> None:
+    """Prefix the program's lifted constants with its method's name.
+
+    In model.ptd ExecuTorch files a constant no delegate took under its name, one name a
+    program: when two methods hold different constants under one name (constant_prop_pass names
+    every method's first folded constant `_prop_tensor_constant0`), the last method's data
+    silently answers for both. The first to load the other's then fails (error 0x24, invalid
+    external data) or, same dtype and shape, computes with the wrong numbers. Parameters keep
+    their module names: under one name they are one weight, stored once."""
+    signature = exported.graph_signature
+    for spec in signature.input_specs:
+        if spec.kind == InputKind.CONSTANT_TENSOR and not spec.target.startswith(f"{method}."):
+            qualified = f"{method}.{spec.target}"
+            exported.constants[qualified] = exported.constants.pop(spec.target)
+            spec.target = qualified
+
+
+def check_shared_constant_names(edge: EdgeProgramManager) -> None:
+    """Refuse a program whose methods hold different weights under one name in model.ptd (see
+    `qualify_constant_names`): the file would keep only one of them."""
+    seen: dict[str, torch.Tensor] = {}
+    for method in edge.methods:
+        for name, tensor in external_constants(edge.exported_program(method)).items():
+            other = seen.setdefault(name, tensor)
+            if other is not tensor and not (other.shape == tensor.shape and other.dtype == tensor.dtype
+                                             and torch.equal(other, tensor)):
+                raise ValueError(f"methods hold different weights named {name!r} in model.ptd, which keeps "
+                                 "one (name each method's constants apart: qualify_constant_names)")
+
+
+def external_constants(exported: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
+    """The program's weights left outside its delegates, by the name model.ptd files them under.
+    ExecuTorch keeps the scalars it lifted itself (placeholders named `_lifted_tensor...`) in
+    the .pte (exir.passes.external_constants_pass): those are not counted."""
+    signature = exported.graph_signature
+    names = {**signature.inputs_to_parameters, **signature.inputs_to_buffers,
+             **signature.inputs_to_lifted_tensor_constants}
+    tables = {**exported.state_dict, **exported.constants}
+    return {names[node.name]: tables[names[node.name]] for node in exported.graph.nodes
+            if node.op == "placeholder" and node.name in names and "_lifted_tensor" not in node.name}
 
 
 PROGRAM_FILE = "model.pte"
@@ -70,11 +120,15 @@ def lower_methods(
     programs: dict[str, torch.export.ExportedProgram],
     partitioners: list[Any],
     external_weights: bool,
+    folded: tuple[str, ...] = (),
 ) -> tuple[EdgeProgramManager, dict[str, DelegationCoverage]]:
     """Several methods lowered into one program (with every weight outside it, in model.ptd, if
     `external_weights`): methods holding the same weights (a denoiser at several resolutions)
-    store them once."""
-    edge = _lower_programs(programs, partitioners, external_weights)
+    store them once. The methods named in `folded` have their constant-only subgraphs folded."""
+    folds = {name: [FoldConstantSubgraphs(method=name)] for name in folded}
+    edge = _lower_programs(programs, partitioners, external_weights, transform_passes=folds)
+    if external_weights:
+        check_shared_constant_names(edge)
     return edge, {name: delegation_coverage(edge.exported_program(name).graph_module) for name in programs}
 
 
