@@ -140,8 +140,15 @@ def test_unreachable_target_says_it_cannot(trained, analysis):
 
 
 def test_dynamic_int8_needs_no_ranges_and_is_closer(trained):
-    _, exported, calibration = trained
-    _, record = quantize_for_xnnpack(exported, "int8-dynamic", calibration.calibration_inputs[:1],
-                                     calibration.heldout_inputs, progress=False)
+    denoiser, exported, calibration = trained
+    program, record = quantize_for_xnnpack(exported, "int8-dynamic", calibration.calibration_inputs[:1],
+                                           calibration.heldout_inputs, progress=False)
     # Per-call ranges follow each record's own scale.
     assert DYNAMIC_INT8_MIN_PSNR_DB <= record["heldout_psnr_db"] < 80.0
+    # Every Linear is int8, the adaLN modulation and timestep GEMMs of one row a sample too, and the
+    # program holds none of their float weights (convert_pt2e leaves them on the module it folds).
+    assert not any(layer.endswith(".linear") or "embedder" in layer for layer in record["always_float_layers"])
+    held = {t.untyped_storage().data_ptr() for t in [*program.state_dict.values(), *program.constants.values()]
+            if isinstance(t, torch.Tensor)}
+    linears = [m for m in denoiser.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and not [m for m in linears if m.weight.untyped_storage().data_ptr() in held]

@@ -5,13 +5,18 @@ Layer names are module paths relative to the diffusers transformer (`transformer
 they are the same whatever wraps the model (DenoiserWrapper, a precision cast) and survive
 the rewrite passes, which replace modules in place.
 
-Per-sample vectors stay float whatever the scheme: the timestep (and pooled-text) embedding
-MLPs and the adaLN modulation linears act on (batch, features) rows. They cost nothing next
-to the token GEMMs (one row against thousands), and per-tensor int8 over the six stacked
-modulation chunks, whose ranges differ by orders of magnitude, wrecks every block they scale.
-Normalisations stay float too (any module whose class name has "Norm": LayerNorm, GroupNorm,
-RMSNorm, adaLN, and the rewrite passes' MatmulRowNorm / PooledGroupNorm, which compute means
-and variances as GEMVs): int8 statistics of x*x cost tens of dB at the output for no speed.
+Per-sample vectors stay float under static activation ranges: the timestep (and pooled-text)
+embedding MLPs and the adaLN modulation linears act on (batch, features) rows, and one static
+per-tensor int8 range over the six stacked modulation chunks, whose ranges differ by orders
+of magnitude, wrecks every block they scale. Where activations are quantized per call (the
+dynamic schemes) their outputs stay float and only the one input row is quantized, so their
+weights go int8 as well, inside adaLN modules too: SD3.5-Medium's modulation linears hold
+0.8 B of its 2.5 B parameters (3.1 GB in float32), which float made half of its int8 program.
+
+Normalisations stay float otherwise (any module whose class name has "Norm": LayerNorm,
+GroupNorm, RMSNorm, adaLN, and the rewrite passes' MatmulRowNorm / PooledGroupNorm, which
+compute means and variances as GEMVs): int8 statistics of x*x cost tens of dB at the output
+for no speed.
 """
 
 from __future__ import annotations
@@ -63,8 +68,11 @@ def in_normalization(node: Node) -> bool:
                for entry in node.meta.get("nn_module_stack", {}).values())
 
 
-def stays_float(node: Node) -> bool:
-    """Per-sample vectors and normalisations: float whatever the scheme (see module doc)."""
+def stays_float(node: Node, dynamic: bool = False) -> bool:
+    """Normalisations and per-sample vectors; with `dynamic` activations a GEMM of per-sample
+    rows is quantized even inside an adaLN module (see module doc)."""
+    if dynamic and node.target in QUANTIZABLE_OPS and is_per_sample_vector(node):
+        return False
     return is_per_sample_vector(node) or in_normalization(node)
 
 
@@ -81,24 +89,25 @@ def quantizable_nodes(graph: torch.fx.Graph) -> list[Node]:
     return [node for node in graph.nodes if node.op == "call_function" and node.target in QUANTIZABLE_OPS]
 
 
-def always_float_layers(graph: torch.fx.Graph) -> list[str]:
-    """Modules of the GEMMs kept float whatever the scheme: per-sample vectors, norms."""
+def always_float_layers(graph: torch.fx.Graph, dynamic: bool = False) -> list[str]:
+    """Modules of the GEMMs the scheme keeps float whatever it is asked: norms, and per-sample
+    vectors unless its activations are `dynamic`."""
     names = {module_paths(node)[-1] for node in quantizable_nodes(graph)
-             if stays_float(node) and module_paths(node)}
+             if stays_float(node, dynamic) and module_paths(node)}
     return sorted(names)
 
 
-def layer_units(graph: torch.fx.Graph, granularity: str = "block") -> list[str]:
+def layer_units(graph: torch.fx.Graph, granularity: str = "block", dynamic: bool = False) -> list[str]:
     """Candidate layers for sensitivity and float fallback, in graph order.
 
     "block": each transformer block and each other top-level module (patch embedding,
     caption projection, output projection), and TOP_LEVEL for the element-wise ops of the
     transformer's own forward; "linear": each Linear / Conv module.
-    Per-sample-vector and normalisation ops are left out: they stay float anyway.
+    Ops the scheme keeps float (normalisations; per-sample vectors unless `dynamic`) are left out.
     """
     units: list[str] = []
     for node in graph.nodes:
-        if node.op != "call_function" or stays_float(node):
+        if node.op != "call_function" or stays_float(node, dynamic):
             continue
         gemm = node.target in QUANTIZABLE_OPS
         if not gemm and (node.target not in ELEMENTWISE_OPS or granularity == "linear"):
@@ -135,11 +144,11 @@ def check_float_layers(graph: torch.fx.Graph, float_layers) -> None:
                         f"{', '.join(known[:6])}{', ...' if len(known) > 6 else ''} (see edit-mobile sensitivity)")
 
 
-def node_filter(float_layers) -> Callable[[Node], bool]:
+def node_filter(float_layers, dynamic: bool = False) -> Callable[[Node], bool]:
     """The quantizer's filter: quantize a node unless it stays float or is in a float layer."""
     float_layers = tuple(float_layers)
 
     def quantize(node: Node) -> bool:
-        return not stays_float(node) and not in_layers(node, float_layers)
+        return not stays_float(node, dynamic) and not in_layers(node, float_layers)
 
     return quantize

@@ -61,8 +61,8 @@ class SensitivityAnalysis:
         self.dynamic, self.granularity, self.progress = dynamic, granularity, progress
         self.heldout = list(heldout_inputs)
         self.references = reference_outputs(exported.module(), self.heldout)
-        self.units = layer_units(exported.graph, granularity)
-        self.always_float_layers = always_float_layers(exported.graph)
+        self.units = layer_units(exported.graph, granularity, dynamic)
+        self.always_float_layers = always_float_layers(exported.graph, dynamic)
         self.exported = exported
         kept: list = []
         self.converted = pt2e.quantize_graph(exported, dynamic, calibration_inputs,

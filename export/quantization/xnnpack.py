@@ -8,7 +8,8 @@ int4-weight   torchao Int8DynamicActivationIntxWeightConfig: 4-bit weights in gr
               eager module (torchao rewrites nn.Linear) and skips Linears whose input width
               is not a multiple of the group.
 
-Every scheme keeps per-sample-vector layers float (layers.py) and the layers named float.
+Every scheme keeps normalisations float and the layers named float; int8-static keeps the
+per-sample-vector layers (timestep embedding, adaLN modulation) float too (layers.py).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def quantize_for_xnnpack(
         float_layers.append(_next_float_layer(order, float_layers, scheme, "its image floor", "images below it"))
     record.update(
         float_layers=float_layers,
-        always_float_layers=always_float_layers(exported.graph),
+        always_float_layers=always_float_layers(exported.graph, dynamic=scheme != "int8-static"),
         heldout_psnr_db=psnr[0],
         heldout_psnr_min_db=psnr[1],
         heldout_records=len(heldout_inputs),
@@ -144,7 +145,7 @@ def _int4_weight(denoiser: torch.nn.Module, exported, example_inputs: Inputs, fl
     root = next((name for name, module in denoiser.named_modules()
                  if type(module).__name__.endswith(ROOT_SUFFIX)), "")
     prefix = root + "." if root else ""
-    keep_float = tuple(float_layers) + tuple(always_float_layers(exported.graph))
+    keep_float = tuple(float_layers) + tuple(always_float_layers(exported.graph, dynamic=True))
 
     def take(module: torch.nn.Module, name: str) -> bool:
         relative = name.removeprefix(prefix)
