@@ -2,7 +2,10 @@
 
 For each case (a preset at a resolution, float32 or quantized) it runs the real CLI in child
 processes, one after another:
-  1. `edit-mobile export` under /usr/bin/time -v: wall time and the export's peak resident memory,
+  0. once a preset, its random weights saved as a diffusers folder (build/bench_real_size/models/):
+     the export then reads a checkpoint from disk, as a user's does (building a preset in memory
+     holds the teacher and its conversion at once, which is the builder's peak, not the export's);
+  1. `edit-mobile export` of that folder under /usr/bin/time -v: wall time and the export's peak resident memory,
      against the bytes of weights it wrote (target: peak at most 3x the weights, aim 2x);
   2. `edit-mobile profile`: load time and the latency of one full denoising step (every layer)
      in the ExecuTorch runtime, and the runtime's peak resident memory;
@@ -55,9 +58,20 @@ def export_flags(case: dict) -> list[str]:
     return ["--quantize", case["precision"]]
 
 
+def model_folder(name: str) -> Path:
+    """The preset's random weights as a diffusers folder, written once (a child process)."""
+    folder = WORK / "models" / name
+    if not (folder / "config.json").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run([sys.executable, "-c", "import sys; from edit_mobile.models.presets import build_preset; "
+                        "build_preset(sys.argv[1]).save_pretrained(sys.argv[2], safe_serialization=True)",
+                        name, str(folder)], check=True)
+    return folder
+
+
 def timed_export(case: dict, out: Path) -> dict:
     """Wall time and peak RSS (KiB from /usr/bin/time -v) of one export in a child process."""
-    argv = ["/usr/bin/time", "-v", *CLI, "export", case["model"], "--backend", "xnnpack",
+    argv = ["/usr/bin/time", "-v", *CLI, "export", str(model_folder(case["model"])), "--backend", "xnnpack",
             "--resolution", str(case["pixels"]), *export_flags(case), "-o", str(out), "--force"]
     started = time.perf_counter()
     completed = subprocess.run(argv, capture_output=True, text=True)

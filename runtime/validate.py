@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from edit_mobile.errors import UserError
+from edit_mobile.memory import release_freed_memory
 from edit_mobile.runtime.manifest import Manifest, read_manifest
 from edit_mobile.runtime.metrics import (
     Closeness,
@@ -203,13 +204,13 @@ def random_inputs(manifest: Manifest, reference: Session, samples: int) -> list[
     return [signature.example_inputs(seed=RANDOM_SEED_BASE + i) for i in range(samples)]
 
 
-def score(session: Session, reference: Session, inputs, source: str, threshold: Threshold) -> list[OutputScore]:
+def score(session: Session, expected: list[dict], inputs, source: str, threshold: Threshold) -> list[OutputScore]:
+    """The artifact's outputs on `inputs` against the reference's (`expected`, one dict a sample)."""
     per_output: dict[str, list[Closeness]] = {spec.name: [] for spec in session.outputs}
-    for sample in inputs:
+    for sample, wanted in zip(inputs, expected, strict=True):
         produced = session.run(sample)
-        expected = reference.run(sample)
         for name in per_output:
-            per_output[name].append(closeness(expected[name], produced[name]))
+            per_output[name].append(closeness(wanted[name], produced[name]))
     timesteps = _sample_timesteps(session, inputs)
     return [OutputScore(name, source, values, threshold, timesteps=timesteps) for name, values in per_output.items()]
 
@@ -241,47 +242,52 @@ def validate(
         raise UserError(f"--samples {samples} must be 0 or more")
     manifest = read_manifest(art_dir)
     threshold = psnr_threshold(manifest.precision, manifest.quantization, quantized_floor_db)
-    session = load(manifest, threads=threads)
-    reference = load_reference(manifest, threads=threads)
-    report = ValidationReport(str(Path(art_dir)), session.runtime, manifest.describe(), threshold)
     tick = progress or (lambda message: None)
-
+    notes: list[str] = []
+    reference = load_reference(manifest, threads=threads)
     vectors, stored = load_test_vectors(manifest) if manifest.has(TEST_VECTORS_ROLE) else ([], {})
-    if vectors:
-        tick("test vectors")
-        report.scores += score(session, reference, vectors, "test_vectors", threshold)
-        for name, expected in stored.items():
-            rebuilt = [reference.run(sample)[name] for sample in vectors]
-            values = [closeness(e, r) for e, r in zip(expected, rebuilt, strict=True)]
-            report.reference_check.append(OutputScore(name, "test_vectors", values, Threshold(REFERENCE_REPRODUCES_DB, "exact rebuild")))
-    else:
-        report.notes.append("no test vectors in the manifest")
+    if not vectors:
+        notes.append("no test vectors in the manifest")
     if manifest.quantization and calibration is None:
-        report.notes.append("a quantized artifact is judged on held-out calibration inputs: pass --calibration DIR; "
-                            "without it the verdict uses the test vectors and random inputs")
-    if samples:
-        if calibration is not None:
-            tick("held-out calibration inputs")
-            # A quantized artifact is judged on at least as many held-out records as export measured.
-            count = max(samples, int((manifest.quantization or {}).get("heldout_records") or 0) // manifest.batch)
-            report.scores += score(session, reference, heldout_inputs(manifest, calibration, count), "heldout", threshold)
-            if manifest.quantization:
-                # Gaussian test vectors and random inputs lie outside the calibrated ranges: a
-                # quantized artifact is judged on the held-out records; the others are shown.
-                for other in report.scores:
-                    other.gated = other.source == "heldout"
-                _check_calibration_identity(manifest, calibration, report)
-        else:
-            tick("random inputs")
-            report.scores += score(session, reference, random_inputs(manifest, reference, samples), "random", threshold)
-    if not report.scores:
+        notes.append("a quantized artifact is judged on held-out calibration inputs: pass --calibration DIR; "
+                     "without it the verdict uses the test vectors and random inputs")
+    input_sets = [("test_vectors", vectors)] if vectors else []
+    if samples and calibration is not None:
+        # A quantized artifact is judged on at least as many held-out records as export measured.
+        count = max(samples, int((manifest.quantization or {}).get("heldout_records") or 0) // manifest.batch)
+        input_sets.append(("heldout", heldout_inputs(manifest, calibration, count)))
+    elif samples:
+        input_sets.append(("random", random_inputs(manifest, reference, samples)))
+    if not input_sets:
         raise UserError(f"nothing to compare: {manifest.root.name} has no test vectors and --samples is 0; pass --samples N")
+    first = input_sets[0][1][0]
+    # The reference runs first and goes before the artifact loads, unless a later comparison
+    # needs it: a real-size model cannot hold both (SD3.5-Medium: 9.2 GiB beside its program).
+    tick("PyTorch reference")
+    expected = {source: [reference.run(sample) for sample in inputs] for source, inputs in input_sets}
+    if not (per_layer or images is not None):
+        reference = None
+        release_freed_memory()
+    session = load(manifest, threads=threads)
+    report = ValidationReport(str(Path(art_dir)), session.runtime, manifest.describe(), threshold, notes=notes)
+    for source, inputs in input_sets:
+        tick({"test_vectors": "test vectors", "heldout": "held-out calibration inputs"}.get(source, "random inputs"))
+        report.scores += score(session, expected[source], inputs, source, threshold)
+    for name, values in stored.items():
+        rebuilt = [outputs[name] for outputs in expected["test_vectors"]]
+        report.reference_check.append(OutputScore(name, "test_vectors", [
+            closeness(e, r) for e, r in zip(values, rebuilt, strict=True)], Threshold(REFERENCE_REPRODUCES_DB, "exact rebuild")))
+    if manifest.quantization and calibration is not None:
+        # Gaussian test vectors and random inputs lie outside the calibrated ranges: a
+        # quantized artifact is judged on the held-out records; the others are shown.
+        for other in report.scores:
+            other.gated = other.source == "heldout"
+        _check_calibration_identity(manifest, calibration, report)
     if stored:
         tick("bundled program")
         report.bundled = session.bundled_checks(bundled_atol(stored, threshold.db))
     if per_layer:
         tick("per-layer")
-        first = vectors[0] if vectors else random_inputs(manifest, reference, 1)[0]
         report.per_layer = session.layer_report(first, reference, threshold.db).as_dict()
     if images is not None:
         tick("images")

@@ -89,7 +89,6 @@ def quantize_graph(
     if keep_prepared is not None:
         keep_prepared.append(copy.deepcopy(prepared))
     converted = convert_pt2e(prepared, fold_quantize=fold_quantize)
-    del prepared
     drop_unused_weights(converted)
     if dynamic:
         unshare_dynamic_quant_chains(converted)
