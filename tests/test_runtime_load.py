@@ -34,7 +34,11 @@ def test_every_runtime_gives_the_reference_output_through_one_interface(kind, op
     by_name = session.run(dict(zip(session.input_names, vectors[0], strict=True)))["noise_pred"]
     assert torch.equal(by_name, produced["noise_pred"])
     reference = load_reference(artifact(kind))
+    grad_enabled = []
+    reference.wrapper.register_forward_pre_hook(lambda module, args: grad_enabled.append(torch.is_grad_enabled()))
     assert torch.allclose(reference(*vectors[0]), stored["noise_pred"][0], atol=1e-6)
+    # Without autograd: with it a forward keeps every activation for a backward that never comes.
+    assert grad_enabled == [False]
 
 
 def test_a_file_changed_after_export_is_refused(tmp_path):
