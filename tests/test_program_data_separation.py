@@ -134,7 +134,7 @@ def test_methods_folding_constants_each_read_their_own(tmp_path):
     from edit_mobile.export.backends import executorch_program
 
     edge, inputs = lower_two_tables(lambda programs, partitioners: executorch_program.lower_methods(
-        programs, partitioners, external_weights=True)[0])
+        programs, partitioners, external_weights=True, folded=tuple(programs))[0])
     files = executorch_program.write_program(executorch_program.to_executorch(edge, external_weights=True),
                                              tmp_path, external_weights=True)
     program = Runtime.get().load_program(tmp_path / files["program"], data_path=tmp_path / files["weights"])

@@ -125,7 +125,9 @@ def lower_methods(
     """Several methods lowered into one program (with every weight outside it, in model.ptd, if
     `external_weights`): methods holding the same weights (a denoiser at several resolutions)
     store them once. The methods named in `folded` have their constant-only subgraphs folded."""
-    folds = {name: [FoldConstantSubgraphs(method=name)] for name in folded}
+    # Every method named: ExecuTorch deep-copies the methods a pass dict leaves out, and fails on
+    # an empty dict.
+    folds = {name: [FoldConstantSubgraphs(method=name)] if name in folded else [] for name in programs}
     edge = _lower_programs(programs, partitioners, external_weights, transform_passes=folds)
     if external_weights:
         check_shared_constant_names(edge)
