@@ -243,23 +243,9 @@ def validate(
     manifest = read_manifest(art_dir)
     threshold = psnr_threshold(manifest.precision, manifest.quantization, quantized_floor_db)
     tick = progress or (lambda message: None)
-    notes: list[str] = []
     reference = load_reference(manifest, threads=threads)
     vectors, stored = load_test_vectors(manifest) if manifest.has(TEST_VECTORS_ROLE) else ([], {})
-    if not vectors:
-        notes.append("no test vectors in the manifest")
-    if manifest.quantization and calibration is None:
-        notes.append("a quantized artifact is judged on held-out calibration inputs: pass --calibration DIR; "
-                     "without it the verdict uses the test vectors and random inputs")
-    input_sets = [("test_vectors", vectors)] if vectors else []
-    if samples and calibration is not None:
-        # A quantized artifact is judged on at least as many held-out records as export measured.
-        count = max(samples, int((manifest.quantization or {}).get("heldout_records") or 0) // manifest.batch)
-        input_sets.append(("heldout", heldout_inputs(manifest, calibration, count)))
-    elif samples:
-        input_sets.append(("random", random_inputs(manifest, reference, samples)))
-    if not input_sets:
-        raise UserError(f"nothing to compare: {manifest.root.name} has no test vectors and --samples is 0; pass --samples N")
+    input_sets, notes = _input_sets(manifest, reference, vectors, samples, calibration)
     first = input_sets[0][1][0]
     # The reference runs first and goes before the artifact loads, unless a later comparison
     # needs it: a real-size model cannot hold both (SD3.5-Medium: 9.2 GiB beside its program).
@@ -295,6 +281,25 @@ def validate(
 
         report.images = compare_images(manifest, session, reference, images, **(image_options or {}))
     return report
+
+
+def _input_sets(manifest: Manifest, reference: Session, vectors, samples: int, calibration):
+    """[(source, inputs)] to compare on: the test vectors, then held-out records (or seeded
+    random inputs); and the notes on what is missing."""
+    notes = [] if vectors else ["no test vectors in the manifest"]
+    if manifest.quantization and calibration is None:
+        notes.append("a quantized artifact is judged on held-out calibration inputs: pass --calibration DIR; "
+                     "without it the verdict uses the test vectors and random inputs")
+    input_sets = [("test_vectors", vectors)] if vectors else []
+    if samples and calibration is not None:
+        # A quantized artifact is judged on at least as many held-out records as export measured.
+        count = max(samples, int((manifest.quantization or {}).get("heldout_records") or 0) // manifest.batch)
+        input_sets.append(("heldout", heldout_inputs(manifest, calibration, count)))
+    elif samples:
+        input_sets.append(("random", random_inputs(manifest, reference, samples)))
+    if not input_sets:
+        raise UserError(f"nothing to compare: {manifest.root.name} has no test vectors and --samples is 0; pass --samples N")
+    return input_sets, notes
 
 
 def _check_calibration_identity(manifest: Manifest, calibration_dir, report: ValidationReport) -> None:
