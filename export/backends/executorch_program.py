@@ -41,23 +41,16 @@ class FoldConstantSubgraphs(ExportedProgramPassBase):
     portable kernels at every step, between delegate calls. Vulkan's partitioner made it a
     partition with no runtime input, which Vulkan's FuseBatchNormPass retraced under a fresh
     FakeTensorMode and the pass manager rejected ("fake mode ... doesn't match"). Folded, the
-    table is one constant. Several methods in one program: each method's pass is given the
-    method's name, and its folded constants are named in it (see `qualify_constant_names`).
+    table is one constant. Several methods in one program: QualifyConstantNames after it.
     """
 
-    def __init__(self, method: str | None = None) -> None:
-        super().__init__()
-        self.method = method
-
     def call(self, exported_program) -> ExportedProgramPassResult:
-        folded = constant_prop_pass(exported_program)
-        if self.method is not None:
-            qualify_constant_names(folded, self.method)
-        return ExportedProgramPassResult(folded, True)
+        return ExportedProgramPassResult(constant_prop_pass(exported_program), True)
 
 
-def qualify_constant_names(exported: torch.export.ExportedProgram, method: str) -> None:
-    """Prefix the program's lifted constants with its method's name.
+class QualifyConstantNames(ExportedProgramPassBase):
+    """Prefix a method's lifted constants with the method's name (every method of a
+    multi-method program runs it, after any pass that adds constants).
 
     In model.ptd ExecuTorch files a constant no delegate took under its name, one name a
     program: when two methods hold different constants under one name (constant_prop_pass names
@@ -65,17 +58,23 @@ def qualify_constant_names(exported: torch.export.ExportedProgram, method: str) 
     silently answers for both. The first to load the other's then fails (error 0x24, invalid
     external data) or, same dtype and shape, computes with the wrong numbers. Parameters keep
     their module names: under one name they are one weight, stored once."""
-    signature = exported.graph_signature
-    for spec in signature.input_specs:
-        if spec.kind == InputKind.CONSTANT_TENSOR and not spec.target.startswith(f"{method}."):
-            qualified = f"{method}.{spec.target}"
-            exported.constants[qualified] = exported.constants.pop(spec.target)
-            spec.target = qualified
+
+    def __init__(self, method: str) -> None:
+        super().__init__()
+        self.method = method
+
+    def call(self, exported_program) -> ExportedProgramPassResult:
+        for spec in exported_program.graph_signature.input_specs:
+            if spec.kind == InputKind.CONSTANT_TENSOR:
+                qualified = f"{self.method}.{spec.target}"
+                exported_program.constants[qualified] = exported_program.constants.pop(spec.target)
+                spec.target = qualified
+        return ExportedProgramPassResult(exported_program, True)
 
 
 def check_shared_constant_names(edge: EdgeProgramManager) -> None:
     """Refuse a program whose methods hold different weights under one name in model.ptd (see
-    `qualify_constant_names`): the file would keep only one of them."""
+    `QualifyConstantNames`): the file would keep only one of them."""
     seen: dict[str, torch.Tensor] = {}
     for method in edge.methods:
         for name, tensor in external_constants(edge.exported_program(method)).items():
@@ -83,7 +82,7 @@ def check_shared_constant_names(edge: EdgeProgramManager) -> None:
             if other is not tensor and not (other.shape == tensor.shape and other.dtype == tensor.dtype
                                              and torch.equal(other, tensor)):
                 raise ValueError(f"methods hold different weights named {name!r} in model.ptd, which keeps "
-                                 "one (name each method's constants apart: qualify_constant_names)")
+                                 "one (name each method's constants apart: QualifyConstantNames)")
 
 
 def external_constants(exported: torch.export.ExportedProgram) -> dict[str, torch.Tensor]:
@@ -124,11 +123,12 @@ def lower_methods(
 ) -> tuple[EdgeProgramManager, dict[str, DelegationCoverage]]:
     """Several methods lowered into one program (with every weight outside it, in model.ptd, if
     `external_weights`): methods holding the same weights (a denoiser at several resolutions)
-    store them once. The methods named in `folded` have their constant-only subgraphs folded."""
-    # Every method named: ExecuTorch deep-copies the methods a pass dict leaves out, and fails on
-    # an empty dict.
-    folds = {name: [FoldConstantSubgraphs(method=name)] if name in folded else [] for name in programs}
-    edge = _lower_programs(programs, partitioners, external_weights, transform_passes=folds)
+    store them once. The methods named in `folded` have their constant-only subgraphs folded;
+    every method's constants are named in the method."""
+    # Every method named: ExecuTorch deep-copies the methods a pass dict leaves out.
+    passes = {name: [*([FoldConstantSubgraphs()] if name in folded else []), QualifyConstantNames(name)]
+              for name in programs}
+    edge = _lower_programs(programs, partitioners, external_weights, transform_passes=passes)
     if external_weights:
         check_shared_constant_names(edge)
     return edge, {name: delegation_coverage(edge.exported_program(name).graph_module) for name in programs}
