@@ -46,7 +46,7 @@ def profile_pipeline(art_dir: str | os.PathLike, iters: int = 20, warmup: int = 
         "artifact": str(art_dir), "description": manifest.describe(), "runtime": artifact.methods.runtime,
         "threads": threads, "iters": iters, "warmup": warmup, "load_ms": load_ms, "methods": methods,
         "image_ms": image_estimate(artifact.spec, methods),
-        "memory": {"rss_before_load_mb": rss_before, "peak_rss_mb": peak_rss_mb(), "peak_is_since_load": resettable},
+        "memory": {"rss_before_load_mb": rss_before, "peak_rss_mb": peak_rss_mb(rss_before), "peak_is_since_load": resettable},
         "program_bytes": sum(entry.path.stat().st_size for entry in artifact.methods.entries),
     }
 

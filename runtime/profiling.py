@@ -135,13 +135,15 @@ def rss_mb() -> float | None:
     return None if kib is None else kib / 1024
 
 
-def peak_rss_mb() -> float | None:
+def peak_rss_mb(*samples: float | None) -> float | None:
+    """The kernel's peak-RSS mark, never below a sample taken since its reset: the kernel syncs
+    per-thread RSS counters lazily, so VmHWM can trail a fresh VmRSS read by a few pages."""
     kib = _status_kib("VmHWM")
     if kib is None:
         import resource
 
         kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024
+    return max([kib / 1024, *(sample for sample in (*samples, rss_mb()) if sample is not None)])
 
 
 # --- inputs and timing -----------------------------------------------------------------------
@@ -222,7 +224,7 @@ def profile(art_dir: str | os.PathLike, iters: int = 20, warmup: int = 3, thread
         "memory": {
             "rss_before_load_mb": rss_before,
             "rss_after_load_mb": rss_loaded,
-            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(rss_before, rss_loaded),
             "peak_is_since_load": resettable,
             **session.planned_memory(),
         },
