@@ -12,10 +12,14 @@ and threads, so ExecuTorch/eager and EDiT/teacher ratios are measured side by si
 the median latency per step, the ratios, the GEMM-bound rate (model FLOPs / time, and its
 share of this machine's torch fp32 GEMM rate measured in the same run), planned activation
 memory (ExecuTorch memory planning) and the peak resident memory each run adds; writes a PNG
-of latency vs tokens and a JSON of every number.
+of latency vs tokens and a JSON of every number. `--onnx` adds each model in onnxruntime's CPU
+EP (the project's ONNX export) to the same rounds; `--int8 SCHEME` adds each model quantized
+(ExecuTorch XNNPACK, and onnxruntime with --onnx), so int8 EDiT vs int8 teacher and int8 vs fp32
+are measured side by side too.
 
     python bench/export_latency.py [--family pixart|sd3] [--layers 2] [--resolutions 256,512,1024,2048]
                                    [--models teacher,edit,edit-g8] [--passes ...] [--base-passes ...]
+                                   [--onnx] [--int8 int8-dynamic]
 
 Other agents may share the cores: the load average is printed before and after; trust
 ratios from one run, not absolute times across runs.
@@ -55,6 +59,7 @@ class Row:
     model: str  # "teacher" | "edit" | "edit-gG"
     resolution: int  # pixels per side
     tokens: int  # image tokens
+    precision: str  # "fp32" or the int8 scheme of --int8 (eager runs only fp32)
     gflop: float | None = None  # model FLOPs per step (torch FlopCounterMode)
     eager_ms: float | None = None
     executorch_ms: float | None = None
@@ -208,7 +213,10 @@ def lower_xnnpack(exported):
 
     from edit_mobile.export.backends import executorch_program
 
-    edge, coverage = executorch_program.lower(exported, [XnnpackPartitioner()])
+    # As the xnnpack backend lowers: constant-only subgraphs (SD3's crop of its 384x384 position
+    # table) folded, so the program holds the crop, not the 0.9 GB table.
+    edge, coverage = executorch_program.lower(exported, [XnnpackPartitioner()],
+                                              transform_passes=[executorch_program.FoldConstantSubgraphs()])
     return executorch_program.to_executorch(edge), coverage
 
 
@@ -222,7 +230,7 @@ class Contender:
     """One model at one resolution, ready to time: eager module and (if lowered) its program."""
 
     row: Row
-    run_eager: Callable[[], torch.Tensor]
+    run_eager: Callable[[], torch.Tensor] | None
     run_executorch: Callable[[], torch.Tensor] | None = None
     run_onnx: Callable[[], object] | None = None
 
@@ -232,7 +240,7 @@ def prepare(name: str, model, resolution: int, passes: list[str], folder: Path, 
     signature = TransformerSignature.of(model, resolution, resolution)
     inputs = signature.example_inputs(seed=0)
     tokens = (resolution // 8 // model.config.patch_size) ** 2
-    row = Row(name, resolution, tokens, passes=list(passes))
+    row = Row(name, resolution, tokens, "fp32", passes=list(passes))
     row.gflop = count_step_flops(model, signature).total / 1e9
     eager = DenoiserWrapper(model).eval()
 
@@ -269,13 +277,46 @@ def prepare(name: str, model, resolution: int, passes: list[str], folder: Path, 
     return contender
 
 
-def onnx_runner(model, inputs, signature, folder: Path) -> Callable[[], object]:
-    """The model as `edit-mobile export --backend onnx` writes it (the onnx default passes), in an
+def prepare_int8(name: str, model, resolution: int, passes: list[str], folder: Path, args) -> Contender:
+    """The same model quantized with the project's XNNPACK scheme (and, with --onnx, onnxruntime's
+    quantizer), calibrated on the one example input: timing only, the output is compared loosely."""
+    from edit_mobile.export.quantization.xnnpack import quantize_for_xnnpack
+
+    signature = TransformerSignature.of(model, resolution, resolution)
+    inputs = signature.example_inputs(seed=0)
+    tokens = (resolution // 8 // model.config.patch_size) ** 2
+    row = Row(name, resolution, tokens, args.int8, passes=list(passes))
+    row.gflop = count_step_flops(model, signature).total / 1e9
+    rewritten = DenoiserWrapper(apply_passes(copy.deepcopy(model), passes)).eval()
+    with torch.no_grad():
+        reference = rewritten(*inputs)
+        quantized, _ = quantize_for_xnnpack(torch.export.export(rewritten, inputs, strict=False), args.int8,
+                                            [inputs], progress=False)
+        program, coverage = lower_xnnpack(quantized)
+    row.planned_xnnpack_mib = planned_mib(program)
+    row.ops_delegated = f"{coverage.ops_delegated}/{coverage.ops_total}"
+    path = folder / f"{name}-{resolution}-{args.int8}.pte"
+    path.write_bytes(program.buffer)
+    del program, quantized, rewritten
+    gc.collect()
+    contender = Contender(row, None, executorch_runner(path, inputs))
+    row.max_abs_diff = float((contender.run_executorch() - reference).abs().max())
+    row.executorch_peak_mib = executorch_run_memory_mib(path, inputs)
+    if args.onnx:
+        contender.run_onnx = onnx_runner(model, inputs, signature, folder / f"{name}-{resolution}-{args.int8}-onnx",
+                                         scheme=args.int8)
+    return contender
+
+
+def onnx_runner(model, inputs, signature, folder: Path, scheme: str | None = None) -> Callable[[], object]:
+    """The model as `edit-mobile export --backend onnx [--quantize SCHEME]` writes it (the onnx
+    default passes; int8-static is QDQ, int8-dynamic ORT's dynamic MatMulInteger), in an
     onnxruntime CPU session with as many intra-op threads as torch uses."""
     import onnxruntime as ort
 
     from edit_mobile.export.backends.base import LoweringJob
     from edit_mobile.export.backends.onnx import BACKEND as ONNX
+    from edit_mobile.export.quantization.onnx import quantize_onnx
 
     folder.mkdir()
     rewritten = DenoiserWrapper(apply_passes(copy.deepcopy(model), default_passes("onnx"))).eval()
@@ -284,6 +325,9 @@ def onnx_runner(model, inputs, signature, folder: Path) -> Callable[[], object]:
         reference = (rewritten(*inputs),)
     names = [spec.name for spec in signature.inputs]
     result = ONNX.lower(LoweringJob(exported, inputs, reference, names, ["noise_pred"], "fp32"), folder)
+    if scheme:
+        program = folder / result.files["program"]
+        quantize_onnx(program, program, scheme, names, calibration_inputs=[inputs])
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(folder / result.files["program"]), options, providers=["CPUExecutionProvider"])
@@ -303,7 +347,8 @@ def time_round_robin(contenders: list[Contender], args) -> None:
     resolution (ExecuTorch/eager and EDiT/teacher) are taken under the same machine load."""
     runs = []
     for c in contenders:
-        runs.append((c.row.eager_runs_ms, c.run_eager))
+        if c.run_eager:
+            runs.append((c.row.eager_runs_ms, c.run_eager))
         if c.run_executorch:
             runs.append((c.row.executorch_runs_ms, c.run_executorch))
         if c.run_onnx:
@@ -314,7 +359,8 @@ def time_round_robin(contenders: list[Contender], args) -> None:
         for samples, run in runs:
             samples.append(timed(run))
     for c in contenders:
-        c.row.eager_ms = statistics.median(c.row.eager_runs_ms)
+        if c.row.eager_runs_ms:
+            c.row.eager_ms = statistics.median(c.row.eager_runs_ms)
         if c.row.executorch_runs_ms:
             c.row.executorch_ms = statistics.median(c.row.executorch_runs_ms)
         if c.row.onnx_runs_ms:
@@ -327,10 +373,14 @@ def measure_resolution(resolution: int, names: list[str], passes: list[str], arg
         contenders = []
         for name in names:
             chosen = args.base_passes if name.endswith(BASE_SUFFIX) else passes
-            contenders.append(prepare(name, models.pop(name), resolution, chosen, Path(folder), args))
-            row = contenders[-1].row
-            tqdm.write(f"  {resolution} px {name}: {row.gflop:.0f} GFLOP, delegated ops {row.ops_delegated or '-'} "
-                       f"{row.note}")
+            model = models.pop(name)
+            contenders.append(prepare(name, model, resolution, chosen, Path(folder), args))
+            if args.int8 and contenders[-1].run_executorch:  # skipped fp32 (attention scores): skip int8 too
+                contenders.append(prepare_int8(name, model, resolution, chosen, Path(folder), args))
+            del model
+            for row in (c.row for c in contenders if c.row.model == name):
+                tqdm.write(f"  {resolution} px {name} {row.precision}: {row.gflop:.0f} GFLOP, "
+                           f"delegated ops {row.ops_delegated or '-'} {row.note}")
         time_round_robin(contenders, args)
     return [c.row for c in contenders]
 
@@ -364,7 +414,7 @@ def print_table(rows: list[Row], peak_gflops: float) -> None:
     print("\nPer denoising step (median ms); ET = ExecuTorch XNNPACK program; "
           f"% peak = model GFLOP/s over the torch GEMM rate ({peak_gflops:.0f} GFLOP/s)")
     print(
-        f"{'px':>5} {'tokens':>6} {'model':>12} {'GFLOP':>6} {'eager':>8} {'ET':>8} {'ET/eager':>8} "
+        f"{'px':>5} {'tokens':>6} {'model':>12} {'precision':>12} {'GFLOP':>6} {'eager':>8} {'ET':>8} {'ET/eager':>8} "
         f"{'% peak (eager|ET)':>18} {'planned MiB (xnn|portable)':>27} {'run MiB (eager|ET)':>20} "
         f"{'deleg.':>8} {'maxdiff':>8} {'ORT':>8} {'ET/ORT':>7} reps"
     )
@@ -372,14 +422,14 @@ def print_table(rows: list[Row], peak_gflops: float) -> None:
         share = {runtime: fmt(r.gflops(runtime) and 100 * r.gflops(runtime) / peak_gflops)
                  for runtime in ("eager", "executorch")}
         print(
-            f"{r.resolution:>5} {r.tokens:>6} {r.model:>12} {fmt(r.gflop):>6} {fmt(r.eager_ms):>8} "
+            f"{r.resolution:>5} {r.tokens:>6} {r.model:>12} {r.precision:>12} {fmt(r.gflop):>6} {fmt(r.eager_ms):>8} "
             f"{fmt(r.executorch_ms):>8} {fmt(r.executorch_over_eager, '.2f'):>8} "
             f"{share['eager']:>8} | {share['executorch']:>7} "
             f"{fmt(r.planned_xnnpack_mib, '.1f'):>12} | {fmt(r.planned_portable_mib, '.0f'):>12} "
             f"{fmt(r.eager_peak_mib):>9} | {fmt(r.executorch_peak_mib):>8} {r.ops_delegated or '-':>8} "
             f"{fmt(r.max_abs_diff, '.1e'):>8} {fmt(r.onnx_ms):>8} "
             f"{fmt(r.executorch_ms / r.onnx_ms if r.executorch_ms and r.onnx_ms else None, '.2f'):>7} "
-            f"{len(r.eager_runs_ms)} {r.note}"
+            f"{len(r.executorch_runs_ms or r.eager_runs_ms)} {r.note}"
         )
     print_speedups(rows)
 
@@ -387,21 +437,31 @@ def print_table(rows: list[Row], peak_gflops: float) -> None:
 def print_speedups(rows: list[Row]) -> None:
     print("\nEDiT vs teacher, same timing rounds (speed-up = teacher time / EDiT time; memory = EDiT / teacher)")
     print("deployed x = the teacher's faster runtime (ExecuTorch, or eager where ExecuTorch was skipped) / EDiT in ExecuTorch")
-    print(f"{'px':>5} {'model':>12} {'eager x':>8} {'ET x':>8} {'deployed x':>11} {'planned mem (portable)':>23} {'ET run mem':>11}")
-    by_key = {(r.resolution, r.model): r for r in rows}
+    print(f"{'px':>5} {'model':>12} {'precision':>12} {'eager x':>8} {'ET x':>8} {'deployed x':>11} {'ORT x':>7} "
+          f"{'planned mem (portable)':>23} {'ET run mem':>11}")
+    by_key = {(r.resolution, r.model, r.precision): r for r in rows}
     ratio = lambda a, b: a / b if a and b else None  # noqa: E731
     for r in rows:
-        teacher = by_key.get((r.resolution, "teacher"))
+        teacher = by_key.get((r.resolution, "teacher", r.precision))
         if r.model == "teacher" or teacher is None:
             continue
-        best_teacher = min(ms for ms in (teacher.eager_ms, teacher.executorch_ms) if ms)
+        best_teacher = min((ms for ms in (teacher.eager_ms, teacher.executorch_ms) if ms), default=None)
         print(
-            f"{r.resolution:>5} {r.model:>12} {fmt(ratio(teacher.eager_ms, r.eager_ms), '.2f'):>8} "
+            f"{r.resolution:>5} {r.model:>12} {r.precision:>12} {fmt(ratio(teacher.eager_ms, r.eager_ms), '.2f'):>8} "
             f"{fmt(ratio(teacher.executorch_ms, r.executorch_ms), '.2f'):>8} "
-            f"{fmt(ratio(best_teacher, r.executorch_ms), '.2f'):>11} "
+            f"{fmt(ratio(best_teacher, r.executorch_ms), '.2f'):>11} {fmt(ratio(teacher.onnx_ms, r.onnx_ms), '.2f'):>7} "
             f"{fmt(ratio(r.planned_portable_mib, teacher.planned_portable_mib), '.3f'):>23} "
             f"{fmt(ratio(r.executorch_peak_mib, teacher.executorch_peak_mib), '.3f'):>11}"
         )
+    quantized = [r for r in rows if r.precision != "fp32"]
+    if quantized:
+        print("\nint8 vs fp32, same rounds (speed-up = fp32 time / int8 time)")
+        print(f"{'px':>5} {'model':>12} {'precision':>12} {'ET x':>8} {'ORT x':>7} {'maxdiff':>8}")
+        for r in quantized:
+            fp32 = by_key[(r.resolution, r.model, "fp32")]
+            print(f"{r.resolution:>5} {r.model:>12} {r.precision:>12} "
+                  f"{fmt(ratio(fp32.executorch_ms, r.executorch_ms), '.2f'):>8} "
+                  f"{fmt(ratio(fp32.onnx_ms, r.onnx_ms), '.2f'):>7} {fmt(r.max_abs_diff, '.1e'):>8}")
 
 
 def label_of(model: str, family: str = "pixart") -> str:
@@ -421,20 +481,27 @@ def plot(rows: list[Row], path: Path, layers: int, family: str) -> None:
 
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
     models = list(dict.fromkeys(r.model for r in rows))
+    precisions = list(dict.fromkeys(r.precision for r in rows))
+    lines = [("eager", "fp32", "--", "PyTorch eager"), ("executorch", "fp32", "-", "ExecuTorch XNNPACK"),
+             ("onnx", "fp32", ":", "onnxruntime CPU")]
+    lines += [(runtime, p, "-." if runtime == "executorch" else (0, (1, 3)), f"{where} {p}")
+              for p in precisions if p != "fp32"
+              for runtime, where in (("executorch", "ExecuTorch XNNPACK"), ("onnx", "onnxruntime CPU"))]
     for index, model in enumerate(models):
-        for runtime, style in (("eager", "--"), ("executorch", "-")):
-            points = [(r.tokens, getattr(r, f"{runtime}_ms")) for r in rows if r.model == model]
+        for runtime, precision, style, where in lines:
+            points = [(r.tokens, getattr(r, f"{runtime}_ms")) for r in rows
+                      if r.model == model and r.precision == precision]
             points = [(t, ms) for t, ms in points if ms]
             if points:
-                where = "ExecuTorch XNNPACK" if runtime == "executorch" else "PyTorch eager"
-                axis.plot(*zip(*points, strict=True), f"C{index}{style}", marker="o",
+                axis.plot(*zip(*points, strict=True), color=f"C{index}", linestyle=style, marker="o",
                           label=f"{label_of(model, family)} - {where}")
     axis.set_xscale("log", base=2)
     axis.set_yscale("log")
     axis.set_xlabel("image tokens (256 px = 256 ... 2048 px = 16384)")
     axis.set_ylabel("ms per denoising step (median)")
     clock = "on-CPU time" if CLOCK is time.thread_time else "wall time"
-    axis.set_title(f"{FAMILIES[family][2].split(' (')[0]}, {layers} layer(s), fp32, {torch.get_num_threads()} thread(s), {clock}",
+    axis.set_title(f"{FAMILIES[family][2].split(' (')[0]}, {layers} layer(s), {', '.join(precisions)}, "
+                   f"{torch.get_num_threads()} thread(s), {clock}",
                    fontsize=10)
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)
@@ -466,6 +533,9 @@ def main() -> None:
                         help="with --threads 1: time on-CPU time of the calling thread, robust to other load")
     parser.add_argument("--onnx", action="store_true",
                         help="also export each model to ONNX and time it in onnxruntime's CPU EP in the same rounds")
+    parser.add_argument("--int8", choices=("int8-dynamic", "int8-static"), default=None,
+                        help="also time each model quantized with this scheme (ExecuTorch XNNPACK, and onnxruntime "
+                             "with --onnx), calibrated on the example input, in the same rounds")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -488,7 +558,8 @@ def main() -> None:
     resolutions = [int(r) for r in args.resolutions.split(",")]
     models = args.models.split(",")
     _, _, described, real_layers = FAMILIES[args.family]
-    print(f"{described} with {args.layers} layers (the real model has {real_layers}), random weights, fp32, batch 1")
+    print(f"{described} with {args.layers} layers (the real model has {real_layers}), random weights, "
+          f"fp32{' and ' + args.int8 if args.int8 else ''}, batch 1")
     print(f"CPU: {cpu_name()}")
     print(f"threads: torch {torch.get_num_threads()}, ExecuTorch threadpool "
           f"{portable_lib._threadpool_get_thread_count()}; passes: {','.join(passes) or 'none'}; "
@@ -508,7 +579,7 @@ def main() -> None:
     print(f"load average at end: {load_at_end}")
     print_table(rows, peak)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"export_latency_{'' if args.family == 'pixart' else args.family + '_'}{torch.get_num_threads()}t{'_cpu' if args.cpu_time else ''}{'' if passes else '_nopasses'}"
+    stem = f"export_latency_{'' if args.family == 'pixart' else args.family + '_'}{torch.get_num_threads()}t{'_cpu' if args.cpu_time else ''}{'' if passes else '_nopasses'}{'_' + args.int8 if args.int8 else ''}"
     png = args.out / f"{stem}.png"
     plot(rows, png, args.layers, args.family)
     report = {"family": args.family, "layers": args.layers, "passes": passes, "threads": torch.get_num_threads(),
