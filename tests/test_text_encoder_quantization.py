@@ -25,7 +25,7 @@ def encoder():
     return SD3TextEncoder.random(joint_dim=64, pooled_dim=32, t5_tokens=16)
 
 
-# int4-weight's Linears lower as the denoiser's int4-weight does (tested with it): its record only.
+# int4-weight's Linears go through the denoiser's int4-weight path (test_quantization_xnnpack): its record only.
 @pytest.mark.parametrize(("scheme", "run"), [("int8-dynamic", True), ("int4-weight", False)])
 def test_a_quantized_text_encoder_runs_in_executorch_near_its_recorded_psnr(encoder, scheme, run):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner

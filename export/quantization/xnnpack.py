@@ -157,14 +157,18 @@ def _int4_weight(denoiser: torch.nn.Module, exported, example_inputs: Inputs, fl
 
 def dynamic_int_linears(module: torch.nn.Module, example_inputs: Inputs, weight_dtype: torch.dtype,
                         group: int | None, take) -> tuple[torch.export.ExportedProgram, torch.nn.Module]:
-    """A copy of the eager `module` whose Linears chosen by `take(module, name)` hold int weights
+    """A copy of the eager `module` (sharing its float tensors) whose Linears chosen by `take(module, name)` hold int weights
     (in groups of `group`, or one scale an output channel for None) with dynamic int8
     activations (torchao; XNNPACK's qd8 GEMMs), re-exported. (program, quantized module)."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
     from torchao.utils import unwrap_tensor_subclass
 
-    quantized = copy.deepcopy(module).eval()
+    # A copy of the module tree holding the same tensors: torchao sets each chosen Linear's new
+    # weight on the copy, so the caller's float model is untouched and not held twice (10 GB for
+    # SD3.5-Medium).
+    shared = {id(tensor): tensor for tensor in (*module.parameters(), *module.buffers())}
+    quantized = copy.deepcopy(module, shared).eval()
     config = Int8DynamicActivationIntxWeightConfig(weight_dtype=weight_dtype,
                                                    weight_granularity=PerGroup(group) if group else PerAxis(0))
     with torch.no_grad():
