@@ -186,3 +186,11 @@ def test_int4_weight_quantizes_a_copy_that_shares_the_float_weights(trained):
     with torch.no_grad():
         expected = program.module()(*inputs)
     assert psnr_db(expected, method.execute(list(inputs))[0]) > 40.0
+    # Only weights carry ranges (activations are quantized per call): no calibration set needed.
+    from edit_mobile.export.quantization import quantize_program
+    from edit_mobile.models import TransformerSignature
+
+    signature = TransformerSignature.of(denoiser.model)
+    _, record = quantize_program(exported, backend="xnnpack", scheme="int4-weight", calibration=None,
+                                 signature=signature, denoiser=denoiser, progress=False)
+    assert record["scheme"] == "int4-weight"

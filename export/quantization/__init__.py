@@ -103,7 +103,7 @@ def quantize_program(exported, *, backend: str, scheme: str, calibration, signat
     check_scheme(backend, scheme)
     if any(value.dtype == torch.float16 for value in exported.state_dict.values()):
         raise UserError("quantization starts from the float32 program: export without --precision fp16")
-    calibrated = scheme not in ("int8-dynamic", "int8-weight", "palettize-6bit", "palettize-4bit")
+    calibrated = scheme not in ("int8-dynamic", "int4-weight", "int8-weight", "palettize-6bit", "palettize-4bit")
     if scheme in LOWERED_SCHEMES.get(backend, ()):
         if min_psnr is not None:
             raise UserError(f"--min-psnr searches float layers for xnnpack int8 schemes, not {backend} {scheme}")
