@@ -305,6 +305,8 @@ def lower(plan: ExportPlan, job: LoweringJob, quantization: dict | None, staging
                 calibration=plan.calibration_set, signature=plan.signature, record=quantization,
             )
             result = plan.backend.program_rewritten(result, staging)
+    with lowering_stage(name, "finishing the program", log_path):
+        result = plan.backend.finish(result, staging, job.options)
     return result, quantization
 
 

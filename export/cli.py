@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edit_mobile import cli_args
 from edit_mobile.errors import UserError
+from edit_mobile.export.backends.coreml import COREML_CHUNK_MB
 from edit_mobile.export.manifest import BACKENDS, PRECISIONS
 from edit_mobile.export.quantization import schemes_help
 
@@ -56,6 +57,10 @@ def register(subparsers) -> None:
                         help="with --quantize: layers to keep float (names from `edit-mobile sensitivity`)")
     parser.add_argument("--coreml-target", default=None, metavar="TARGET",
                         help="Core ML minimum deployment target, e.g. iOS17 (default), iOS18, macOS14")
+    parser.add_argument("--coreml-chunk-mb", type=float, default=None, metavar="MB",
+                        help="coreml: split a package with more than MB megabytes of weights into a Core ML "
+                             "pipeline of chunks of at most MB each (coremltools' bisect_model), as Apple does for "
+                             f"the Neural Engine (default {COREML_CHUNK_MB:g}; 0: never)")
     parser.add_argument("--onnx-opset", type=cli_args.int_range(18, 23, what="an ONNX opset"),
                         default=None, help="ONNX opset, 18 to 23 (default 18)")
     parser.add_argument("--ort", action="store_true", help="onnx: also write model.ort (ORT Mobile) and its required_operators.config (minimal build)")
@@ -83,6 +88,9 @@ def run_pipeline_export(args: argparse.Namespace) -> int:
     from edit_mobile.export.backends import get_backend
     from edit_mobile.export.pipeline import PipelineRequest, export_pipeline
 
+    if args.coreml_chunk_mb is not None:
+        raise UserError("--coreml-chunk-mb splits a one-function package; --pipeline writes multifunction packages, "
+                        "which coremltools cannot split: drop one of them")
     ignored = [flag for flag, value in (("--passes", args.passes), ("--no-passes", args.no_passes),
                                         ("--ort", args.ort)) if value]
     if ignored:
@@ -114,6 +122,10 @@ def run_export(args: argparse.Namespace) -> int:
         raise UserError("several --resolution values need --pipeline; give one, or add --pipeline")
     if args.weights is not None and args.backend != "xnnpack":
         raise UserError(f"--weights applies to --backend xnnpack, not {args.backend}; drop it")
+    if args.coreml_chunk_mb is not None and args.backend != "coreml":
+        raise UserError(f"--coreml-chunk-mb applies to --backend coreml, not {args.backend}; drop it")
+    if args.coreml_chunk_mb is not None and args.coreml_chunk_mb < 0:
+        raise UserError(f"--coreml-chunk-mb {args.coreml_chunk_mb:g} is negative; give megabytes, or 0 for no chunks")
     if args.quantize is None and args.calibration is not None:
         raise UserError("--calibration is used only with --quantize SCHEME")
 
@@ -121,6 +133,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     options = {
         "coreml_target": args.coreml_target,
+        "coreml_chunk_mb": COREML_CHUNK_MB if args.coreml_chunk_mb is None else args.coreml_chunk_mb,
         "onnx_opset": args.onnx_opset,
         "ort_format": args.ort,
         "qnn_soc": args.qnn_soc,

@@ -35,6 +35,9 @@ def run_cli(argv, capsys):
         (["no-such-model", "--backend", "onnx"], "unknown model"),
         (["tiny-pixart-edit", "--backend", "vulkan", "--quantize", "int8-static"], "--quantize is available for"),
         (["tiny-pixart-edit", "--backend", "onnx", "--min-psnr", "30"], "only with --quantize"),
+        (["tiny-pixart-edit", "--backend", "onnx", "--coreml-chunk-mb", "900"], "applies to --backend coreml"),
+        (["tiny-pixart-edit", "--backend", "coreml", "--coreml-chunk-mb", "-1"], "is negative"),
+        (["tiny-pixart-edit", "--backend", "coreml", "--pipeline", "--coreml-chunk-mb", "900"], "multifunction"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(argv, message, tmp_path, capsys):

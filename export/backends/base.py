@@ -69,6 +69,11 @@ class Backend:
         redo what `lower` derived from it (determinism fixes, inspection)."""
         return result
 
+    def finish(self, result: BackendResult, out_dir: Path, options: dict[str, Any]) -> BackendResult:
+        """The last change to the written program, after any quantization of it (Core ML splits
+        a package too large for the Neural Engine into chunks here)."""
+        return result
+
 
 @contextlib.contextmanager
 def named_stage(stage: str) -> Iterator[None]:

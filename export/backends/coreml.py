@@ -9,6 +9,11 @@ apps feed the same arrays as to every other backend.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -21,6 +26,10 @@ from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob
 
 PACKAGE_DIR = "model.mlpackage"
 DEFAULT_TARGET = "iOS17"
+# Apple chunks models past about 1 GB of weights for the Neural Engine (ml-stable-diffusion's
+# --chunk-unet); a package with more becomes a Core ML pipeline of chunks of at most this.
+COREML_CHUNK_MB = 1024.0
+WEIGHTS_DIR = "Data/com.apple.CoreML/weights"
 _BUILD_DATE_KEY = "com.github.apple.coremltools.conversion_date"
 # MIL dtypes in the model description -> manifest dtype names
 _ARRAY_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32"}
@@ -93,34 +102,43 @@ def spec_io(feature_descriptions) -> list[dict[str, Any]]:
     return specs
 
 
+def ml_programs(spec) -> list:
+    """The ML program specs of a package: itself, or each chunk of a chunked pipeline."""
+    if spec.WhichOneof("Type") == "pipeline":
+        return [model for model in spec.pipeline.models if model.WhichOneof("Type") == "mlProgram"]
+    return [spec]
+
+
 def _main_block(spec):
     function = spec.mlProgram.functions["main"]
     return function.block_specializations[function.opset]
 
 
 def mil_op_types(spec) -> dict[str, int]:
-    counts = Counter(op.type for op in _main_block(spec).operations)
+    counts = Counter(op.type for program in ml_programs(spec) for op in _main_block(program).operations)
     return dict(sorted(counts.items()))
 
 
 def mil_ranks(spec) -> dict[str, int]:
     """Highest tensor rank in the program, and among matmul operands: the Neural Engine
     wants rank 4 or less (the mobile rewrite folds heads into the batch for that)."""
-    block = _main_block(spec)
-    rank = {value.name: value.type.tensorType.rank for value in spec.mlProgram.functions["main"].inputs}
-    matmul_rank = 0
-    for op in block.operations:
-        for output in op.outputs:
-            rank[output.name] = output.type.tensorType.rank
-        if op.type == "matmul":
-            for argument in ("x", "y"):
-                for binding in op.inputs[argument].arguments:
-                    matmul_rank = max(matmul_rank, rank.get(binding.name, 0))
-    return {"max_rank": max(rank.values(), default=0), "matmul_max_rank": matmul_rank}
+    max_rank, matmul_rank = 0, 0
+    for program in ml_programs(spec):
+        rank = {value.name: value.type.tensorType.rank for value in program.mlProgram.functions["main"].inputs}
+        for op in _main_block(program).operations:
+            for output in op.outputs:
+                rank[output.name] = output.type.tensorType.rank
+            if op.type == "matmul":
+                for argument in ("x", "y"):
+                    for binding in op.inputs[argument].arguments:
+                        matmul_rank = max(matmul_rank, rank.get(binding.name, 0))
+        max_rank = max(max_rank, *rank.values())
+    return {"max_rank": max_rank, "matmul_max_rank": matmul_rank}
 
 
 def inspect_package(package: Path) -> dict[str, Any]:
-    """What a Mac would report about the package, read from its spec: I/O, ops, ranks."""
+    """What a Mac would report about the package, read from its spec: I/O, ops, ranks, and the
+    weight bytes of each chunk (one entry: not chunked)."""
     import coremltools as ct
 
     spec = ct.utils.load_spec(str(package))
@@ -130,7 +148,69 @@ def inspect_package(package: Path) -> dict[str, Any]:
         "ops": mil_op_types(spec),
         **mil_ranks(spec),
         "specification_version": spec.specificationVersion,
+        "chunks": len(ml_programs(spec)),
+        "weight_bytes": weight_bytes(package),
     }
+
+
+def weight_bytes(package: Path) -> int:
+    """Bytes of the package's weight files (a chunked pipeline keeps each chunk's there too)."""
+    return sum(path.stat().st_size for path in (package / WEIGHTS_DIR).rglob("*") if path.is_file())
+
+
+def chunk_package(package: Path, limit_mb: float) -> list[int]:
+    """Split `package` in place into a Core ML pipeline of chunks holding at most `limit_mb`
+    megabytes of weights each (coremltools' bisect_model, repeated on chunks still too large;
+    the pipeline has the package's inputs and outputs, so an app loads it as before).
+    Returns the chunks' weight bytes, [] when the package fits."""
+    import coremltools as ct
+
+    limit = int(limit_mb * 1e6)
+    if limit <= 0 or weight_bytes(package) <= limit:
+        return []
+    with tempfile.TemporaryDirectory(dir=package.parent, prefix=".chunks-") as scratch:
+        chunks = _bisect_until(package, limit, Path(scratch))
+        models = [ct.models.MLModel(str(chunk), skip_model_load=True) for chunk in chunks]
+        staged = Path(scratch) / PACKAGE_DIR
+        with named_stage("coremltools make_pipeline"):
+            ct.utils.make_pipeline(*models).save(str(staged))
+        sizes = [weight_bytes(chunk) for chunk in chunks]
+        shutil.rmtree(package)
+        staged.rename(package)
+    return sizes
+
+
+def _bisect_until(package: Path, limit: int, scratch: Path) -> list[Path]:
+    size = weight_bytes(package)
+    if size <= limit:
+        return [package]
+    halves = scratch / f"{package.stem}.halves"
+    with named_stage("coremltools bisect_model"):
+        # check_output_correctness runs both halves: Core ML exists only on Apple systems.
+        ct_bisect(package, halves)
+    first, second = (halves / f"{package.stem}_chunk{index}.mlpackage" for index in (1, 2))
+    if max(weight_bytes(first), weight_bytes(second)) >= size:
+        raise UserError(f"a single Core ML weight is larger than --coreml-chunk-mb {limit / 1e6:g}; "
+                        "raise it, or pass 0 for no chunks")
+    return _bisect_until(first, limit, scratch) + _bisect_until(second, limit, scratch)
+
+
+_BISECT = """
+import sys
+from coremltools.models.utils import bisect_model
+bisect_model(sys.argv[1], sys.argv[2], merge_chunks_to_pipeline=False, check_output_correctness=False)
+"""
+
+
+def ct_bisect(package: Path, out_dir: Path) -> None:
+    """bisect_model in a child process: it orders the halves' boundary tensors by set iteration,
+    so a fixed hash seed makes the same package split into the same bytes (and the whole MIL
+    program it loads is freed when the child exits)."""
+    done = subprocess.run([sys.executable, "-c", _BISECT, str(package), str(out_dir)], capture_output=True,
+                          text=True, check=False, env={**os.environ, "PYTHONHASHSEED": "0"})
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise RuntimeError(lines[-1] if lines else f"bisect_model exited with {done.returncode}")
 
 
 def convert(job: LoweringJob, target_name: str | None):
@@ -190,6 +270,15 @@ class CoreMLBackend(Backend):
         package = out_dir / result.files["program"]
         make_package_deterministic(package)
         result.program = {**result.program, **inspect_package(package)}
+        return result
+
+    def finish(self, result: BackendResult, out_dir: Path, options: dict[str, Any]) -> BackendResult:
+        limit_mb = options.get("coreml_chunk_mb")
+        chunks = chunk_package(out_dir / result.files["program"], COREML_CHUNK_MB if limit_mb is None else limit_mb)
+        if not chunks:
+            return result
+        result = self.program_rewritten(result, out_dir)
+        result.program["chunk_weight_bytes"] = chunks
         return result
 
 
