@@ -6,8 +6,9 @@ int8-static   QDQ format (QuantizeLinear / DequantizeLinear around each quantize
               mobile (NNAPI, XNNPACK, QNN) execution providers fuse into int8 kernels.
 int8-dynamic  int8 weights, activations quantized per call (MatMulInteger); no calibration.
 
-As on XNNPACK, GEMMs on per-sample vectors (timestep / pooled embeddings, modulation) stay
-float, and `float_nodes` names more nodes to exclude.
+As on XNNPACK, int8-static keeps GEMMs on per-sample vectors (timestep / pooled embeddings,
+modulation) float; int8-dynamic quantizes them (each call's one row gets its own range), and
+`float_nodes` names more nodes to exclude.
 
 Weights are quantized to 7 bits (onnxruntime's `reduce_range`) for both schemes: on x86 CPUs
 without VNNI (AVX2, AVX-512 before VNNI) onnxruntime multiplies u8 activations by s8 weights
@@ -59,11 +60,13 @@ class RecordReader:
         self._iterator = None
 
 
-def vector_gemm_nodes(model) -> list[str]:
-    """GEMM nodes kept float: on per-sample vectors (no more rows than the batch: timestep and
-    pooled embeddings, modulation), or reductions (a constant weight with one output column:
-    the means of matmul norms). Rows, not rank: ORT's pre-processing fuses a token MatMul + Add
-    into a rank-2 Gemm on (B*N, C) rows, which is a token GEMM all the same."""
+def vector_gemm_nodes(model, dynamic: bool = False) -> list[str]:
+    """GEMM nodes kept float: reductions (a constant weight with one output column: the means of
+    matmul norms), and unless activations are `dynamic`, GEMMs on per-sample vectors (no more
+    rows than the batch: timestep and pooled embeddings, modulation), whose one static range would
+    span rows of very different scales (the rule XNNPACK's schemes follow, layers.stays_float).
+    Rows, not rank: ORT's pre-processing fuses a token MatMul + Add into a rank-2 Gemm on
+    (B*N, C) rows, which is a token GEMM all the same."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -81,7 +84,7 @@ def vector_gemm_nodes(model) -> list[str]:
         return 0 < rows <= batch
 
     return [node.name for node in inferred.graph.node
-            if node.op_type in GEMM_OPS and (per_sample(node)
+            if node.op_type in GEMM_OPS and ((per_sample(node) and not dynamic)
                                               or (node.op_type == "MatMul" and columns.get(node.input[1]) == 1))]
 
 
@@ -123,7 +126,7 @@ def quantize_onnx(
         float_copy.write_bytes(onnx_path.read_bytes())  # out_path may overwrite onnx_path
         # Shape inference and graph optimisation first, as ORT recommends for quantization.
         quant_pre_process(str(float_copy), str(prepared), skip_symbolic_shape=True)
-        vector_nodes = vector_gemm_nodes(onnx.load(str(prepared)))
+        vector_nodes = vector_gemm_nodes(onnx.load(str(prepared)), dynamic=scheme == "int8-dynamic")
         exclude = list(dict.fromkeys([*vector_nodes, *float_nodes]))
         if scheme == "int8-static":
             quantize_static(
