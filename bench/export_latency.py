@@ -330,6 +330,9 @@ def onnx_runner(model, inputs, signature, folder: Path, scheme: str | None = Non
         quantize_onnx(program, program, scheme, names, calibration_inputs=[inputs])
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
+    # No arena: it would keep each session's peak (the teacher's attention scores, GBs at 1024 px)
+    # after the run, for every session of the round at once.
+    options.enable_cpu_mem_arena = False
     session = ort.InferenceSession(str(folder / result.files["program"]), options, providers=["CPUExecutionProvider"])
     feed = {name: tensor.numpy() for name, tensor in zip(names, inputs, strict=True)}
     return lambda: session.run(None, feed)
@@ -575,19 +578,20 @@ def main() -> None:
     load_at_start = os.getloadavg()
     print(f"load average at start: {load_at_start}")
 
-    peak = gemm_peak_gflops()
-    print(f"torch fp32 GEMM rate (the MLP GEMMs at 4096 tokens, best of 5; probed again at the end): {peak:.0f} GFLOP/s")
-    rows: list[Row] = []
-    for resolution in tqdm(resolutions, desc="resolutions"):
-        rows += measure_resolution(resolution, models, passes, args)
-        gc.collect()
+    stem = f"export_latency_{'' if args.family == 'pixart' else args.family + '_'}{torch.get_num_threads()}t{'_cpu' if args.cpu_time else ''}{'' if passes else '_nopasses'}{'_' + args.int8 if args.int8 else ''}"
+    if len(resolutions) > 1:
+        rows, peak = each_resolution_apart(resolutions, args.out / "parts", stem)
+    else:
+        peak = gemm_peak_gflops()
+        print(f"torch fp32 GEMM rate (the MLP GEMMs at 4096 tokens, best of 5; probed again at the end): "
+              f"{peak:.0f} GFLOP/s")
+        rows = measure_resolution(resolutions[0], models, passes, args)
+        peak = max(peak, gemm_peak_gflops())
 
     load_at_end = os.getloadavg()
     print(f"load average at end: {load_at_end}")
-    peak = max(peak, gemm_peak_gflops())
     print_table(rows, peak)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"export_latency_{'' if args.family == 'pixart' else args.family + '_'}{torch.get_num_threads()}t{'_cpu' if args.cpu_time else ''}{'' if passes else '_nopasses'}{'_' + args.int8 if args.int8 else ''}"
     png = args.out / f"{stem}.png"
     plot(rows, png, args.layers, args.family)
     report = {"family": args.family, "layers": args.layers, "passes": passes, "threads": torch.get_num_threads(),
@@ -596,6 +600,38 @@ def main() -> None:
               "rows": [asdict(r) | {"executorch_over_eager": r.executorch_over_eager} for r in rows]}
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
     print(f"wrote {png} and {args.out / (stem + '.json')}")
+
+
+def each_resolution_apart(resolutions: list[int], parts: Path, stem: str) -> tuple[list[Row], float]:
+    """Each resolution in a child process of this script (same options): a resolution's models,
+    programs and sessions are freed before the next, and one that runs out of memory costs only
+    its own rows. Returns every child's rows and the best GEMM rate they probed."""
+    rows, peaks = [], []
+    for resolution in tqdm(resolutions, desc="resolutions"):
+        out = parts / str(resolution)
+        argv = [*_without_options(sys.argv[1:], ("--resolutions", "--out")), "--resolutions", str(resolution),
+                "--out", str(out)]
+        done = subprocess.run([sys.executable, *sys.argv[:1], *argv], check=False)
+        if done.returncode != 0:
+            print(f"{resolution} px: its process ended with {done.returncode} (-9: killed, out of memory); no rows")
+            continue
+        report = json.loads((out / f"{stem}.json").read_text())
+        fields = Row.__dataclass_fields__
+        rows += [Row(**{key: value for key, value in row.items() if key in fields}) for row in report["rows"]]
+        peaks.append(report["gemm_peak_gflops"])
+    return rows, max(peaks, default=float("nan"))
+
+
+def _without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item in names:
+            skip = True
+        elif not item.startswith(tuple(f"{name}=" for name in names)):
+            kept.append(item)
+    return kept
 
 
 if __name__ == "__main__":
