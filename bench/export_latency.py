@@ -47,6 +47,7 @@ from machine import cpu_name  # bench/machine.py, beside this script
 from tqdm import tqdm
 
 from edit_mobile.export.passes import apply_passes, default_passes
+from edit_mobile.memory import release_freed_memory
 from edit_mobile.models import PRESETS, DenoiserWrapper, TransformerSignature, to_edit, to_mm_edit
 from edit_mobile.models.flops import count_step_flops
 
@@ -384,6 +385,7 @@ def measure_resolution(resolution: int, names: list[str], passes: list[str], arg
             if args.int8 and contenders[-1].run_executorch:  # skipped fp32 (attention scores): skip int8 too
                 contenders.append(prepare_int8(name, model, resolution, chosen, Path(folder), args))
             del model
+            release_freed_memory()  # lowering's and quantization's freed heap, before the next model
             for row in (c.row for c in contenders if c.row.model == name):
                 tqdm.write(f"  {resolution} px {name} {row.precision}: {row.gflop:.0f} GFLOP, "
                            f"delegated ops {row.ops_delegated or '-'} {row.note}")
