@@ -7,8 +7,7 @@ from pathlib import Path
 
 from edit_mobile import cli_args
 from edit_mobile.errors import UserError
-from edit_mobile.export.backends.coreml import COREML_CHUNK_MB
-from edit_mobile.export.manifest import BACKENDS, PRECISIONS
+from edit_mobile.export.manifest import BACKENDS, COREML_CHUNK_MB, PRECISIONS
 from edit_mobile.export.quantization import schemes_help
 
 MODEL_HELP = "preset name (tiny-pixart, pixart-sigma-xl-1024, sd35-medium; NAME-edit for EDiT) or a local diffusers folder"

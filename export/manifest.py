@@ -21,6 +21,9 @@ PIPELINE_SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 BACKENDS = ("xnnpack", "vulkan", "coreml-pte", "qnn", "coreml", "onnx")
 PRECISIONS = ("fp32", "fp16")
+# Core ML: a package past this many MB of weights is split into chunks (Apple chunks models past
+# ~1 GB for the Neural Engine); here, not in the backend, so the command line parses without torch.
+COREML_CHUNK_MB = 1024.0
 
 # Distributions whose versions decide the bytes of an artifact.
 _TOOLS = ("torch", "executorch", "torchao", "coremltools", "onnx", "onnxruntime", "onnxscript",

@@ -23,12 +23,10 @@ import numpy as np
 
 from edit_mobile.errors import UserError
 from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob, named_stage
+from edit_mobile.export.manifest import COREML_CHUNK_MB
 
 PACKAGE_DIR = "model.mlpackage"
 DEFAULT_TARGET = "iOS17"
-# Apple chunks models past about 1 GB of weights for the Neural Engine (ml-stable-diffusion's
-# --chunk-unet); a package with more becomes a Core ML pipeline of chunks of at most this.
-COREML_CHUNK_MB = 1024.0
 WEIGHTS_DIR = "Data/com.apple.CoreML/weights"
 _BUILD_DATE_KEY = "com.github.apple.coremltools.conversion_date"
 # MIL dtypes in the model description -> manifest dtype names
