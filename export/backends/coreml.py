@@ -135,8 +135,8 @@ def mil_ranks(spec) -> dict[str, int]:
 
 
 def inspect_package(package: Path) -> dict[str, Any]:
-    """What a Mac would report about the package, read from its spec: I/O, ops, ranks, and the
-    weight bytes of each chunk (one entry: not chunked)."""
+    """What a Mac would report about the package, read from its spec: I/O, ops and ranks (over
+    every chunk of a chunked package), the number of chunks (1: not chunked), weight bytes."""
     import coremltools as ct
 
     spec = ct.utils.load_spec(str(package))
@@ -184,7 +184,6 @@ def _bisect_until(package: Path, limit: int, scratch: Path) -> list[Path]:
         return [package]
     halves = scratch / f"{package.stem}.halves"
     with named_stage("coremltools bisect_model"):
-        # check_output_correctness runs both halves: Core ML exists only on Apple systems.
         ct_bisect(package, halves)
     first, second = (halves / f"{package.stem}_chunk{index}.mlpackage" for index in (1, 2))
     if max(weight_bytes(first), weight_bytes(second)) >= size:
@@ -197,7 +196,7 @@ _BISECT = """
 import sys
 from coremltools.models.utils import bisect_model
 bisect_model(sys.argv[1], sys.argv[2], merge_chunks_to_pipeline=False, check_output_correctness=False)
-"""
+"""  # check_output_correctness would run both halves: Core ML exists only on Apple systems
 
 
 def ct_bisect(package: Path, out_dir: Path) -> None:
