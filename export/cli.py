@@ -132,7 +132,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     options = {
         "coreml_target": args.coreml_target,
-        "coreml_chunk_mb": COREML_CHUNK_MB if args.coreml_chunk_mb is None else args.coreml_chunk_mb,
+        "coreml_chunk_mb": args.coreml_chunk_mb,  # None: the backend's default
         "onnx_opset": args.onnx_opset,
         "ort_format": args.ort,
         "qnn_soc": args.qnn_soc,

@@ -54,6 +54,8 @@ SCHEMES = {
 }
 LOWERED_SCHEMES = {"coreml": ("int8-weight", "palettize-6bit", "palettize-4bit"),
                    "onnx": ("int8-static", "int8-dynamic")}
+# Schemes whose ranges come from the weights or each call, not from a calibration set.
+UNCALIBRATED_SCHEMES = ("int8-dynamic", "int4-weight", "int8-weight", "palettize-6bit", "palettize-4bit")
 # `--quantize int8`, what users type: each backend's default int8 scheme.
 INT8_ALIAS = "int8"
 DEFAULT_INT8 = {"xnnpack": "int8-static", "coreml": "int8-weight", "onnx": "int8-static"}
@@ -103,7 +105,7 @@ def quantize_program(exported, *, backend: str, scheme: str, calibration, signat
     check_scheme(backend, scheme)
     if any(value.dtype == torch.float16 for value in exported.state_dict.values()):
         raise UserError("quantization starts from the float32 program: export without --precision fp16")
-    calibrated = scheme not in ("int8-dynamic", "int4-weight", "int8-weight", "palettize-6bit", "palettize-4bit")
+    calibrated = scheme not in UNCALIBRATED_SCHEMES
     if scheme in LOWERED_SCHEMES.get(backend, ()):
         if min_psnr is not None:
             raise UserError(f"--min-psnr searches float layers for xnnpack int8 schemes, not {backend} {scheme}")
@@ -137,7 +139,7 @@ def quantize_lowered(program_path, *, backend: str, scheme: str, calibration, si
     if backend == "onnx":
         from edit_mobile.export.quantization.onnx import quantize_onnx
 
-        calib, records, heldout = load_records(calibration, signature, need=scheme == "int8-static")
+        calib, records, heldout = load_records(calibration, signature, need=scheme not in UNCALIBRATED_SCHEMES)
         result = quantize_onnx(path, path, scheme, signature.input_names, records, heldout)
     elif backend == "coreml":
         import coremltools as ct
