@@ -239,13 +239,28 @@ class Contender:
     run_onnx: Callable[[], object] | None = None
 
 
+def new_row(name: str, model, resolution: int, passes: list[str], precision: str):
+    """The example inputs and a row with the step's FLOPs, for one contender."""
+    signature = TransformerSignature.of(model, resolution, resolution)
+    tokens = (resolution // 8 // model.config.patch_size) ** 2
+    row = Row(name, resolution, tokens, precision, passes=list(passes))
+    row.gflop = count_step_flops(model, signature).total / 1e9
+    return signature, signature.example_inputs(seed=0), row
+
+
+def write_program(row: Row, program, coverage, path: Path) -> Path:
+    """Record the lowered program's plan and delegation in `row` and write it to `path` (the
+    caller drops the in-memory program, which can hold GBs, before loading the file)."""
+    row.planned_xnnpack_mib = planned_mib(program)
+    row.ops_delegated = f"{coverage.ops_delegated}/{coverage.ops_total}"
+    path.write_bytes(program.buffer)
+    return path
+
+
 def prepare(name: str, model, resolution: int, passes: list[str], folder: Path, args) -> Contender:
     """Count FLOPs, lower to XNNPACK, check outputs and measure memory; timing comes later."""
-    signature = TransformerSignature.of(model, resolution, resolution)
-    inputs = signature.example_inputs(seed=0)
-    tokens = (resolution // 8 // model.config.patch_size) ** 2
-    row = Row(name, resolution, tokens, "fp32", passes=list(passes))
-    row.gflop = count_step_flops(model, signature).total / 1e9
+    signature, inputs, row = new_row(name, model, resolution, passes, "fp32")
+    tokens = row.tokens
     eager = DenoiserWrapper(model).eval()
 
     def run_eager():
@@ -265,10 +280,7 @@ def prepare(name: str, model, resolution: int, passes: list[str], folder: Path, 
             row.eager_peak_mib = peak_added_mib(run_eager)
             return contender
         program, coverage = lower_xnnpack(torch.export.export(rewritten, inputs))
-    row.planned_xnnpack_mib = planned_mib(program)
-    row.ops_delegated = f"{coverage.ops_delegated}/{coverage.ops_total}"
-    path = folder / f"{name}-{resolution}.pte"
-    path.write_bytes(program.buffer)
+    path = write_program(row, program, coverage, folder / f"{name}-{resolution}.pte")
     del program, rewritten
     gc.collect()
     contender.run_executorch = executorch_runner(path, inputs)
@@ -286,21 +298,14 @@ def prepare_int8(name: str, model, resolution: int, passes: list[str], folder: P
     quantizer), calibrated on the one example input: timing only, the output is compared loosely."""
     from edit_mobile.export.quantization.xnnpack import quantize_for_xnnpack
 
-    signature = TransformerSignature.of(model, resolution, resolution)
-    inputs = signature.example_inputs(seed=0)
-    tokens = (resolution // 8 // model.config.patch_size) ** 2
-    row = Row(name, resolution, tokens, args.int8, passes=list(passes))
-    row.gflop = count_step_flops(model, signature).total / 1e9
+    signature, inputs, row = new_row(name, model, resolution, passes, args.int8)
     rewritten = DenoiserWrapper(apply_passes(copy.deepcopy(model), passes)).eval()
     with torch.no_grad():
         reference = rewritten(*inputs)
         quantized, _ = quantize_for_xnnpack(torch.export.export(rewritten, inputs, strict=False), args.int8,
                                             [inputs], progress=False)
         program, coverage = lower_xnnpack(quantized)
-    row.planned_xnnpack_mib = planned_mib(program)
-    row.ops_delegated = f"{coverage.ops_delegated}/{coverage.ops_total}"
-    path = folder / f"{name}-{resolution}-{args.int8}.pte"
-    path.write_bytes(program.buffer)
+    path = write_program(row, program, coverage, folder / f"{name}-{resolution}-{args.int8}.pte")
     del program, quantized, rewritten
     gc.collect()
     contender = Contender(row, None, executorch_runner(path, inputs))
