@@ -37,7 +37,7 @@ def register(subparsers) -> None:
         description="Train the EDiT student to match its teacher: task loss + output distillation + per-layer "
         "feature distillation at every swapped attention. Data: the teacher's own samples for --prompts "
         "and/or captioned --images. Runs in one process or under `torchrun --nproc_per_node N -m edit_mobile "
-        "distill ...` (DDP). Checkpoints every --checkpoint-every steps in OUT" + WORK_SUFFIX + "/; --resume "
+        "distill ...` (DDP, or FSDP2 with --shard). Checkpoints every --checkpoint-every steps in OUT" + WORK_SUFFIX + "/; --resume "
         "continues a killed run. Writes a diffusers folder every other command takes as MODEL.",
     )
     parser.add_argument("teacher", metavar="TEACHER", help=MODEL_HELP + " (the teacher)")
@@ -60,6 +60,10 @@ def register(subparsers) -> None:
     parser.add_argument("--accumulate", type=cli_args.positive_int, default=1, help="gradient accumulation steps")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (where the device has it)")
+    parser.add_argument("--shard", action="store_true",
+                        help="FSDP2: split the student's weights, gradients and optimizer state over the processes "
+                        "(one unit per transformer block) instead of a copy in each (DDP); for students that do not "
+                        "fit one device")
     parser.add_argument("--checkpoint-every", type=cli_args.positive_int, default=100, metavar="K")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT" + WORK_SUFFIX)
     parser.add_argument("--steps", type=cli_args.positive_int, default=None,

@@ -1,12 +1,16 @@
-"""The distillation loop on torch.distributed: one process, or N under `torchrun` (DDP; gloo on
-CPU, NCCL on GPUs). Every process holds the teacher and the data; each takes its share of the
-global batch, DDP averages the gradients, so N processes follow one process's run with the same
-global batch (up to the order of floating-point sums).
+"""The distillation loop on torch.distributed: one process, or N under `torchrun` (gloo on CPU,
+NCCL on GPUs). Every process holds the teacher and the data; each takes its share of the global
+batch and the gradients are averaged over processes, so N processes follow one process's run
+with the same global batch (up to the order of floating-point sums). The student is replicated
+(DDP) or, with `shard`, split over the processes (FSDP2 `fully_shard`, one unit per transformer
+block: parameters, gradients and optimizer state 1/N each, a block gathered while it runs).
 
 Checkpoints (every K steps, rank 0, written to a staging folder and renamed into place): the
-trained parameters (safetensors), the optimizer state, the step and the run's options. Batches,
-noise and caption dropout are functions of (seed, step, sample index), and the learning rate of
-the step, so a resumed run continues exactly where the checkpoint stopped.
+trained parameters (safetensors), the optimizer state, the step and the run's options; sharded
+runs gather both to full tensors first (torch.distributed.checkpoint's full state dicts), so a
+checkpoint does not depend on the number of processes that wrote it. Batches, noise and caption
+dropout are functions of (seed, step, sample index), and the learning rate of the step, so a
+resumed run continues exactly where the checkpoint stopped.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class DistillOptions:
     accumulate: int = 1
     gradient_checkpointing: bool = False
     bf16: bool = False
+    shard: bool = False  # FSDP2 instead of DDP
 
     @property
     def total_steps(self) -> int:
@@ -77,18 +82,23 @@ def parse_schedule(text: str) -> list[tuple[int, int]]:
 
 
 class Distributed:
-    """Rank and world size: torchrun's environment when present, else one process."""
+    """Rank and world size: torchrun's environment when present, else one process. `shard`
+    needs a process group even for one process (FSDP2's device mesh): an in-memory one then."""
 
-    def __init__(self):
+    def __init__(self, shard: bool = False):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = torch.device("cpu")
-        if self.world > 1 and not dist.is_initialized():
+        self.owns_group = (self.world > 1 or shard) and not dist.is_initialized()
+        if self.owns_group:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             if backend == "nccl":
                 self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
                 torch.cuda.set_device(self.device)
-            dist.init_process_group(backend)
+            if self.world > 1:
+                dist.init_process_group(backend)
+            else:
+                dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
     @property
     def main(self) -> bool:
@@ -106,8 +116,20 @@ class Distributed:
         return dict(zip(values, (tensor / self.world).tolist(), strict=True))
 
     def close(self) -> None:
-        if self.world > 1 and dist.is_initialized():
+        if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def shard_blocks(student) -> None:
+    """FSDP2: each transformer block its own unit (gathered only while it runs), the rest with
+    the root. Parameters become DTensors in place; the optimizer is made afterwards."""
+    from torch.distributed.fsdp import fully_shard
+
+    for blocks in student.children():
+        if isinstance(blocks, torch.nn.ModuleList):
+            for block in blocks:
+                fully_shard(block)
+    fully_shard(student)
 
 
 def learning_rate(step: int, options: DistillOptions) -> float:
@@ -145,7 +167,9 @@ class Distiller:
         names = swapped_attention_names(student)
         self.student_taps = AttentionTaps(student, names)
         self.teacher_taps = AttentionTaps(teacher, names)
-        if distributed.world > 1:
+        if options.shard:
+            shard_blocks(student)
+        elif distributed.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             self.student = DistributedDataParallel(self.student)
@@ -155,16 +179,31 @@ class Distiller:
 
     # --- checkpoints -----------------------------------------------------------------------
 
+    def full_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """The student's state dict and the optimizer's, as full CPU tensors on rank 0 (a
+        collective when sharded: every rank calls it; the others get empty dicts)."""
+        if not self.options.shard:
+            return self.student_model.state_dict(), self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return (get_model_state_dict(self.student_model, options=full),
+                get_optimizer_state_dict(self.student_model, self.optimizer, options=full))
+
     def save_checkpoint(self) -> None:
+        weights, optimizer = self.full_state()
         if self.env.main:
             from safetensors.torch import save_file
 
             staging = self.work / f"{CHECKPOINT}.partial"
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
-            parameters = dict(self.student_model.named_parameters())
-            save_file({n: parameters[n].detach().contiguous() for n in self.trained_names}, staging / "trained.safetensors")
-            torch.save(self.optimizer.state_dict(), staging / "optimizer.pt")
+            save_file({n: weights[n].detach().contiguous() for n in self.trained_names}, staging / "trained.safetensors")
+            torch.save(optimizer, staging / "optimizer.pt")
             (staging / "state.json").write_text(json.dumps({"step": self.step, "world": self.env.world,
                                                             "options": self.options.to_dict()}, indent=2) + "\n")
             final = self.work / CHECKPOINT
@@ -184,12 +223,24 @@ class Distiller:
             raise UserError(f"{folder} was made with other options; run with the same options to resume, "
                             "or remove the checkpoint folder to start over")
         trained = load_file(folder / "trained.safetensors")
-        with torch.no_grad():
-            for name, parameter in self.student_model.named_parameters():
-                if name in trained:
-                    parameter.copy_(trained[name])
-        # weights_only: the optimizer state is tensors and numbers; nothing pickled runs.
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        # weights_only: the optimizer state is tensors, numbers and names; nothing pickled runs.
+        optimizer = torch.load(folder / "optimizer.pt", weights_only=True)
+        if self.options.shard:  # every rank reads the full tensors and keeps its shard
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            full = StateDictOptions(full_state_dict=True, strict=False)
+            set_model_state_dict(self.student_model, trained, options=full)
+            set_optimizer_state_dict(self.student_model, self.optimizer, optimizer, options=full)
+        else:
+            with torch.no_grad():
+                for name, parameter in self.student_model.named_parameters():
+                    if name in trained:
+                        parameter.copy_(trained[name])
+            self.optimizer.load_state_dict(optimizer)
         self.step = state["step"]
 
     # --- one step --------------------------------------------------------------------------
@@ -241,6 +292,18 @@ class Distiller:
         self.optimizer.step()
         self.step += 1
         return self.env.mean(totals)
+
+    def trained_student(self):
+        """The student with full weights, on rank 0 (None elsewhere; a collective when sharded):
+        a sharded student's parameters are DTensors, so its gathered state fills a fresh copy."""
+        if not self.options.shard:
+            return self.student_model if self.env.main else None
+        weights, _ = self.full_state()
+        if not self.env.main:
+            return None
+        plain = type(self.student_model).from_config(self.student_model.config)
+        plain.load_state_dict(weights)
+        return plain.eval()
 
     def run(self, log, on_step=lambda step: None) -> None:
         while self.step < self.options.total_steps:

@@ -19,7 +19,7 @@ def _options(args):
     return DistillOptions(schedule=args.schedule, batch=args.batch, lr=args.lr, weights=args.loss_weights,
                           train=args.train, seed=args.seed, checkpoint_every=args.checkpoint_every,
                           accumulate=args.accumulate, gradient_checkpointing=args.gradient_checkpointing,
-                          bf16=args.bf16)
+                          bf16=args.bf16, shard=args.shard)
 
 
 def _student(args, teacher):
@@ -94,7 +94,7 @@ def distill(args) -> int:
     output = check_output_dir(args.output, KIND, inputs, args.force)
     work = _work_folder(args, output)
     images = read_image_folder(Path(args.images)) if args.images else []
-    env = Distributed()
+    env = Distributed(shard=args.shard)
     try:
         teacher = load_transformer(args.teacher)
         if is_edit(teacher):
@@ -121,9 +121,10 @@ def distill(args) -> int:
             distiller.load_checkpoint()
         log = TrainingLog(work, options.total_steps, f"distill {args.teacher}", resume_at=distiller.step) if env.main else None
         distiller.run(log)
+        trained = distiller.trained_student()  # every rank: gathering a sharded student is a collective
         if env.main:
             summary = log.close()
-            _write_student(args, inputs, output, work, student, pipeline, options, summary, captions)
+            _write_student(args, inputs, output, work, trained, pipeline, options, summary, captions)
         env.barrier()
     finally:
         env.close()

@@ -38,8 +38,9 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / "transformer" / "diffusion_pytorch_model.safetensors")
 
 
-def test_two_processes_reach_the_weights_of_one(teacher, tmp_path):
-    """torchrun with 2 gloo processes, 2 samples each, against 1 process with the global batch
+@pytest.mark.parametrize("parallel", ["ddp", "shard"])
+def test_two_processes_reach_the_weights_of_one(teacher, tmp_path, parallel):
+    """torchrun with 2 gloo processes (DDP, or FSDP2 with --shard), 2 samples each, against 1 process with the global batch
     of 4: the same samples, noise and caption dropout by construction (seeded per global sample
     index), so the runs differ only in the order of floating-point sums (DDP's all-reduce adds
     two halves; one process adds all four). Adam turns gradients into near-sign updates, so a
@@ -47,9 +48,11 @@ def test_two_processes_reach_the_weights_of_one(teacher, tmp_path):
     weight by up to lr: elementwise comparison is meaningless. The distance between the two
     runs, relative to how far training moved the weights, is (measured) ~1e-2; a data or
     sharding mismatch (e.g. each process taking the whole batch) gives > 0.3."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    port = {"ddp": "29533", "shard": "29534"}[parallel]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
                 "-m", "edit_mobile"]
-    two = _cli(teacher, "-o", tmp_path / "two", "--schedule", "64:4", *TINY_RUN, launcher=launcher,
+    sharding = ["--shard", "--checkpoint-every", "2"] if parallel == "shard" else []  # gathers at a checkpoint too
+    two = _cli(teacher, "-o", tmp_path / "two", "--schedule", "64:4", *TINY_RUN, *sharding, launcher=launcher,
                env={"OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr[-2000:]
     one = _cli(teacher, "-o", tmp_path / "one", "--schedule", "64:4", *TINY_RUN, env={"OMP_NUM_THREADS": "1"})
@@ -69,7 +72,8 @@ def _weights_of_conversion(teacher: Path, tmp_path: Path) -> dict[str, torch.Ten
     return _weights(tmp_path / "converted")
 
 
-def _distiller(teacher: Path, work: Path, train: str = "attention", steps: int = 4, checkpoint_every: int = 2):
+def _distiller(teacher: Path, work: Path, train: str = "attention", steps: int = 4, checkpoint_every: int = 2,
+               shard: bool = False):
     from edit_mobile.distill.data import DataBuilder
     from edit_mobile.distill.engine import Distiller, DistillOptions, Distributed
     from edit_mobile.distill.objective import objective_for
@@ -77,38 +81,54 @@ def _distiller(teacher: Path, work: Path, train: str = "attention", steps: int =
     from edit_mobile.models.families import get_family
 
     model = load_transformer(teacher)
-    options = DistillOptions(schedule=[(64, steps)], batch=4, lr=1e-3, train=train, checkpoint_every=checkpoint_every)
+    options = DistillOptions(schedule=[(64, steps)], batch=4, lr=1e-3, train=train, checkpoint_every=checkpoint_every,
+                             shard=shard)
     builder = DataBuilder(model, teacher, work / "cache", None, 2, None, 0)
     data = builder.build((64, 64), ["a small red circle in the top left on a white background",
                                     "a large blue square in the center on a black background"], [])
     objective = objective_for(get_family("pixart").scheduler(teacher))
-    return Distiller(model, convert(model), [data], objective, options, work, Distributed())
+    return Distiller(model, convert(model), [data], objective, options, work, Distributed(shard=shard))
 
 
 class _Killed(Exception):
     pass
 
 
-def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(teacher, tmp_path):
+@pytest.mark.parametrize("shard", [False, True], ids=["replicated", "fsdp2"])
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(teacher, tmp_path, shard):
+    """fsdp2: one process with an in-memory process group, so the checkpoint goes through
+    FSDP2's full state dicts (gathered DTensors) and back into the shards."""
+    import torch.distributed as dist
+
     from edit_mobile.training.loop import TrainingLog
 
-    whole = _distiller(teacher, tmp_path / "whole")
-    whole.run(TrainingLog(tmp_path / "whole", 4, "whole"))
+    try:
+        whole = _distiller(teacher, tmp_path / "whole", shard=shard)
+        whole.run(TrainingLog(tmp_path / "whole", 4, "whole"))
 
-    killed = _distiller(teacher, tmp_path / "killed")
+        killed = _distiller(teacher, tmp_path / "killed", shard=shard)
 
-    def kill(step):
-        if step == 3:  # after the checkpoint at step 2: step 3's update is lost
-            raise _Killed
+        def kill(step):
+            if step == 3:  # after the checkpoint at step 2: step 3's update is lost
+                raise _Killed
 
-    with pytest.raises(_Killed):
-        killed.run(TrainingLog(tmp_path / "killed", 4, "killed"), on_step=kill)
-    resumed = _distiller(teacher, tmp_path / "killed")
-    resumed.load_checkpoint()
-    assert resumed.step == 2
-    resumed.run(TrainingLog(tmp_path / "killed", 4, "resumed", resume_at=resumed.step))
-    for (name, a), b in zip(whole.student_model.named_parameters(), resumed.student_model.parameters(), strict=True):
-        assert torch.equal(a, b), name
+        with pytest.raises(_Killed):
+            killed.run(TrainingLog(tmp_path / "killed", 4, "killed"), on_step=kill)
+        resumed = _distiller(teacher, tmp_path / "killed", shard=shard)
+        resumed.load_checkpoint()
+        assert resumed.step == 2
+        sharded = {type(p).__name__ for p in resumed.student_model.parameters()}
+        assert sharded == ({"DTensor"} if shard else {"Parameter"}), sharded
+        resumed.run(TrainingLog(tmp_path / "killed", 4, "resumed", resume_at=resumed.step))
+        a, b = whole.trained_student().state_dict(), resumed.trained_student().state_dict()
+        assert list(a) == list(b)
+        for name in a:
+            assert torch.equal(a[name], b[name]), name
+        untrained = killed.trained_student().state_dict()
+        assert any(not torch.equal(a[name], untrained[name]) for name in a)  # the lost step 3 shows
+    finally:
+        if shard and dist.is_initialized():
+            dist.destroy_process_group()
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
 
