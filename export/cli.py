@@ -73,6 +73,9 @@ def register(subparsers) -> None:
     parser.add_argument("--without-t5", action="store_true",
                         help="--pipeline, SD3: CLIP-L and CLIP-G only, zeros in T5's place (as "
                         "StableDiffusion3Pipeline without text_encoder_3)")
+    parser.add_argument("--fixed-prompts", type=Path, default=None, metavar="FILE",
+                        help="--pipeline: no text encoder on the phone; ship the embeddings of these prompts (one a "
+                        "line) instead, and the app offers them only (for text encoders a phone cannot hold)")
     parser.add_argument("--seed", type=cli_args.seed, default=0, help="seed of the test vectors")
     parser.add_argument("--allow-below-floor", action="store_true",
                         help="write the artifact even if its outputs on the test vectors fall below its "
@@ -103,7 +106,7 @@ def run_pipeline_export(args: argparse.Namespace) -> int:
         allow_below_floor=args.allow_below_floor, force=args.force, quantize=args.quantize,
         calibration=args.calibration, min_psnr=args.min_psnr, float_layers=tuple(args.float_layers),
         onnx_opset=args.onnx_opset, coreml_target=args.coreml_target,
-        text_quantize=args.text_encoder_quantize, without_t5=args.without_t5,
+        text_quantize=args.text_encoder_quantize, without_t5=args.without_t5, fixed_prompts=args.fixed_prompts,
     )
     print(export_pipeline(request))
     return 0
@@ -115,8 +118,9 @@ def run_export(args: argparse.Namespace) -> int:
     get_backend(args.backend)  # an unknown name fails before the heavy imports below
     if args.pipeline:
         return run_pipeline_export(args)
-    if args.text_encoder_quantize or args.without_t5:
-        raise UserError("--text-encoder-quantize and --without-t5 shape the pipeline's text encoder: add --pipeline")
+    if args.text_encoder_quantize or args.without_t5 or args.fixed_prompts:
+        raise UserError("--text-encoder-quantize, --without-t5 and --fixed-prompts shape the pipeline's text encoder: "
+                        "add --pipeline")
     if args.resolution is not None and len(args.resolution) > 1:
         raise UserError("several --resolution values need --pipeline; give one, or add --pipeline")
     if args.weights is not None and args.backend != "xnnpack":

@@ -27,6 +27,12 @@ With --backend onnx: one model a method (<method>.onnx; the first denoise method
 (export/pipeline_onnx.py). With --backend coreml: one .mlpackage a component, multifunction
 across resolutions, converted and inspected here (export/pipeline_coreml.py).
 
+With --fixed-prompts FILE (for phones that cannot hold the text encoder, such as T5-XXL's 4.7B
+parameters) there is no encode_prompt method and no tokenizer: prompts.safetensors holds
+encode_prompt's outputs for each of the file's prompts, row 0 the negative prompt "" (guidance's
+unconditional branch), row i the file's i-th prompt, listed in pipeline.text.precomputed; the app
+offers those prompts only.
+
 With --quantize (xnnpack schemes, --calibration from `edit-mobile calibrate`) the denoise method
 is quantized as `export --quantize` quantizes a denoiser (PT2E, float layers for --min-psnr); the
 text encoder and decoder stay float32. The calibration set fixes the size: one resolution, the
@@ -57,6 +63,8 @@ SCHEDULER_DIR = "scheduler"
 TEST_VECTORS_FILE = "test_vectors.safetensors"
 ENCODE_METHOD = "encode_prompt"
 TEXT_CHECK_PROMPTS = 16
+PROMPTS_FILE = "prompts.safetensors"  # --fixed-prompts: encode_prompt's outputs, row 0 the negative prompt
+MAX_FIXED_PROMPTS = 1000
 EXAMPLE_PROMPT = "a small red circle in the top left on a white background"
 
 
@@ -89,10 +97,12 @@ class PipelineRequest:
     coreml_target: str | None = None
     text_quantize: str | None = None  # int8-dynamic | int4-weight for encode_prompt (xnnpack)
     without_t5: bool = False  # SD3: CLIP-L and CLIP-G only, zeros in T5's place as the pipeline does
+    fixed_prompts: Path | None = None  # a prompts file: their embeddings instead of encode_prompt
 
     @property
     def inputs(self) -> list:
-        return [self.model, *([self.calibration] if self.calibration else [])]
+        return [self.model, *([self.calibration] if self.calibration else []),
+                *([self.fixed_prompts] if self.fixed_prompts else [])]
 
 
 @dataclass
@@ -146,6 +156,8 @@ def check_request(request: PipelineRequest) -> None:
     if not target.takes_quantization and (request.quantize or request.text_quantize) is not None:
         raise UserError("a quantized pipeline exports to xnnpack so far; drop --quantize / --text-encoder-quantize, "
                         "or use --backend xnnpack")
+    if request.fixed_prompts is not None and request.text_quantize is not None:
+        raise UserError("--fixed-prompts ships embeddings instead of the text encoder: drop --text-encoder-quantize")
     if request.text_quantize is not None:
         from edit_mobile.export.quantization.text_encoder import check_text_scheme
 
@@ -199,14 +211,12 @@ def _size(resolution) -> str:
 
 
 def build_methods(parts, request: PipelineRequest) -> list[Method]:
-    """encode_prompt, then denoise_HxW and decode_HxW for each resolution, references computed."""
+    """encode_prompt (unless the prompts are fixed), then denoise_HxW and decode_HxW for each
+    resolution."""
     from edit_mobile.models import DenoiserWrapper, TransformerSignature
     from edit_mobile.models.vae import LatentDecoder
 
-    tokens = parts.text.tokenize([EXAMPLE_PROMPT])  # every tokenizer's inputs, in the module's order
-    encoder = parts.text.prompt_module().eval()
-    methods = [Method(ENCODE_METHOD, mobile_component(encoder, request.backend, TEXT_ENCODER_PASSES), tuple(tokens.values()),
-                      list(tokens), list(encoder.output_names), reference=encoder)]
+    methods = [] if request.fixed_prompts is not None else [encode_method(parts, request)]
     if request.text_quantize is not None:
         methods[0].heldout = text_check_inputs(parts.text)
     resolutions = request.resolutions or (None,)
@@ -227,6 +237,33 @@ def build_methods(parts, request: PipelineRequest) -> list[Method]:
         methods.append(Method(decode_method(resolution), mobile_decoder, (latents,), ["latents"], ["image"], resolution,
                               reference=decoder))
     return methods
+
+
+def encode_method(parts, request: PipelineRequest) -> Method:
+    tokens = parts.text.tokenize([EXAMPLE_PROMPT])  # every tokenizer's inputs, in the module's order
+    encoder = parts.text.prompt_module().eval()
+    return Method(ENCODE_METHOD, mobile_component(encoder, request.backend, TEXT_ENCODER_PASSES),
+                  tuple(tokens.values()), list(tokens), list(encoder.output_names), reference=encoder)
+
+
+def read_fixed_prompts(path: Path) -> list[str]:
+    from edit_mobile.calibration.prompts import read_prompts
+
+    prompts = read_prompts(path)
+    if len(set(prompts)) != len(prompts) or len(prompts) > MAX_FIXED_PROMPTS:
+        raise UserError(f"--fixed-prompts {path}: give 1 to {MAX_FIXED_PROMPTS} distinct prompts, one a line")
+    return prompts
+
+
+@torch.no_grad()
+def write_fixed_prompts(parts, prompts: list[str], path: Path) -> dict:
+    """encode_prompt's outputs for "" and each prompt, by the PyTorch text encoder, one row each;
+    returns pipeline.text's description of them."""
+    encoder = parts.text.prompt_module().eval()
+    rows = [encoder(*parts.text.tokenize([prompt]).values()) for prompt in ["", *prompts]]
+    save_file({name: torch.cat([row[index] for row in rows]).contiguous()
+               for index, name in enumerate(encoder.output_names)}, str(path))
+    return {"file": "prompts", "prompts": prompts, "negative_row": 0, "outputs": list(encoder.output_names)}
 
 
 def text_check_inputs(text, count: int = TEXT_CHECK_PROMPTS) -> list[tuple[torch.Tensor, ...]]:
@@ -378,10 +415,16 @@ def self_check(methods: list[Method], outputs: dict[str, list[torch.Tensor]], al
             "passed": not failures, **({"allowed_below_floor": True} if failures else {})}
 
 
-def write_text_and_scheduler(parts, staging: Path) -> tuple[dict, dict]:
-    """The tokenizer folders and scheduler/ for the app; (their description for the manifest,
-    file roles). Each tokenizer's folder is named as in a diffusers pipeline folder (tokenizer,
-    tokenizer_2, ...) and described with the encode_prompt inputs it fills."""
+def write_text_and_scheduler(parts, staging: Path, fixed_prompts: list[str] | None = None) -> tuple[dict, dict]:
+    """The tokenizer folders (or the fixed prompts' embeddings) and scheduler/ for the app; (their
+    description for the manifest, file roles). Each tokenizer's folder is named as in a diffusers
+    pipeline folder (tokenizer, tokenizer_2, ...) and described with the encode_prompt inputs it fills."""
+    parts.scheduler.save_config(staging / SCHEDULER_DIR)
+    config = {k: v for k, v in dict(parts.scheduler.config).items() if not k.startswith("_")}
+    scheduler = {"scheduler": {"class_name": type(parts.scheduler).__name__, "config": _jsonable(config)}}
+    if fixed_prompts is not None:
+        precomputed = write_fixed_prompts(parts, fixed_prompts, staging / PROMPTS_FILE)
+        return {"text": {"precomputed": precomputed, "negative_prompt": ""}, **scheduler}, {"prompts": PROMPTS_FILE}
     tokenizers = parts.text.tokenizer_inputs()
     for item in tokenizers:
         source = parts.folder / item.files if parts.folder is not None else None
@@ -389,17 +432,13 @@ def write_text_and_scheduler(parts, staging: Path) -> tuple[dict, dict]:
             shutil.copytree(source, staging / item.files)
         else:
             item.tokenizer.save_pretrained(staging / item.files)
-    parts.scheduler.save_config(staging / SCHEDULER_DIR)
-    config = {k: v for k, v in dict(parts.scheduler.config).items() if not k.startswith("_")}
     text = {"tokenizers": [item.describe() for item in tokenizers], "negative_prompt": "",
             **({"dropped_encoders": ["t5"]} if parts.without_t5 else {})}
     if len(tokenizers) == 1:  # schema v2.0's one-tokenizer fields, which the demo apps read
         only = tokenizers[0].describe()
         text.update(tokenizer=only["files"], tokenizer_class=only["tokenizer_class"],
                     max_length=only["max_length"], preprocessing=only["preprocessing"])
-    described = {"text": text, "scheduler": {"class_name": type(parts.scheduler).__name__,
-                                             "config": _jsonable(config)}}
-    return described, {item.files: item.files for item in tokenizers}
+    return {"text": text, **scheduler}, {item.files: item.files for item in tokenizers}
 
 
 def _jsonable(value):
@@ -436,7 +475,8 @@ def write_manifest(request: PipelineRequest, parts, methods: list[Method], text_
         "resolutions": [list(m.resolution) for m in methods if m.name.startswith("denoise_")],
         "methods": {m.name: {**m.io(), **target.method_record(records[m.name])} for m in methods},
         **text_and_scheduler,
-        **({"text_encoder_quantization": methods[0].quantization} if methods[0].quantization else {}),
+        **({"text_encoder_quantization": methods[0].quantization}
+           if methods[0].name == ENCODE_METHOD and methods[0].quantization else {}),
         "defaults": dict(zip(("steps", "guidance"), parts.family.sampling_defaults(parts.folder), strict=True)),
         "vae": {"scaling_factor": float(vae.scaling_factor), "shift_factor": float(parts.family.vae_shift(vae)),
                 "applied_in": "decode"},
@@ -455,6 +495,7 @@ def export_pipeline(request: PipelineRequest) -> Path:
     check_request(request)
     target = pipeline_target(request.backend)
     request, calibration = resolve_quantization(request)
+    fixed_prompts = read_fixed_prompts(request.fixed_prompts) if request.fixed_prompts is not None else None
     parts = load_pipeline_parts(request.model, request.prompt_tokens, request.without_t5)
     methods = build_methods(parts, request)
     if calibration is not None:
@@ -481,7 +522,7 @@ def export_pipeline(request: PipelineRequest) -> Path:
         files.update(target.bundle(program, methods, outputs, staging))
         stages.update()
         stages.set_postfix_str("manifest")
-        text_and_scheduler, tokenizer_roles = write_text_and_scheduler(parts, staging)
+        text_and_scheduler, tokenizer_roles = write_text_and_scheduler(parts, staging, fixed_prompts)
         files.update(tokenizer_roles)
         write_manifest(request, parts, methods, text_and_scheduler, files, records, checked, staging)
         apply_umask(staging)

@@ -288,7 +288,11 @@ class _Checker:
         self.integer(defaults.get("steps"), "pipeline.defaults.steps", 1, 1000)
 
     def text_block(self, text: dict, files: dict) -> None:
-        """`tokenizers` (one entry a tokenizer folder), or schema v2.0's one tokenizer's fields."""
+        """`tokenizers` (one entry a tokenizer folder), schema v2.0's one tokenizer's fields, or
+        `precomputed`: the embeddings of fixed prompts (export --fixed-prompts)."""
+        if "precomputed" in text:
+            self.precomputed(self.obj(text["precomputed"], "pipeline.text.precomputed"), files)
+            return
         tokenizers = tokenizer_descriptions(text)
         if not isinstance(tokenizers, list) or not 1 <= len(tokenizers) <= MAX_TENSORS:
             raise self.fail("pipeline.text.tokenizers", f"a list of 1 to {MAX_TENSORS} tokenizers", tokenizers)
@@ -301,6 +305,17 @@ class _Checker:
             role = item.get("files")
             if not isinstance(role, str) or files.get(role, {}).get("path") != role:
                 raise self.fail(f"{field}.files", "a tokenizer folder listed under files by that name", role)
+
+    def precomputed(self, value: dict, files: dict) -> None:
+        field = "pipeline.text.precomputed"
+        prompts = value.get("prompts")
+        self.strings(prompts, f"{field}.prompts")
+        if not 1 <= len(prompts) <= MAX_ITEMS - 1:
+            raise self.fail(f"{field}.prompts", f"1 to {MAX_ITEMS - 1} prompts", len(prompts))
+        self.integer(value.get("negative_row"), f"{field}.negative_row", 0, 0)
+        self.strings(value.get("outputs"), f"{field}.outputs")
+        if value.get("file") not in files:
+            raise self.fail(f"{field}.file", "a file role listed under files", value.get("file"))
 
     def tensor(self, value, field: str) -> None:
         self.obj(value, field)

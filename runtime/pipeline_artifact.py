@@ -5,6 +5,9 @@ pipeline is loaded: the steps are the ones a phone app takes.
     prompt -> tokenizer -> encode_prompt -> (guidance branches) -> denoise_HxW per scheduler
     step -> decode_HxW -> pixels
 
+(An artifact exported with --fixed-prompts has no tokenizer and no encode_prompt: its prompts'
+embeddings are rows of prompts.safetensors, and other prompts are refused.)
+
 `Stages` keeps what each stage made, so that `validate --pipeline` can compare every stage with
 diffusers' own pipeline.
 """
@@ -154,7 +157,8 @@ class PipelineArtifact:
             raise UserError(f"{art_dir} is a {self.manifest.backend} pipeline, which edit-mobile cannot run here "
                             f"(Core ML runs on Apple systems); it runs {', '.join(METHOD_RUNNERS)} pipelines")
         self.methods = runner(self.manifest, threads)
-        self.tokenizers = self._load_tokenizers()
+        self.precomputed = self._load_precomputed()
+        self.tokenizers = self._load_tokenizers() if self.precomputed is None else []
         self.calls: list | None = None  # set to [] to record (method, inputs, outputs) of every call
 
     def _load_tokenizers(self) -> list:
@@ -174,6 +178,31 @@ class PipelineArtifact:
                 raise UserError(f"cannot read the artifact's tokenizer {folder}: {err}; re-export the artifact") from err
             loaded.append(TokenizerInput.from_description(description, tokenizer))
         return loaded
+
+    def _load_precomputed(self) -> dict[str, torch.Tensor] | None:
+        """The fixed prompts' embeddings by encode_prompt output name, (prompts + 1, ...) each."""
+        description = self.spec["text"].get("precomputed")
+        if description is None:
+            return None
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        entry = self.manifest.file(description["file"])
+        try:
+            tensors = load_file(entry.path)
+        except (OSError, SafetensorError) as err:
+            raise UserError(f"cannot read the artifact's prompt embeddings {entry.relative}: {err}; "
+                            "re-export the artifact") from err
+        rows = len(description["prompts"]) + 1
+        if sorted(tensors) != sorted(description["outputs"]) or any(t.shape[0] != rows for t in tensors.values()):
+            raise UserError(f"{entry.relative} does not hold {rows} rows of {', '.join(description['outputs'])}; "
+                            "re-export the artifact")
+        return tensors
+
+    @property
+    def fixed_prompts(self) -> list[str] | None:
+        """The prompts an artifact without a text encoder can draw (None: any prompt)."""
+        return None if self.precomputed is None else list(self.spec["text"]["precomputed"]["prompts"])
 
     def scheduler(self):
         """A fresh diffusers scheduler of the recorded class and config (state changes per run)."""
@@ -222,7 +251,15 @@ class PipelineArtifact:
     def encode(self, prompt: str) -> dict[str, torch.Tensor]:
         from edit_mobile.calibration.token_inputs import tokenize_all
 
-        return self.run("encode_prompt", tokenize_all(self.tokenizers, [prompt]))
+        if self.precomputed is None:
+            return self.run("encode_prompt", tokenize_all(self.tokenizers, [prompt]))
+        prompts = self.fixed_prompts
+        if prompt != self.spec["text"].get("negative_prompt", "") and prompt not in prompts:
+            shown = "; ".join(repr(p) for p in prompts[:3]) + ("; ..." if len(prompts) > 3 else "")
+            raise UserError(f"the artifact has no text encoder, only the embeddings of {len(prompts)} fixed prompts "
+                            f"({shown}); pick one of them, or export without --fixed-prompts")
+        row = 0 if prompt not in prompts else prompts.index(prompt) + 1
+        return {name: tensor[row:row + 1] for name, tensor in self.precomputed.items()}
 
     @torch.no_grad()
     def generate(self, prompt: str, settings: Generation, resolution: tuple[int, int] | None = None,

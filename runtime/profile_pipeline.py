@@ -55,7 +55,8 @@ def image_estimate(spec: dict, methods: dict) -> dict:
     """Milliseconds of one image per resolution, from the methods' medians."""
     steps, guided = spec["defaults"]["steps"], spec["defaults"]["guidance"] > 1.0
     branches = 2 if guided else 1
-    encode = methods["encode_prompt"]["median"] * branches
+    # fixed prompts (no encode_prompt method): their embeddings are read, not computed
+    encode = methods["encode_prompt"]["median"] * branches if "encode_prompt" in methods else 0.0
     estimate = {}
     for height, width in spec["resolutions"]:
         denoise = f"denoise_{height}x{width}"

@@ -89,7 +89,7 @@ def validate_pipeline(art_dir: str | os.PathLike, prompts: list[str] | None = No
                             {"steps": settings.steps, "guidance": settings.guidance, "seed": seed,
                              "resolution": list(resolution)})
     report.bundled = bundled_checks(artifact.manifest)
-    for prompt in prompts or DEFAULT_PROMPTS:
+    for prompt in prompts or (artifact.fixed_prompts or DEFAULT_PROMPTS)[:len(DEFAULT_PROMPTS)]:
         if progress is not None:
             progress(prompt)
         got = artifact.generate(prompt, settings, resolution)

@@ -96,6 +96,40 @@ def test_generate_matches_diffusers_pipeline(tiny_artifact, tmp_path, capsys):
     assert report.images[0][1].tobytes() == Image.open(image).tobytes()  # the same run, the same pixels
 
 
+def test_fixed_prompts_ship_embeddings_instead_of_the_text_encoder(tmp_path, capsys, java_classes):
+    """--fixed-prompts: no encode_prompt and no tokenizer on the phone; the prompts' rows of
+    prompts.safetensors draw what diffusers' pipeline draws, and other prompts are refused (the
+    Android app refuses such an artifact in one line)."""
+    import subprocess
+
+    from edit_mobile.runtime.manifest import read_manifest
+    from edit_mobile.runtime.validate_pipeline import validate_pipeline
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# the app's two prompts\na red circle\na blue square on a yellow background\n")
+    art = tmp_path / "fixed"
+    code, err = run_cli(["export", "tiny-pixart-edit", "--backend", "xnnpack", "--pipeline", "--resolution", "64",
+                         "--fixed-prompts", str(prompts), "-o", str(art)], capsys)
+    assert code == 0, err
+    manifest = read_manifest(art)
+    assert sorted(manifest.pipeline["methods"]) == ["decode_64x64", "denoise_64x64"]
+    precomputed = manifest.pipeline["text"]["precomputed"]
+    assert precomputed["prompts"] == ["a red circle", "a blue square on a yellow background"]
+    assert "tokenizer" not in manifest.data["files"] and manifest.has("prompts")
+    report = validate_pipeline(art, steps=3)  # the artifact's own prompts, guided: row 0 is ""
+    assert [row["prompt"] for row in report.prompts] == precomputed["prompts"]
+    assert report.passed and all(row["embeddings_psnr_db"] >= 60 for row in report.prompts), report.prompts
+    code, err = run_cli(["generate", str(art), "--prompt", "a green triangle", "--steps", "2", "-o",
+                         str(tmp_path / "x.png")], capsys)
+    assert code == 2 and "2 fixed prompts" in err and not (tmp_path / "x.png").exists()
+    (tmp_path / "request.json").write_text(json.dumps({"prompt": "a red circle", "steps": 2, "guidance": 4.5,
+                                                       "seed": 0, "size": [64, 64]}))
+    app = subprocess.run(["java", "-cp", str(java_classes), "PipelineCheck", "generate", str(art),
+                          str(tmp_path / "none.safetensors"), str(tmp_path / "request.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert app.returncode == 3 and "--fixed-prompts" in json.loads(app.stdout.splitlines()[-1])["error"], app.stdout
+
+
 def test_bundled_cases_fail_past_their_tolerance(tiny_artifact):
     from edit_mobile.runtime.executorch_session import verify_pipeline_bundle
     from edit_mobile.runtime.manifest import read_manifest
@@ -417,6 +451,7 @@ def test_the_android_apps_pipeline_keys_are_what_export_writes(tiny_artifact):
         if prefix in where:
             assert value in where[prefix], name
     assert keys["ENCODE_METHOD"] in pipeline["methods"]
+    assert keys["FIXED_PROMPTS_TEXT"] == "precomputed"  # what export --fixed-prompts writes (test above)
     assert keys["PREPROCESSING_LOWER_STRIP"] == pipeline["text"]["preprocessing"] == entry["preprocessing"]
     from edit_mobile.calibration.token_inputs import PREPROCESSINGS
 
@@ -438,6 +473,9 @@ def test_the_android_apps_pipeline_keys_are_what_export_writes(tiny_artifact):
     (["--backend", "xnnpack", "--pipeline", "--quantize", "int8"], "needs --calibration"),
     (["--backend", "xnnpack", "--pipeline", "--min-psnr", "30"], "apply only with --quantize"),
     (["--backend", "xnnpack", "--pipeline", "--quantize", "int8", "--precision", "fp16"], "drop --precision fp16"),
+    (["--backend", "xnnpack", "--fixed-prompts", "p.txt"], "add --pipeline"),
+    (["--backend", "xnnpack", "--pipeline", "--fixed-prompts", "p.txt", "--text-encoder-quantize", "int8-dynamic"],
+     "drop --text-encoder-quantize"),
 ])
 def test_bad_pipeline_requests_are_one_line(argv, message, tmp_path, capsys):
     out = tmp_path / "art"

@@ -41,6 +41,8 @@ public final class PipelineSpec {
   public static final String DEFAULTS_STEPS = "steps";
   public static final String DEFAULTS_GUIDANCE = "guidance";
   public static final String ENCODE_METHOD = "encode_prompt";
+  // pipeline.text's entry of an artifact exported with --fixed-prompts (no text encoder).
+  public static final String FIXED_PROMPTS_TEXT = "precomputed";
   public static final String PREPROCESSING_LOWER_STRIP = "lower-strip";
   public static final String PREPROCESSING_NONE = "none";
   // END PIPELINE KEYS
@@ -133,11 +135,15 @@ public final class PipelineSpec {
       }
       sizes.add(size);
     }
+    Map<String, Object> text = ArtifactManifest.object(json, P_TEXT);
+    if (text.containsKey(FIXED_PROMPTS_TEXT)) {
+      throw new DemoException("this artifact has no text encoder, only the embeddings of fixed prompts "
+          + "(export --fixed-prompts), which this app does not offer; export without --fixed-prompts");
+    }
     if (sizes.isEmpty() || !methods.containsKey(ENCODE_METHOD)) {
       throw new DemoException("manifest pipeline has no resolution or no " + ENCODE_METHOD);
     }
     resolutions = Collections.unmodifiableList(sizes);
-    Map<String, Object> text = ArtifactManifest.object(json, P_TEXT);
     tokenizers = readTokenizers(text, method(ENCODE_METHOD));
     negativePrompt = ArtifactManifest.string(text, TEXT_NEGATIVE_PROMPT);
     Map<String, Object> defaults = ArtifactManifest.object(json, P_DEFAULTS);
