@@ -98,8 +98,8 @@ def test_generate_matches_diffusers_pipeline(tiny_artifact, tmp_path, capsys):
 
 def test_fixed_prompts_ship_embeddings_instead_of_the_text_encoder(tmp_path, capsys, java_classes):
     """--fixed-prompts: no encode_prompt and no tokenizer on the phone; the prompts' rows of
-    prompts.safetensors draw what diffusers' pipeline draws, and other prompts are refused (the
-    Android app refuses such an artifact in one line)."""
+    prompts.safetensors draw what diffusers' pipeline draws and what the Android app's Java draws,
+    and other prompts are refused (by both)."""
     import subprocess
 
     from edit_mobile.runtime.manifest import read_manifest
@@ -122,12 +122,19 @@ def test_fixed_prompts_ship_embeddings_instead_of_the_text_encoder(tmp_path, cap
     code, err = run_cli(["generate", str(art), "--prompt", "a green triangle", "--steps", "2", "-o",
                          str(tmp_path / "x.png")], capsys)
     assert code == 2 and "2 fixed prompts" in err and not (tmp_path / "x.png").exists()
-    (tmp_path / "request.json").write_text(json.dumps({"prompt": "a red circle", "steps": 2, "guidance": 4.5,
-                                                       "seed": 0, "size": [64, 64]}))
+    # The Android app's TextToImage (plain Java) draws the fixed prompt as generate does, from the
+    # same rows: no encode_prompt call, 2 guided denoise calls a step, one decode.
+    request = {"prompt": "a blue square on a yellow background", "steps": 2, "guidance": 4.5, "seed": 3,
+               "size": [64, 64]}
+    answer, python_rgb, java_rgb = replay_in_java(art, request, java_classes, tmp_path)
+    assert answer["calls"] == answer["recorded_calls"] == 2 * 2 + 1 and "encode_prompt" not in answer["worst_input_error"]
+    assert answer["worst_input_error"]["denoise"] < 1e-5 and answer["worst_input_error"]["decode"] < 1e-5, answer
+    assert abs(java_rgb.astype(int) - python_rgb).max() <= 1
+    (tmp_path / "request.json").write_text(json.dumps({**request, "prompt": "a green triangle"}))
     app = subprocess.run(["java", "-cp", str(java_classes), "PipelineCheck", "generate", str(art),
-                          str(tmp_path / "none.safetensors"), str(tmp_path / "request.json")],
+                          str(tmp_path / "calls.safetensors"), str(tmp_path / "request.json")],
                          capture_output=True, text=True, timeout=300)
-    assert app.returncode == 3 and "--fixed-prompts" in json.loads(app.stdout.splitlines()[-1])["error"], app.stdout
+    assert app.returncode == 3 and "2 fixed prompts" in json.loads(app.stdout.splitlines()[-1])["error"], app.stdout
 
 
 def test_bundled_cases_fail_past_their_tolerance(tiny_artifact):

@@ -102,7 +102,8 @@ public final class PipelineCheck {
     ReplayRunner runner = new ReplayRunner(new File(args[2]));
     Map<String, Object> request = Json.parseObject(read(args[3]));
     List<?> size = (List<?>) request.get("size");
-    TextToImage.Result result = new TextToImage(spec, tokenizers, scheduler, runner).generate(
+    TextToImage.Result result = new TextToImage(spec, tokenizers, spec.loadFixedPrompts(manifest),
+        scheduler, runner).generate(
         (String) request.get("prompt"), ((Double) request.get("steps")).intValue(),
         (Double) request.get("guidance"), ((Double) request.get("seed")).longValue(),
         new int[] {((Double) size.get(0)).intValue(), ((Double) size.get(1)).intValue()}, null);

@@ -41,6 +41,7 @@ class DrawRun(folder: File, numThreads: Int) : AutoCloseable {
         TextToImage(
             spec,
             spec.loadTokenizers(manifest), // one a pipeline.text.tokenizers entry
+            spec.loadFixedPrompts(manifest), // null unless exported with --fixed-prompts
             DiffusionScheduler.load(manifest.fileFor(ArtifactManifest.ROLE_SCHEDULER)),
             methods)
     loadMs = (System.nanoTime() - start) / 1e6

@@ -273,7 +273,8 @@ public final class PipelineBenchmark {
   public static Map<String, ImageCost> imageCosts(PipelineSpec spec, Map<String, Double> medianMs) {
     boolean guided = spec.defaultGuidance > 1.0;
     int branches = guided ? 2 : 1;
-    double encode = median(medianMs, PipelineSpec.ENCODE_METHOD) * branches;
+    // Fixed prompts (no encode_prompt): their embeddings are read, not computed.
+    double encode = spec.fixedPrompts != null ? 0.0 : median(medianMs, PipelineSpec.ENCODE_METHOD) * branches;
     Map<String, ImageCost> costs = new LinkedHashMap<>();
     for (int[] size : spec.resolutions) {
       String denoise = PipelineSpec.denoiseMethod(size);

@@ -41,8 +41,14 @@ public final class PipelineSpec {
   public static final String DEFAULTS_STEPS = "steps";
   public static final String DEFAULTS_GUIDANCE = "guidance";
   public static final String ENCODE_METHOD = "encode_prompt";
-  // pipeline.text's entry of an artifact exported with --fixed-prompts (no text encoder).
+  // pipeline.text's entry of an artifact exported with --fixed-prompts (no text encoder), and
+  // its fields: the file role of the embeddings, the prompts (row i + 1), the negative prompt's
+  // row and encode_prompt's output names the rows hold.
   public static final String FIXED_PROMPTS_TEXT = "precomputed";
+  public static final String FIXED_FILE = "file";
+  public static final String FIXED_PROMPTS = "prompts";
+  public static final String FIXED_NEGATIVE_ROW = "negative_row";
+  public static final String FIXED_OUTPUTS = "outputs";
   public static final String PREPROCESSING_LOWER_STRIP = "lower-strip";
   public static final String PREPROCESSING_NONE = "none";
   // END PIPELINE KEYS
@@ -106,6 +112,12 @@ public final class PipelineSpec {
   public final List<int[]> resolutions; // (height, width) pixels
   /** The tokenizers, in the manifest's order. */
   public final List<TokenizerSpec> tokenizers;
+  /** The prompts an artifact without a text encoder can draw; null: any prompt. */
+  public final List<String> fixedPrompts;
+  public final String fixedPromptsFile; // files role of their embeddings; null with a text encoder
+  public final int fixedNegativeRow;
+  /** encode_prompt's output names in order (the fixed prompts' embeddings hold the same). */
+  public final List<String> encodeOutputs;
   public final String negativePrompt;
   public final int defaultSteps;
   public final double defaultGuidance;
@@ -135,16 +147,32 @@ public final class PipelineSpec {
       }
       sizes.add(size);
     }
-    Map<String, Object> text = ArtifactManifest.object(json, P_TEXT);
-    if (text.containsKey(FIXED_PROMPTS_TEXT)) {
-      throw new DemoException("this artifact has no text encoder, only the embeddings of fixed prompts "
-          + "(export --fixed-prompts), which this app does not offer; export without --fixed-prompts");
-    }
-    if (sizes.isEmpty() || !methods.containsKey(ENCODE_METHOD)) {
-      throw new DemoException("manifest pipeline has no resolution or no " + ENCODE_METHOD);
+    if (sizes.isEmpty()) {
+      throw new DemoException("manifest pipeline has no resolution; re-export the artifact");
     }
     resolutions = Collections.unmodifiableList(sizes);
-    tokenizers = readTokenizers(text, method(ENCODE_METHOD));
+    Map<String, Object> text = ArtifactManifest.object(json, P_TEXT);
+    if (text.containsKey(FIXED_PROMPTS_TEXT)) {
+      Map<String, Object> fixed = ArtifactManifest.object(text, FIXED_PROMPTS_TEXT);
+      fixedPrompts = strings(fixed, FIXED_PROMPTS);
+      fixedPromptsFile = ArtifactManifest.string(fixed, FIXED_FILE);
+      fixedNegativeRow = (int) ArtifactManifest.longValue(fixed.get(FIXED_NEGATIVE_ROW));
+      encodeOutputs = strings(fixed, FIXED_OUTPUTS);
+      tokenizers = Collections.emptyList();
+    } else {
+      if (!methods.containsKey(ENCODE_METHOD)) {
+        throw new DemoException("manifest pipeline has no " + ENCODE_METHOD + "; re-export the artifact");
+      }
+      tokenizers = readTokenizers(text, method(ENCODE_METHOD));
+      List<String> outputs = new ArrayList<>();
+      for (ArtifactManifest.TensorSpec output : method(ENCODE_METHOD).outputs) {
+        outputs.add(output.name);
+      }
+      encodeOutputs = Collections.unmodifiableList(outputs);
+      fixedPrompts = null;
+      fixedPromptsFile = null;
+      fixedNegativeRow = -1;
+    }
     negativePrompt = ArtifactManifest.string(text, TEXT_NEGATIVE_PROMPT);
     Map<String, Object> defaults = ArtifactManifest.object(json, P_DEFAULTS);
     defaultSteps = (int) ArtifactManifest.longValue(defaults.get(DEFAULTS_STEPS));
@@ -201,6 +229,21 @@ public final class PipelineSpec {
     return Collections.unmodifiableList(specs);
   }
 
+  private static List<String> strings(Map<String, Object> map, String key) {
+    List<String> values = new ArrayList<>();
+    for (Object item : ArtifactManifest.array(map, key)) {
+      if (!(item instanceof String)) {
+        throw new DemoException("manifest pipeline.text." + FIXED_PROMPTS_TEXT + "." + key
+            + " must hold strings; re-export the artifact");
+      }
+      values.add((String) item);
+    }
+    if (values.isEmpty()) {
+      throw new DemoException("manifest pipeline.text." + FIXED_PROMPTS_TEXT + "." + key + " is empty");
+    }
+    return Collections.unmodifiableList(values);
+  }
+
   private static String optionalString(Map<String, Object> map, String key, String absent) {
     return map.get(key) == null ? absent : ArtifactManifest.string(map, key);
   }
@@ -213,6 +256,26 @@ public final class PipelineSpec {
       loaded.add(TextTokenizer.load(folder));
     }
     return loaded;
+  }
+
+  /**
+   * The fixed prompts' embeddings by encode_prompt output name, (prompts + 1, ...) each; null
+   * for an artifact with a text encoder.
+   */
+  public Map<String, SafeTensors.Entry> loadFixedPrompts(ArtifactManifest manifest) throws IOException {
+    if (fixedPrompts == null) {
+      return null;
+    }
+    Map<String, SafeTensors.Entry> rows = SafeTensors.read(manifest.fileFor(fixedPromptsFile));
+    for (String name : encodeOutputs) {
+      SafeTensors.Entry entry = rows.get(name);
+      if (entry == null || entry.shape.length == 0 || entry.shape[0] != fixedPrompts.size() + 1
+          || !"F32".equals(entry.dtype)) {
+        throw new DemoException(fixedPromptsFile + " does not hold " + (fixedPrompts.size() + 1)
+            + " float32 rows of " + name + "; re-export the artifact");
+      }
+    }
+    return rows;
   }
 
   /** The pipeline of a v2 manifest; a denoiser-only (v1) artifact is refused in one line. */

@@ -46,18 +46,30 @@ public final class TextToImage {
 
   private final PipelineSpec spec;
   private final List<TextTokenizer> tokenizers;
+  private final Map<String, SafeTensors.Entry> fixedRows; // null: prompts go through encode_prompt
   private final DiffusionScheduler scheduler;
   private final MethodRunner runner;
 
   /** tokenizers: one a spec.tokenizers entry, in its order (PipelineSpec.loadTokenizers). */
   public TextToImage(PipelineSpec spec, List<TextTokenizer> tokenizers,
       DiffusionScheduler scheduler, MethodRunner runner) {
+    this(spec, tokenizers, null, scheduler, runner);
+  }
+
+  /** fixedRows: PipelineSpec.loadFixedPrompts, for an artifact exported with --fixed-prompts. */
+  public TextToImage(PipelineSpec spec, List<TextTokenizer> tokenizers,
+      Map<String, SafeTensors.Entry> fixedRows, DiffusionScheduler scheduler, MethodRunner runner) {
     if (tokenizers.size() != spec.tokenizers.size()) {
       throw new IllegalArgumentException(spec.tokenizers.size() + " tokenizers described, "
           + tokenizers.size() + " given");
     }
+    if ((fixedRows == null) != (spec.fixedPrompts == null)) {
+      throw new IllegalArgumentException("fixed prompts' embeddings must be given exactly when the"
+          + " artifact has them");
+    }
     this.spec = spec;
     this.tokenizers = tokenizers;
+    this.fixedRows = fixedRows;
     this.scheduler = scheduler;
     this.runner = runner;
   }
@@ -110,6 +122,9 @@ public final class TextToImage {
    * where the encoder takes one) by input name, passed in the order the method lists its inputs.
    */
   List<HostTensor> encode(String prompt) {
+    if (fixedRows != null) {
+      return fixedRow(prompt);
+    }
     Map<String, HostTensor> named = new HashMap<>();
     for (int i = 0; i < tokenizers.size(); i++) {
       PipelineSpec.TokenizerSpec described = spec.tokenizers.get(i);
@@ -131,6 +146,29 @@ public final class TextToImage {
       inputs.add(tensor);
     }
     return runner.run(PipelineSpec.ENCODE_METHOD, inputs);
+  }
+
+  /**
+   * The fixed prompt's row of each embedding (the negative prompt's row for it, unless it is one
+   * of the prompts), as Python's PipelineArtifact.encode picks it.
+   */
+  private List<HostTensor> fixedRow(String prompt) {
+    int index = spec.fixedPrompts.indexOf(prompt);
+    if (index < 0 && !prompt.equals(spec.negativePrompt)) {
+      throw new DemoException("this artifact has no text encoder, only the embeddings of "
+          + spec.fixedPrompts.size() + " fixed prompts; pick one of them: " + spec.fixedPrompts);
+    }
+    int row = index < 0 ? spec.fixedNegativeRow : index + 1;
+    List<HostTensor> outputs = new ArrayList<>();
+    for (String name : spec.encodeOutputs) {
+      SafeTensors.Entry entry = fixedRows.get(name);
+      float[] all = entry.toFloats();
+      int width = all.length / (int) entry.shape[0];
+      long[] shape = entry.shape.clone();
+      shape[0] = 1;
+      outputs.add(HostTensor.ofFloats(Arrays.copyOfRange(all, row * width, (row + 1) * width), shape));
+    }
+    return outputs;
   }
 
   /**
@@ -160,7 +198,6 @@ public final class TextToImage {
   /** One denoise call: inputs gathered by the method's input names, batch = branches. */
   private float[] call(PipelineSpec.MethodSpec denoise, List<List<HostTensor>> group,
       float[] latents, double timestep) {
-    PipelineSpec.MethodSpec encodeSpec = spec.method(PipelineSpec.ENCODE_METHOD);
     List<HostTensor> inputs = new ArrayList<>();
     for (ArtifactManifest.TensorSpec input : denoise.inputs) {
       if (input.name.equals("hidden_states")) {
@@ -170,7 +207,11 @@ public final class TextToImage {
         Arrays.fill(values, (float) timestep);
         inputs.add(HostTensor.ofFloats(values, input.shape));
       } else {
-        int index = indexOf(encodeSpec.outputs, input.name);
+        int index = spec.encodeOutputs.indexOf(input.name);
+        if (index < 0) {
+          throw new DemoException("the denoiser takes " + input.name
+              + ", which encode_prompt does not give");
+        }
         List<float[]> parts = new ArrayList<>();
         for (List<HostTensor> branch : group) {
           parts.add(branch.get(index).floats);
@@ -189,15 +230,6 @@ public final class TextToImage {
     }
     throw new DemoException("the artifact draws at none of " + size[0] + "x" + size[1]
         + "; pick one of its resolutions");
-  }
-
-  private static int indexOf(List<ArtifactManifest.TensorSpec> specs, String name) {
-    for (int i = 0; i < specs.size(); i++) {
-      if (specs.get(i).name.equals(name)) {
-        return i;
-      }
-    }
-    throw new DemoException("the denoiser takes " + name + ", which encode_prompt does not give");
   }
 
   static long numel(long[] shape) {
