@@ -18,8 +18,11 @@ results.json (merged by case), and a table naming the CPU.
 
     python bench/real_size.py [--cases pixart-sigma-xl-1024-edit@512:fp32 ...] [--keep]
 
-A case is MODEL@PIXELS:PRECISION, PRECISION one of fp32, fp16 or an xnnpack scheme that needs no
-calibration set (int8-dynamic, int4-weight).
+A case is MODEL@PIXELS:PRECISION[/BACKEND]: PRECISION one of fp32, fp16 or a scheme that needs no
+calibration set (xnnpack: int8-dynamic, int4-weight; coreml: int8-weight, palettize-6bit,
+palettize-4bit); BACKEND xnnpack (default) or coreml. A Core ML package is converted, chunked
+(at most 1 GB of weights a chunk) and inspected here; it runs on a Mac, so its case has no
+step latency and no validation.
 """
 
 from __future__ import annotations
@@ -46,11 +49,11 @@ PEAK_TARGET, PEAK_AIM = 3.0, 2.0
 
 
 def parse_case(text: str) -> dict:
-    match = re.fullmatch(r"([\w.-]+)@(\d+):([\w-]+)", text)
+    match = re.fullmatch(r"([\w.-]+)@(\d+):([\w-]+)(?:/(xnnpack|coreml))?", text)
     if not match:
-        raise SystemExit(f"case {text!r}: write MODEL@PIXELS:PRECISION, e.g. pixart-sigma-xl-1024-edit@512:fp32")
-    model, pixels, precision = match.groups()
-    return {"case": text, "model": model, "pixels": int(pixels), "precision": precision}
+        raise SystemExit(f"case {text!r}: write MODEL@PIXELS:PRECISION[/coreml], e.g. pixart-sigma-xl-1024-edit@512:fp32")
+    model, pixels, precision, backend = match.groups()
+    return {"case": text, "model": model, "pixels": int(pixels), "precision": precision, "backend": backend or "xnnpack"}
 
 
 def export_flags(case: dict) -> list[str]:
@@ -72,7 +75,7 @@ def model_folder(name: str) -> Path:
 
 def timed_export(case: dict, out: Path) -> dict:
     """Wall time and peak RSS (KiB from /usr/bin/time -v) of one export in a child process."""
-    argv = ["/usr/bin/time", "-v", *CLI, "export", str(model_folder(case["model"])), "--backend", "xnnpack",
+    argv = ["/usr/bin/time", "-v", *CLI, "export", str(model_folder(case["model"])), "--backend", case["backend"],
             "--resolution", str(case["pixels"]), *export_flags(case), "-o", str(out), "--force"]
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as stderr:
@@ -128,8 +131,11 @@ def artifact_sizes(out: Path) -> dict:
     weights = files.get("weights", files["program"])["bytes"]
     sizes = {role: entry["bytes"] / 2**30 for role, entry in files.items() if isinstance(entry, dict) and "bytes" in entry}
     phone = sum(sizes.get(role, 0.0) for role in ("program", "weights"))  # what the app loads
-    return {"weights_gb": weights / 2**30, "phone_gb": phone, "artifact_gb": sum(sizes.values()),
-            "files_gb": sizes, "weights_place": manifest.get("program", {}).get("weights", "embedded")}
+    program = manifest.get("program", {})
+    chunks = {"chunks": program["chunks"], "chunk_weight_gb": [b / 2**30 for b in program.get("chunk_weight_bytes", [])]} \
+        if "chunks" in program else {}
+    return {"weights_gb": program.get("weight_bytes", weights) / 2**30, "phone_gb": phone, "artifact_gb": sum(sizes.values()),
+            "files_gb": sizes, "weights_place": program.get("weights", "embedded"), **chunks}
 
 
 def profile(out: Path) -> dict:
@@ -155,7 +161,7 @@ def validate(out: Path) -> dict:
 
 
 def run_case(case: dict, keep: bool) -> dict:
-    out = WORK / case["case"].replace("@", "-").replace(":", "-")
+    out = WORK / re.sub(r"[@:/]", "-", case["case"])
     print(f"$ {case['case']}", flush=True)
     record = {**case, **timed_export(case, out)}
     if "error" not in record:
@@ -164,8 +170,9 @@ def run_case(case: dict, keep: bool) -> dict:
             record["peak_over_weights"] = record["export_peak_rss_gb"] / record["weights_gb"]
         if record["export_peak_anonymous_gb"]:
             record["anonymous_over_weights"] = record["export_peak_anonymous_gb"] / record["weights_gb"]
-        record.update(profile(out))
-        record.update(validate(out))
+        if case["backend"] == "xnnpack":  # a Core ML package runs on a Mac only
+            record.update(profile(out))
+            record.update(validate(out))
     if not keep and out.exists():
         shutil.rmtree(out)
     print(f"  {json.dumps(record)}", flush=True)
@@ -173,10 +180,10 @@ def run_case(case: dict, keep: bool) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\nreal-size XNNPACK exports ({cpu_name()}); peak/weights target <= {PEAK_TARGET:g}x, aim {PEAK_AIM:g}x")
+    print(f"\nreal-size exports ({cpu_name()}); peak/weights target <= {PEAK_TARGET:g}x, aim {PEAK_AIM:g}x")
     print("peak: maximum resident set (with the mapped checkpoint's clean pages); anon: anonymous memory only")
     print(f"{'case':<46} {'export':>8} {'peak GB':>8} {'anon GB':>8} {'weights GB':>10} {'peak/w':>7} {'anon/w':>7} "
-          f"{'step ms':>9} {'valid':>6}")
+          f"{'step ms':>9} {'valid':>6} {'chunks':>6}")
     for row in rows:
         if "error" in row:
             print(f"{row['case']:<46} failed after {row['export_s']:.0f} s: {row['error']}")
@@ -186,20 +193,25 @@ def print_table(rows: list[dict]) -> None:
         step = row.get("step_ms_median")
         print(f"{row['case']:<46} {row['export_s']:>7.0f}s {row['export_peak_rss_gb'] or 0:>8.1f} "
               f"{row.get('export_peak_anonymous_gb') or 0:>8.1f} {row['weights_gb']:>10.2f} {ratio:>7} {anonymous:>7} "
-              f"{step if step is None else round(step):>9} "
-              f"{str(row.get('validate_passed')):>6}")
+              f"{'-' if step is None else round(step):>9} "
+              f"{str(row.get('validate_passed')):>6} {row.get('chunks', '-'):>6}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="MODEL@PIXELS:PRECISION ...")
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="MODEL@PIXELS:PRECISION[/coreml] ...")
     parser.add_argument("--keep", action="store_true", help="keep the artifacts under build/bench_real_size")
     args = parser.parse_args()
     cases = [parse_case(text) for text in args.cases]
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = [run_case(case, args.keep) for case in cases]
+    merge_results(rows)
     print_table(rows)
+
+
+def merge_results(rows: list[dict]) -> None:
+    """Into bench/measured/real_size/results.json, by case (a case run again replaces its row)."""
     path = RESULTS / "results.json"
     earlier = json.loads(path.read_text()).get("rows", []) if path.is_file() else []
     fresh = {row["case"]: {**row, "cpu": cpu_name()} for row in rows}
