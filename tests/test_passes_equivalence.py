@@ -107,6 +107,25 @@ def test_decoder_rewrites_keep_the_image_and_leave_no_portable_ops():
     assert compute == []
 
 
+def test_split_heads_keep_a_vae_attentions_group_norm_and_residual():
+    """split_head_attention on a VAE (a Core ML / QNN decoder): its mid-block attention becomes
+    the spatial form one head at a time, and the image stays the same."""
+    from edit_mobile.export.passes.softmax_processors import SpatialSoftmaxAttnProcessor
+    from edit_mobile.models.vae import LatentDecoder, tiny_vae
+
+    vae = tiny_vae("pixart")
+    for attn in (m for m in vae.modules() if hasattr(m, "set_processor")):
+        attn.heads = 2  # tiny_vae has one head; two make the split visible (SDPA scales by the head size)
+        attn.scale = (attn.inner_dim // 2) ** -0.5
+    rewritten = apply_passes(vae, ["split_head_attention"], share_weights=True)
+    processors = [m.processor for m in rewritten.modules() if hasattr(m, "set_processor")]
+    assert processors and all(type(p) is SpatialSoftmaxAttnProcessor and p.attention.split_heads for p in processors)
+    latents = torch.randn(1, 4, 8, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(LatentDecoder(rewritten, "pixart")(latents), LatentDecoder(vae, "pixart")(latents),
+                                   rtol=0, atol=1e-5)
+
+
 def test_apply_passes_leaves_the_input_model_alone(models):
     model = models["tiny-pixart-edit"]
     before = type(model.transformer_blocks[0].attn1.processor)

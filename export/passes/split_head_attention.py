@@ -7,7 +7,8 @@ memory; the heads run as separate small matmuls. Cost: heads x more (smaller) op
 delegates the fused form is faster, so it is not a default there.
 
 Applies to the prompt interactions (PixArt cross-attention, MM-EDiT image->prompt and
-prompt rows) and to any remaining full softmax attention (teachers).
+prompt rows), to any remaining full softmax attention (teachers) and to a VAE's mid-block
+attention (its GroupNorm and residual kept).
 
 The saving needs a backend that keeps the heads' program order. XNNPACK (ExecuTorch 1.5.1)
 does not: fusing a partition into one subgraph re-sorts it breadth-first (all heads' QK^T,
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from edit_mobile.export.passes.base import MobilePass, swap_processors
+from edit_mobile.export.passes.base import MobilePass, attention_modules
 from edit_mobile.export.passes.softmax_attention_bmm import bmm_softmax_form
 from edit_mobile.export.passes.softmax_processors import SoftmaxAttention
 
@@ -38,4 +39,9 @@ class SplitHeadAttention(MobilePass):
             if isinstance(module, SoftmaxAttention) and not module.split_heads:
                 module.split_heads = True  # processors already in folded form (fused)
                 switched += 1
-        return switched + swap_processors(model, lambda processor: bmm_softmax_form(processor, split_heads=True))
+        for attn in attention_modules(model):  # the module too: a VAE's attention has its own form
+            new = bmm_softmax_form(attn.processor, True, attn)
+            if new is not None:
+                attn.set_processor(new)
+                switched += 1
+        return switched
