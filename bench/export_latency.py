@@ -116,9 +116,9 @@ FAMILIES = {"pixart": (pixart_sigma_xl, ("PixArt-Sigma", "EDiT"), "PixArt-Sigma 
             "sd3": (sd35_medium, ("SD3.5-Medium", "MM-EDiT"), "SD3.5-Medium width (1536, 24 heads, 333 prompt tokens, MMDiT-X)", 24)}
 
 
-def edit_of(teacher, fusion_groups: int = 1) -> torch.nn.Module:
+def edit_of(teacher, fusion_groups: int = 1, fusion: str = "conv") -> torch.nn.Module:
     convert = to_mm_edit if isinstance(teacher, SD3Transformer2DModel) else to_edit
-    student = convert(teacher, {"fusion_groups": fusion_groups}).eval()
+    student = convert(teacher, {"fusion_groups": fusion_groups, "fusion": fusion}).eval()
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         for name, parameter in student.named_parameters():
@@ -132,7 +132,8 @@ TOKEN_CONV_PASSES = ("conv_fusion_gemm", "compressor_tokens")
 
 
 def variants(teacher, names: list[str]) -> dict[str, torch.nn.Module]:
-    """teacher, edit (faithful full 3x3 ConvFusion) and edit-gG (grouped 3x3, G groups)."""
+    """teacher, edit (faithful full 3x3 ConvFusion), edit-gG (grouped 3x3, G groups) and
+    edit-none (no ConvFusion: the teacher's queries)."""
     built = {}
     for name in names:
         if name.endswith(BASE_SUFFIX):  # the same model, exported with --base-passes
@@ -143,8 +144,10 @@ def variants(teacher, names: list[str]) -> dict[str, torch.nn.Module]:
             built[name] = edit_of(teacher)
         elif name.startswith("edit-g"):
             built[name] = edit_of(teacher, int(name.removeprefix("edit-g")))
+        elif name == "edit-none":
+            built[name] = edit_of(teacher, fusion="none")
         else:
-            raise SystemExit(f"unknown model {name!r}: use teacher, edit or edit-gG (G = ConvFusion groups)")
+            raise SystemExit(f"unknown model {name!r}: use teacher, edit, edit-gG (G = ConvFusion groups) or edit-none")
     return built
 
 
@@ -490,6 +493,8 @@ def label_of(model: str, family: str = "pixart") -> str:
         return f"{label_of(model.removesuffix(BASE_SUFFIX), family)} (base passes)"
     if model == "teacher":
         return teacher
+    if model == "edit-none":
+        return f"{student} without ConvFusion"
     return student if model == "edit" else f"{student}, grouped ConvFusion g={model.removeprefix('edit-g')}"
 
 
@@ -536,7 +541,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2, help="transformer blocks (PixArt-Sigma XL has 28, SD3.5-Medium 24)")
     parser.add_argument("--resolutions", default="256,512,1024,2048", help="pixels per side, comma-separated")
     parser.add_argument("--models", default="teacher,edit,edit-g8",
-                        help="teacher, edit (faithful ConvFusion), edit-gG (grouped 3x3 ConvFusion, G groups); "
+                        help="teacher, edit (faithful ConvFusion), edit-gG (grouped 3x3 ConvFusion, G groups), "
+                             "edit-none (no ConvFusion); "
                              "NAME@base: that model exported with --base-passes, timed in the same rounds")
     parser.add_argument("--base-passes", default=None,
                         help="passes of the NAME@base models; default: --passes without the token-layout "

@@ -14,6 +14,9 @@ from edit_mobile.errors import UserError
 
 @dataclass(frozen=True)
 class EDiTConfig:
+    # "conv": ConvFusion adds local context to the queries; "none": queries W_q X as the teacher's,
+    # the lightest form (for the ConvFusion question: what its accuracy is worth in latency).
+    fusion: Literal["conv", "none"] = "conv"
     # ConvFusion (queries): Conv3x3 C -> C / fusion_reduction, GroupNorm, LeakyReLU, Conv1x1 back to C.
     fusion_reduction: int = 4
     # 1 = full 3x3 conv (faithful default); larger = grouped 3x3, a lighter form to measure.
@@ -36,6 +39,7 @@ class EDiTConfig:
 
     def __post_init__(self) -> None:
         checks = {
+            "fusion": self.fusion in ("conv", "none"),
             "fusion_reduction": self.fusion_reduction >= 1,
             "fusion_groups": self.fusion_groups >= 1,
             "fusion_norm_groups": self.fusion_norm_groups >= 1,

@@ -132,7 +132,7 @@ class EDiTAttnProcessor(nn.Module):
     def __init__(self, channels: int, config: EDiTConfig):
         super().__init__()
         self.eps = config.eps
-        self.conv_fusion = ConvFusion(channels, config)
+        self.conv_fusion = ConvFusion(channels, config) if config.fusion == "conv" else None
         self.key_compressor = SpatialCompressor(channels, config)
         self.value_compressor = SpatialCompressor(channels, config)
         # Set by the EDiT model's forward: attention sees tokens, the convolutions need the grid.
@@ -145,7 +145,7 @@ class EDiTAttnProcessor(nn.Module):
         and, with `with_full_keys` (MM-EDiT prompt rows), the uncompressed key and value.
         """
         grid = check_token_grid(self.token_grid, hidden_states.shape[1], self.key_compressor.stride)
-        fused = hidden_states + self.conv_fusion.tokens(hidden_states, grid)
+        fused = hidden_states if self.conv_fusion is None else hidden_states + self.conv_fusion.tokens(hidden_states, grid)
         query = split_heads(attn.to_q(fused), attn.heads)  # (B, heads, N, d)
         key = attn.to_k(hidden_states)  # (B, N, C)
         value = attn.to_v(hidden_states)  # (B, N, C)

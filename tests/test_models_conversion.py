@@ -117,6 +117,27 @@ def test_options_are_recorded_and_restored(tmp_path):
     assert loaded.transformer_blocks[0].attn1.processor.conv_fusion.local.groups == 2
 
 
+@pytest.mark.parametrize("name", ["tiny-pixart", "tiny-sd3"])
+def test_a_student_without_conv_fusion_starts_where_the_faithful_one_starts(name, tmp_path):
+    """--fusion none: no ConvFusion parameters at all; ConvFusion's 1x1 starts at zero, so at
+    conversion both forms give the same outputs, also through the XNNPACK passes; the form is
+    recorded and restored."""
+    from edit_mobile.export.artifact import apply_passes
+    from edit_mobile.export.passes import default_passes
+
+    teacher = build_preset(name)
+    plain, faithful = convert(teacher, {"fusion": "none"}), convert(teacher)
+    assert not any("conv_fusion" in key for key in plain.state_dict())
+    assert any("conv_fusion" in key for key in faithful.state_dict())
+    torch.testing.assert_close(denoise(plain), denoise(faithful), rtol=0, atol=1e-6)
+    rewritten = apply_passes(plain, default_passes("xnnpack"))
+    torch.testing.assert_close(denoise(rewritten), denoise(plain), rtol=1e-4, atol=2e-5)
+    plain.save_pretrained(tmp_path, safe_serialization=True)
+    loaded = load_transformer(tmp_path)
+    assert loaded.config["edit_config"]["fusion"] == "none"
+    assert not any("conv_fusion" in key for key in loaded.state_dict())
+
+
 @pytest.mark.parametrize("name", ["tiny-pixart-edit", "tiny-sd3-edit"])
 def test_non_square_latents(name):
     model = build_preset(name)

@@ -66,7 +66,8 @@ class EDiTBMMAttnProcessor(EDiTAttnProcessor):
         batch, heads = hidden_states.shape[0], attn.heads
         if channels_first:
             image = hidden_states.view(batch, -1, *grid)  # (B, C, h, w): a view
-            fused = hidden_states + self.conv_fusion(image).view(hidden_states.shape)  # (B, C, 1, S)
+            fused = hidden_states if self.conv_fusion is None else (
+                hidden_states + self.conv_fusion(image).view(hidden_states.shape))  # (B, C, 1, S)
             key = attn.to_k(hidden_states).view(image.shape)  # (B, C, h, w)
             value = attn.to_v(hidden_states).view(image.shape)
             query = norm_per_head_channels_first(attn.norm_q, fold_heads_channels_first(attn.to_q(fused), heads))
@@ -75,7 +76,8 @@ class EDiTBMMAttnProcessor(EDiTAttnProcessor):
             key_c = norm_per_head_channels_first(attn.norm_k, fold_heads_channels_first(key_c, heads))  # (BH, d, M)
             value_c = fold_heads_channels_first(value_c, heads)  # (BH, d, M)
         else:
-            fused = hidden_states + self.conv_fusion.tokens(hidden_states, grid)
+            fused = hidden_states if self.conv_fusion is None else (
+                hidden_states + self.conv_fusion.tokens(hidden_states, grid))
             query = norm_per_head(attn.norm_q, fold_heads(attn.to_q(fused), heads))  # (BH, N, d)
             key_c = self.key_compressor(attn.to_k(hidden_states), grid)  # (B, M, C)
             value_c = self.value_compressor(attn.to_v(hidden_states), grid)
