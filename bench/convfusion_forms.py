@@ -1,111 +1,140 @@
-"""What lighter ConvFusion forms cost in accuracy and save in FLOPs: a distillation proxy.
+"""The ConvFusion question (not a test): what each query form is worth in accuracy and in latency.
 
-The speed targets (docs/targets.md) are for the default ConvFusion form; a lighter form (grouped 3x3) can replace it only once its accuracy cost is measured.
-No trained PixArt-Sigma weights are reachable here, so this measures a proxy: one attention
-layer at PixArt-Sigma XL width (1152, 16 heads) whose query/key weights are scaled so its
-softmax is peaked, as trained attention is, fed token grids with spatial structure (smoothed
-noise). Each EDiT form starts from that teacher (conversion initialisation) and is distilled on
-its attention output (the paper's per-layer feature loss) for the same number of steps; we
-report held-out PSNR of the attention output vs the teacher and the layer's FLOPs at 1024 px.
-Absolute numbers say little about a trained model; the ranking and the gaps are the point.
+Each form of EDiT's query path is distilled from the shipped shapes PixArt teacher under the same
+budget (`edit-mobile distill`, same schedule, samples and seed), and scored by the held-out
+prompt accuracy `distill` measures at its end (shapes captions never seen in training, the
+teacher scored on the same captions and seeds). Its latency is that of the same form at
+PixArt-Sigma XL width in ExecuTorch (bench/export_latency.py's JSON, passed with --latency).
 
-    python bench/convfusion_forms.py [--steps 150] [--grid 32]
+  form        convert options            at XL width (export_latency model)
+  full        (default: 3x3 conv to C/4)  edit
+  grouped-g8  --fusion-groups 8           edit-g8
+  depthwise   --fusion-groups C/4         edit-g288 (one group per reduced channel)
+  none        --fusion none               edit-none
+
+    python bench/convfusion_forms.py --latency build/convfusion-latency/export_latency_2t.json
+        [--steps 500] [--samples 64] [--eval-samples 32]
+
+Distilled students are kept under build/convfusion/FORM (a form already there is not re-run).
+Writes bench/measured/convfusion_forms.json, a table and a PNG (accuracy against speed-up).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention
-from torch.utils.flop_counter import FlopCounterMode
-from tqdm import tqdm
+from machine import cpu_name  # bench/machine.py, beside this script
 
-from edit_mobile.models import EDiTAttnProcessor, EDiTConfig
-
-WIDTH, HEADS = 1152, 16
-
-
-def smooth_tokens(batch: int, grid: int, generator: torch.Generator) -> torch.Tensor:
-    """(B, grid*grid, C) tokens with local correlation: blurred noise plus fine noise."""
-    noise = torch.randn(batch, WIDTH, grid, grid, generator=generator)
-    blurred = F.avg_pool2d(F.avg_pool2d(noise, 5, 1, 2), 5, 1, 2) * 3
-    image = blurred + 0.3 * torch.randn(batch, WIDTH, grid, grid, generator=generator)
-    return image.flatten(2).transpose(1, 2)
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "convfusion"
+RESULTS = Path(__file__).resolve().parent / "measured"
+SHAPES_REDUCED = 128 // 4  # the shapes teacher's width over the default fusion reduction
+FORMS = {  # form -> (convert options at shapes width, export_latency model at XL width)
+    "full": ([], "edit"),
+    "grouped-g8": (["--fusion-groups", "8"], "edit-g8"),
+    "depthwise": (["--fusion-groups", str(SHAPES_REDUCED)], "edit-g288"),
+    "none": (["--fusion", "none"], "edit-none"),
+}
 
 
-class NoFusion(torch.nn.Module):
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(image)
+def distill(form: str, args) -> dict:
+    """The form's distill.json, distilling it first if it is not there yet."""
+    out = WORK / form
+    record = out / "distill.json"
+    if not record.is_file():
+        options, _ = FORMS[form]
+        command = [sys.executable, "-m", "edit_mobile", "distill", "shapes-pixart", "-o", str(out),
+                   "--schedule", f"256:{args.steps}", "--samples", str(args.samples),
+                   "--eval-samples", str(args.eval_samples), "--seed", "0", *options]
+        print("$", " ".join(command[1:]), flush=True)
+        subprocess.run(command, check=True)
+    return json.loads(record.read_text())
 
 
-def make_teacher(sharpness: float) -> Attention:
-    teacher = Attention(query_dim=WIDTH, heads=HEADS, dim_head=WIDTH // HEADS, bias=True)
-    with torch.no_grad():
-        teacher.to_q.weight.mul_(sharpness)
-        teacher.to_k.weight.mul_(sharpness)
-    return teacher.eval()
+def latencies(path: Path) -> dict[tuple[str, int], dict]:
+    """(model, resolution) -> the fp32 row of an export_latency JSON."""
+    rows = json.loads(path.read_text())["rows"]
+    return {(row["model"], row["resolution"]): row for row in rows if row.get("precision", "fp32") == "fp32"}
 
 
-def make_student(teacher: Attention, groups: int | None, grid: int) -> Attention:
-    student = copy.deepcopy(teacher)
-    processor = EDiTAttnProcessor(WIDTH, EDiTConfig(fusion_groups=groups or 1))
-    processor.token_grid = (grid, grid)
-    if groups is None:  # no ConvFusion at all: the baseline that shows what it buys
-        processor.conv_fusion = NoFusion()
-    student.set_processor(processor)
-    return student.train()
+def table(args) -> list[dict]:
+    timed = latencies(args.latency)
+    resolutions = sorted({resolution for _, resolution in timed})
+    rows = []
+    for form, (_, model) in FORMS.items():
+        evaluated = distill(form, args)["evaluate"]
+        row = {"form": form, "student": evaluated["student"], "teacher": evaluated["teacher"]}
+        for resolution in resolutions:
+            mine, teacher = timed.get((model, resolution)), timed.get(("teacher", resolution))
+            if mine and teacher and mine.get("executorch_ms") and teacher.get("executorch_ms"):
+                row[f"executorch_ms_{resolution}"] = mine["executorch_ms"]
+                row[f"speedup_{resolution}"] = teacher["executorch_ms"] / mine["executorch_ms"]
+        rows.append(row)
+    return rows
 
 
-def psnr(reference: torch.Tensor, output: torch.Tensor) -> float:
-    rmse = (reference - output).pow(2).mean().sqrt()
-    return float(20 * torch.log10(reference.abs().max() / rmse))
+def print_table(rows: list[dict], args) -> None:
+    resolutions = sorted(int(k.rsplit("_", 1)[1]) for k in rows[0] if k.startswith("speedup_"))
+    teacher = rows[0]["teacher"]
+    print(f"\nConvFusion forms: distilled from shapes-pixart (256:{args.steps}, {args.samples} samples), held-out "
+          f"prompt accuracy on {teacher['n']} captions (teacher {teacher['prompt_accuracy']:.3f}); ExecuTorch "
+          f"latency at PixArt-Sigma XL width from {args.latency.name} ({cpu_name()})")
+    head = "".join(f" {f'ET ms {r}':>10} {f'x {r}':>7}" for r in resolutions)
+    print(f"{'form':<11} {'prompt acc':>10} {'attr acc':>8} {'PSNR dB':>8}{head}")
+    for row in rows:
+        student = row["student"]
+        cells = "".join(f" {row.get(f'executorch_ms_{r}', float('nan')):>10.0f} {row.get(f'speedup_{r}', float('nan')):>6.2f}x"
+                        for r in resolutions)
+        print(f"{row['form']:<11} {student['prompt_accuracy']:>10.3f} {student['attribute_accuracy']:>8.3f} "
+              f"{student.get('image_psnr_vs_teacher', float('nan')):>8.1f}{cells}")
 
 
-def layer_gflops(module: Attention, tokens: torch.Tensor) -> float:
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        module(tokens)
-    return counter.get_total_flops() / 1e9
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = max((k for k in rows[0] if k.startswith("speedup_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        axes.scatter(row.get(key, float("nan")), row["student"]["prompt_accuracy"])
+        axes.annotate(row["form"], (row.get(key, float("nan")), row["student"]["prompt_accuracy"]))
+    axes.axhline(rows[0]["teacher"]["prompt_accuracy"], linestyle="--", color="gray", label="teacher")
+    axes.set_xlabel(f"ExecuTorch speed-up over the teacher at {key.rsplit('_', 1)[1]} px (XL width)")
+    axes.set_ylabel("held-out prompt accuracy (shapes, distilled)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--grid", type=int, default=32, help="token grid side (32 = 512 px)")
-    parser.add_argument("--sharpness", type=float, default=3.0, help="teacher q/k weight scale")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=Path, help="bench/export_latency.py's JSON with the models teacher, "
+                        "edit, edit-g8, edit-g288, edit-none (required unless --distill-only)")
+    parser.add_argument("--distill-only", action="store_true", help="distil the forms not distilled yet, then stop")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--eval-samples", type=int, default=32)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    teacher = make_teacher(args.sharpness)
-    heldout = smooth_tokens(2, args.grid, torch.Generator().manual_seed(123))
-    with torch.no_grad():
-        target = teacher(heldout)
-    forms = {"none": None, "full (default)": 1, "grouped g=8": 8, "grouped g=32": 32}
-    flops_tokens = torch.randn(1, 64 * 64, WIDTH, device="meta")
-    print(f"proxy: one attention layer, width {WIDTH}, {HEADS} heads, {args.grid}x{args.grid} tokens, "
-          f"{args.steps} distillation steps each")
-    print(f"{'ConvFusion form':<16} {'start PSNR':>10} {'end PSNR':>9} {'layer GFLOP @1024px':>20}")
-    for label, groups in forms.items():
-        student = make_student(teacher, groups, args.grid)
-        with torch.no_grad():
-            start = psnr(target, student(heldout))
-        optimiser = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=2e-4)
-        generator = torch.Generator().manual_seed(7)
-        for _ in tqdm(range(args.steps), desc=label, leave=False):
-            tokens = smooth_tokens(2, args.grid, generator)
-            with torch.no_grad():
-                wanted = teacher(tokens)
-            loss = F.mse_loss(student(tokens), wanted)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        with torch.no_grad():
-            end = psnr(target, student(heldout))
-        with torch.device("meta"):
-            shape_only = make_student(make_teacher(1.0), groups, 64)  # 64x64 tokens = 1024 px
-        print(f"{label:<16} {start:>10.2f} {end:>9.2f} {layer_gflops(shape_only, flops_tokens):>20.1f}")
+    if args.distill_only:
+        for form in FORMS:
+            distill(form, args)
+        return
+    if args.latency is None:
+        parser.error("--latency FILE is required (or --distill-only)")
+    rows = table(args)
+    print_table(rows, args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "convfusion_forms.json").write_text(json.dumps(
+        {"cpu": cpu_name(), "steps": args.steps, "samples": args.samples, "latency": args.latency.name,
+         "rows": rows}, indent=2) + "\n")
+    plot(rows, RESULTS / "convfusion_forms.png")
+    print(f"wrote {RESULTS / 'convfusion_forms.json'} and .png")
 
 
 if __name__ == "__main__":
