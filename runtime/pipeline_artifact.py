@@ -258,7 +258,8 @@ class PipelineArtifact:
             shown = "; ".join(repr(p) for p in prompts[:3]) + ("; ..." if len(prompts) > 3 else "")
             raise UserError(f"the artifact has no text encoder, only the embeddings of {len(prompts)} fixed prompts "
                             f"({shown}); pick one of them, or export without --fixed-prompts")
-        row = 0 if prompt not in prompts else prompts.index(prompt) + 1
+        described = self.spec["text"]["precomputed"]
+        row = described["negative_row"] if prompt not in prompts else prompts.index(prompt) + 1
         return {name: tensor[row:row + 1] for name, tensor in self.precomputed.items()}
 
     @torch.no_grad()
