@@ -119,6 +119,10 @@ def test_fixed_prompts_ship_embeddings_instead_of_the_text_encoder(tmp_path, cap
     report = validate_pipeline(art, steps=3)  # the artifact's own prompts, guided: row 0 is ""
     assert [row["prompt"] for row in report.prompts] == precomputed["prompts"]
     assert report.passed and all(row["embeddings_psnr_db"] >= 60 for row in report.prompts), report.prompts
+    profiled = tmp_path / "profile.json"
+    code, _ = run_cli(["profile", str(art), "--iters", "1", "--warmup", "0", "--json", str(profiled)], capsys)
+    image = json.loads(profiled.read_text())["image_ms"]["64x64"]
+    assert code == 0 and image["encode"] == 0 and image["total"] > 0  # embeddings are read, not computed
     code, err = run_cli(["generate", str(art), "--prompt", "a green triangle", "--steps", "2", "-o",
                          str(tmp_path / "x.png")], capsys)
     assert code == 2 and "2 fixed prompts" in err and not (tmp_path / "x.png").exists()
