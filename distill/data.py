@@ -81,7 +81,10 @@ class DataBuilder:
         self.family = family_of(teacher)
         self.folder = pipeline_folder
         self.cache = cache
-        self.tokens = prompt_tokens
+        # The prompt length the teacher's pipeline runs at (its tokenizers': the shapes SD3 reads
+        # 32 + 32 tokens), not the family's 333: MM-EDiT's attention mixes by the prompt's token
+        # count, so a student trained on another length does not match at sampling.
+        self.tokens = prompt_tokens or self.family.default_prompt_tokens_of(pipeline_folder)
         default_steps, default_guidance = self.family.sampling_defaults(pipeline_folder)
         self.steps = steps or default_steps
         self.guidance = default_guidance if guidance is None else guidance

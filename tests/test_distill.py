@@ -187,3 +187,14 @@ def test_bad_inputs_are_one_line_and_write_nothing(teacher, tmp_path):
     run = _cli(teacher, "-o", teacher, *TINY_RUN)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert sorted(p.name for p in teacher.iterdir()) == before
+
+
+def test_training_data_takes_the_pipelines_prompt_length(tmp_path):
+    """The shipped SD3 teacher reads 32 CLIP + 32 T5 tokens; distilling on the family's 333 left
+    MM-EDiT students (whose attention mixes by the prompt's token count) unable to match it."""
+    from edit_mobile.distill.data import DataBuilder
+    from edit_mobile.models import load_transformer, pipeline_folder_of, prompt_tokens_of
+
+    teacher = load_transformer("shapes-sd3")
+    builder = DataBuilder(teacher, pipeline_folder_of("shapes-sd3"), tmp_path, None, 2, None, 0)
+    assert builder.tokens == prompt_tokens_of("shapes-sd3", teacher) == 64
