@@ -40,20 +40,18 @@ def worker(args) -> None:
     import torch.distributed as dist
     from export_latency import FAMILIES
 
-    from edit_mobile.distill.data import DistillSet
     from edit_mobile.distill.engine import Distiller, DistillOptions, Distributed
     from edit_mobile.distill.objective import objective_for
     from edit_mobile.memory import release_freed_memory
     from edit_mobile.models.conversion import convert
     from edit_mobile.models.families import family_of
-    from edit_mobile.models.signature import TransformerSignature
     from edit_mobile.runtime.profiling import peak_rss_mb, reset_peak_rss, rss_mb
 
     torch.set_num_threads(1)
     env = Distributed(shard=args.shard)
     teacher = FAMILIES[args.family][0](args.resolution, args.layers)
     student = convert(teacher)
-    data = sample_set(teacher, args.resolution, env.world, TransformerSignature, DistillSet)
+    data = sample_set(teacher, args.resolution, env.world)
     options = DistillOptions(schedule=[(args.resolution, 2)], batch=env.world, train="attention",
                              checkpoint_every=10**9, gradient_checkpointing=args.checkpointing, shard=args.shard)
     with tempfile.TemporaryDirectory() as work:
@@ -79,12 +77,15 @@ def worker(args) -> None:
     env.close()
 
 
-def sample_set(teacher, resolution, count, signature_class, set_class):
+def sample_set(teacher, resolution, count):
     """`count` random training samples of the denoiser's shapes (memory does not depend on values)."""
-    signature = signature_class.of(teacher, resolution, resolution, batch=count)
+    from edit_mobile.distill.data import DistillSet
+    from edit_mobile.models.signature import TransformerSignature
+
+    signature = TransformerSignature.of(teacher, resolution, resolution, batch=count)
     example = dict(zip((spec.name for spec in signature.inputs), signature.example_inputs(seed=0), strict=True))
     prompt = {name: value for name, value in example.items() if name not in ("hidden_states", "timestep")}
-    return set_class(example["hidden_states"], prompt, {n: v[:1] for n, v in prompt.items()}, [""] * count)
+    return DistillSet(example["hidden_states"], prompt, {n: v[:1] for n, v in prompt.items()}, [""] * count)
 
 
 def local_bytes(tensors) -> int:

@@ -64,6 +64,7 @@ TEST_VECTORS_FILE = "test_vectors.safetensors"
 ENCODE_METHOD = "encode_prompt"
 TEXT_CHECK_PROMPTS = 16
 PROMPTS_FILE = "prompts.safetensors"  # --fixed-prompts: encode_prompt's outputs, row 0 the negative prompt
+PROMPTS_ROLE = "prompts"  # its manifest file role
 MAX_FIXED_PROMPTS = 1000
 EXAMPLE_PROMPT = "a small red circle in the top left on a white background"
 
@@ -263,7 +264,7 @@ def write_fixed_prompts(parts, prompts: list[str], path: Path) -> dict:
     rows = [encoder(*parts.text.tokenize([prompt]).values()) for prompt in ["", *prompts]]
     save_file({name: torch.cat([row[index] for row in rows]).contiguous()
                for index, name in enumerate(encoder.output_names)}, str(path))
-    return {"file": "prompts", "prompts": prompts, "negative_row": 0, "outputs": list(encoder.output_names)}
+    return {"file": PROMPTS_ROLE, "prompts": prompts, "negative_row": 0, "outputs": list(encoder.output_names)}
 
 
 def text_check_inputs(text, count: int = TEXT_CHECK_PROMPTS) -> list[tuple[torch.Tensor, ...]]:
@@ -424,7 +425,7 @@ def write_text_and_scheduler(parts, staging: Path, fixed_prompts: list[str] | No
     scheduler = {"scheduler": {"class_name": type(parts.scheduler).__name__, "config": _jsonable(config)}}
     if fixed_prompts is not None:
         precomputed = write_fixed_prompts(parts, fixed_prompts, staging / PROMPTS_FILE)
-        return {"text": {"precomputed": precomputed, "negative_prompt": ""}, **scheduler}, {"prompts": PROMPTS_FILE}
+        return {"text": {"precomputed": precomputed, "negative_prompt": ""}, **scheduler}, {PROMPTS_ROLE: PROMPTS_FILE}
     tokenizers = parts.text.tokenizer_inputs()
     for item in tokenizers:
         source = parts.folder / item.files if parts.folder is not None else None
