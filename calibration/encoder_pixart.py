@@ -1,9 +1,10 @@
-"""PixArt-Sigma's text encoder: T5 (v1.1 XXL in the real model), a fixed number of tokens.
+"""A one-encoder family's prompts (PixArt-Sigma's T5; SANA's Gemma-2 the same way), a fixed
+number of tokens.
 
 Follows diffusers' PixArtSigmaPipeline.encode_prompt without caption cleaning (the pipeline's
 own fallback when bs4/ftfy are absent): lower-case, pad to `max_tokens`, T5 hidden states.
-The negative prompt for guidance is "". Nothing is downloaded: a local folder, or a small
-randomly initialised T5 with a byte tokenizer for presets that have no real weights.
+The negative prompt for guidance is "". The encoder and tokenizer come from the family
+(`Family.text_encoder_parts`); for a T5 folder alone, `from_folder`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from edit_mobile.calibration.embeddings import EncodedPrompts, PromptEmbeddings
 from edit_mobile.calibration.token_inputs import LOWER_STRIP, TokenizerInput, tokenize_all
-from edit_mobile.errors import UserError
+from edit_mobile.models.text_encoders import random_t5, t5_parts
 
 BATCH = 8  # prompts per encoder call: bounds memory with the 4.7B-parameter T5-XXL
 
@@ -46,26 +47,8 @@ class PixArtTextEncoder:
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, max_tokens: int) -> PixArtTextEncoder:
         """A diffusers PixArt pipeline folder (text_encoder/, tokenizer/) or a T5 folder."""
-        from transformers import AutoTokenizer, T5EncoderModel
-
-        folder = Path(folder)
-        encoder_dir, tokenizer_dir = folder, folder
-        if (folder / "text_encoder").is_dir():
-            encoder_dir, tokenizer_dir = folder / "text_encoder", folder / "tokenizer"
-        if not (encoder_dir / "config.json").is_file():
-            raise UserError(
-                f"{folder} is not a T5 encoder folder (no config.json); pass a PixArt pipeline "
-                "folder with text_encoder/ and tokenizer/, or a T5 encoder folder"
-            )
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-            text_encoder = T5EncoderModel.from_pretrained(
-                encoder_dir, local_files_only=True, torch_dtype=torch.float32
-            )
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot load the T5 encoder from {folder}: {err}") from err
-        description = {"kind": "t5", "path": str(folder), "tokens": max_tokens}
-        return cls(tokenizer, text_encoder, max_tokens, description)
+        tokenizer, text_encoder = t5_parts(Path(folder))
+        return cls(tokenizer, text_encoder, max_tokens, {"kind": "t5", "path": str(folder), "tokens": max_tokens})
 
     @classmethod
     def random(cls, width: int, max_tokens: int, seed: int = 0) -> PixArtTextEncoder:
@@ -101,25 +84,3 @@ class PixArtTextEncoder:
         negative = self._encode([""]) if guidance else None
         return EncodedPrompts(positive, negative, self.description)
 
-
-def random_t5(width: int, seed: int):
-    """(T5EncoderModel, ByT5Tokenizer): deterministic for a seed, needs no downloaded files."""
-    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
-
-    tokenizer = ByT5Tokenizer()
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=width,
-        d_kv=16,
-        d_ff=2 * min(width, 256),
-        num_layers=2,
-        num_heads=2,
-        feed_forward_proj="gated-gelu",  # T5 v1.1, as in PixArt-Sigma and SD3
-        dropout_rate=0.0,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = T5EncoderModel(config)
-    return model.eval(), tokenizer

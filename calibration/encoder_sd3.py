@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from edit_mobile.calibration.embeddings import EncodedPrompts, PromptEmbeddings
-from edit_mobile.calibration.encoder_pixart import random_t5
 from edit_mobile.calibration.token_inputs import TokenizerInput, tokenize_all
 from edit_mobile.errors import UserError
+from edit_mobile.models.text_encoders import random_t5
 
 CLIP_TOKENS = 77
 T5_TOKENS = 256

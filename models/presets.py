@@ -15,7 +15,7 @@ from diffusers import ModelMixin
 
 from edit_mobile.errors import UserError
 from edit_mobile.models.conversion import convert
-from edit_mobile.models.families import family_of_class_name, get_family
+from edit_mobile.models.families import all_families, family_of_class_name, get_family
 
 EDIT_SUFFIX = "-edit"
 
@@ -27,98 +27,12 @@ class Preset:
     description: str
 
 
-PIXART_SIGMA_XL = dict(
-    num_attention_heads=16,
-    attention_head_dim=72,
-    in_channels=4,
-    out_channels=8,
-    num_layers=28,
-    cross_attention_dim=1152,
-    caption_channels=4096,
-    patch_size=2,
-    norm_type="ada_norm_single",
-    norm_elementwise_affine=False,
-    norm_eps=1e-6,
-    attention_bias=True,
-    activation_fn="gelu-approximate",
-    num_embeds_ada_norm=1000,
-    use_additional_conditions=False,
-)
-SD35_MEDIUM = dict(
-    sample_size=128,
-    patch_size=2,
-    in_channels=16,
-    num_layers=24,
-    attention_head_dim=64,
-    num_attention_heads=24,
-    joint_attention_dim=4096,
-    caption_projection_dim=1536,
-    pooled_projection_dim=2048,
-    out_channels=16,
-    pos_embed_max_size=384,
-    dual_attention_layers=tuple(range(13)),
-    qk_norm="rms_norm",
-)
-# transformer/config.json of Efficient-Large-Model/Sana_1600M_1024px_diffusers and
-# Sana_600M_512px_diffusers, written from the published configs as we know them (they cannot be
-# downloaded here) and SanaTransformer2DModel's defaults: no positional embedding, patch 1 on the
-# DC-AE's 32x latents; 600M is width 1152 (36 x 32) over 28 layers, 1600M width 2240 over 20.
-SANA_1600M = dict(
-    in_channels=32,
-    out_channels=32,
-    num_attention_heads=70,
-    attention_head_dim=32,
-    num_layers=20,
-    num_cross_attention_heads=20,
-    cross_attention_head_dim=112,
-    cross_attention_dim=2240,
-    caption_channels=2304,
-    mlp_ratio=2.5,
-    dropout=0.0,
-    attention_bias=False,
-    sample_size=32,
-    patch_size=1,
-    norm_elementwise_affine=False,
-    norm_eps=1e-6,
-    interpolation_scale=None,
-    guidance_embeds=False,
-    qk_norm=None,
-    timestep_scale=1.0,
-)
-SANA_600M = {**SANA_1600M, "num_attention_heads": 36, "num_layers": 28, "num_cross_attention_heads": 16,
-             "cross_attention_head_dim": 72, "cross_attention_dim": 1152, "sample_size": 16}
+def _family_presets() -> dict[str, Preset]:
+    return {name: Preset(family.name, config, description)
+            for family in all_families() for name, (config, description) in family.presets().items()}
 
-PRESETS: dict[str, Preset] = {
-    "tiny-pixart": Preset(
-        "pixart",
-        {**PIXART_SIGMA_XL, "num_attention_heads": 4, "attention_head_dim": 16, "num_layers": 2,
-         "cross_attention_dim": 64, "caption_channels": 32, "sample_size": 16},
-        "PixArt-Sigma layout, width 64, 2 layers, 128 px default: tests and the demo",
-    ),
-    "tiny-sd3": Preset(
-        "sd3",
-        {**SD35_MEDIUM, "num_layers": 2, "attention_head_dim": 16, "num_attention_heads": 4,
-         "joint_attention_dim": 32, "caption_projection_dim": 64, "pooled_projection_dim": 32,
-         "sample_size": 16, "pos_embed_max_size": 64, "dual_attention_layers": (0,)},
-        "SD3.5 (MMDiT-X) layout, width 64, 2 layers, 128 px default: tests and the demo",
-    ),
-    "tiny-sana": Preset(
-        "sana",
-        {**SANA_600M, "num_attention_heads": 4, "attention_head_dim": 16, "num_layers": 2,
-         "num_cross_attention_heads": 4, "cross_attention_head_dim": 16, "cross_attention_dim": 64,
-         "caption_channels": 32, "sample_size": 4},
-        "SANA layout, width 64, 2 layers, 128 px default (4 x 4 latents): tests",
-    ),
-    "pixart-sigma-xl-512": Preset(
-        "pixart", {**PIXART_SIGMA_XL, "sample_size": 64}, "PixArt-Sigma XL/2 at 512 px"
-    ),
-    "pixart-sigma-xl-1024": Preset(
-        "pixart", {**PIXART_SIGMA_XL, "sample_size": 128}, "PixArt-Sigma XL/2 at 1024 px"
-    ),
-    "sd35-medium": Preset("sd3", SD35_MEDIUM, "Stable Diffusion 3.5 Medium's transformer"),
-    "sana-600m-512": Preset("sana", SANA_600M, "SANA 600M at 512 px"),
-    "sana-1600m-1024": Preset("sana", SANA_1600M, "SANA 1600M at 1024 px"),
-}
+
+PRESETS: dict[str, Preset] = _family_presets()
 
 
 # Presets with trained weights: the shapes world's teachers, shipped as diffusers pipeline

@@ -70,6 +70,22 @@ def pytorch_output(model, inputs) -> torch.Tensor:
         return DenoiserWrapper(model)(*inputs)
 
 
+def test_the_family_is_its_file_presets_text_encoder_and_all():
+    """A family is found by its file in models/families/ (no list elsewhere names it), and its
+    presets and text encoder come from that file: what lets SANA touch no other module."""
+    from pathlib import Path
+
+    from edit_mobile.models import families
+    from edit_mobile.models.families import sana
+    from edit_mobile.models.presets import PRESETS
+
+    files = {path.stem for path in Path(families.__file__).parent.glob("*.py")} - {"__init__", "base"}
+    assert set(families.FAMILY_MODULES) == files and families.get_family("sana") is sana.FAMILY
+    assert {name for name, preset in PRESETS.items() if preset.family == "sana"} == set(sana.PRESETS)
+    tokenizer, encoder = sana.FAMILY.random_text_encoder_parts(32)
+    assert type(encoder).__name__ == "Gemma2Model" and encoder.config.hidden_size == 32
+
+
 def test_family_facts_32x_latents_patch_1(model):
     from edit_mobile.models import TransformerSignature, default_resolution
     from edit_mobile.models.families import family_of

@@ -239,7 +239,7 @@ def test_shipping_keeps_what_the_models_compute(tmp_path):
     from diffusers import SD3Transformer2DModel
     from transformers import T5EncoderModel
 
-    from edit_mobile.calibration.encoder_pixart import random_t5
+    from edit_mobile.models.text_encoders import random_t5
     from edit_mobile.training import shipping
 
     torch.manual_seed(0)

@@ -4,27 +4,30 @@
     family = family_of(model)          # the Family of a loaded transformer (teacher or student)
     family = get_family("pixart")      # by name, e.g. from a manifest
 
-A new family is one module here exposing `FAMILY`, added to `FAMILY_MODULES`.
+A new family is one module here exposing `FAMILY`, named as the family (`FAMILY.name`): it is
+found by its file, with no list to add it to. Its presets, text encoder, VAE, sampler and
+conversion live in that file.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from edit_mobile.errors import UserError
 from edit_mobile.models.families.base import Family
 
-FAMILY_MODULES = {
-    "pixart": "edit_mobile.models.families.pixart",
-    "sd3": "edit_mobile.models.families.sd3",
-    "sana": "edit_mobile.models.families.sana",
-}
+# Every module of this package but the shared base, alphabetically (preset listings follow).
+FAMILY_MODULES = {m.name: f"{__name__}.{m.name}" for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name)
+                  if m.name != "base"}
 
 
 def get_family(name: str) -> Family:
     if name not in FAMILY_MODULES:
         raise UserError(f"unknown model family {name!r}; known: {', '.join(FAMILY_MODULES)}")
-    return importlib.import_module(FAMILY_MODULES[name]).FAMILY
+    family = importlib.import_module(FAMILY_MODULES[name]).FAMILY
+    assert family.name == name, f"{FAMILY_MODULES[name]} holds family {family.name!r}: name the file after it"
+    return family
 
 
 def all_families() -> list[Family]:

@@ -41,11 +41,18 @@ class Family:
     latent_channels: int = 0
     vae_scaling_factor: float = 1.0
     vae_shift_factor: float | None = None
-    # The text encoder layout calibration and the pipeline build ("t5" or "clip+t5").
+    # The text encoder layout ("clip+t5": SD3's three encoders; any other: one encoder whose last
+    # hidden states and mask are the prompt, its parts from `text_encoder_parts`), and the kind
+    # the calibration manifest records.
     text_encoder: str = ""
     # Compression stride every resolution must allow, teachers included, so that a teacher and
     # its EDiT student are exported, calibrated and compared at the same sizes.
     student_compression_stride: int = 2
+
+    def presets(self) -> dict[str, tuple[dict, str]]:
+        """Named models of this family built from their configs: name -> (transformer config,
+        description). The student of each is NAME-edit."""
+        return {}
 
     # --- the denoiser's inputs --------------------------------------------------------------
 
@@ -200,3 +207,13 @@ class MaskedPromptFamily(Family):
 
     def conditioning_input(self) -> str:
         return "encoder_attention_mask"
+
+    # --- the text encoder: one tokenizer and one encoder ---------------------------------------
+
+    def text_encoder_parts(self, folder: Path):
+        """(tokenizer, encoder) of a pipeline folder, loaded in float32 and padding on the right."""
+        raise NotImplementedError
+
+    def random_text_encoder_parts(self, width: int, seed: int = 0):
+        """(tokenizer, encoder) of output width `width`, seeded, for the tiny presets."""
+        raise NotImplementedError

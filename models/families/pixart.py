@@ -15,6 +15,37 @@ from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
 
 from edit_mobile.models.families.base import MaskedPromptFamily
 from edit_mobile.models.pixart_edit import PixArtEDiTTransformer2DModel
+from edit_mobile.models.text_encoders import random_t5, t5_parts
+
+PIXART_SIGMA_XL = dict(
+    num_attention_heads=16,
+    attention_head_dim=72,
+    in_channels=4,
+    out_channels=8,
+    num_layers=28,
+    cross_attention_dim=1152,
+    caption_channels=4096,
+    patch_size=2,
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    attention_bias=True,
+    activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000,
+    use_additional_conditions=False,
+)
+
+# name -> (transformer config, description): models built from their configs with random
+# weights (nothing here reaches a model hub); NAME-edit is the student.
+PRESETS = {
+    "tiny-pixart": (
+        {**PIXART_SIGMA_XL, "num_attention_heads": 4, "attention_head_dim": 16, "num_layers": 2,
+         "cross_attention_dim": 64, "caption_channels": 32, "sample_size": 16},
+        "PixArt-Sigma layout, width 64, 2 layers, 128 px default: tests and the demo",
+    ),
+    "pixart-sigma-xl-512": ({**PIXART_SIGMA_XL, "sample_size": 64}, "PixArt-Sigma XL/2 at 512 px"),
+    "pixart-sigma-xl-1024": ({**PIXART_SIGMA_XL, "sample_size": 128}, "PixArt-Sigma XL/2 at 1024 px"),
+}
 
 
 class PixArtFamily(MaskedPromptFamily):
@@ -29,8 +60,18 @@ class PixArtFamily(MaskedPromptFamily):
     vae_scaling_factor = 0.13025
     text_encoder = "t5"
 
+    def presets(self) -> dict[str, tuple[dict, str]]:
+        return PRESETS
+
     def out_channels(self, model) -> int:
         return model.out_channels  # twice the latent channels: noise and learned variance
+
+    def text_encoder_parts(self, folder: Path):
+        return t5_parts(folder)
+
+    def random_text_encoder_parts(self, width: int, seed: int = 0):
+        model, tokenizer = random_t5(width, seed)
+        return tokenizer, model
 
     def scheduler_class(self):
         return DPMSolverMultistepScheduler

@@ -18,6 +18,7 @@ from pathlib import Path
 from diffusers import DPMSolverMultistepScheduler, SanaTransformer2DModel
 from diffusers.configuration_utils import register_to_config
 
+from edit_mobile.errors import UserError
 from edit_mobile.models.config import EDiTConfig
 from edit_mobile.models.edit_attention import EDiTAttnProcessor
 from edit_mobile.models.families.base import MaskedPromptFamily
@@ -85,6 +86,47 @@ class SanaEDiTTransformer2DModel(TokenGridForward, SanaTransformer2DModel):
         for block in self.transformer_blocks:
             block.attn1.set_processor(EDiTAttnProcessor(width, options))
 
+# transformer/config.json of Efficient-Large-Model/Sana_1600M_1024px_diffusers and
+# Sana_600M_512px_diffusers, written from the published configs as we know them (they cannot be
+# downloaded here) and SanaTransformer2DModel's defaults: no positional embedding, patch 1 on the
+# DC-AE's 32x latents; 600M is width 1152 (36 x 32) over 28 layers, 1600M width 2240 over 20.
+SANA_1600M = dict(
+    in_channels=32,
+    out_channels=32,
+    num_attention_heads=70,
+    attention_head_dim=32,
+    num_layers=20,
+    num_cross_attention_heads=20,
+    cross_attention_head_dim=112,
+    cross_attention_dim=2240,
+    caption_channels=2304,
+    mlp_ratio=2.5,
+    dropout=0.0,
+    attention_bias=False,
+    sample_size=32,
+    patch_size=1,
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    interpolation_scale=None,
+    guidance_embeds=False,
+    qk_norm=None,
+    timestep_scale=1.0,
+)
+SANA_600M = {**SANA_1600M, "num_attention_heads": 36, "num_layers": 28, "num_cross_attention_heads": 16,
+             "cross_attention_head_dim": 72, "cross_attention_dim": 1152, "sample_size": 16}
+
+# name -> (transformer config, description); NAME-edit is the EDiT student.
+PRESETS = {
+    "tiny-sana": (
+        {**SANA_600M, "num_attention_heads": 4, "attention_head_dim": 16, "num_layers": 2,
+         "num_cross_attention_heads": 4, "cross_attention_head_dim": 16, "cross_attention_dim": 64,
+         "caption_channels": 32, "sample_size": 4},
+        "SANA layout, width 64, 2 layers, 128 px default (4 x 4 latents): tests",
+    ),
+    "sana-600m-512": (SANA_600M, "SANA 600M at 512 px"),
+    "sana-1600m-1024": (SANA_1600M, "SANA 1600M at 1024 px"),
+}
+
 
 class SanaFamily(MaskedPromptFamily):
     name = "sana"
@@ -98,6 +140,9 @@ class SanaFamily(MaskedPromptFamily):
     latent_channels = 32
     vae_scaling_factor = 0.41407
     text_encoder = "gemma2"
+
+    def presets(self) -> dict[str, tuple[dict, str]]:
+        return PRESETS
 
     def out_channels(self, model) -> int:
         return model.config.out_channels or model.config.in_channels
@@ -124,6 +169,37 @@ class SanaFamily(MaskedPromptFamily):
                              encoder_layers_per_block=(1,) * levels, decoder_layers_per_block=(1,) * levels,
                              encoder_qkv_multiscales=((),) * levels, decoder_qkv_multiscales=((),) * levels,
                              scaling_factor=self.vae_scaling_factor)
+
+    def text_encoder_parts(self, folder: Path):
+        """Gemma-2 (SanaPipeline's): its tokenizer pads left, which the pipeline turns right."""
+        import torch
+        from transformers import AutoTokenizer, Gemma2Model
+
+        if not (folder / "text_encoder" / "config.json").is_file():
+            raise UserError(f"{folder} has no text_encoder/config.json; pass a SANA pipeline folder "
+                            "(text_encoder/, tokenizer/)")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+            encoder = Gemma2Model.from_pretrained(folder / "text_encoder", local_files_only=True, dtype=torch.float32)
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot load the Gemma-2 encoder from {folder}: {' '.join(str(err).split())}") from err
+        tokenizer.padding_side = "right"
+        return tokenizer, encoder.eval()
+
+    def random_text_encoder_parts(self, width: int, seed: int = 0):
+        """ByT5's byte tokenizer and a 2-layer Gemma2Model of hidden size `width`."""
+        import torch
+        from transformers import ByT5Tokenizer, Gemma2Config, Gemma2Model
+
+        tokenizer = ByT5Tokenizer()
+        config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * min(width, 256),
+                              num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                              query_pre_attn_scalar=16, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id, bos_token_id=None, attn_implementation="eager")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = Gemma2Model(config)
+        return tokenizer, encoder.eval()
 
     def scheduler_class(self):
         return DPMSolverMultistepScheduler

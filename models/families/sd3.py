@@ -19,6 +19,33 @@ from edit_mobile.models.sd3_mm_edit import SD3MMEDiTTransformer2DModel
 CLIP_TOKENS = 77
 SD3_SHIFT = 3.0
 
+SD35_MEDIUM = dict(
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    num_layers=24,
+    attention_head_dim=64,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    caption_projection_dim=1536,
+    pooled_projection_dim=2048,
+    out_channels=16,
+    pos_embed_max_size=384,
+    dual_attention_layers=tuple(range(13)),
+    qk_norm="rms_norm",
+)
+
+# name -> (transformer config, description); NAME-edit is the MM-EDiT student.
+PRESETS = {
+    "tiny-sd3": (
+        {**SD35_MEDIUM, "num_layers": 2, "attention_head_dim": 16, "num_attention_heads": 4,
+         "joint_attention_dim": 32, "caption_projection_dim": 64, "pooled_projection_dim": 32,
+         "sample_size": 16, "pos_embed_max_size": 64, "dual_attention_layers": (0,)},
+        "SD3.5 (MMDiT-X) layout, width 64, 2 layers, 128 px default: tests and the demo",
+    ),
+    "sd35-medium": (SD35_MEDIUM, "Stable Diffusion 3.5 Medium's transformer"),
+}
+
 
 class SD3Family(Family):
     name = "sd3"
@@ -32,6 +59,9 @@ class SD3Family(Family):
     vae_scaling_factor = 1.5305
     vae_shift_factor = 0.0609
     text_encoder = "clip+t5"
+
+    def presets(self) -> dict[str, tuple[dict, str]]:
+        return PRESETS
 
     def prompt_inputs(self, config, batch: int, tokens: int) -> list[TensorSpec]:
         return [TensorSpec("encoder_hidden_states", (batch, tokens, config.joint_attention_dim)),
