@@ -474,6 +474,27 @@ def test_the_android_apps_pipeline_keys_are_what_export_writes(tiny_artifact):
     assert top in manifest and manifest["files"]["tokenizer"] and manifest["files"]["scheduler"]
 
 
+def test_the_ios_apps_pipeline_keys_are_the_android_apps_and_what_export_writes(tiny_artifact):
+    import re
+    from pathlib import Path
+
+    apps = Path(__file__).resolve().parents[1]
+    java_block = re.search(r"// BEGIN PIPELINE KEYS(.*?)// END PIPELINE KEYS",
+                           (apps / "android_demo/app/src/main/java/org/editmobile/demo/PipelineSpec.java").read_text(), re.S)
+    java = dict(re.findall(r'static final String (\w+) = "([^"]+)";', java_block.group(1)))
+    swift_block = re.search(r"// BEGIN PIPELINE KEYS(.*?)// END PIPELINE KEYS",
+                            (apps / "ios_demo/EDiTDemo/PipelineSpec.swift").read_text(), re.S)
+    swift = {re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper(): value  # camel -> the Java SNAKE name
+             for name, value in re.findall(r'static let (\w+) = "([^"]+)"', swift_block.group(1))}
+    # iOS reads the scheduler from the manifest (Android from the scheduler/ folder): those keys
+    # are checked on the export; every other key is the Android app's, by name and value.
+    scheduler = {k: swift.pop(k) for k in ("P_SCHEDULER", "SCHEDULER_CLASS_NAME", "SCHEDULER_CONFIG")}
+    assert swift and {k: java.get(k) for k in swift} == swift
+    written = json.loads((tiny_artifact / "manifest.json").read_text())["pipeline"][scheduler["P_SCHEDULER"]]
+    assert written[scheduler["SCHEDULER_CLASS_NAME"]] in ("DPMSolverMultistepScheduler", "FlowMatchEulerDiscreteScheduler")
+    assert isinstance(written[scheduler["SCHEDULER_CONFIG"]], dict)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--backend", "vulkan", "--pipeline"], "--pipeline exports to xnnpack, onnx, coreml so far"),
     (["--backend", "coreml", "--pipeline", "--resolution", "64", "128", "--coreml-target", "iOS17"], "need iOS18"),

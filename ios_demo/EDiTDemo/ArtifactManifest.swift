@@ -10,7 +10,7 @@ enum ManifestKeys {
   static let schemaName = "edit-mobile/manifest"
   static let schemaVersion = 1
   /// A pipeline artifact (export --pipeline): v1's fields describe its first denoise method,
-  /// which this app benchmarks; drawing from the whole pipeline is Android's so far.
+  /// which the benchmark mode times; the draw screen runs the whole pipeline (PipelineSpec).
   static let pipelineSchemaVersion = 2
   static let topSchema = "schema"
   static let topSchemaVersion = "schema_version"
@@ -21,6 +21,7 @@ enum ManifestKeys {
   static let topInputs = "inputs"
   static let topOutputs = "outputs"
   static let topFiles = "files"
+  static let topPipeline = "pipeline"
   static let modelSource = "source"
   static let specName = "name"
   static let specShape = "shape"
@@ -80,6 +81,8 @@ struct ArtifactManifest {
   let inputs: [TensorSpec]
   let outputs: [TensorSpec]
   let files: [String: FileEntry]
+  /// The v2 manifest's "pipeline" object (PipelineSpec reads it); nil for a denoiser artifact.
+  let pipeline: [String: Any]?
 
   /// Backends whose program this app runs: .pte through ExecuTorch, .mlpackage through Core ML.
   static let executorchBackends = [K.backendXnnpack, K.backendCoremlPte]
@@ -121,7 +124,8 @@ struct ArtifactManifest {
       precision: try field(root, K.topPrecision),
       inputs: try specs(root, K.topInputs),
       outputs: try specs(root, K.topOutputs),
-      files: try fileEntries(folder, fileTable))
+      files: try fileEntries(folder, fileTable),
+      pipeline: root[K.topPipeline] as? [String: Any])
   }
 
   func url(for role: String) throws -> URL {
@@ -188,7 +192,7 @@ struct ArtifactManifest {
 
   // MARK: typed access with messages that name the field
 
-  private static func field<T>(_ object: [String: Any], _ key: String) throws -> T {
+  static func field<T>(_ object: [String: Any], _ key: String) throws -> T {
     guard let raw = object[key], !(raw is NSNull) else {
       throw DemoError("manifest field '\(key)' is missing")
     }
@@ -198,7 +202,7 @@ struct ArtifactManifest {
     return value
   }
 
-  private static func specs(_ root: [String: Any], _ key: String) throws -> [TensorSpec] {
+  static func specs(_ root: [String: Any], _ key: String) throws -> [TensorSpec] {
     let items: [[String: Any]] = try field(root, key)
     guard !items.isEmpty else { throw DemoError("manifest \(key) is empty") }
     return try items.map {

@@ -86,7 +86,9 @@ enum DemoRun {
     let programURL = try manifest.url(for: ManifestKeys.roleProgram)
     if ArtifactManifest.executorchBackends.contains(manifest.backend) {
       let weightsURL = manifest.files[ManifestKeys.roleWeights] == nil ? nil : try manifest.url(for: ManifestKeys.roleWeights)
-      return try ExecuTorchRunner(programURL: programURL, weightsURL: weightsURL)
+      // A pipeline program has no "forward": the manifest's inputs are its first denoise method's.
+      let method = manifest.pipeline == nil ? "forward" : "denoise_\(manifest.resolution)"
+      return try ExecuTorchRunner(programURL: programURL, weightsURL: weightsURL, method: method)
     }
     if ArtifactManifest.coreMLBackends.contains(manifest.backend) {
       return try await CoreMLRunner(packageURL: programURL, manifest: manifest,

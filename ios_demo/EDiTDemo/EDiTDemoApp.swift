@@ -9,12 +9,14 @@ struct EDiTDemoApp: App {
   }
 }
 
-/// One screen: runs the artifact chosen by the launch argument `-artifact NAME` (default: the
-/// only folder under Documents/artifacts, then under the app bundle's artifacts/) and shows the
-/// report. Results are also printed and logged as one `EDIT_DEMO_RESULT {json}` line.
+/// The report screen: runs the artifact chosen by the launch argument `-artifact NAME` (default:
+/// the only folder under Documents/artifacts, then under the app bundle's artifacts/) and shows
+/// the report. Results are also printed and logged as one `EDIT_DEMO_RESULT {json}` line. A
+/// pipeline artifact exported with --fixed-prompts also opens the draw screen.
 struct ContentView: View {
   @State private var text = "starting ..."
   @State private var running = false
+  @State private var drawable: URL? = nil
 
   var body: some View {
     NavigationStack {
@@ -22,7 +24,10 @@ struct ContentView: View {
         Text(text).font(.system(.body, design: .monospaced)).frame(maxWidth: .infinity, alignment: .leading).padding()
       }
       .navigationTitle("EDiT demo")
-      .toolbar { Button("Run again") { Task { await runDemo() } }.disabled(running) }
+      .toolbar {
+        if let drawable { NavigationLink("Draw") { DrawScreen(folder: drawable) } }
+        Button("Run again") { Task { await runDemo() } }.disabled(running)
+      }
     }
     .task { await runDemo() }
   }
@@ -36,6 +41,7 @@ struct ContentView: View {
     do {
       resultsURL = try settings.resultsPath.map { try BenchmarkResults.url(relative: $0) }
       let folder = try ArtifactLocator.find(requested: UserDefaults.standard.string(forKey: "artifact"))
+      drawable = ArtifactLocator.drawsFixedPrompts(folder) ? folder : nil
       let report = try await DemoRun.run(folder: folder, settings: settings) { message in
         DemoLog.info(message)
         text = message
@@ -67,6 +73,12 @@ enum ArtifactLocator {
       roots.append(bundled)
     }
     return roots
+  }
+
+  /// Whether the folder is a pipeline artifact with fixed prompts (what the draw screen runs).
+  static func drawsFixedPrompts(_ folder: URL) -> Bool {
+    guard let manifest = try? ArtifactManifest.read(folder: folder) else { return false }
+    return (try? PipelineSpec(manifest: manifest)) != nil
   }
 
   static func find(requested: String?) throws -> URL {

@@ -6,17 +6,20 @@ import Foundation
 final class ExecuTorchRunner: ProgramRunner {
   let runtimeName = "executorch-ios"
   private let module: Module
+  private let method: String
   private var inputs: [AnyTensor] = []
   private var lastOutputs: [Value] = []
 
-  /// `weightsURL`: the program's weights kept outside it (model.ptd), if the manifest lists them.
-  init(programURL: URL, weightsURL: URL?) throws {
+  /// `weightsURL`: the program's weights kept outside it (model.ptd), if the manifest lists them;
+  /// `method`: the one timed ("forward", or a pipeline program's denoise method).
+  init(programURL: URL, weightsURL: URL?, method: String) throws {
+    self.method = method
     if let weightsURL {
       module = Module(filePath: programURL.path, dataFilePaths: [weightsURL.path], loadMode: .mmap)
     } else {
       module = Module(filePath: programURL.path)
     }
-    try module.load("forward")  // eager, so load time is not charged to the first timed run
+    try module.load(method)  // eager, so load time is not charged to the first timed run
   }
 
   func prepare(inputs vectors: [SafeTensor]) throws {
@@ -33,7 +36,7 @@ final class ExecuTorchRunner: ProgramRunner {
   }
 
   func forward() throws {
-    let values: [Value] = try module.forward(inputs)
+    let values: [Value] = try module.execute(method, inputs)
     lastOutputs = values
   }
 
