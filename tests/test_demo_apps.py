@@ -762,19 +762,31 @@ def test_ios_reads_hostile_files_with_checked_arithmetic():
         assert words in java and words in swift, words
 
 
-def test_ios_sources_parse_as_swift():
-    """No Swift compiler here: tree-sitter's Swift grammar at least parses every source, so a
-    syntax slip (an unclosed brace, a stray token) is caught; types and the SDK calls are not."""
+def _syntax_errors(grammar_module: str, sources: list[Path]) -> dict[str, list[str]]:
+    """Each source's ERROR / MISSING nodes under tree-sitter's grammar for its language."""
     tree_sitter = pytest.importorskip("tree_sitter", reason="dev extra: pip install -e '.[dev]'")
-    swift_grammar = pytest.importorskip("tree_sitter_swift", reason="dev extra: pip install -e '.[dev]'")
-    parser = tree_sitter.Parser(tree_sitter.Language(swift_grammar.language()))
+    grammar = pytest.importorskip(grammar_module, reason="dev extra: pip install -e '.[dev]'")
+    parser = tree_sitter.Parser(tree_sitter.Language(grammar.language()))
     assert parser.parse(b"func f() { let x = (1 + }").root_node.has_error  # the check can fail
 
     def broken(node) -> list[str]:
         here = [f"line {node.start_point[0] + 1}: {node.text[:50]!r}"] if node.type == "ERROR" or node.is_missing else []
         return here + [line for child in node.children for line in broken(child)]
 
+    problems = {p.name: broken(parser.parse(p.read_bytes()).root_node) for p in sources}
+    return {name: lines for name, lines in problems.items() if lines}
+
+
+def test_ios_sources_parse_as_swift():
+    """No Swift compiler here: tree-sitter's Swift grammar at least parses every source, so a
+    syntax slip (an unclosed brace, a stray token) is caught; types and the SDK calls are not."""
     sources = sorted(SWIFT_SOURCES.glob("*.swift"))
     assert {"Schedulers.swift", "TextToImage.swift", "PipelineSpec.swift", "DrawScreen.swift"} <= {p.name for p in sources}
-    problems = {p.name: broken(parser.parse(p.read_bytes()).root_node) for p in sources}
-    assert {name: lines for name, lines in problems.items() if lines} == {}
+    assert _syntax_errors("tree_sitter_swift", sources) == {}
+
+
+def test_android_kotlin_sources_parse():
+    """The Kotlin (activity, runners) is built on a phone's toolchain only; here it is parsed."""
+    sources = sorted((REPO / "android_demo").rglob("*.kt")) + sorted((REPO / "android_demo").rglob("*.kts"))
+    assert {"MainActivity.kt", "DrawRun.kt"} <= {p.name for p in sources}
+    assert _syntax_errors("tree_sitter_kotlin", sources) == {}

@@ -29,8 +29,9 @@ import kotlin.concurrent.thread
  * (DemoRun.runPipeline, PipelineBenchmark).
  *
  * A pipeline artifact (export --pipeline) outside benchmark mode opens the draw screen instead: a
- * prompt box, size (the artifact's resolutions), steps and seed, the image, and the time per stage
- * and per step. The extras "prompt", "steps", "seed", "size" fill it in and draw at once.
+ * prompt box (read-only under a picker of the artifact's prompts when it was exported with
+ * --fixed-prompts), size (the artifact's resolutions), steps and seed, the image, and the time per
+ * stage and per step. The extras "prompt", "steps", "seed", "size" fill it in and draw at once.
  */
 class MainActivity : Activity() {
   private lateinit var screen: TextView
@@ -58,11 +59,12 @@ class MainActivity : Activity() {
     val steps = numberField("steps (default: the artifact's)", launch.getIntExtra(EXTRA_STEPS, 0))
     val seed = numberField("seed", launch.getIntExtra(EXTRA_SEED, 0))
     val sizes = Spinner(this)
+    val fixedPrompts = Spinner(this).apply { visibility = android.view.View.GONE }
     val draw = Button(this).apply { text = "Draw"; isEnabled = false }
     val image = ImageView(this).apply { adjustViewBounds = true }
     val column = LinearLayout(this).apply { orientation = LinearLayout.VERTICAL; setPadding(32, 32, 32, 32) }
     (screen.parent as? android.view.ViewGroup)?.removeView(screen) // moves from the report screen
-    listOf(prompt, sizes, steps, seed, draw, image, screen).forEach { column.addView(it) }
+    listOf(fixedPrompts, prompt, sizes, steps, seed, draw, image, screen).forEach { column.addView(it) }
     setContentView(ScrollView(this).apply { addView(column) })
     val threads = launch.getIntExtra(EXTRA_THREADS, 0)
     thread(name = "edit-draw-load") {
@@ -70,6 +72,7 @@ class MainActivity : Activity() {
         val run = DrawRun(findArtifact(launch.getStringExtra(EXTRA_ARTIFACT)), threads)
         runOnUiThread {
           sizes.adapter = ArrayAdapter(this, android.R.layout.simple_spinner_item, run.sizes())
+          run.spec.fixedPrompts?.let { offered -> showFixedPrompts(fixedPrompts, offered, prompt) }
           launch.getStringExtra(EXTRA_SIZE)?.let { sizes.setSelection(maxOf(0, run.sizes().indexOf(it))) }
           draw.isEnabled = true
           draw.setOnClickListener {
@@ -89,6 +92,27 @@ class MainActivity : Activity() {
         show("error: ${DemoException.describe(err)}")
       }
     }
+  }
+
+  /**
+   * An artifact exported with --fixed-prompts has embeddings for its prompts only: they are
+   * offered in a picker that fills the (then read-only) prompt box.
+   */
+  private fun showFixedPrompts(picker: Spinner, offered: List<String>, prompt: EditText) {
+    picker.adapter = ArrayAdapter(this, android.R.layout.simple_spinner_item, offered)
+    picker.visibility = android.view.View.VISIBLE
+    val typed = offered.indexOf(prompt.text.toString())
+    picker.setSelection(maxOf(0, typed))
+    prompt.isEnabled = false
+    picker.onItemSelectedListener =
+        object : android.widget.AdapterView.OnItemSelectedListener {
+          override fun onItemSelected(parent: android.widget.AdapterView<*>?, view: android.view.View?, position: Int, id: Long) {
+            prompt.setText(offered[position])
+          }
+
+          override fun onNothingSelected(parent: android.widget.AdapterView<*>?) {}
+        }
+    prompt.setText(offered[maxOf(0, typed)])
   }
 
   private fun drawOnce(run: DrawRun, settings: DrawSettings, image: ImageView, draw: Button) {
