@@ -250,9 +250,9 @@ final class DPMSolverMultistep: SteppedScheduler, DiffusionScheduler {
   override func indexOfAbsent(_ timestep: Double) throws -> Int { timesteps.count - 1 }
 
   private func dataPrediction(_ output: [Double], _ sample: [Double], _ sigma: Double) -> [Double] {
-    let alpha = Self.alpha(sigma), sigmaT = sigma * alpha
+    let alphaT = Self.alpha(sigma), sigmaT = sigma * alphaT
     return sample.indices.map { i in
-      vPrediction ? alpha * sample[i] - sigmaT * output[i] : (sample[i] - sigmaT * output[i]) / alpha
+      vPrediction ? alphaT * sample[i] - sigmaT * output[i] : (sample[i] - sigmaT * output[i]) / alphaT
     }
   }
 
@@ -260,8 +260,8 @@ final class DPMSolverMultistep: SteppedScheduler, DiffusionScheduler {
 
   /// log(alpha_t / sigma_t): infinite at sigma 0, which makes exp(-h) 0.
   private static func lambda(_ sigma: Double) -> Double {
-    let alpha = alpha(sigma)
-    return log(alpha) - log(sigma * alpha)
+    let alphaT = alpha(sigma)
+    return log(alphaT) - log(sigma * alphaT)
   }
 
   /// First order without `previous`; else the multistep midpoint update (DPM-Solver++ 2M).
