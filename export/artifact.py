@@ -92,8 +92,9 @@ def check_batch(batch: int) -> None:
 # --- hooks into the rewrite passes and quantization packages ------------------------------
 
 
-def resolve_passes(requested: list[str] | None, backend_name: str) -> list[str]:
-    """The pass names to apply, checked and in the order the passes package applies them."""
+def resolve_passes(requested: list[str] | None, backend_name: str, model: nn.Module | None = None) -> list[str]:
+    """The pass names to apply, checked and in the order the passes package applies them; the
+    backend's defaults (`requested` None) without those `model` cannot take."""
     if requested is not None and not requested:
         return []
     try:
@@ -103,7 +104,7 @@ def resolve_passes(requested: list[str] | None, backend_name: str) -> list[str]:
             f"the mobile rewrite passes are not available in this build ({err}); export with --no-passes"
         ) from err
     if requested is None:
-        requested = default_passes(backend_name)
+        requested = [name for name in default_passes(backend_name) if model is None or PASSES[name].applies_to(model)]
     chosen = set(check_pass_names(list(requested)))
     return [name for name in PASSES if name in chosen]
 
@@ -203,7 +204,7 @@ def plan_export(request: ExportRequest) -> ExportPlan:
     if request.passes:
         resolve_passes(request.passes, backend.name)  # unknown names fail before loading
     model = load_transformer(request.model)
-    pass_names = resolve_passes(request.passes, backend.name)
+    pass_names = resolve_passes(request.passes, backend.name, model)
     height, width = request.resolution or (None, None)
     signature = TransformerSignature.of(
         model, height, width, batch=request.batch,

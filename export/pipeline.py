@@ -305,7 +305,7 @@ def mobile_transformer(parts, request: PipelineRequest) -> nn.Module:
     from edit_mobile.export.backends import get_backend
     from edit_mobile.models import DenoiserWrapper
 
-    names = resolve_passes(None, request.backend)
+    names = resolve_passes(None, request.backend, parts.transformer)
     casts = request.precision == "fp16" and get_backend(request.backend).casts_model_for_fp16
     # A float32 denoiser shares the model's weights (one copy in memory); a cast one needs its own.
     model = copy.deepcopy(parts.transformer) if casts else parts.transformer

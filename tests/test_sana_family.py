@@ -86,6 +86,24 @@ def test_the_family_is_its_file_presets_text_encoder_and_all():
     assert type(encoder).__name__ == "Gemma2Model" and encoder.config.hidden_size == 32
 
 
+def test_sana_converts_to_core_ml_in_the_token_layout(tmp_path, capsys):
+    """Core ML's defaults without channels_first, which has no SANA form (a default a model cannot
+    take is left out; asked for by name it is refused): the EDiT student's package is converted
+    and inspected here (it runs on a Mac), its linear attention in Neural Engine friendly ops."""
+    from edit_mobile.export.backends.coreml import inspect_package
+
+    out = tmp_path / "coreml"
+    assert main(["export", MODEL + "-edit", "--backend", "coreml", "--prompt-tokens", TOKENS, "-o", str(out)]) == 0
+    data = manifest(out)
+    assert "channels_first" not in data["passes"] and "linear_attention_bmm" in data["passes"]
+    report = inspect_package(out / data["files"]["program"]["path"])
+    assert report["inputs"] == data["inputs"] and {"relu", "matmul", "conv"} <= set(report["ops"])
+    assert report["matmul_max_rank"] <= 4
+    refused = main(["export", MODEL, "--backend", "coreml", "--passes", "channels_first", "-o", str(tmp_path / "cf")])
+    assert refused == 2 and "channels_first supports PixArt and SD3" in capsys.readouterr().err
+    assert not (tmp_path / "cf").exists()
+
+
 def test_family_facts_32x_latents_patch_1(model):
     from edit_mobile.models import TransformerSignature, default_resolution
     from edit_mobile.models.families import family_of

@@ -23,6 +23,11 @@ class MobilePass:
         """Rewrite `model` in place; return how many modules were rewritten."""
         raise NotImplementedError
 
+    def applies_to(self, model: nn.Module) -> bool:
+        """Whether a backend's default list applies this pass to `model`: a default a model
+        cannot take is left out, while asking for it by name is refused by `apply`."""
+        return True
+
     def __repr__(self) -> str:
         return f"<pass {self.name}>"
 

@@ -89,6 +89,9 @@ class ChannelsFirst(MobilePass):
         "no token-sized transposes of image activations (ANE principles 1 and 3); no arithmetic cost"
     )
 
+    def applies_to(self, model: nn.Module) -> bool:
+        return any(isinstance(model, base) for base in FAMILIES)  # SANA keeps the token layout
+
     def apply(self, model: nn.Module) -> int:
         family = next((base for base in FAMILIES if isinstance(model, base)), None)
         if family is None:
