@@ -90,7 +90,7 @@ class ChannelsFirst(MobilePass):
     )
 
     def applies_to(self, model: nn.Module) -> bool:
-        return any(isinstance(model, base) for base in FAMILIES)  # SANA keeps the token layout
+        return any(isinstance(model, base) for base in FAMILIES)  # others keep the token layout
 
     def apply(self, model: nn.Module) -> int:
         family = next((base for base in FAMILIES if isinstance(model, base)), None)
