@@ -4,19 +4,15 @@ number of tokens.
 Follows diffusers' PixArtSigmaPipeline.encode_prompt without caption cleaning (the pipeline's
 own fallback when bs4/ftfy are absent): lower-case, pad to `max_tokens`, T5 hidden states.
 The negative prompt for guidance is "". The encoder and tokenizer come from the family
-(`Family.text_encoder_parts`); for a T5 folder alone, `from_folder`.
+(`Family.text_encoder_parts`, `random_text_encoder_parts`), through calibration/text_encoders.
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import torch
 
 from edit_mobile.calibration.embeddings import EncodedPrompts, PromptEmbeddings
 from edit_mobile.calibration.token_inputs import LOWER_STRIP, TokenizerInput, tokenize_all
-from edit_mobile.models.text_encoders import random_t5, t5_parts
 
 BATCH = 8  # prompts per encoder call: bounds memory with the 4.7B-parameter T5-XXL
 
@@ -43,19 +39,6 @@ class PixArtTextEncoder:
         self.text_encoder = text_encoder.eval()
         self.max_tokens = max_tokens
         self.description = description
-
-    @classmethod
-    def from_folder(cls, folder: str | os.PathLike, max_tokens: int) -> PixArtTextEncoder:
-        """A diffusers PixArt pipeline folder (text_encoder/, tokenizer/) or a T5 folder."""
-        tokenizer, text_encoder = t5_parts(Path(folder))
-        return cls(tokenizer, text_encoder, max_tokens, {"kind": "t5", "path": str(folder), "tokens": max_tokens})
-
-    @classmethod
-    def random(cls, width: int, max_tokens: int, seed: int = 0) -> PixArtTextEncoder:
-        """A 2-layer T5 encoder of output width `width`, seeded, with ByT5's byte tokenizer."""
-        text_encoder, tokenizer = random_t5(width, seed)
-        description = {"kind": "random-t5", "width": width, "seed": seed, "tokens": max_tokens}
-        return cls(tokenizer, text_encoder, max_tokens, description)
 
     def tokenizer_inputs(self) -> list[TokenizerInput]:
         """T5's, lower-cased and stripped as PixArtSigmaPipeline does without caption cleaning."""

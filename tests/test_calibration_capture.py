@@ -140,19 +140,19 @@ def test_precomputed_embeddings_are_used_as_given(tmp_path):
 
 
 def test_text_encoder_loads_from_a_local_folder(tmp_path):
-    from edit_mobile.calibration.encoder_pixart import PixArtTextEncoder
+    from edit_mobile.calibration.text_encoders import folder_text_encoder, random_text_encoder
 
-    random_encoder = PixArtTextEncoder.random(width=32, max_tokens=120)
+    random_encoder = random_text_encoder("pixart", tokens=120, width=32)
     random_encoder.text_encoder.save_pretrained(tmp_path / "text_encoder")
     random_encoder.tokenizer.save_pretrained(tmp_path / "tokenizer")
-    loaded = PixArtTextEncoder.from_folder(tmp_path, max_tokens=120)
+    loaded = folder_text_encoder("pixart", tmp_path, tokens=120, width=32)
     prompts = ["a red apple", "Sunset over the sea"]
     expected = random_encoder.encode(prompts, guidance=True)
     got = loaded.encode(prompts, guidance=True)
     assert torch.equal(expected.positive.prompt_embeds, got.positive.prompt_embeds)
     assert torch.equal(expected.negative.mask, got.negative.mask)
     with pytest.raises(UserError, match="not a T5 encoder folder"):
-        PixArtTextEncoder.from_folder(tmp_path / "tokenizer", max_tokens=120)
+        folder_text_encoder("pixart", tmp_path / "tokenizer", tokens=120, width=32)
 
 
 def test_models_without_weights_need_an_encoder(tmp_path):
