@@ -14,11 +14,7 @@ final class ExecuTorchRunner: ProgramRunner {
   /// `method`: the one timed ("forward", or a pipeline program's denoise method).
   init(programURL: URL, weightsURL: URL?, method: String) throws {
     self.method = method
-    if let weightsURL {
-      module = Module(filePath: programURL.path, dataFilePaths: [weightsURL.path], loadMode: .mmap)
-    } else {
-      module = Module(filePath: programURL.path)
-    }
+    module = ExecuTorchRunner.module(programURL: programURL, weightsURL: weightsURL)
     try module.load(method)  // eager, so load time is not charged to the first timed run
   }
 
@@ -41,11 +37,22 @@ final class ExecuTorchRunner: ProgramRunner {
   }
 
   func outputs() throws -> [[Float]] {
-    try lastOutputs.map { value in
-      guard let tensor = value.anyTensor else { throw DemoError("program returned a non-tensor output") }
+    try ExecuTorchRunner.floats(lastOutputs, of: method)
+  }
+
+  /// The program with its weights kept outside it (model.ptd), if any, given to the runtime.
+  static func module(programURL: URL, weightsURL: URL?) -> Module {
+    guard let weightsURL else { return Module(filePath: programURL.path) }
+    return Module(filePath: programURL.path, dataFilePaths: [weightsURL.path], loadMode: .mmap)
+  }
+
+  /// A method's outputs widened to Float, in order.
+  static func floats(_ values: [Value], of method: String) throws -> [[Float]] {
+    try values.map { value in
+      guard let tensor = value.anyTensor else { throw DemoError("\(method) returned a non-tensor output") }
       // copy(to:) converts half (or float) to a float32 tensor we can read as [Float].
       guard let floats: Tensor<Float> = tensor.copy(to: .float).asTensor() else {
-        throw DemoError("output of dtype \(tensor.dataType) cannot be read as float32")
+        throw DemoError("\(method) output of dtype \(tensor.dataType) cannot be read as float32")
       }
       return floats.scalars()
     }

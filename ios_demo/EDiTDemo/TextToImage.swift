@@ -19,24 +19,14 @@ final class ExecuTorchPipelineMethods: PipelineMethods {
   private let module: Module
 
   init(manifest: ArtifactManifest) throws {
-    let program = try manifest.url(for: ManifestKeys.roleProgram)
-    if let weights = manifest.files[ManifestKeys.roleWeights]?.url {
-      module = Module(filePath: program.path, dataFilePaths: [weights.path], loadMode: .mmap)
-    } else {
-      module = Module(filePath: program.path, loadMode: .mmap)
-    }
+    module = ExecuTorchRunner.module(programURL: try manifest.url(for: ManifestKeys.roleProgram),
+                                     weightsURL: manifest.files[ManifestKeys.roleWeights]?.url)
   }
 
   func run(_ method: String, _ inputs: [HostTensor]) throws -> [[Float]] {
     let tensors: [ValueConvertible] = inputs.map { Tensor<Float>($0.values, shape: $0.shape) }
     let outputs: [Value] = try module.execute(method, tensors)
-    return try outputs.map { value in
-      guard let tensor = value.anyTensor else { throw DemoError("\(method) returned a non-tensor output") }
-      guard let floats: Tensor<Float> = tensor.copy(to: .float).asTensor() else {
-        throw DemoError("\(method) output of dtype \(tensor.dataType) cannot be read as float32")
-      }
-      return floats.scalars()
-    }
+    return try ExecuTorchRunner.floats(outputs, of: method)
   }
 }
 
