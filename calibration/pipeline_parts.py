@@ -35,13 +35,10 @@ def load_pipeline_parts(source: str, prompt_tokens: int | None = None, without_t
     """Every part of `source` (a preset name or a local pipeline folder); `without_t5`: SD3's
     CLIP encoders only, zeros in T5's place (StableDiffusion3Pipeline without text_encoder_3).
     Raises UserError."""
-    from edit_mobile.calibration.text_encoders import (
-        SD3_LAYOUT,
-        folder_text_encoder,
-        random_text_encoder,
-    )
+    from edit_mobile.calibration.text_encoders import folder_text_encoder, random_text_encoder
     from edit_mobile.models import is_tiny, load_transformer, pipeline_folder_of, prompt_tokens_of
     from edit_mobile.models.families import family_of
+    from edit_mobile.models.families.base import CLIP_T5_LAYOUT
 
     transformer = load_transformer(source)
     family = family_of(transformer)
@@ -62,7 +59,7 @@ def load_pipeline_parts(source: str, prompt_tokens: int | None = None, without_t
         raise UserError(f"{source} is not a pipeline folder (text_encoder/, tokenizer/, vae/, transformer/): "
                         "pass the diffusers pipeline folder the model belongs to")
     if without_t5:
-        if family.text_encoder != SD3_LAYOUT:
+        if family.text_encoder != CLIP_T5_LAYOUT:
             raise UserError(f"--without-t5 applies to SD3 models, whose CLIP encoders can stand alone; {source} is "
                             f"a {family.name} model: drop it")
         text = text.without_t5()

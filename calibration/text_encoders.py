@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edit_mobile.errors import UserError
-
-SD3_LAYOUT = "clip+t5"
+from edit_mobile.models.families.base import CLIP_T5_LAYOUT
 
 
 def folder_text_encoder(family: str, folder: Path, tokens: int, width: int):
@@ -18,7 +17,7 @@ def folder_text_encoder(family: str, folder: Path, tokens: int, width: int):
     from edit_mobile.models.families import get_family
 
     owner = get_family(family)
-    if owner.text_encoder == SD3_LAYOUT:
+    if owner.text_encoder == CLIP_T5_LAYOUT:
         from edit_mobile.calibration.encoder_sd3 import SD3TextEncoder
 
         return SD3TextEncoder.from_folder(folder, width, tokens)
@@ -33,7 +32,7 @@ def random_text_encoder(family: str, tokens: int, width: int, pooled: int | None
     from edit_mobile.models.families import get_family
 
     owner = get_family(family)
-    if owner.text_encoder == SD3_LAYOUT:
+    if owner.text_encoder == CLIP_T5_LAYOUT:
         from edit_mobile.calibration.encoder_sd3 import CLIP_TOKENS, SD3TextEncoder
 
         if tokens <= CLIP_TOKENS:

@@ -11,6 +11,9 @@ import torch
 # A pipeline folder's own recommended sampling (steps, guidance), written by the training that
 # made it; diffusers has no place for it and ignores the file.
 SAMPLING_FILE = "edit_mobile_sampling.json"
+# `Family.text_encoder` of SD3's three encoders (CLIP-L, CLIP-G, T5), built by calibration's own
+# class; any other layout is one encoder from `text_encoder_parts`.
+CLIP_T5_LAYOUT = "clip+t5"
 
 
 @dataclass(frozen=True)

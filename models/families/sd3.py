@@ -13,7 +13,12 @@ from pathlib import Path
 
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
-from edit_mobile.models.families.base import Family, TensorSpec, tokenizer_max_length
+from edit_mobile.models.families.base import (
+    CLIP_T5_LAYOUT,
+    Family,
+    TensorSpec,
+    tokenizer_max_length,
+)
 from edit_mobile.models.sd3_mm_edit import SD3MMEDiTTransformer2DModel
 
 CLIP_TOKENS = 77
@@ -58,7 +63,7 @@ class SD3Family(Family):
     latent_channels = 16
     vae_scaling_factor = 1.5305
     vae_shift_factor = 0.0609
-    text_encoder = "clip+t5"
+    text_encoder = CLIP_T5_LAYOUT
 
     def presets(self) -> dict[str, tuple[dict, str]]:
         return PRESETS
