@@ -53,9 +53,10 @@ BRIEF_MODEL_KEYS = {"source", "family", "edit", "class_name", "config"}
 # "weights": model.ptd, written when an ExecuTorch program keeps its weights outside it.
 BRIEF_FILE_ROLES = {"program", "weights", "bundled_program", "test_vectors", "reference_model",
                     "tokenizer", "scheduler"}  # the last two: pipeline artifacts (schema v2)
-# What only the Android app reads so far: it draws from a pipeline artifact (TextToImage.java);
-# the iOS app benchmarks a pipeline artifact's first denoise method like a v1 artifact.
-ANDROID_ONLY_KEYS = {"ROLE_TOKENIZER", "ROLE_SCHEDULER"}  # iOS draws fixed prompts, from the manifest's scheduler config
+# File roles only the Android app's block names: iOS reads the scheduler from the manifest's
+# pipeline.scheduler config, and both apps find tokenizer folders by the files role each
+# pipeline.text.tokenizers entry names (PipelineSpec), not by a fixed "tokenizer" role.
+ANDROID_ONLY_KEYS = {"ROLE_TOKENIZER", "ROLE_SCHEDULER"}
 BRIEF_FILE_KEYS = {"path", "sha256", "bytes"}
 
 
@@ -781,8 +782,53 @@ def test_ios_sources_parse_as_swift():
     """No Swift compiler here: tree-sitter's Swift grammar at least parses every source, so a
     syntax slip (an unclosed brace, a stray token) is caught; types and the SDK calls are not."""
     sources = sorted(SWIFT_SOURCES.glob("*.swift"))
-    assert {"Schedulers.swift", "TextToImage.swift", "PipelineSpec.swift", "DrawScreen.swift"} <= {p.name for p in sources}
+    assert {"Schedulers.swift", "TextToImage.swift", "PipelineSpec.swift", "DrawScreen.swift",
+            "PromptTokenizer.swift"} <= {p.name for p in sources}
     assert _syntax_errors("tree_sitter_swift", sources) == {}
+
+
+def test_ios_pins_the_swift_transformers_it_was_read_against():
+    """PromptTokenizer.swift's checks describe one swift-transformers release: project.yml pins it."""
+    project = (REPO / "ios_demo" / "project.yml").read_text()
+    package = re.search(r"\n  swift-transformers:\n    url: (\S+)\n(?:    #.*\n)*    exactVersion: (\S+)", project)
+    assert package and package.group(1) == "https://github.com/huggingface/swift-transformers"
+    assert re.search(r"- package: swift-transformers\n\s+product: Tokenizers", project)
+    source = (SWIFT_SOURCES / "PromptTokenizer.swift").read_text()
+    assert "import Tokenizers" in source and "AutoTokenizer.from(modelFolder: folder)" in source
+    assert set(re.findall(r"swift-transformers (\d+\.\d+\.\d+)", source)) == {package.group(2)}
+
+
+def test_ios_swift_tokenizer_checks_take_the_shipped_t5_and_refuse_clip():
+    """No Swift here: TokenizerSupport's lists, read from PromptTokenizer.swift and applied as it
+    applies them to the shipped pipelines' tokenizer folders: T5 passes, CLIP is refused."""
+    source = (SWIFT_SOURCES / "PromptTokenizer.swift").read_text()
+    lists = {name: set(re.findall(r'"([^"]+)"', body))
+             for name, body in re.findall(r"static let (\w+): Set<String> = \[(.*?)\]", source, re.S)}
+    classes = dict(re.findall(r'"(\w+)": "(\w+)"', re.search(r"static let classes = \[(.*?)\]", source).group(1)))
+    steps = [("normalizer", lists["normalizers"], "normalizers"),
+             ("pre_tokenizer", lists["preTokenizers"], "pretokenizers"),
+             ("post_processor", lists["postProcessors"], "processors")]
+
+    def unknown(node, known: set[str], nested: str) -> str | None:
+        if not isinstance(node, dict):
+            return None
+        kind = "Metaspace without split" if node["type"] == "Metaspace" and node.get("split") is False else node["type"]
+        if kind not in known:
+            return kind
+        return next((found for child in node.get(nested, []) if (found := unknown(child, known, nested))), None)
+
+    def refusal(folder: Path) -> str | None:
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        data = json.loads((folder / "tokenizer.json").read_text())
+        name = config.get("tokenizer_class", "none").replace("Fast", "")
+        if classes.get(name) != data["model"]["type"] or data["model"].get("byte_fallback"):
+            return name
+        return next((f"{key} {found}" for key, known, nested in steps if (found := unknown(data.get(key), known, nested))), None)
+
+    pretrained = REPO / "pretrained"
+    assert refusal(pretrained / "shapes-pixart" / "tokenizer") is None
+    assert refusal(pretrained / "shapes-sd3" / "tokenizer_3") is None
+    assert refusal(pretrained / "shapes-sd3" / "tokenizer") == refusal(pretrained / "shapes-sd3" / "tokenizer_2") == "CLIPTokenizer"
 
 
 def test_android_kotlin_sources_parse():

@@ -1,24 +1,37 @@
 import Foundation
 import SwiftUI
 
-/// A fixed-prompt pipeline artifact loaded for drawing: its spec and its generator.
+/// A pipeline artifact loaded for drawing: its spec and its generator.
 final class DrawSession {
   let spec: PipelineSpec
   let generator: TextToImage
 
-  init(folder: URL) throws {
+  private init(spec: PipelineSpec, generator: TextToImage) {
+    self.spec = spec
+    self.generator = generator
+  }
+
+  /// Files verified, then the tokenizers (swift-transformers loads them asynchronously) or the
+  /// fixed prompts' embeddings, the scheduler and the program.
+  static func load(folder: URL) async throws -> DrawSession {
     let manifest = try ArtifactManifest.read(folder: folder)
     _ = try manifest.verifyFiles()
-    spec = try PipelineSpec(manifest: manifest)
-    generator = try TextToImage(
-      spec: spec, fixedRows: try spec.loadFixedRows(manifest),
+    let spec = try PipelineSpec(manifest: manifest)
+    var tokenizers: [PromptTokenizer] = []
+    for entry in spec.tokenizers {
+      tokenizers.append(try await PromptTokenizer.load(entry, manifest: manifest))
+    }
+    let generator = try TextToImage(
+      spec: spec, fixedRows: try spec.loadFixedRows(manifest), tokenizers: tokenizers,
       scheduler: try Schedulers.make(className: spec.schedulerClass, config: spec.schedulerConfig),
       methods: try ExecuTorchPipelineMethods(manifest: manifest))
+    return DrawSession(spec: spec, generator: generator)
   }
 }
 
-/// The draw screen: one of the artifact's prompts, steps, seed and size; the image, and the time
-/// per stage and per step. Generation runs off the main thread; progress comes back to it.
+/// The draw screen: a typed prompt (or, for a --fixed-prompts artifact, one of its prompts),
+/// steps, seed and size; the image, and the time per stage and per step. Generation runs off the
+/// main thread; progress comes back to it.
 struct DrawScreen: View {
   let folder: URL
   @State private var session: DrawSession? = nil
@@ -33,8 +46,12 @@ struct DrawScreen: View {
   var body: some View {
     Form {
       if let session {
-        Picker("Prompt", selection: $prompt) {
-          ForEach(session.spec.fixedPrompts, id: \.self) { Text($0) }
+        if let fixed = session.spec.fixed {
+          Picker("Prompt", selection: $prompt) {
+            ForEach(fixed.prompts, id: \.self) { Text($0) }
+          }
+        } else {
+          TextField("Prompt", text: $prompt, axis: .vertical).autocorrectionDisabled()
         }
         Stepper("Steps: \(steps)", value: $steps, in: 1...100)
         TextField("Seed", text: $seed).keyboardType(.numberPad)
@@ -58,11 +75,13 @@ struct DrawScreen: View {
   private func load() async {
     guard session == nil else { return }
     do {
-      let loaded = try await Task.detached { try DrawSession(folder: folder) }.value
+      let loaded = try await Task.detached { try await DrawSession.load(folder: folder) }.value
       session = loaded
-      prompt = loaded.spec.fixedPrompts[0]
+      prompt = loaded.spec.fixed?.prompts[0] ?? ""
       steps = loaded.spec.defaultSteps
-      status = "ready: \(loaded.spec.fixedPrompts.count) prompts, guidance \(loaded.spec.defaultGuidance)"
+      let tokenizers = loaded.spec.tokenizers.map(\.files).joined(separator: ", ")
+      let prompts = loaded.spec.fixed.map { "\($0.prompts.count) fixed prompts" } ?? "typed prompts (\(tokenizers))"
+      status = "ready: \(prompts), guidance \(loaded.spec.defaultGuidance)"
     } catch {
       status = "error: \(error.localizedDescription)"
     }
@@ -86,8 +105,8 @@ struct DrawScreen: View {
       }.value
       image = result.image
       let perStep = result.denoiseSeconds / Double(result.steps)
-      status = String(format: "%d steps: denoise %.2f s (%.3f s/step), decode %.2f s",
-                      result.steps, result.denoiseSeconds, perStep, result.decodeSeconds)
+      status = String(format: "%d steps: encode %.0f ms, denoise %.2f s (%.3f s/step), decode %.2f s",
+                      result.steps, result.encodeSeconds * 1000, result.denoiseSeconds, perStep, result.decodeSeconds)
       DemoLog.info(status)
     } catch {
       status = "error: \(error.localizedDescription)"

@@ -12,7 +12,7 @@ struct EDiTDemoApp: App {
 /// The report screen: runs the artifact chosen by the launch argument `-artifact NAME` (default:
 /// the only folder under Documents/artifacts, then under the app bundle's artifacts/) and shows
 /// the report. Results are also printed and logged as one `EDIT_DEMO_RESULT {json}` line. A
-/// pipeline artifact exported with --fixed-prompts also opens the draw screen.
+/// pipeline artifact (export --pipeline) also opens the draw screen.
 struct ContentView: View {
   @State private var text = "starting ..."
   @State private var running = false
@@ -41,7 +41,7 @@ struct ContentView: View {
     do {
       resultsURL = try settings.resultsPath.map { try BenchmarkResults.url(relative: $0) }
       let folder = try ArtifactLocator.find(requested: UserDefaults.standard.string(forKey: "artifact"))
-      drawable = ArtifactLocator.drawsFixedPrompts(folder) ? folder : nil
+      drawable = ArtifactLocator.draws(folder) ? folder : nil
       let report = try await DemoRun.run(folder: folder, settings: settings) { message in
         DemoLog.info(message)
         text = message
@@ -75,8 +75,8 @@ enum ArtifactLocator {
     return roots
   }
 
-  /// Whether the folder is a pipeline artifact with fixed prompts (what the draw screen runs).
-  static func drawsFixedPrompts(_ folder: URL) -> Bool {
+  /// Whether the folder is a pipeline artifact (typed or fixed prompts: what the draw screen runs).
+  static func draws(_ folder: URL) -> Bool {
     guard let manifest = try? ArtifactManifest.read(folder: folder) else { return false }
     return (try? PipelineSpec(manifest: manifest)) != nil
   }

@@ -2,10 +2,24 @@ import CoreGraphics
 import ExecuTorch
 import Foundation
 
-/// One tensor handed to or returned by a program method: float32 values, row-major, and a shape.
+/// One tensor handed to or returned by a program method, row-major, and its shape: float32
+/// values, or int64 ones (encode_prompt's token ids and attention masks).
 struct HostTensor {
   let values: [Float]
+  let ids: [Int64]?  // an int64 tensor's values (`values` is then empty); nil: float32
   let shape: [Int]
+
+  init(values: [Float], shape: [Int]) {
+    self.values = values
+    self.ids = nil
+    self.shape = shape
+  }
+
+  init(ids: [Int64], shape: [Int]) {
+    self.values = []
+    self.ids = ids
+    self.shape = shape
+  }
 }
 
 /// The program's methods by name (encode_prompt, denoise_HxW, decode_HxW); outputs widened to Float.
@@ -24,41 +38,60 @@ final class ExecuTorchPipelineMethods: PipelineMethods {
   }
 
   func run(_ method: String, _ inputs: [HostTensor]) throws -> [[Float]] {
-    let tensors: [ValueConvertible] = inputs.map { Tensor<Float>($0.values, shape: $0.shape) }
+    let tensors: [ValueConvertible] = inputs.map { input -> ValueConvertible in
+      if let ids = input.ids { return Tensor<Int64>(ids, shape: input.shape) }
+      return Tensor<Float>(input.values, shape: input.shape)
+    }
     let outputs: [Value] = try module.execute(method, tensors)
     return try ExecuTorchRunner.floats(outputs, of: method)
   }
 }
 
-/// A fixed-prompt pipeline artifact from prompt to pixels, as the Android app's TextToImage and
-/// `edit-mobile generate --noise portable` do it: the prompt's precomputed embeddings (and the
-/// negative prompt's, for classifier-free guidance), the seeded latent noise, one denoise call per
+/// A pipeline artifact from prompt to pixels, as the Android app's TextToImage and
+/// `edit-mobile generate --noise portable` do it: the prompt's embeddings (and the negative
+/// prompt's, for classifier-free guidance) from encode_prompt on the tokenizers' ids, or the
+/// precomputed ones of a --fixed-prompts artifact; the seeded latent noise, one denoise call per
 /// scheduler step (both branches in one call when the method takes a batch of 2), guidance,
 /// PixArt's noise half, the scheduler step, decode.
 final class TextToImage {
   struct Result {
     let image: CGImage
     let steps: Int
+    let encodeSeconds: Double
     let denoiseSeconds: Double
     let decodeSeconds: Double
   }
 
+  private typealias Rows = [String: (values: [Float], shape: [Int])]  // encode_prompt output -> all rows
+
   private let spec: PipelineSpec
-  private let rows: [String: (values: [Float], shape: [Int])]  // encode_prompt output -> all rows
+  private let rows: Rows?  // nil: prompts go through the tokenizers and encode_prompt
+  private let tokenizers: [PromptTokenizer]  // one a spec.tokenizers entry, in its order
   private let scheduler: DiffusionScheduler
   private let methods: PipelineMethods
 
-  init(spec: PipelineSpec, fixedRows: [String: SafeTensor], scheduler: DiffusionScheduler,
-       methods: PipelineMethods) throws {
-    var decoded: [String: (values: [Float], shape: [Int])] = [:]
-    for name in spec.encodeOutputs {
+  /// fixedRows: PipelineSpec.loadFixedRows (nil unless --fixed-prompts); tokenizers: PromptTokenizer.load
+  /// of each spec.tokenizers entry.
+  init(spec: PipelineSpec, fixedRows: [String: SafeTensor]?, tokenizers: [PromptTokenizer],
+       scheduler: DiffusionScheduler, methods: PipelineMethods) throws {
+    guard (fixedRows == nil) == (spec.fixed == nil), tokenizers.count == spec.tokenizers.count else {
+      throw DemoError("the fixed prompts' rows are needed exactly when the artifact has them, and one tokenizer"
+        + " an entry: \(spec.tokenizers.count) described, \(tokenizers.count) given")
+    }
+    self.spec = spec
+    self.rows = try fixedRows.map { try TextToImage.decode($0, spec.encodeOutputs) }
+    self.tokenizers = tokenizers
+    self.scheduler = scheduler
+    self.methods = methods
+  }
+
+  private static func decode(_ fixedRows: [String: SafeTensor], _ names: [String]) throws -> Rows {
+    var decoded: Rows = [:]
+    for name in names {
       guard let entry = fixedRows[name] else { throw DemoError("the prompt embeddings have no \(name)") }
       decoded[name] = (try entry.floats(), entry.shape)
     }
-    self.spec = spec
-    self.rows = decoded
-    self.scheduler = scheduler
-    self.methods = methods
+    return decoded
   }
 
   func generate(prompt: String, steps: Int, guidance: Double, seed: UInt64, size: [Int],
@@ -67,9 +100,11 @@ final class TextToImage {
     guard spec.resolutions.contains(size) else {
       throw DemoError("the artifact draws at none of \(size[0])x\(size[1]); pick one of its resolutions")
     }
+    let start = DispatchTime.now()
     let guided = guidance > 1.0
     let positive = try embeddings(of: prompt)
     let branches = guided ? [try embeddings(of: spec.negativePrompt), positive] : [positive]
+    let encoded = DispatchTime.now()
     let denoise = try spec.method(PipelineSpec.denoiseMethod(size))
     guard let latentSpec = denoise.inputs.first else { throw DemoError("\(denoise.name) takes no inputs") }
     var latentShape = latentSpec.shape
@@ -77,7 +112,6 @@ final class TextToImage {
     let count = latentShape.reduce(1, *)
     try scheduler.setTimesteps(steps)
     var latents = LatentNoise.gaussians(seed: seed, count: count).map { $0 * scheduler.initNoiseSigma }
-    let start = DispatchTime.now()
     let timesteps = scheduler.timesteps
     for (index, timestep) in timesteps.enumerated() {
       var prediction = try predict(denoise, branches, latents.map { Float($0) }, timestep, guided ? guidance : 1.0)
@@ -91,18 +125,54 @@ final class TextToImage {
     let decoded = try methods.run(PipelineSpec.decodeMethod(size), [HostTensor(values: latents.map { Float($0) }, shape: latentShape)])
     let image = try ImageConversion.cgImage(unitRGB: decoded[0], height: size[0], width: size[1])
     let done = DispatchTime.now()
-    return Result(image: image, steps: timesteps.count, denoiseSeconds: seconds(start, denoised),
-                  decodeSeconds: seconds(denoised, done))
+    return Result(image: image, steps: timesteps.count, encodeSeconds: seconds(start, encoded),
+                  denoiseSeconds: seconds(encoded, denoised), decodeSeconds: seconds(denoised, done))
   }
 
-  /// The prompt's row of each embedding (the negative prompt's row for it), as Python's
-  /// PipelineArtifact.encode picks it.
+  /// encode_prompt's outputs by name for one prompt: the typed prompt's, or a fixed prompt's row.
   private func embeddings(of prompt: String) throws -> [String: HostTensor] {
-    let index = spec.fixedPrompts.firstIndex(of: prompt)
-    guard index != nil || prompt == spec.negativePrompt else {
-      throw DemoError("this artifact has only the embeddings of \(spec.fixedPrompts.count) fixed prompts; pick one of them")
+    guard let rows, let fixed = spec.fixed else { return try encodeTyped(prompt) }
+    return try fixedRow(of: prompt, fixed, rows)
+  }
+
+  /// Every tokenizer's ids (and mask, where its entry names one) as the encode_prompt inputs it
+  /// names, passed in the method's input order, as the Android app's TextToImage.encode.
+  private func encodeTyped(_ prompt: String) throws -> [String: HostTensor] {
+    var named: [String: HostTensor] = [:]
+    for tokenizer in tokenizers {
+      let encoding = tokenizer.encode(prompt)
+      let shape = [1, encoding.ids.count]
+      named[tokenizer.spec.inputIds] = HostTensor(ids: encoding.ids, shape: shape)
+      if let mask = tokenizer.spec.attentionMask {
+        named[mask] = HostTensor(ids: encoding.attentionMask, shape: shape)
+      }
     }
-    let row = index.map { $0 + 1 } ?? spec.fixedNegativeRow
+    let encode = try spec.method(PipelineKeys.encodeMethod)
+    let inputs: [HostTensor] = try encode.inputs.map { input in
+      guard let tensor = named[input.name] else {
+        throw DemoError("\(encode.name) takes \(input.name), which no tokenizer of the artifact gives; re-export the artifact")
+      }
+      return tensor
+    }
+    let outputs = try methods.run(encode.name, inputs)
+    guard outputs.count == encode.outputs.count else {
+      throw DemoError("\(encode.name) gave \(outputs.count) outputs, the manifest lists \(encode.outputs.count); re-export the artifact")
+    }
+    var out: [String: HostTensor] = [:]
+    for (output, values) in zip(encode.outputs, outputs) {
+      out[output.name] = HostTensor(values: values, shape: output.shape)
+    }
+    return out
+  }
+
+  /// The fixed prompt's row of each embedding (the negative prompt's row for it), as Python's
+  /// PipelineArtifact.encode picks it.
+  private func fixedRow(of prompt: String, _ fixed: PipelineSpec.FixedPrompts, _ rows: Rows) throws -> [String: HostTensor] {
+    let index = fixed.prompts.firstIndex(of: prompt)
+    guard index != nil || prompt == spec.negativePrompt else {
+      throw DemoError("this artifact has only the embeddings of \(fixed.prompts.count) fixed prompts; pick one of them")
+    }
+    let row = index.map { $0 + 1 } ?? fixed.negativeRow
     var out: [String: HostTensor] = [:]
     for (name, all) in rows {
       let width = all.values.count / all.shape[0]
