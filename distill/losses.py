@@ -72,7 +72,8 @@ def distillation_losses(student_pred, teacher_pred, target, student_features, te
 def parameters_to_train(student: torch.nn.Module, which: str) -> list[str]:
     """Names of the parameters `--train` names: `new` the EDiT parts only (ConvFusion, the
     Spatial Compressor); `attention` those and the swapped attentions' projections; `all`."""
-    names = [name for name, _ in student.named_parameters()]
+    dead = unused_parameters(student)
+    names = [name for name, _ in student.named_parameters() if name not in dead]
     if which == "all":
         return names
     swapped = swapped_attention_names(student)
@@ -80,3 +81,16 @@ def parameters_to_train(student: torch.nn.Module, which: str) -> list[str]:
     if which == "new":
         return new
     return new + [n for n in names if n not in new and any(n.startswith(f"{s}.") for s in swapped)]
+
+
+def unused_parameters(model: torch.nn.Module) -> set[str]:
+    """Parameters no output depends on, so never trained: SD3's last block attends with the
+    prompt's queries but keeps no prompt output (`context_pre_only`, no `to_add_out`), leaving
+    its prompt-query projection and norm without a gradient (DDP refuses such parameters)."""
+    dead = set()
+    for name, module in model.named_modules():
+        if getattr(module, "context_pre_only", False) and getattr(module, "to_add_out", None) is None:
+            for part in ("add_q_proj", "norm_added_q"):
+                if getattr(module, part, None) is not None:
+                    dead |= {f"{name}.{part}.{p}" for p, _ in getattr(module, part).named_parameters()}
+    return dead
