@@ -1,7 +1,7 @@
 """Prompt accuracy of the shipped shapes models and their students and artifacts (not a test).
 
 For each teacher (shapes-pixart, shapes-sd3): the teacher, its converted (undistilled) student,
-and the teacher's XNNPACK fp32 and int8-static programs and its fp32 and int8 pipeline
+its shipped distilled student (shapes-*-edit), and the teacher's XNNPACK fp32 and int8-static programs and its fp32 and int8 pipeline
 artifacts (what the apps load), each judged by `edit-mobile evaluate`
 on the same captions and seeds (seen and held-out one-object captions, two-object captions).
 Every stage is the real CLI; results land in bench/measured/shapes_quality/ (JSON per model, the
@@ -59,7 +59,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32, help="captions per set (default 32)")
     parser.add_argument("--families", nargs="+", default=["pixart", "sd3"])
     parser.add_argument("--no-artifacts", action="store_true", help="skip the exported programs")
-    parser.add_argument("--no-student", action="store_true", help="skip the converted (undistilled) student")
+    parser.add_argument("--no-student", action="store_true",
+                        help="skip the students (converted, and the shipped distilled one)")
     parser.add_argument("--no-teacher", action="store_true", help="skip the teacher (its earlier row is kept)")
     parser.add_argument("--artifacts", nargs="+", choices=[name for name, _ in ARTIFACTS],
                         default=[name for name, _ in ARTIFACTS], help="which exported programs (default all)")
@@ -71,7 +72,10 @@ def main() -> None:
         work = WORK / family
         variants = [] if args.no_teacher else [(teacher, teacher, None)]
         if not args.no_student:
-            variants.append((f"{teacher}-edit", f"{teacher}-edit", teacher))
+            converted = work / "converted"
+            work.mkdir(parents=True, exist_ok=True)
+            run(["convert", teacher, "-o", str(converted), "--force"])
+            variants += [(str(converted), f"{teacher}-converted", teacher), (f"{teacher}-edit", f"{teacher}-edit", teacher)]
         chosen = [] if args.no_artifacts else [(n, f) for n, f in ARTIFACTS if n in args.artifacts]
         if chosen:
             calib = work / "calibration"

@@ -1,10 +1,11 @@
 """`make demo`: the whole flow on the shipped shapes-world teacher, in under 10 minutes on 2 cores.
 
-convert -> distill (short) -> calibrate with shapes captions -> export (the XNNPACK text-to-image
-pipeline, XNNPACK int8, ONNX, Core ML) -> validate -> profile -> evaluate (does each model draw
-what its captions say?) -> one summary table and one image grid: teacher | converted student |
-distilled student | phone artifacts, caption by caption. Every stage is the real `edit-mobile`
-command; the table is read from their JSON reports. Everything lands in demo_out/.
+convert -> distill (short) -> calibrate with shapes captions -> export the shipped distilled
+student (the XNNPACK text-to-image pipeline, XNNPACK int8, ONNX, Core ML) -> validate -> profile
+-> evaluate (does each model draw what its captions say?) -> one summary table and one image
+grid: teacher | converted student | student distilled here | shipped distilled student | phone
+artifacts, caption by caption. Every stage is the real `edit-mobile` command; the table is read
+from their JSON reports. Everything lands in demo_out/.
 
 `--model tiny-pixart` (or any untrained preset) runs the older flow: random weights, no
 distillation and no prompt accuracy, images compared with PyTorch only.
@@ -231,16 +232,18 @@ def export_and_check(demo: Demo, spec: Artifact, model: Path, calib: Path) -> di
 
 
 def shapes_flow(demo: Demo) -> list[dict]:
+    from edit_mobile.models.presets import EDIT_SUFFIX, shipped_folder
+
     student, distilled, calib = demo.out / "student", demo.out / "distilled", demo.out / "calibration"
     run(["convert", demo.model, "-o", str(student)])
     run(["info", str(student), "--resolution", "256", "1024"])
-    deployed = student
     if demo.distill_steps:
         # A short run: 64 teacher samples, 500 steps at the model's 256 px (~3.5 min here). It
-        # starts to close the conversion's gap; longer runs close more (README, distill).
+        # starts to close the conversion's gap; the shipped student ran the whole recipe.
         run(["distill", demo.model, "--student", str(student), "-o", str(distilled), "--samples", "64",
              "--schedule", f"256:{demo.distill_steps}", "--eval-samples", "0"])
-        deployed = distilled
+    shipped_student = demo.model + EDIT_SUFFIX
+    deployed = shipped_folder(shipped_student)  # what a phone should get: the fully distilled student
     captions = demo.out / "calibration-captions.txt"
     write_calibration_captions(captions, 24)
     run(["calibrate", str(deployed), "--prompts", str(captions), "--samples", "16", "--records", "32",
@@ -251,7 +254,9 @@ def shapes_flow(demo: Demo) -> list[dict]:
     shown = [("teacher (PyTorch)", "teacher"), ("EDiT student, converted (PyTorch)", "student")]
     if demo.distill_steps:
         evaluate(demo, distilled, "distilled")
-        shown.append((f"EDiT student, distilled {demo.distill_steps} steps (PyTorch)", "distilled"))
+        shown.append((f"EDiT student, distilled here {demo.distill_steps} steps (PyTorch)", "distilled"))
+    evaluate(demo, shipped_student, "shipped")
+    shown.append((f"EDiT student, shipped {shipped_student} (PyTorch)", "shipped"))
     shown += [("phone: XNNPACK pipeline artifact, fp32 (ExecuTorch)", "xnnpack-pipeline"),
               ("phone: XNNPACK pipeline artifact, int8 denoiser (ExecuTorch)", "xnnpack-pipeline-int8")]
     side_by_side(demo, shown).save(demo.out / "images.png")
@@ -284,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"teacher preset (default {DEFAULT_MODEL}; tiny-pixart: the untrained flow)")
     parser.add_argument("--distill-steps", type=int, default=500, metavar="N",
-                        help="distillation steps for the student (shapes models; 0: deploy the converted student)")
+                        help="steps of the short distillation shown beside the shipped distilled student, which is "
+                             "the one exported (shapes models; 0: skip it)")
     parser.add_argument("--captions", type=int, default=4, metavar="N",
                         help="evaluate captions per set, seen and held-out (default 4)")
     parser.add_argument("-o", "--output", default="demo_out", help="folder for everything made (default demo_out)")

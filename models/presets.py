@@ -36,7 +36,8 @@ PRESETS: dict[str, Preset] = _family_presets()
 
 
 # Presets with trained weights: the shapes world's teachers, shipped as diffusers pipeline
-# folders in edit_mobile.pretrained (made by `make shapes`). NAME-edit is the converted student.
+# folders in edit_mobile.pretrained (made by `make shapes`). NAME-edit is the student distilled
+# from the teacher, shipped beside it; `edit-mobile convert NAME` gives the undistilled one.
 SHIPPED: dict[str, str] = {
     "shapes-pixart": "PixArt-Sigma layout trained on the shapes world, 256 px, 6 layers of width 128",
     "shapes-sd3": "SD3.5 (MMDiT-X) layout trained on the shapes world, 256 px, 4 layers of width 128",
@@ -52,13 +53,13 @@ def _split_edit(name: str) -> tuple[str, bool]:
 
 
 def shipped_folder(name: str) -> Path:
-    """The pipeline folder of a shipped preset (NAME or NAME-edit), or one line saying it is missing."""
+    """The pipeline folder of a shipped preset (the teacher NAME or its distilled student
+    NAME-edit), or one line saying it is missing."""
     from edit_mobile.pretrained import pipeline_folder
 
-    base, _ = _split_edit(name)
-    folder = pipeline_folder(base)
+    folder = pipeline_folder(name)
     if folder is None:
-        raise UserError(f"the {base} weights are not in this installation; run `make shapes` to train them")
+        raise UserError(f"the {name} weights are not in this installation; run `make shapes` to make them")
     return folder
 
 
@@ -98,10 +99,9 @@ def build_preset(name: str, seed: int = 0, device: str | torch.device = "cpu") -
 
 
 def _shipped(name: str, device) -> ModelMixin:
-    """A shipped teacher with its trained weights, or its EDiT / MM-EDiT conversion."""
+    """A shipped teacher or distilled EDiT / MM-EDiT student with its trained weights."""
     folder = shipped_folder(name) / "transformer"
-    model = _architecture(folder) if str(device) == "meta" else load_folder(folder)
-    return (convert(model) if _split_edit(name)[1] else model).eval()
+    return (_architecture(folder) if str(device) == "meta" else load_folder(folder)).eval()
 
 
 def _randomise_fusion(model: ModelMixin) -> None:

@@ -1,12 +1,15 @@
 """Re-create the shipped shapes models from nothing (`make shapes`): the VAE in two stages, then
-both teachers on its latents, then install the pipeline folders into edit_mobile.pretrained.
+both teachers on its latents, then each teacher's EDiT / MM-EDiT student distilled from it
+(`edit-mobile distill`, under 30 minutes each), and install the pipeline folders into
+edit_mobile.pretrained.
 
 Seeded throughout; about 35 (VAE) + 55 (PixArt: text pretraining 7 min, 2000 steps at 128 px at
 0.27 s, 2200 at 256 px at 1.07 s) + 60 (SD3: text pretraining, 2500 steps at 128 px at 0.25 s,
 2800 at 256 px at 0.72-0.78 s, alone on the cores) minutes on 2 cores (`--only pixart sd3` reuses
 the shipped VAE). Each pipeline's vae/ is a link to pretrained/shapes-vae/: one VAE serves both
-teachers (it carries SD3's shift and PixArt's scale). Installed as shipped
-(training/shipping.py): the same models in 24.1 MB of weights instead of 28.7.
+teachers (it carries SD3's shift and PixArt's scale). A student's folder links its teacher's
+text encoders, tokenizers, scheduler and VAE. Installed as shipped (training/shipping.py: fp16
+weights, SD3's position table cropped).
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ from edit_mobile.training import shipping, train_teacher, train_vae
 
 # (image size, steps) stages of each teacher: most steps at 128 px, 4x cheaper a step.
 TEACHER_STAGES = {"pixart": "128:2000,256:2200", "sd3": "128:2500,256:2800"}
+# Each student's distillation (runs recorded in docs/shapes_runs/): 512 teacher samples, then
+# every student weight trained at 256 px.
+STUDENT_RECIPES = {
+    "pixart": ["--samples", "512", "--schedule", "256:8500", "--train", "all", "--eval-samples", "64"],
+    "sd3": ["--samples", "512", "--schedule", "256:8000", "--train", "all"],
+}
+FAMILIES = ("pixart", "sd3")
+STUDENTS = tuple(f"{family}-edit" for family in FAMILIES)
 
 
 def install(built: Path, target: Path) -> None:
@@ -35,7 +46,9 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", type=Path, default=Path("build/shapes"), help="work folder (default build/shapes)")
-    parser.add_argument("--only", choices=["vae", "pixart", "sd3"], nargs="+", default=["vae", "pixart", "sd3"])
+    stages = ["vae", *FAMILIES, *STUDENTS]
+    parser.add_argument("--only", choices=stages, nargs="+", default=stages,
+                        help="stages to run (default all); the others' shipped models are used")
     args = parser.parse_args(argv)
     build = args.build
     vae = build / "vae" if "vae" in args.only else VAE_FOLDER
@@ -43,7 +56,7 @@ def main(argv=None) -> None:
         train_vae.main(["-o", str(build / "vae-crops"), "--steps", "2000"])
         train_vae.main(["-o", str(build / "vae"), "--init", str(build / "vae-crops"), "--crop", "256",
                         "--batch", "4", "--steps", "400", "--lr", "3e-4", "--seed", "1"])
-    for family in ("pixart", "sd3"):
+    for family in FAMILIES:
         if family in args.only:
             train_teacher.main(["--family", family, "--vae", str(vae), "-o", str(build / family),
                                 "--stages", TEACHER_STAGES[family], "--cache", str(build / "cache")])
@@ -51,7 +64,21 @@ def main(argv=None) -> None:
             install(build / family, ROOT / f"shapes-{family}")
             link_vae(ROOT / f"shapes-{family}")
     if "vae" in args.only:
+        shipping.compact(build / "vae")  # fp16, after the teachers learnt from its float32 latents
         install(build / "vae", VAE_FOLDER)
+    for family in FAMILIES:
+        if f"{family}-edit" in args.only:
+            distill_student(family, build, ROOT)
+
+
+def distill_student(family: str, build: Path, root: Path) -> None:
+    """The shipped teacher's student, distilled by the CLI and installed beside it."""
+    from edit_mobile.main import main as cli
+
+    student = build / f"{family}-edit"
+    if cli(["distill", f"shapes-{family}", "-o", str(student), "--force", *STUDENT_RECIPES[family]]) != 0:
+        raise SystemExit(f"distilling the {family} student failed")
+    shipping.install_student(student, root / f"shapes-{family}", root / f"shapes-{family}-edit")
 
 
 def link_vae(pipeline: Path) -> None:
