@@ -1,11 +1,11 @@
 """Re-create the shipped shapes models from nothing (`make shapes`): the VAE in two stages, then
 both teachers on its latents, then each teacher's EDiT / MM-EDiT student distilled from it
-(`edit-mobile distill`, under 30 minutes each), and install the pipeline folders into
+(`edit-mobile distill`, about 30 minutes each), and install the pipeline folders into
 edit_mobile.pretrained.
 
 Seeded throughout; about 35 (VAE) + 55 (PixArt: text pretraining 7 min, 2000 steps at 128 px at
 0.27 s, 2200 at 256 px at 1.07 s) + 60 (SD3: text pretraining, 2500 steps at 128 px at 0.25 s,
-2800 at 256 px at 0.72-0.78 s, alone on the cores) minutes on 2 cores (`--only pixart sd3` reuses
+2800 at 256 px at 0.72-0.78 s, alone on the cores) + 2 x 30 (the students) minutes on 2 cores (`--only pixart sd3` reuses
 the shipped VAE). Each pipeline's vae/ is a link to pretrained/shapes-vae/: one VAE serves both
 teachers (it carries SD3's shift and PixArt's scale). A student's folder links its teacher's
 text encoders, tokenizers, scheduler and VAE. Installed as shipped (training/shipping.py: fp16
