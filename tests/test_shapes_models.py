@@ -207,20 +207,17 @@ FLOORS_SEEN_8 = {
 PIPELINE_CLASSES = {"pixart": "PixArtSigmaPipeline", "sd3": "StableDiffusion3Pipeline"}
 
 
-def _family(preset: str) -> str:
-    return preset.removesuffix("-edit").removeprefix("shapes-")
-
-
 @pytest.mark.parametrize("preset", sorted(FLOORS_SEEN_8))
 def test_shipped_model_draws_what_its_captions_say(preset):
     import diffusers
 
-    from edit_mobile.models.families import get_family
+    from edit_mobile.models.families import family_of
+    from edit_mobile.models.presets import load_architecture
     from edit_mobile.pretrained import pipeline_folder
     from edit_mobile.runtime.evaluate import captions_of
     from edit_mobile.shapes import score
 
-    family = get_family(_family(preset))
+    family = family_of(load_architecture(preset))
     folder = pipeline_folder(preset)
     assert folder is not None, f"{preset} is shipped: pretrained/{preset}/ (make shapes)"
     pipeline_class = PIPELINE_CLASSES[family.name]
