@@ -28,6 +28,15 @@ def _schedule(text: str):
         raise argparse.ArgumentTypeError(f"{err}; e.g. 256:2000,512:1000") from None
 
 
+def _scales(text: str):
+    from edit_mobile.distill.guidance import parse_scales
+
+    try:
+        return parse_scales(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err}; e.g. 1.5,2,2.5") from None
+
+
 def register(subparsers) -> None:
     from edit_mobile.models.cli import MODEL_HELP, _add_edit_options
 
@@ -72,6 +81,11 @@ def register(subparsers) -> None:
     parser.add_argument("--prompt-tokens", type=cli_args.prompt_tokens, default=None)
     parser.add_argument("--eval-samples", type=cli_args.int_range(0), default=32,
                         help="held-out captions `evaluate` scores at the end (shapes teachers; 0: skip)")
+    parser.add_argument("--tune-guidance", type=_scales, default=None, metavar="G,G,...",
+                        help="shapes teachers: score the student at these guidance scales on --tune-samples seen "
+                        "captions and record the best in its edit_mobile_sampling.json (default: keep the teacher's)")
+    parser.add_argument("--tune-samples", type=cli_args.positive_int, default=64,
+                        help="seen captions per scale for --tune-guidance (default 64)")
     parser.add_argument("--seed", type=cli_args.int_range(0), default=0)
     cli_args.add_output_force(parser)
     _add_edit_options(parser)

@@ -102,6 +102,9 @@ def distill(args) -> int:
         student = _student(args, teacher)
         pipeline = pipeline_folder_of(args.teacher)
         captions = _captions(args)
+        if args.tune_guidance and not (pipeline is not None and _all_shapes_captions(captions)):
+            raise UserError("--tune-guidance scores shapes-world images: it needs a shapes teacher's pipeline "
+                            "folder and shapes captions; drop the option for this teacher")
         if args.schedule is None:
             args.schedule = [(default_resolution(teacher)[0], 300)]
         options = _options(args)
@@ -145,7 +148,12 @@ def _write_student(args, inputs: list, output: Path, work: Path, student, pipeli
     else:
         write_student_pipeline(pipeline, student, result)
     record = {"teacher": args.teacher, "options": options.to_dict(), **summary}
-    if args.eval_samples and pipeline is not None and _all_shapes_captions(captions):
+    shapes = pipeline is not None and _all_shapes_captions(captions)
+    if args.tune_guidance and shapes:  # before the held-out scores, which then use the tuned scale
+        from edit_mobile.distill.guidance import tune_guidance
+
+        record["guidance_tuning"] = tune_guidance(result, args.tune_guidance, args.tune_samples, args.seed)
+    if args.eval_samples and shapes:
         record["evaluate"] = _evaluate(result, args, pipeline)
     (result / "distill.json").write_text(json.dumps(record, indent=2) + "\n")
     for name in ("log.jsonl", "loss.png"):
@@ -155,6 +163,9 @@ def _write_student(args, inputs: list, output: Path, work: Path, student, pipeli
     shutil.rmtree(work / CHECKPOINT, ignore_errors=True)  # finished: nothing to resume
     shutil.rmtree(result, ignore_errors=True)
     print(f"wrote the distilled {type(student).__name__} to {output}")
+    if "guidance_tuning" in record:
+        print(f"recorded guidance {record['guidance_tuning']['guidance']:g} (the teacher's: "
+              f"{record['guidance_tuning']['teacher_guidance']:g})")
     if "evaluate" in record:
         e = record["evaluate"]
         print(f"held-out prompt accuracy: student {e['student']['prompt_accuracy']:.3f}, "

@@ -610,7 +610,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def print_evaluation(console, report: dict) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{report['model']}: shapes-world accuracy")
+    table = Table(title=f"{report['model']}: shapes-world accuracy ({report['steps']} steps, guidance {report['guidance']:g})")
     attributes = list(report["per_attribute"])
     for column in ("captions", "n", "prompt acc", "attribute acc", *attributes):
         table.add_column(column, justify="right")

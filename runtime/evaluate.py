@@ -75,10 +75,13 @@ class DiffusersImages:
 
         return family_of(self.transformer)
 
-    def __call__(self, captions: list[str], settings: Settings, progress=None) -> list:
+    def sampling(self, settings: Settings) -> tuple[int, float]:
+        """(steps, guidance) the images are drawn with: the settings', else the folder's own."""
         default_steps, default_guidance = self.family.sampling_defaults(self.folder)
-        steps = settings.steps or default_steps
-        guidance = default_guidance if settings.guidance is None else settings.guidance
+        return settings.steps or default_steps, default_guidance if settings.guidance is None else settings.guidance
+
+    def __call__(self, captions: list[str], settings: Settings, progress=None) -> list:
+        steps, guidance = self.sampling(settings)
         images = []
         for start in range(0, len(captions), BATCH):
             chunk = captions[start : start + BATCH]
@@ -103,6 +106,10 @@ class ArtifactImages:
         self.session = load(art_dir, threads=threads)
         self.pipeline = build_pipeline(self.session)
 
+    def sampling(self, settings: Settings) -> tuple[int, float]:
+        generation = self.pipeline.default_settings(settings.steps, settings.guidance)
+        return generation.steps, generation.guidance
+
     def __call__(self, captions: list[str], settings: Settings, progress=None) -> list:
         images = []
         for index, caption in enumerate(captions):
@@ -121,6 +128,10 @@ class PipelineArtifactImages:
         from edit_mobile.runtime.pipeline_artifact import PipelineArtifact
 
         self.artifact = PipelineArtifact(art_dir, threads)
+
+    def sampling(self, settings: Settings) -> tuple[int, float]:
+        generation = self.artifact.default_settings(settings.steps, settings.guidance)
+        return generation.steps, generation.guidance
 
     def __call__(self, captions: list[str], settings: Settings, progress=None) -> list:
         images = []
@@ -150,7 +161,8 @@ def evaluate(source, sets=DEFAULT_SETS, samples: int = 32, settings: Settings = 
 
     make = image_maker(source, threads)
     reference = image_maker(teacher, threads) if teacher is not None else None
-    report: dict = {"model": str(source), "steps": settings.steps, "seed": settings.seed, "sets": {}}
+    steps, guidance = make.sampling(settings)
+    report: dict = {"model": str(source), "steps": steps, "guidance": guidance, "seed": settings.seed, "sets": {}}
     shown = []
     all_images, all_scenes = [], []
     for name in sets:

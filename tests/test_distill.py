@@ -193,10 +193,13 @@ def test_bad_inputs_are_one_line_and_write_nothing(teacher, tmp_path):
     from PIL import Image
 
     Image.new("RGB", (64, 64)).save(no_captions / "a.png")
+    (tmp_path / "cats.txt").write_text("a photo of a cat\n")
     cases = [
         (["--student", "tiny-sd3-edit"], "sd3"),
         (["--images", no_captions], "no captions"),
         (["--schedule", "256-2000"], "PIXELS:STEPS"),
+        (["--tune-guidance", "2,2"], "distinct"),
+        (["--tune-guidance", "2", "--prompts", tmp_path / "cats.txt"], "shapes"),
     ]
     for extra, expected in cases:
         run = _cli(teacher, "-o", tmp_path / "out", *TINY_RUN, *extra)
@@ -207,6 +210,38 @@ def test_bad_inputs_are_one_line_and_write_nothing(teacher, tmp_path):
     run = _cli(teacher, "-o", teacher, *TINY_RUN)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert sorted(p.name for p in teacher.iterdir()) == before
+
+
+def test_the_tuned_guidance_is_recorded_for_the_student(teacher, tmp_path):
+    """--tune-guidance scores the student at each scale on seen captions and writes the chosen
+    one into its sampling file, which every later command then samples with."""
+    from edit_mobile.shapes import sample_training_captions
+
+    prompts = tmp_path / "captions.txt"
+    prompts.write_text("".join(c.caption + "\n" for c in sample_training_captions(4, seed=0)))
+    run = _cli(teacher, "-o", tmp_path / "student", "--schedule", "64:1", *TINY_RUN, "--prompts", prompts,
+               "--tune-guidance", "1,2.5", "--tune-samples", "2")
+    assert run.returncode == 0, run.stderr[-2000:]
+    tuning = json.loads((tmp_path / "student" / "distill.json").read_text())["guidance_tuning"]
+    assert [row["guidance"] for row in tuning["sweep"]] == [1.0, 2.5] and tuning["n"] == 2
+    assert all(0.0 <= row["prompt_accuracy"] <= 1.0 for row in tuning["sweep"])
+    sampling = json.loads((tmp_path / "student" / "edit_mobile_sampling.json").read_text())
+    assert sampling["guidance"] == tuning["guidance"] in (1.0, 2.5)
+    assert sampling["steps"] == json.loads((teacher / "edit_mobile_sampling.json").read_text())["steps"]
+
+
+def test_the_tuning_prefers_accuracy_then_the_teachers_scale():
+    from edit_mobile.distill.guidance import parse_scales, pick
+
+    rows = [{"guidance": g, "prompt_accuracy": p, "attribute_accuracy": a}
+            for g, p, a in [(1.0, 0.5, 0.80), (1.5, 0.6, 0.80), (2.0, 0.6, 0.85), (3.0, 0.6, 0.85)]]
+    assert pick(rows, reference_guidance=3.0)["guidance"] == 3.0  # tie on both scores: the teacher's
+    assert pick(rows, reference_guidance=1.0)["guidance"] == 2.0  # nearest of the tied pair
+    assert pick(rows[:2], reference_guidance=3.0)["guidance"] == 1.5  # accuracy first
+    assert parse_scales("1.5, 2") == [1.5, 2.0]
+    for bad in ("", "a", "1,1", "-1"):
+        with pytest.raises(ValueError):
+            parse_scales(bad)
 
 
 def test_training_data_takes_the_pipelines_prompt_length(tmp_path):

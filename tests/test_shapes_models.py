@@ -131,6 +131,8 @@ def test_evaluate_command_writes_its_report_and_grid(pipelines, tmp_path):
     data = json.loads(report.read_text())
     assert {"attribute_accuracy", "prompt_accuracy", "per_attribute", "n", "image_psnr_vs_teacher"} <= set(data)
     assert data["n"] == 2 and data["image_psnr_vs_teacher"] == 100.0  # the teacher against itself
+    recorded = json.loads((pipelines / "pixart" / "edit_mobile_sampling.json").read_text())["guidance"]
+    assert data["steps"] == 2 and data["guidance"] == recorded  # the sampling the images were drawn with
     assert grid.stat().st_size > 1000
 
 
@@ -190,8 +192,9 @@ def test_a_folder_carries_its_measured_sampling_defaults(pipelines, student, tmp
 #   PixArt (20 steps, guidance 2.0): prompt accuracy 3/8, colour 7/8, shape 4/8, size, position
 #     and background 8/8.
 #   SD3 (20 steps, guidance 3.0): prompt accuracy 8/8, every attribute 8/8.
-#   their distilled students (shapes-*-edit), same sampling: EDiT 2/8 (colour 5/8, shape 5/8,
-#     size, position and background 8/8); MM-EDiT 7/8 (shape 7/8, every other attribute 8/8).
+#   their distilled students (shapes-*-edit) at their own recorded guidance (distill
+#     --tune-guidance: EDiT 1.5, MM-EDiT 1.0): EDiT 2/8 (colour 5/8, shape 4/8, size, position
+#     and background 8/8); MM-EDiT 8/8, every attribute 8/8.
 #   The teachers scored the same from fp32 and from the shipped fp16 weights.
 # Floors: one caption of margin for sampling numerics that differ between CPUs; pure noise
 # scores 0 on all. (The teachers miss the held-out target, 0.75; PixArt the seen one too: README.)
@@ -201,7 +204,7 @@ FLOORS_SEEN_8 = {
                    "background": 7 / 8},
     "shapes-pixart-edit": {"prompt_accuracy": 1 / 8, "position": 7 / 8, "background": 7 / 8, "size": 7 / 8,
                            "colour": 4 / 8},
-    "shapes-sd3-edit": {"prompt_accuracy": 6 / 8, "colour": 7 / 8, "shape": 6 / 8, "size": 7 / 8, "position": 7 / 8,
+    "shapes-sd3-edit": {"prompt_accuracy": 7 / 8, "colour": 7 / 8, "shape": 7 / 8, "size": 7 / 8, "position": 7 / 8,
                         "background": 7 / 8},
 }
 PIPELINE_CLASSES = {"pixart": "PixArtSigmaPipeline", "sd3": "StableDiffusion3Pipeline"}
@@ -259,6 +262,12 @@ def test_shipped_students_are_distilled_from_their_teachers(family):
         assert (folder / component).resolve() == (teacher_folder / component).resolve()
     record = json.loads((folder / "distill.json").read_text())
     assert record["teacher"] == teacher_name and record["options"]["train"] == "all"
+    # It samples at its own guidance, tuned on seen captions (distill --tune-guidance), not the teacher's.
+    tuning = record["guidance_tuning"]
+    best = max(row["prompt_accuracy"] for row in tuning["sweep"])
+    assert tuning["captions"] == "seen" and tuning["n"] >= 64
+    assert next(r for r in tuning["sweep"] if r["guidance"] == tuning["guidance"])["prompt_accuracy"] == best
+    assert json.loads((folder / "edit_mobile_sampling.json").read_text())["guidance"] == tuning["guidance"]
 
 
 def test_the_shipped_weights_fit_their_25_mb_budget():

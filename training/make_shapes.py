@@ -26,9 +26,11 @@ from edit_mobile.training import shipping, train_teacher, train_vae
 TEACHER_STAGES = {"pixart": "128:2000,256:2200", "sd3": "128:2500,256:2800"}
 # Each student's distillation (runs recorded in docs/shapes_runs/): 512 teacher samples, then
 # every student weight trained at 256 px.
+# Each then samples at its own guidance, picked on 64 seen captions (distill --tune-guidance).
 STUDENT_RECIPES = {
-    "pixart": ["--samples", "512", "--schedule", "256:8500", "--train", "all", "--eval-samples", "64"],
-    "sd3": ["--samples", "512", "--schedule", "256:8000", "--train", "all"],
+    "pixart": ["--samples", "512", "--schedule", "256:8500", "--train", "all", "--eval-samples", "64",
+               "--tune-guidance", "1,1.5,2,2.5"],
+    "sd3": ["--samples", "512", "--schedule", "256:8000", "--train", "all", "--tune-guidance", "1,1.5,2,2.5,3"],
 }
 FAMILIES = ("pixart", "sd3")
 STUDENTS = tuple(f"{family}-edit" for family in FAMILIES)
