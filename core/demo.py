@@ -100,11 +100,12 @@ def folder_bytes(path: Path) -> int:
 
 
 def program_bytes(artifact: Path) -> int:
-    """What a phone holds: the program and, if kept outside it, its weights (model.ptd)."""
+    """What a phone holds: the program and, if kept outside it, its weights (model.ptd, or
+    Vulkan's shards: roles weights, weights.1, ...)."""
     files = json.loads((artifact / "manifest.json").read_text())["files"]
     total = 0
-    for role in ("program", "weights"):
-        if role in files:
+    for role in files:
+        if role == "program" or role == "weights" or role.startswith("weights."):
             path = artifact / files[role]["path"]
             total += folder_bytes(path) if path.is_dir() else path.stat().st_size
     return total

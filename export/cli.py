@@ -65,8 +65,9 @@ def register(subparsers) -> None:
     parser.add_argument("--ort", action="store_true", help="onnx: also write model.ort (ORT Mobile) and its required_operators.config (minimal build)")
     parser.add_argument("--qnn-soc", default=None, help="qnn: Snapdragon SoC, e.g. SM8750 (default)")
     parser.add_argument("--weights", choices=("auto", "embedded", "external"), default=None,
-                        help="xnnpack: keep the weights in model.pte, or outside it in model.ptd (ExecuTorch "
-                        "program-data separation; needed past 2 GB); auto (default): outside from 1 GiB")
+                        help="xnnpack, vulkan: keep the weights in model.pte, or outside it (ExecuTorch "
+                        "program-data separation; needed past 2 GB): xnnpack in model.ptd, vulkan in shards of "
+                        "at most 1 GiB, vulkan_constants_<digest>.ptd; auto (default): outside from 1 GiB")
     parser.add_argument("--text-encoder-quantize", default=None, metavar="SCHEME",
                         help="--pipeline, xnnpack: quantize the encode_prompt method too, int8-dynamic or int4-weight "
                         "(its embedding PSNR on held-out prompts is recorded)")
@@ -123,8 +124,8 @@ def run_export(args: argparse.Namespace) -> int:
                         "add --pipeline")
     if args.resolution is not None and len(args.resolution) > 1:
         raise UserError("several --resolution values need --pipeline; give one, or add --pipeline")
-    if args.weights is not None and args.backend != "xnnpack":
-        raise UserError(f"--weights applies to --backend xnnpack, not {args.backend}; drop it")
+    if args.weights is not None and args.backend not in ("xnnpack", "vulkan"):
+        raise UserError(f"--weights applies to --backend xnnpack or vulkan, not {args.backend}; drop it")
     if args.coreml_chunk_mb is not None and args.backend != "coreml":
         raise UserError(f"--coreml-chunk-mb applies to --backend coreml, not {args.backend}; drop it")
     if args.coreml_chunk_mb is not None and args.coreml_chunk_mb < 0:

@@ -51,10 +51,9 @@ class XnnpackPipelineTarget(PipelineTarget):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
         from edit_mobile.export.backends import executorch_program
-        from edit_mobile.export.backends.xnnpack import EXTERNAL_WEIGHTS_FROM_BYTES, weight_bytes
 
         external = request.weights == "external" or request.weights == "auto" and unique_weight_bytes(
-            programs, weight_bytes) >= EXTERNAL_WEIGHTS_FROM_BYTES
+            programs, executorch_program.weight_bytes) >= executorch_program.EXTERNAL_WEIGHTS_FROM_BYTES
         edge, coverage = executorch_program.lower_methods(programs, [XnnpackPartitioner()], external,
                                                           folded=tuple(name for name in programs if folds(name)))
         program = executorch_program.to_executorch(edge, external_weights=external)

@@ -365,14 +365,13 @@ def device_name(name: str) -> str:
 
 def files_to_push(manifest) -> list[tuple[Path, str]]:
     """(local path, path relative to the artifact) of what the app reads: manifest.json, the
-    program (a file, or a Core ML package folder), its external weights (model.ptd) if any, the
-    test vectors; not the PyTorch reference nor the ETRecord, which only the host reads."""
+    program (a file, or a Core ML package folder), its external weights (model.ptd, Vulkan's
+    shards) if any, the test vectors; not the PyTorch reference nor the ETRecord, which only the
+    host reads."""
     from edit_mobile.export.manifest import MANIFEST_NAME
 
     files = [(manifest.root / MANIFEST_NAME, MANIFEST_NAME)]
-    for role in ("program", "weights", "test_vectors"):
-        if role == "weights" and not manifest.has(role):
-            continue
+    for role in ("program", *manifest.weight_roles(), "test_vectors"):
         entry = manifest.file(role)
         files.append((entry.path, entry.relative))
     return files

@@ -134,6 +134,12 @@ class Manifest:
     def has(self, role: str) -> bool:
         return role in self.files
 
+    def weight_roles(self) -> list[str]:
+        """The program's external data files: `weights` (model.ptd), then `weights.1`, ... (the
+        Vulkan delegate's shards); none when the weights are in the program."""
+        extra = sorted((r for r in self.files if r.startswith("weights.")), key=lambda r: int(r.split(".")[1]))
+        return (["weights"] if "weights" in self.files else []) + extra
+
     def file(self, role: str) -> FileEntry:
         if role not in self.files:
             raise UserError(

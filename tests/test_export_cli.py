@@ -36,6 +36,8 @@ def run_cli(argv, capsys):
         (["tiny-pixart-edit", "--backend", "vulkan", "--quantize", "int8-static"], "--quantize is available for"),
         (["tiny-pixart-edit", "--backend", "onnx", "--min-psnr", "30"], "only with --quantize"),
         (["tiny-pixart-edit", "--backend", "onnx", "--coreml-chunk-mb", "900"], "applies to --backend coreml"),
+        (["tiny-pixart-edit", "--backend", "onnx", "--weights", "external"],
+         "--weights applies to --backend xnnpack or vulkan, not onnx; drop it"),
         (["tiny-pixart-edit", "--backend", "coreml", "--coreml-chunk-mb", "-1"], "is negative"),
         (["tiny-pixart-edit", "--backend", "coreml", "--pipeline", "--coreml-chunk-mb", "900"], "multifunction"),
     ],

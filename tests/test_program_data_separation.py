@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from edit_mobile.export.backends.base import LoweringJob
-from edit_mobile.export.backends.xnnpack import BACKEND, EXTERNAL_WEIGHTS_FROM_BYTES, weight_bytes
+from edit_mobile.export.backends.executorch_program import EXTERNAL_WEIGHTS_FROM_BYTES, weight_bytes
+from edit_mobile.export.backends.xnnpack import BACKEND
 
 WIDTH = 23_200  # one 23200 x 23200 float32 weight: 2.15 GB, past the 2 GiB flatbuffer limit
 

@@ -5,6 +5,8 @@ NamedDataStore (XNNPACK, Vulkan) can keep them out of the .pte, in `model.ptd`, 
 flatbuffer then holds only the graph, so no real-size program meets the 2 GB flatbuffer limit,
 and the bundled program and every method of a program share the one copy of the weights
 (XNNPACK names each constant by its sha256: methods with the same weights store them once).
+The Vulkan delegate ignores the tag XNNPACK files its weights under and writes its own files,
+`vulkan_constants_<digest>.ptd` shards (see backends/vulkan.py and `weights_roles`).
 """
 
 from __future__ import annotations
@@ -100,6 +102,27 @@ def external_constants(exported: torch.export.ExportedProgram) -> dict[str, torc
 PROGRAM_FILE = "model.pte"
 WEIGHTS_NAME = "model"  # -> model.ptd, ExecuTorch's name for a program's external data
 ETRECORD_FILE = "etrecord.bin"
+# `--weights auto` keeps weights outside the program from this size: phones mmap a .ptd, the
+# flatbuffer tools stop at 2 GB, and small programs stay one file for the simplest loaders.
+EXTERNAL_WEIGHTS_FROM_BYTES = 1 << 30
+
+
+def external_weights(job, stored_bytes: int | None = None) -> bool:
+    """`--weights` of a LoweringJob: embedded, external, or auto (external from
+    EXTERNAL_WEIGHTS_FROM_BYTES of weights; `stored_bytes` when the backend stores them in
+    another precision than the exported program's, else `weight_bytes`)."""
+    choice = job.options.get("weights") or "auto"
+    if choice != "auto":
+        return choice == "external"
+    return (weight_bytes(job.exported) if stored_bytes is None else stored_bytes) >= EXTERNAL_WEIGHTS_FROM_BYTES
+
+
+def weight_bytes(exported, float_bytes: int | None = None) -> int:
+    """Bytes of the program's weights as exported (after any cast or quantization); with
+    `float_bytes`, floating-point weights counted at that size (a backend storing them in fp16)."""
+    tensors = list(exported.state_dict.values()) + list(exported.constants.values())
+    return sum(t.numel() * (float_bytes if float_bytes and t.is_floating_point() else t.element_size())
+               for t in tensors if hasattr(t, "element_size"))
 
 
 def lower(
@@ -220,17 +243,29 @@ def to_executorch(edge: EdgeProgramManager, external_weights: bool = False) -> E
 
 
 def write_program(program: ExecutorchProgramManager, out_dir: Path, external_weights: bool = False) -> dict[str, str]:
-    """model.pte, and model.ptd when the program keeps its weights outside: manifest roles."""
+    """model.pte, and the data files beside it when the program keeps its weights outside
+    (ExecuTorch writes one `<tag>.ptd` a tag): manifest roles, see `weights_roles`. `out_dir`
+    is the artifact's staging folder, which holds no other .ptd."""
     with named_stage("writing the program"):
         with open(out_dir / PROGRAM_FILE, "wb") as handle:
             program.write_to_file(handle)  # streamed from the serialiser's pieces, not joined first
         files = {"program": PROGRAM_FILE}
-        weights = out_dir / f"{WEIGHTS_NAME}.ptd"
         if external_weights:
             program.write_tensor_data_to_file(str(out_dir))
-            if weights.is_file():
-                files["weights"] = weights.name
+            files.update(weights_roles(sorted(path.name for path in out_dir.glob("*.ptd"))))
     return files
+
+
+def weights_roles(names: list[str]) -> dict[str, str]:
+    """The manifest roles of a program's data files: `weights` for the first, model.ptd when
+    there is one (XNNPACK's one file, where every reader looks), `weights.1`, `weights.2`, ...
+    for the others in name order (the Vulkan delegate's `vulkan_constants_<digest>.ptd` shards,
+    one or more a delegated partition; model.ptd then holds the constants no delegate took).
+    A reader that hands ExecuTorch one data file reads `weights`; every file is listed, hashed
+    and checked by the manifest's readers like any other role."""
+    first = f"{WEIGHTS_NAME}.ptd"
+    ordered = sorted(names, key=lambda name: (name != first, name))
+    return {"weights" if index == 0 else f"weights.{index}": name for index, name in enumerate(ordered)}
 
 
 def write_etrecord(program: ExecutorchProgramManager, out_dir: Path, without_weights: bool = False) -> str:

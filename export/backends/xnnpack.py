@@ -19,22 +19,6 @@ from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob
 from edit_mobile.memory import release_freed_memory
 
 BUNDLED_FILE = "model.bpte"
-# `--weights auto` keeps weights outside the program from this size: phones mmap a .ptd, the
-# flatbuffer tools stop at 2 GB, and small programs stay one file for the simplest loaders.
-EXTERNAL_WEIGHTS_FROM_BYTES = 1 << 30
-
-
-def external_weights(job: LoweringJob) -> bool:
-    choice = job.options.get("weights") or "auto"
-    if choice != "auto":
-        return choice == "external"
-    return weight_bytes(job.exported) >= EXTERNAL_WEIGHTS_FROM_BYTES
-
-
-def weight_bytes(exported) -> int:
-    """Bytes of the program's weights as exported (after any cast or quantization)."""
-    tensors = list(exported.state_dict.values()) + list(exported.constants.values())
-    return sum(t.numel() * t.element_size() for t in tensors if hasattr(t, "element_size"))
 
 
 def write_bundled_program(job: LoweringJob, out_dir: Path, files: dict[str, str]) -> str:
@@ -80,7 +64,7 @@ class XnnpackBackend(Backend):
     description = "ExecuTorch .pte on the XNNPACK CPU delegate (+ BundledProgram .bpte)"
 
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
-        external = external_weights(job)
+        external = executorch_program.external_weights(job)
         files, coverage = write_lowered_program(job, out_dir, external)
         job.exported = None  # written: its weights go before the runtime loads the program's
         release_freed_memory()
