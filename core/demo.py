@@ -100,14 +100,15 @@ def folder_bytes(path: Path) -> int:
 
 
 def program_bytes(artifact: Path) -> int:
-    """What a phone holds: the program and, if kept outside it, its weights (model.ptd, or
-    Vulkan's shards: roles weights, weights.1, ...)."""
-    files = json.loads((artifact / "manifest.json").read_text())["files"]
+    """What a phone holds: the program and, if kept outside it, its weights (the manifest's
+    weight roles: model.ptd, or Vulkan's shards)."""
+    from edit_mobile.runtime.manifest import read_manifest
+
+    manifest = read_manifest(artifact, verify_files=False)  # sizes only: no need to hash every file
     total = 0
-    for role in files:
-        if role == "program" or role == "weights" or role.startswith("weights."):
-            path = artifact / files[role]["path"]
-            total += folder_bytes(path) if path.is_dir() else path.stat().st_size
+    for role in ("program", *manifest.weight_roles()):
+        path = manifest.file(role).path
+        total += folder_bytes(path) if path.is_dir() else path.stat().st_size
     return total
 
 
