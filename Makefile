@@ -26,7 +26,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
-# Re-train the shapes-world models (VAE, PixArt and SD3 teachers) from nothing: ~2.5 h on 2 cores.
+# Re-train the shapes-world models (VAE, both teachers, their distilled students) from nothing: ~3.5 h on 2 cores.
 shapes: setup
 	$(BIN)/python -m edit_mobile.training.make_shapes
 
