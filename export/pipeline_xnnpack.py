@@ -52,8 +52,8 @@ class XnnpackPipelineTarget(PipelineTarget):
 
         from edit_mobile.export.backends import executorch_program
 
-        external = request.weights == "external" or request.weights == "auto" and unique_weight_bytes(
-            programs, executorch_program.weight_bytes) >= executorch_program.EXTERNAL_WEIGHTS_FROM_BYTES
+        external = executorch_program.external_weights(
+            request.weights, lambda: unique_weight_bytes(programs, executorch_program.weight_bytes))
         edge, coverage = executorch_program.lower_methods(programs, [XnnpackPartitioner()], external,
                                                           folded=tuple(name for name in programs if folds(name)))
         program = executorch_program.to_executorch(edge, external_weights=external)

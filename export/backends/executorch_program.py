@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +107,13 @@ ETRECORD_FILE = "etrecord.bin"
 EXTERNAL_WEIGHTS_FROM_BYTES = 1 << 30
 
 
-def external_weights(job, stored_bytes: int | None = None) -> bool:
-    """`--weights` of a LoweringJob: embedded, external, or auto (external from
-    EXTERNAL_WEIGHTS_FROM_BYTES of weights; `stored_bytes` when the backend stores them in
-    another precision than the exported program's, else `weight_bytes`)."""
-    choice = job.options.get("weights") or "auto"
+def external_weights(choice: str | None, stored_bytes: Callable[[], int]) -> bool:
+    """`--weights`: embedded, external, or auto (None): external from EXTERNAL_WEIGHTS_FROM_BYTES
+    of weights as the backend stores them, counted only for auto."""
+    choice = choice or "auto"
     if choice != "auto":
         return choice == "external"
-    return (weight_bytes(job.exported) if stored_bytes is None else stored_bytes) >= EXTERNAL_WEIGHTS_FROM_BYTES
+    return stored_bytes() >= EXTERNAL_WEIGHTS_FROM_BYTES
 
 
 def weight_bytes(exported, float_bytes: int | None = None) -> int:

@@ -35,8 +35,8 @@ class VulkanBackend(Backend):
 
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
         options = {"force_fp16": job.precision == "fp16"}
-        stored = executorch_program.weight_bytes(job.exported, float_bytes=2 if options["force_fp16"] else None)
-        external = executorch_program.external_weights(job, stored_bytes=stored)
+        external = executorch_program.external_weights(job.options.get("weights"), lambda: executorch_program.weight_bytes(
+            job.exported, float_bytes=2 if options["force_fp16"] else None))  # as the delegate stores them
         partitioner_options = {**options, "external_constants_max_data_bytes": SHARD_MAX_BYTES} if external else options
         try:
             edge, coverage = executorch_program.lower(

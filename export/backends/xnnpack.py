@@ -64,7 +64,8 @@ class XnnpackBackend(Backend):
     description = "ExecuTorch .pte on the XNNPACK CPU delegate (+ BundledProgram .bpte)"
 
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
-        external = executorch_program.external_weights(job)
+        external = executorch_program.external_weights(
+            job.options.get("weights"), lambda: executorch_program.weight_bytes(job.exported))
         files, coverage = write_lowered_program(job, out_dir, external)
         job.exported = None  # written: its weights go before the runtime loads the program's
         release_freed_memory()
