@@ -55,10 +55,12 @@ class EDiTBMMAttnProcessor(EDiTAttnProcessor):
         return new
 
     def folded_features(self, attn, hidden_states: torch.Tensor):
-        """ReLU(Q), ReLU(K_c), V_c folded, and the pre-ReLU Q and K_c, V_c (for MM-EDiT).
+        """ReLU(Q), ReLU(K_c), V_c folded, the pre-ReLU Q and K_c, V_c, and the uncompressed K, V
+        projections in the input's layout (MM-EDiT's prompt rows read them: projecting again
+        would put two more N x C x C GEMMs in the program, which export does not merge).
 
-        Token layout (B, N, C): each (BH, tokens, d). Channels-first (B, C, 1, S): each
-        (BH, d, tokens).
+        Token layout (B, N, C): folded ones (BH, tokens, d). Channels-first (B, C, 1, S): folded
+        ones (BH, d, tokens).
         """
         channels_first = hidden_states.dim() == 4
         length = hidden_states.shape[-1] if channels_first else hidden_states.shape[1]
@@ -68,22 +70,22 @@ class EDiTBMMAttnProcessor(EDiTAttnProcessor):
             image = hidden_states.view(batch, -1, *grid)  # (B, C, h, w): a view
             fused = hidden_states if self.conv_fusion is None else (
                 hidden_states + self.conv_fusion(image).view(hidden_states.shape))  # (B, C, 1, S)
-            key = attn.to_k(hidden_states).view(image.shape)  # (B, C, h, w)
-            value = attn.to_v(hidden_states).view(image.shape)
+            key, value = attn.to_k(hidden_states), attn.to_v(hidden_states)  # (B, C, 1, S)
             query = norm_per_head_channels_first(attn.norm_q, fold_heads_channels_first(attn.to_q(fused), heads))
-            key_c = self.key_compressor.conv(key)  # (B, C, h/s, w/s)
-            value_c = self.value_compressor.conv(value)
+            key_c = self.key_compressor.conv(key.view(image.shape))  # (B, C, h/s, w/s)
+            value_c = self.value_compressor.conv(value.view(image.shape))
             key_c = norm_per_head_channels_first(attn.norm_k, fold_heads_channels_first(key_c, heads))  # (BH, d, M)
             value_c = fold_heads_channels_first(value_c, heads)  # (BH, d, M)
         else:
             fused = hidden_states if self.conv_fusion is None else (
                 hidden_states + self.conv_fusion.tokens(hidden_states, grid))
             query = norm_per_head(attn.norm_q, fold_heads(attn.to_q(fused), heads))  # (BH, N, d)
-            key_c = self.key_compressor(attn.to_k(hidden_states), grid)  # (B, M, C)
-            value_c = self.value_compressor(attn.to_v(hidden_states), grid)
+            key, value = attn.to_k(hidden_states), attn.to_v(hidden_states)  # (B, N, C)
+            key_c = self.key_compressor(key, grid)  # (B, M, C)
+            value_c = self.value_compressor(value, grid)
             key_c = norm_per_head(attn.norm_k, fold_heads(key_c, heads))  # (BH, M, d)
             value_c = fold_heads(value_c, heads)  # (BH, M, d)
-        return F.relu(query), F.relu(key_c), value_c, query, key_c
+        return F.relu(query), F.relu(key_c), value_c, query, key_c, key, value
 
     def linear(self, query_features, key_features, value, channels_first: bool) -> torch.Tensor:
         if channels_first:
@@ -94,7 +96,7 @@ class EDiTBMMAttnProcessor(EDiTAttnProcessor):
         if encoder_hidden_states is not None:
             raise ValueError("EDiT attention replaces a self-attention; got encoder_hidden_states")
         channels_first = hidden_states.dim() == 4
-        query_features, key_features, value_c, _, _ = self.folded_features(attn, hidden_states)
+        query_features, key_features, value_c, *_ = self.folded_features(attn, hidden_states)
         out = self.linear(query_features, key_features, value_c, channels_first)
         batch = hidden_states.shape[0]
         out = unfold_heads_channels_first(out, batch) if channels_first else unfold_heads(out, batch)
@@ -126,7 +128,7 @@ class MMEDiTBMMAttnProcessor(EDiTBMMAttnProcessor):
         token_axis = 2 if first else 1  # of folded tensors: (BH, d, tokens) or (BH, tokens, d)
         batch, heads = hidden_states.shape[0], attn.heads
 
-        query_features, key_features, value_c, query, key_c = self.folded_features(attn, hidden_states)
+        query_features, key_features, value_c, query, key_c, key, value = self.folded_features(attn, hidden_states)
         prompt_q = norm(attn.norm_added_q, fold(attn.add_q_proj(encoder_hidden_states), heads))
         prompt_k = norm(attn.norm_added_k, fold(attn.add_k_proj(encoder_hidden_states), heads))
         prompt_v = fold(attn.add_v_proj(encoder_hidden_states), heads)  # (BH, T, d) or (BH, d, T)
@@ -147,8 +149,8 @@ class MMEDiTBMMAttnProcessor(EDiTBMMAttnProcessor):
             return out_image, None
 
         if self.prompt_image_keys == "full":
-            image_k = norm(attn.norm_k, fold(attn.to_k(hidden_states), heads))  # all N image tokens
-            image_v = fold(attn.to_v(hidden_states), heads)
+            image_k = norm(attn.norm_k, fold(key, heads))  # all N image tokens
+            image_v = fold(value, heads)
         else:
             image_k, image_v = key_c, value_c  # the N / s^2 compressed tokens
         keys = torch.cat([image_k, prompt_k], dim=token_axis)
