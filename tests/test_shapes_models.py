@@ -188,16 +188,17 @@ def test_a_folder_carries_its_measured_sampling_defaults(pipelines, student, tmp
 
 # The shipped models through diffusers' own pipelines (a student's transformer class is
 # edit_mobile.models'), at their recorded sampling, on 8 fixed seen one-object captions at seeds
-# 0..7. Measured (AMD EPYC; SD3 on AVX2, PixArt and the students on AVX-512):
-#   PixArt (20 steps, guidance 2.0; AVX-512, the 4200-step 256 px recipe): prompt accuracy 6/8,
+# 0..7. Measured (AMD EPYC, AVX-512):
+#   PixArt (20 steps, guidance 2.0; the 4200-step 256 px recipe): prompt accuracy 6/8,
 #     colour 7/8, shape 6/8, size, position and background 8/8.
-#   SD3 (20 steps, guidance 3.0): prompt accuracy 8/8, every attribute 8/8.
+#   SD3 (20 steps, guidance 3.0; the 4000-step 256 px recipe): prompt accuracy 8/8, every attribute 8/8.
 #   their distilled students (shapes-*-edit) at their own recorded guidance (distill
 #     --tune-guidance: EDiT 1.5, MM-EDiT 1.0): EDiT 5/8 (colour 7/8, shape 6/8, size, position
 #     and background 8/8); MM-EDiT 8/8, every attribute 8/8.
-#   The earlier teachers scored the same from fp32 and from the shipped fp16 weights.
+#   The teachers score the same from fp32 and from the shipped fp16 weights (SD3's: on 256 captions).
 # Floors: one caption of margin for sampling numerics that differ between CPUs; pure noise
-# scores 0 on all. (The teachers miss the issue's held-out target, 0.75; PixArt the seen one too: README.)
+# scores 0 on all. (Both teachers miss the issue's seen target, 0.90, on 128 captions; PixArt the
+# held-out one, 0.75, too: README.)
 FLOORS_SEEN_8 = {
     "shapes-pixart": {"prompt_accuracy": 5 / 8, "colour": 6 / 8, "shape": 5 / 8, "size": 7 / 8, "position": 7 / 8,
                       "background": 7 / 8},
