@@ -12,6 +12,8 @@ teacher's projections; only the arithmetic around them changes.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +41,18 @@ from edit_mobile.models import EDiTAttnProcessor, MMEDiTAttnProcessor
 from edit_mobile.models.edit_attention import check_token_grid
 
 
+class FoldedFeatures(NamedTuple):
+    """What the EDiT / MM-EDiT export processors compute from the image tokens."""
+
+    query_features: torch.Tensor  # ReLU(Q), folded
+    key_features: torch.Tensor  # ReLU(K_c), folded
+    value_c: torch.Tensor  # compressed V, folded
+    query: torch.Tensor  # pre-ReLU Q, folded
+    key_c: torch.Tensor  # pre-ReLU compressed K, folded
+    key: torch.Tensor  # uncompressed K projection, in the input's layout
+    value: torch.Tensor  # uncompressed V projection, in the input's layout
+
+
 class EDiTBMMAttnProcessor(EDiTAttnProcessor):
     """EDiTAttnProcessor computed with `linear_attention` on folded heads."""
 
@@ -54,7 +68,7 @@ class EDiTBMMAttnProcessor(EDiTAttnProcessor):
         new.token_grid = processor.token_grid
         return new
 
-    def folded_features(self, attn, hidden_states: torch.Tensor):
+    def folded_features(self, attn, hidden_states: torch.Tensor) -> FoldedFeatures:
         """ReLU(Q), ReLU(K_c), V_c folded, the pre-ReLU Q and K_c, V_c, and the uncompressed K, V
         projections in the input's layout (MM-EDiT's prompt rows read them: projecting again
         would put two more N x C x C GEMMs in the program, which export does not merge).
@@ -85,7 +99,7 @@ class EDiTBMMAttnProcessor(EDiTAttnProcessor):
             value_c = self.value_compressor(value, grid)
             key_c = norm_per_head(attn.norm_k, fold_heads(key_c, heads))  # (BH, M, d)
             value_c = fold_heads(value_c, heads)  # (BH, M, d)
-        return F.relu(query), F.relu(key_c), value_c, query, key_c, key, value
+        return FoldedFeatures(F.relu(query), F.relu(key_c), value_c, query, key_c, key, value)
 
     def linear(self, query_features, key_features, value, channels_first: bool) -> torch.Tensor:
         if channels_first:
