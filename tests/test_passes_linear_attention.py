@@ -87,16 +87,25 @@ def test_gelu_pass_is_native_in_fp32_and_sigmoid_in_fp16():
     assert "aten.sigmoid.default" in names and not any("gelu" in name for name in names)
 
 
+def count_forward_calls(model: torch.nn.Module, suffixes: tuple[str, ...]) -> dict[str, int]:
+    """Forward calls of each module whose name ends with one of `suffixes`, counted from now on."""
+    names = {module: name for name, module in model.named_modules() if name.endswith(suffixes)}
+    calls = dict.fromkeys(names.values(), 0)
+
+    def count(module, args, output):
+        calls[names[module]] += 1
+
+    for module in names:
+        module.register_forward_hook(count)
+    return calls
+
+
 def test_mm_edit_projects_image_keys_and_values_once_per_block():
     """The prompt rows read the image K, V projections the compressors read: projecting them
     again put two more N x C x C GEMMs a block into every exported MM-EDiT program."""
     for passes in (["linear_attention_bmm"], ["linear_attention_bmm", "channels_first"]):
         model = apply_passes(load_transformer("tiny-sd3-edit"), passes)
-        calls: dict[str, int] = {}
-        for name, module in model.named_modules():
-            if name.endswith(("attn.to_k", "attn.to_v")):
-                calls[name] = 0
-                module.register_forward_hook(lambda mod, args, out, name=name: calls.__setitem__(name, calls[name] + 1))
+        calls = count_forward_calls(model, ("attn.to_k", "attn.to_v"))
         with torch.no_grad():
             DenoiserWrapper(model).eval()(*TransformerSignature.of(model, 128, 128).example_inputs())
         assert len(calls) >= 4 and set(calls.values()) == {1}, (passes, calls)

@@ -35,8 +35,11 @@ class VulkanBackend(Backend):
 
     def lower(self, job: LoweringJob, out_dir: Path) -> BackendResult:
         options = {"force_fp16": job.precision == "fp16"}
-        external = executorch_program.external_weights(job.options.get("weights"), lambda: executorch_program.weight_bytes(
-            job.exported, float_bytes=2 if options["force_fp16"] else None))  # as the delegate stores them
+
+        def stored_bytes() -> int:  # as the delegate stores them: fp16 when forced
+            return executorch_program.weight_bytes(job.exported, float_bytes=2 if options["force_fp16"] else None)
+
+        external = executorch_program.external_weights(job.options.get("weights"), stored_bytes)
         partitioner_options = {**options, "external_constants_max_data_bytes": SHARD_MAX_BYTES} if external else options
         try:
             edge, coverage = executorch_program.lower(
