@@ -433,7 +433,12 @@ def xnnpack_linear_runner(m: int, k: int, n: int) -> Callable[[], torch.Tensor]:
     program, _ = lower_xnnpack(torch.export.export(linear, inputs))
     loaded = Runtime.get().load_program(program.buffer)
     method = loaded.load_method("forward")
-    return lambda: (loaded, method.execute(list(inputs))[0])[1]  # the program lives while the runner does
+
+    def run() -> torch.Tensor:
+        return method.execute(list(inputs))[0]
+
+    run.program = loaded  # the method needs its program alive as long as the runner is
+    return run
 
 
 def gemm_peak_gflops() -> float:

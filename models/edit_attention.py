@@ -26,10 +26,10 @@ def tokens_to_image(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor
     """(B, N, C) -> (B, C, h, w); tokens are row-major, as diffusers' PatchEmbed makes them.
 
     A channels-last view, not a copy: row-major tokens already are an NHWC image, the layout
-    XNNPACK's convolutions run in, so the permute here cancels the one the backend adds before
-    each convolution. Transposing to (B, C, N) first, then reshaping, put a full-size transpose
-    in front of every ConvFusion and compressor (measured: half the EDiT program's transpose
-    time, 11.1 -> 5.6 ms a 2-layer step at PixArt-XL width, 512 px)."""
+    XNNPACK's convolutions run in. Transposing to (B, C, N) and reshaping put a reshape between
+    that transpose and the one XNNPACK adds in front of each convolution, which kept either from
+    going (measured: the EDiT program's transposes halve, 11.1 -> 5.6 ms a 2-layer step at
+    PixArt-XL width, 512 px)."""
     batch, _, channels = tokens.shape
     return tokens.reshape(batch, *grid, channels).permute(0, 3, 1, 2)
 
