@@ -18,20 +18,23 @@ from edit_mobile.training import train_teacher
 from edit_mobile.training.loop import TrainingLog, cosine_lr, seed_everything
 
 
-def main() -> None:
-    source, out, steps, peak = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+def continue_teacher(source: Path, out: Path, steps: int, peak: float, label: str = "cont256") -> None:
+    """Continue `source`'s teacher at 256 px for `steps` (warm-up 50, cosine to 0 from `peak`);
+    its EMA (decay 0.998) is saved as a pipeline folder in `out`."""
     seed_everything(5)
     vae = AutoencoderKL.from_pretrained(VAE_FOLDER).eval().requires_grad_(False)
     recipe = train_teacher.PixArtRecipe(0)
-    recipe.text.encoder = T5EncoderModel.from_pretrained(source / "text_encoder").eval().requires_grad_(False)
-    model = PixArtTransformer2DModel.from_pretrained(source / "transformer").train().requires_grad_(True)
+    recipe.text.encoder = T5EncoderModel.from_pretrained(source / "text_encoder", torch_dtype=torch.float32)
+    recipe.text.encoder.eval().requires_grad_(False)
+    model = PixArtTransformer2DModel.from_pretrained(source / "transformer", torch_dtype=torch.float32)
+    model = model.train().requires_grad_(True)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=0.01)
     rng, generator = np.random.default_rng(11), torch.Generator().manual_seed(12)
     scenes, latents = train_teacher.cached_dataset(VAE_FOLDER, vae, 8000, 0, Path("build/shapes/cache"), 256)
     x0 = recipe.to_model_space(latents, vae)
     out.mkdir(parents=True)
-    log = TrainingLog(out, steps, "cont256")
+    log = TrainingLog(out, steps, label)
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, steps, peak, warmup=50)
@@ -46,6 +49,10 @@ def main() -> None:
         log.step(step + 1, (step + 1) * 32, loss=loss.item())
     log.close()
     recipe.pipeline(ema, vae).save_pretrained(out, safe_serialization=True)
+
+
+def main() -> None:
+    continue_teacher(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
 
 
 if __name__ == "__main__":

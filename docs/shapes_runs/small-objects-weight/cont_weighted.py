@@ -1,23 +1,20 @@
 """Diagnostic: continue the shipped PixArt shapes teacher at 256 px, with today's object weights
 or with objects weighed by the inverse of their area (so a small object's pixels count like a
-large one's): do small shapes learn?
+large one's): do small shapes learn? The continuation is ../pixart-cont256's.
 
     python cont_weighted.py OUT STEPS PEAK_LR {uniform|area}     # e.g. OUT 600 2e-4 area
 """
 
-import copy
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, PixArtTransformer2DModel
-from transformers import T5EncoderModel
 
-from edit_mobile.pretrained import VAE_FOLDER
 from edit_mobile.training import train_teacher
-from edit_mobile.training.loop import TrainingLog, cosine_lr, seed_everything
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pixart-cont256"))
+from cont256 import continue_teacher  # noqa: E402
 
 SOURCE = Path("pretrained/shapes-pixart")
 LARGE_SIDE = 0.28  # of the image side (edit_mobile.shapes.world.SIZE_FRACTION)
@@ -39,34 +36,8 @@ def main() -> None:
     out, steps, peak, weighting = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
     if weighting == "area":
         train_teacher.object_weights = area_weights
-    seed_everything(5)
-    vae = AutoencoderKL.from_pretrained(VAE_FOLDER).eval().requires_grad_(False)
-    recipe = train_teacher.PixArtRecipe(0)
-    recipe.text.encoder = T5EncoderModel.from_pretrained(SOURCE / "text_encoder", torch_dtype=torch.float32).eval().requires_grad_(False)
-    model = PixArtTransformer2DModel.from_pretrained(SOURCE / "transformer", torch_dtype=torch.float32)
-    model = model.train().requires_grad_(True)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=0.01)
-    rng, generator = np.random.default_rng(11), torch.Generator().manual_seed(12)
-    scenes, latents = train_teacher.cached_dataset(VAE_FOLDER, vae, 8000, 0, Path("build/shapes/cache"), 256)
-    x0 = recipe.to_model_space(latents, vae)
-    out.mkdir(parents=True)
-    log = TrainingLog(out, steps, f"continue, {weighting} object weights")
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, steps, peak, warmup=50)
-        loss = train_teacher.training_step(recipe, model, scenes, x0, 32, rng, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            for shadow, live in zip(ema.parameters(), model.parameters(), strict=True):
-                shadow.lerp_(live, 1 - train_teacher.EMA_DECAY)
-        log.step(step + 1, (step + 1) * 32, loss=loss.item())
-    log.close()
-    recipe.pipeline(ema, vae).save_pretrained(out, safe_serialization=True)
-    train_teacher.write_sampling(out, recipe)
+    continue_teacher(SOURCE, out, steps, peak, f"continue, {weighting} object weights")
+    train_teacher.write_sampling(out, train_teacher.PixArtRecipe)
 
 
 if __name__ == "__main__":
