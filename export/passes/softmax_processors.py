@@ -22,6 +22,7 @@ from edit_mobile.export.passes.attention_kernels import (
     unfold_heads,
     unfold_heads_channels_first,
 )
+from edit_mobile.models.edit_attention import image_to_tokens, tokens_to_image
 
 
 def additive_key_bias(attention_mask: torch.Tensor | None, batch: int) -> torch.Tensor | None:
@@ -127,13 +128,13 @@ class SpatialSoftmaxAttnProcessor(nn.Module):
     def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
         if any(x is not None for x in (encoder_hidden_states, attention_mask, temb, attn.spatial_norm)):
             raise NotImplementedError("spatial softmax attention: a VAE's unmasked self-attention only")
-        batch, channels, height, width = hidden_states.shape
+        height, width = hidden_states.shape[2:]
         # GroupNorm on the image, not on (B, C, H*W): the same statistics, and the pooled
         # rewrite of the norm then needs no squeeze XNNPACK would leave to portable kernels.
-        normed = attn.group_norm(hidden_states).reshape(batch, channels, height * width).transpose(1, 2)  # (B, L, C)
+        normed = image_to_tokens(attn.group_norm(hidden_states))  # (B, L, C)
         query, key, value = attn.to_q(normed), attn.to_k(normed), attn.to_v(normed)
         out = attn.to_out[1](attn.to_out[0](self.attention.tokens(attn, query, key, value)))  # (B, L, C)
-        out = out.transpose(1, 2).reshape(batch, channels, height, width)
+        out = tokens_to_image(out, (height, width))  # channels-last, as XNNPACK's convolutions around it run
         if attn.residual_connection:
             out = out + hidden_states
         return out / attn.rescale_output_factor
