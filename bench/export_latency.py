@@ -416,12 +416,16 @@ def gemm_rates() -> dict[str, float]:
     rates = {"torch": 0.0, "xnnpack": 0.0}
     for m, k, n in GEMM_SHAPES:
         a, b = torch.randn(m, k), torch.randn(k, n)
-        torch.mm(a, b)
-        rates["torch"] = max(rates["torch"], 2 * m * k * n / min(timed(lambda a=a, b=b: torch.mm(a, b)) for _ in range(5)) / 1e6)
-        run = xnnpack_linear_runner(m, k, n)
-        run()
-        rates["xnnpack"] = max(rates["xnnpack"], 2 * m * k * n / min(timed(run) for _ in range(5)) / 1e6)
+        runs = {"torch": lambda a=a, b=b: torch.mm(a, b), "xnnpack": xnnpack_linear_runner(m, k, n)}
+        for name, run in runs.items():
+            rates[name] = max(rates[name], best_gflops(run, 2 * m * k * n))
     return rates
+
+
+def best_gflops(run: Callable[[], object], flop: int) -> float:
+    """`flop` over the fastest of five runs of `run` after one warm-up, in GFLOP/s."""
+    run()
+    return flop / min(timed(run) for _ in range(5)) / 1e6
 
 
 def xnnpack_linear_runner(m: int, k: int, n: int) -> Callable[[], torch.Tensor]:
