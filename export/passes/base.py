@@ -60,3 +60,17 @@ def swap_children(model: nn.Module, replace: Callable[[nn.Module], nn.Module | N
                 setattr(parent, child_name, new)
                 swapped += 1
     return swapped
+
+
+def swap_processor_modules(model: nn.Module, attribute_names: tuple[str, ...], make) -> int:
+    """Set `make(module)` in place of each processor module named in `attribute_names` (an EDiT
+    processor's `conv_fusion`, `key_compressor`, ...) wherever it returns one."""
+    swapped = 0
+    for attn in attention_modules(model):
+        for name in attribute_names:
+            module = getattr(attn.processor, name, None)
+            new = make(module) if module is not None else None
+            if new is not None:
+                setattr(attn.processor, name, new)
+                swapped += 1
+    return swapped

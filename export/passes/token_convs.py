@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edit_mobile.export.passes.base import MobilePass, attention_modules
+from edit_mobile.export.passes.base import MobilePass, swap_processor_modules
 from edit_mobile.export.passes.group_norm_pooled import group_average_matrix
 from edit_mobile.models.edit_attention import (
     ConvFusion,
@@ -67,32 +67,56 @@ class TokenGroupNorm(nn.Module):
         return out
 
 
-class GemmConvFusion(nn.Module):
-    """ConvFusion on tokens: 3x3 as one all-taps GEMM + shifted accumulation, 1x1 as a Linear."""
+class TokenConvFusion(nn.Module):
+    """ConvFusion on tokens, its 3x3 left to subclasses (`local`): the GroupNorm from token
+    statistics, the activation, and the 1x1 as a Linear over tokens."""
 
     def __init__(self, fusion: ConvFusion):
         super().__init__()
         local = fusion.local
-        reduced, per_group, _, _ = local.weight.shape  # (C/r, C/g, 3, 3)
-        self.groups, self.reduced = local.groups, reduced
-        out_per_group = reduced // self.groups
-        # taps[g, i, t * (C/r/g) + o] = weight[g * C/r/g + o, i, t]: group g's inputs against its
-        # outputs at every tap t (row-major over the 3x3 kernel).
-        weight = local.weight.detach().view(self.groups, out_per_group, per_group, 9)
-        taps = weight.permute(0, 2, 3, 1).reshape(self.groups, per_group, 9 * out_per_group)
-        # Plain parameters with F.linear, not nn.Linear children: `channels_first` turns every
-        # Linear under an attention into a 1x1 conv, and this form must stay token-major.
-        if self.groups == 1:
-            self.taps = nn.Parameter(taps[0].t().contiguous())  # (9 C/r, C), a Linear's weight
-        else:
-            self.grouped_taps = nn.Parameter(taps.contiguous())  # (g, C/g, 9 C/r/g)
+        self.reduced = local.out_channels
         self.local_bias = nn.Parameter(local.bias.detach().clone()) if local.bias is not None else None
         self.order = fusion.order
         self.norm = TokenGroupNorm(fusion.norm)
         self.act = fusion.act
         expand = fusion.expand
+        # Plain parameters with F.linear, not nn.Linear children: `channels_first` turns every
+        # Linear under an attention into a 1x1 conv, and this form must stay token-major.
         self.expand_weight = nn.Parameter(expand.weight.detach()[:, :, 0, 0].clone())  # (C, C/r)
         self.expand_bias = nn.Parameter(expand.bias.detach().clone()) if expand.bias is not None else None
+
+    def local(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The 3x3 conv, (B, N, C) -> (B, N, C/r) with its bias."""
+        raise NotImplementedError
+
+    def tokens(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        local = self.local(tokens, grid)
+        local = self.act(self.norm(local)) if self.order == "norm_act" else self.norm(self.act(local))
+        return F.linear(local, self.expand_weight, self.expand_bias)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Image layout (B, C, h, w), for callers that keep it (channels_first)."""
+        grid = tuple(image.shape[2:])
+        return tokens_to_image(self.tokens(image_to_tokens(image), grid), grid)
+
+
+class GemmConvFusion(TokenConvFusion):
+    """ConvFusion on tokens: 3x3 as one all-taps GEMM + shifted accumulation, 1x1 as a Linear."""
+
+    def __init__(self, fusion: ConvFusion):
+        super().__init__(fusion)
+        local = fusion.local
+        reduced, per_group, _, _ = local.weight.shape  # (C/r, C/g, 3, 3)
+        self.groups = local.groups
+        out_per_group = reduced // self.groups
+        # taps[g, i, t * (C/r/g) + o] = weight[g * C/r/g + o, i, t]: group g's inputs against its
+        # outputs at every tap t (row-major over the 3x3 kernel).
+        weight = local.weight.detach().view(self.groups, out_per_group, per_group, 9)
+        taps = weight.permute(0, 2, 3, 1).reshape(self.groups, per_group, 9 * out_per_group)
+        if self.groups == 1:
+            self.taps = nn.Parameter(taps[0].t().contiguous())  # (9 C/r, C), a Linear's weight
+        else:
+            self.grouped_taps = nn.Parameter(taps.contiguous())  # (g, C/g, 9 C/r/g)
 
     def tap_planes(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, N, 9 C/r): every token's contribution to each tap's output."""
@@ -117,16 +141,6 @@ class GemmConvFusion(nn.Module):
             out = part if out is None else out + part
         out = out.reshape(batch, height * width, self.reduced)
         return out if self.local_bias is None else out + self.local_bias
-
-    def tokens(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        local = self.local(tokens, grid)
-        local = self.act(self.norm(local)) if self.order == "norm_act" else self.norm(self.act(local))
-        return F.linear(local, self.expand_weight, self.expand_bias)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Image layout (B, C, h, w), for callers that keep it (channels_first)."""
-        grid = tuple(image.shape[2:])
-        return tokens_to_image(self.tokens(image_to_tokens(image), grid), grid)
 
 
 class TokenSpatialCompressor(nn.Module):
@@ -172,18 +186,6 @@ def _is_plain_compressor(module) -> bool:
             and conv.padding == (1, 1) and conv.groups == conv.in_channels)
 
 
-def _swap_processor_modules(model: nn.Module, attribute_names: tuple[str, ...], make) -> int:
-    swapped = 0
-    for attn in attention_modules(model):
-        for name in attribute_names:
-            module = getattr(attn.processor, name, None)
-            new = make(module) if module is not None else None
-            if new is not None:
-                setattr(attn.processor, name, new)
-                swapped += 1
-    return swapped
-
-
 class ConvFusionGemm(MobilePass):
     name = "conv_fusion_gemm"
     serves = (
@@ -193,7 +195,7 @@ class ConvFusionGemm(MobilePass):
 
     def apply(self, model: nn.Module) -> int:
         make = lambda m: GemmConvFusion(m) if type(m) is ConvFusion else None  # noqa: E731
-        return _swap_processor_modules(model, ("conv_fusion",), make)
+        return swap_processor_modules(model, ("conv_fusion",), make)
 
 
 class CompressorTokens(MobilePass):
@@ -205,4 +207,4 @@ class CompressorTokens(MobilePass):
 
     def apply(self, model: nn.Module) -> int:
         make = lambda m: TokenSpatialCompressor(m) if _is_plain_compressor(m) else None  # noqa: E731
-        return _swap_processor_modules(model, ("key_compressor", "value_compressor"), make)
+        return swap_processor_modules(model, ("key_compressor", "value_compressor"), make)

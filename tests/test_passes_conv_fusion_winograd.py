@@ -1,0 +1,69 @@
+"""ConvFusion's 3x3 as Winograd F(2x2, 3x3) token GEMMs (`conv_fusion_winograd`): equal to the
+convolution in float32 with trained-like weights, for every ConvFusion option and both families;
+grouped 3x3s left alone; the whole form inside XNNPACK, run in the ExecuTorch runtime."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.exir import to_edge_transform_and_lower
+from executorch.runtime import Runtime
+from test_passes_token_convs import OPTIONS, outputs, with_signal
+from test_passes_xnnpack import compute_outside
+
+from edit_mobile.export.coverage import delegation_coverage
+from edit_mobile.export.passes import apply_passes, default_passes
+from edit_mobile.export.passes.conv_fusion_winograd import WinogradConvFusion
+from edit_mobile.models import (
+    DenoiserWrapper,
+    TransformerSignature,
+    load_transformer,
+    to_edit,
+    to_mm_edit,
+)
+from edit_mobile.models.config import EDiTConfig
+from edit_mobile.models.edit_attention import ConvFusion
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("family", ["pixart", "sd3"])
+def test_winograd_equals_the_convolution(family, options):
+    convert = to_edit if family == "pixart" else to_mm_edit
+    student = with_signal(convert(load_transformer(f"tiny-{family}"), options))
+    inputs = TransformerSignature.of(student, 128, 192, batch=2).example_inputs(seed=3)  # 8 x 12 tokens
+    reference = outputs(student, inputs)
+    rewritten = apply_passes(student, ["conv_fusion_winograd", *default_passes("xnnpack")])
+    torch.testing.assert_close(outputs(rewritten, inputs), reference, atol=2e-5, rtol=1e-4)
+    fusions = sum(type(m) is ConvFusion for m in student.modules())
+    winograd = sum(type(m) is WinogradConvFusion for m in rewritten.modules())
+    # A grouped 3x3 has no dense tile GEMMs to save: it stays a convolution.
+    assert fusions > 0 and winograd == (0 if options.get("fusion_groups", 1) > 1 else fusions)
+
+
+@pytest.mark.parametrize("grid", [(5, 7), (2, 2), (6, 4)])
+def test_winograd_tiles_any_grid(grid):
+    """Odd sides read one more zero row / column of tiles, cropped from the output."""
+    torch.manual_seed(0)
+    fusion = ConvFusion(32, EDiTConfig(fusion_reduction=4, fusion_norm_groups=4)).eval()
+    with torch.no_grad():
+        fusion.expand.weight.normal_(0.0, 0.2)
+        tokens = torch.randn(2, grid[0] * grid[1], 32)
+        torch.testing.assert_close(WinogradConvFusion(fusion).tokens(tokens, grid), fusion.tokens(tokens, grid),
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_winograd_runs_inside_xnnpack(tmp_path):
+    student = with_signal(to_edit(load_transformer("tiny-pixart")))
+    inputs = TransformerSignature.of(student, 128, 128).example_inputs(seed=1)
+    exported = torch.export.export(DenoiserWrapper(apply_passes(student, default_passes("xnnpack"))).eval(), inputs)
+    convolutions = [n for n in exported.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+    assert len(convolutions) == 1 + 2 * len(student.transformer_blocks)  # patch embedding + the compressors
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    graph = edge.exported_program().graph_module
+    assert compute_outside(delegation_coverage(graph)) == {}
+    assert not [n.name for n in graph.graph.nodes if n.op == "call_function" and "select_copy" in str(n.target)]
+    path = tmp_path / "model.pte"
+    path.write_bytes(edge.to_executorch().buffer)
+    got = Runtime.get().load_program(path).load_method("forward").execute(list(inputs))[0]
+    torch.testing.assert_close(got, outputs(student, inputs), atol=1e-4, rtol=1e-4)
