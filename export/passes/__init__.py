@@ -28,7 +28,8 @@ from edit_mobile.export.passes.upsample_nearest_deconv import UpsampleNearestDec
 
 # Application order. Attention processors are swapped before the layout changes, because
 # `channels_first` needs processors that understand the (B, C, 1, S) layout; ConvFusion's
-# token form before `group_norm_pooled`, which would otherwise take its GroupNorm.
+# token forms before `group_norm_pooled`, which would otherwise take its GroupNorm. Asked for
+# both, `conv_fusion_winograd` takes the ungrouped ConvFusions and `conv_fusion_gemm` the rest.
 PASSES: dict[str, MobilePass] = {
     p.name: p
     for p in (
