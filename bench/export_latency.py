@@ -46,7 +46,7 @@ from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel
 from machine import cpu_name  # bench/machine.py, beside this script
 from tqdm import tqdm
 
-from edit_mobile.export.passes import apply_passes, default_passes
+from edit_mobile.export.passes import PASSES, apply_passes, default_passes
 from edit_mobile.memory import release_freed_memory
 from edit_mobile.models import PRESETS, DenoiserWrapper, TransformerSignature, to_edit, to_mm_edit
 from edit_mobile.models.flops import count_step_flops
@@ -382,13 +382,22 @@ def time_round_robin(contenders: list[Contender], args) -> None:
             c.row.onnx_ms = statistics.median(c.row.onnx_runs_ms)
 
 
+def sized_defaults(passes: list[str], model, resolution: int, args) -> list[str]:
+    """Without --passes, the xnnpack defaults as `edit-mobile export` picks them for this size
+    (conv_fusion_winograd only up to 4096 image tokens); --passes as given."""
+    if args.passes is not None:
+        return passes
+    tokens = TransformerSignature.of(model, resolution, resolution).image_tokens
+    return [name for name in passes if PASSES[name].applies_to(model, tokens)]
+
+
 def measure_resolution(resolution: int, names: list[str], passes: list[str], args) -> list[Row]:
     models = variants(FAMILIES[args.family][0](resolution, args.layers), names)
     with tempfile.TemporaryDirectory() as folder:
         contenders = []
         for name in names:
-            chosen = args.base_passes if name.endswith(BASE_SUFFIX) else passes
             model = models.pop(name)
+            chosen = args.base_passes if name.endswith(BASE_SUFFIX) else sized_defaults(passes, model, resolution, args)
             contenders.append(prepare(name, model, resolution, chosen, Path(folder), args))
             if args.int8 and contenders[-1].run_executorch:  # skipped fp32 (attention scores): skip int8 too
                 contenders.append(prepare_int8(name, model, resolution, chosen, Path(folder), args))
@@ -582,7 +591,7 @@ def main() -> None:
     parser.add_argument("--base-passes", default=None,
                         help="passes of the NAME@base models; default: --passes without the token-layout "
                              "convolution passes (conv_fusion_gemm, compressor_tokens)")
-    parser.add_argument("--passes", default=None, help="comma-separated; default: the xnnpack defaults; \"\" for none (the naive export)")
+    parser.add_argument("--passes", default=None, help="comma-separated; default: the xnnpack defaults for each size, as edit-mobile export picks them; \"\" for none (the naive export)")
     parser.add_argument("--budget-s", type=float, default=120.0, help="timing budget per resolution")
     parser.add_argument("--min-reps", type=int, default=1)
     parser.add_argument("--max-reps", type=int, default=7)

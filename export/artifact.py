@@ -92,9 +92,11 @@ def check_batch(batch: int) -> None:
 # --- hooks into the rewrite passes and quantization packages ------------------------------
 
 
-def resolve_passes(requested: list[str] | None, backend_name: str, model: nn.Module | None = None) -> list[str]:
+def resolve_passes(requested: list[str] | None, backend_name: str, model: nn.Module | None = None,
+                   image_tokens: int | None = None, quantize: str | None = None) -> list[str]:
     """The pass names to apply, checked and in the order the passes package applies them; the
-    backend's defaults (`requested` None) without those `model` cannot take."""
+    backend's defaults (`requested` None) without those `model` cannot take, that do not serve
+    an export of up to `image_tokens` image tokens, or that do not lower under `quantize`."""
     if requested is not None and not requested:
         return []
     try:
@@ -104,7 +106,9 @@ def resolve_passes(requested: list[str] | None, backend_name: str, model: nn.Mod
             f"the mobile rewrite passes are not available in this build ({err}); export with --no-passes"
         ) from err
     if requested is None:
-        requested = [name for name in default_passes(backend_name) if model is None or PASSES[name].applies_to(model)]
+        requested = [name for name in default_passes(backend_name)
+                     if (model is None or PASSES[name].applies_to(model, image_tokens))
+                     and (quantize != "int8-static" or PASSES[name].static_int8)]
     chosen = set(check_pass_names(list(requested)))
     return [name for name in PASSES if name in chosen]
 
@@ -204,12 +208,12 @@ def plan_export(request: ExportRequest) -> ExportPlan:
     if request.passes:
         resolve_passes(request.passes, backend.name)  # unknown names fail before loading
     model = load_transformer(request.model)
-    pass_names = resolve_passes(request.passes, backend.name, model)
     height, width = request.resolution or (None, None)
     signature = TransformerSignature.of(
         model, height, width, batch=request.batch,
         prompt_tokens=request.prompt_tokens or prompt_tokens_of(request.model, model),
     )
+    pass_names = resolve_passes(request.passes, backend.name, model, signature.image_tokens, request.quantize)
     record = model_record(request.model, model)  # before passes may rebuild modules
     calibration_set, warnings = None, []
     if request.calibration is not None:

@@ -295,6 +295,15 @@ def mobile_component(module, backend: str, serving: tuple[str, ...]):
     return apply_passes(module, names, share_weights=True) if names else module
 
 
+def largest_image_tokens(parts, request: PipelineRequest) -> int:
+    """The most image tokens any of the pipeline's denoise methods sees: the passes chosen for
+    the one shared denoiser must serve its largest size."""
+    from edit_mobile.models import TransformerSignature
+
+    return max(TransformerSignature.of(parts.transformer, *(resolution or (None, None))).image_tokens
+               for resolution in request.resolutions or (None,))
+
+
 def mobile_transformer(parts, request: PipelineRequest) -> nn.Module:
     """The denoiser every denoise method traces: a copy with the backend's default rewrite passes
     (checked to keep the output when the references are computed), cast to fp16 behind float32
@@ -305,7 +314,8 @@ def mobile_transformer(parts, request: PipelineRequest) -> nn.Module:
     from edit_mobile.export.backends import get_backend
     from edit_mobile.models import DenoiserWrapper
 
-    names = resolve_passes(None, request.backend, parts.transformer)
+    names = resolve_passes(None, request.backend, parts.transformer, largest_image_tokens(parts, request),
+                           request.quantize)
     casts = request.precision == "fp16" and get_backend(request.backend).casts_model_for_fp16
     # A float32 denoiser shares the model's weights (one copy in memory); a cast one needs its own.
     model = copy.deepcopy(parts.transformer) if casts else parts.transformer

@@ -35,6 +35,7 @@ class TransformerSignature:
     prompt_tokens: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    patch_size: int = 1
 
     @classmethod
     def of(
@@ -68,7 +69,12 @@ class TransformerSignature:
                   *family.prompt_inputs(config, batch, tokens),
                   TensorSpec("timestep", (batch,))]
         outputs = (TensorSpec("noise_pred", (batch, family.out_channels(model), *latent)),)
-        return cls(family.name, (height_px, width_px), latent, tokens, tuple(inputs), outputs)
+        return cls(family.name, (height_px, width_px), latent, tokens, tuple(inputs), outputs, config.patch_size)
+
+    @property
+    def image_tokens(self) -> int:
+        """Image tokens the transformer sees at this resolution (latent pixels / patch area)."""
+        return (self.latent_hw[0] // self.patch_size) * (self.latent_hw[1] // self.patch_size)
 
     @property
     def input_names(self) -> list[str]:

@@ -18,14 +18,19 @@ class MobilePass:
 
     name: str = ""
     serves: str = ""
+    # False: its form does not lower with statically quantized activations, so an int8-static
+    # export leaves it out of the defaults.
+    static_int8: bool = True
 
     def apply(self, model: nn.Module) -> int:
         """Rewrite `model` in place; return how many modules were rewritten."""
         raise NotImplementedError
 
-    def applies_to(self, model: nn.Module) -> bool:
-        """Whether a backend's default list applies this pass to `model`: a default a model
-        cannot take is left out, while asking for it by name is refused by `apply`."""
+    def applies_to(self, model: nn.Module, image_tokens: int | None = None) -> bool:
+        """Whether a backend's default list applies this pass to `model`, exported for at most
+        `image_tokens` image tokens (None: not known): a default a model cannot take, or that
+        measured slower at that size, is left out; asking for it by name applies it anyway (or
+        is refused by `apply`)."""
         return True
 
     def __repr__(self) -> str:

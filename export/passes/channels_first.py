@@ -89,7 +89,7 @@ class ChannelsFirst(MobilePass):
         "no token-sized transposes of image activations (ANE principles 1 and 3); no arithmetic cost"
     )
 
-    def applies_to(self, model: nn.Module) -> bool:
+    def applies_to(self, model: nn.Module, image_tokens: int | None = None) -> bool:
         return any(isinstance(model, base) for base in FAMILIES)  # others keep the token layout
 
     def apply(self, model: nn.Module) -> int:

@@ -27,6 +27,11 @@ from edit_mobile.export.passes.base import MobilePass, swap_processor_modules
 from edit_mobile.export.passes.token_convs import TokenConvFusion
 from edit_mobile.models.edit_attention import ConvFusion
 
+# Measured (docs/bench_runs/conv-fusion-winograd, PixArt-XL width): EDiT 3.5% faster at 1024
+# tokens, 3% at 4096, 2.5% slower at 16384 (2048 px), where the 4x-input tile planes (300 MB a
+# layer) no longer stay in cache and the run's memory grows by 360 MiB: the default stops here.
+MAX_DEFAULT_IMAGE_TOKENS = 4096
+
 # F(2, 3): outputs = A^T [(G g) * (B^T d)] for a 3-tap filter g and a 4-sample tile d.
 FILTER_TRANSFORM = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -108,6 +113,13 @@ class ConvFusionWinograd(MobilePass):
         "CPU delegates: ConvFusion's 3x3 as Winograd F(2x2,3x3), 16 token GEMMs with 2.25x fewer "
         "FLOPs, transforms as adds of strided views, no transposes; costs 4x-input tile planes"
     )
+
+    # XNNPACK refuses the zero padding of statically quantized tiles (StaticConstantPad:
+    # xnn_status_invalid_parameter), and int8-static already runs the 3x3 conv in int8.
+    static_int8 = False
+
+    def applies_to(self, model: nn.Module, image_tokens: int | None = None) -> bool:
+        return image_tokens is None or image_tokens <= MAX_DEFAULT_IMAGE_TOKENS
 
     def apply(self, model: nn.Module) -> int:
         make = lambda m: WinogradConvFusion(m) if _is_plain_fusion(m) else None  # noqa: E731
