@@ -46,7 +46,8 @@ from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel
 from machine import cpu_name  # bench/machine.py, beside this script
 from tqdm import tqdm
 
-from edit_mobile.export.passes import PASSES, apply_passes, default_passes
+from edit_mobile.export.artifact import resolve_passes
+from edit_mobile.export.passes import apply_passes, default_passes
 from edit_mobile.memory import release_freed_memory
 from edit_mobile.models import PRESETS, DenoiserWrapper, TransformerSignature, to_edit, to_mm_edit
 from edit_mobile.models.flops import count_step_flops
@@ -387,8 +388,7 @@ def sized_defaults(passes: list[str], model, resolution: int, args) -> list[str]
     (conv_fusion_winograd only up to 4096 image tokens); --passes as given."""
     if args.passes is not None:
         return passes
-    tokens = TransformerSignature.of(model, resolution, resolution).image_tokens
-    return [name for name in passes if PASSES[name].applies_to(model, tokens)]
+    return resolve_passes(None, "xnnpack", model, TransformerSignature.of(model, resolution, resolution).image_tokens)
 
 
 def measure_resolution(resolution: int, names: list[str], passes: list[str], args) -> list[Row]:
