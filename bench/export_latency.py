@@ -383,12 +383,13 @@ def time_round_robin(contenders: list[Contender], args) -> None:
             c.row.onnx_ms = statistics.median(c.row.onnx_runs_ms)
 
 
-def sized_defaults(passes: list[str], model, resolution: int, args) -> list[str]:
-    """Without --passes, the xnnpack defaults as `edit-mobile export` picks them for this size
-    (conv_fusion_winograd only up to 4096 image tokens); --passes as given."""
+def sized_defaults(passes: list[str], model, resolution: int, args, quantize: str | None = None) -> list[str]:
+    """Without --passes, the xnnpack defaults as `edit-mobile export` picks them for this size and
+    scheme (conv_fusion_winograd: int8-dynamic, up to 4096 image tokens); --passes as given."""
     if args.passes is not None:
         return passes
-    return resolve_passes(None, "xnnpack", model, TransformerSignature.of(model, resolution, resolution).image_tokens)
+    tokens = TransformerSignature.of(model, resolution, resolution).image_tokens
+    return resolve_passes(None, "xnnpack", model, tokens, quantize)
 
 
 def measure_resolution(resolution: int, names: list[str], passes: list[str], args) -> list[Row]:
@@ -397,9 +398,11 @@ def measure_resolution(resolution: int, names: list[str], passes: list[str], arg
         contenders = []
         for name in names:
             model = models.pop(name)
-            chosen = args.base_passes if name.endswith(BASE_SUFFIX) else sized_defaults(passes, model, resolution, args)
+            base = name.endswith(BASE_SUFFIX)
+            chosen = args.base_passes if base else sized_defaults(passes, model, resolution, args)
             contenders.append(prepare(name, model, resolution, chosen, Path(folder), args))
             if args.int8 and contenders[-1].run_executorch:  # skipped fp32 (attention scores): skip int8 too
+                chosen = args.base_passes if base else sized_defaults(passes, model, resolution, args, args.int8)
                 contenders.append(prepare_int8(name, model, resolution, chosen, Path(folder), args))
             del model
             release_freed_memory()  # lowering's and quantization's freed heap, before the next model
@@ -591,7 +594,7 @@ def main() -> None:
     parser.add_argument("--base-passes", default=None,
                         help="passes of the NAME@base models; default: --passes without the token-layout "
                              "convolution passes (conv_fusion_gemm, compressor_tokens)")
-    parser.add_argument("--passes", default=None, help="comma-separated; default: the xnnpack defaults for each size, as edit-mobile export picks them; \"\" for none (the naive export)")
+    parser.add_argument("--passes", default=None, help="comma-separated; default: the xnnpack defaults for each size and precision, as edit-mobile export picks them; \"\" for none (the naive export)")
     parser.add_argument("--budget-s", type=float, default=120.0, help="timing budget per resolution")
     parser.add_argument("--min-reps", type=int, default=1)
     parser.add_argument("--max-reps", type=int, default=7)

@@ -96,7 +96,7 @@ def resolve_passes(requested: list[str] | None, backend_name: str, model: nn.Mod
                    image_tokens: int | None = None, quantize: str | None = None) -> list[str]:
     """The pass names to apply, checked and in the order the passes package applies them; the
     backend's defaults (`requested` None) without those `model` cannot take, that do not serve
-    an export of up to `image_tokens` image tokens, or that do not lower under `quantize`."""
+    an export of up to `image_tokens` image tokens, or that are not a default for its `quantize` scheme."""
     if requested is not None and not requested:
         return []
     try:
@@ -108,7 +108,7 @@ def resolve_passes(requested: list[str] | None, backend_name: str, model: nn.Mod
     if requested is None:
         requested = [name for name in default_passes(backend_name)
                      if (model is None or PASSES[name].applies_to(model, image_tokens))
-                     and (quantize != "int8-static" or PASSES[name].static_int8)]
+                     and (PASSES[name].default_schemes is None or quantize in PASSES[name].default_schemes)]
     chosen = set(check_pass_names(list(requested)))
     return [name for name in PASSES if name in chosen]
 

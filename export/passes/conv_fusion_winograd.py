@@ -114,9 +114,14 @@ class ConvFusionWinograd(MobilePass):
         "FLOPs, transforms as adds of strided views, no transposes; costs 4x-input tile planes"
     )
 
-    # XNNPACK refuses the zero padding of statically quantized tiles (StaticConstantPad:
-    # xnn_status_invalid_parameter), and int8-static already runs the 3x3 conv in int8.
-    static_int8 = False
+    # int8-dynamic only, by measurement: there XNNPACK's dynamic quantizer leaves the 3x3 conv in
+    # float32 while the tile GEMMs quantize like Linears (1.22x / 2.19x over the int8 teacher at
+    # 512 / 1024 px, against 0.99x / 1.85x). In float32 the 16 transformed weights are 16/9 of
+    # the conv's (a 28-layer PixArt-XL EDiT's program 2.63 -> 2.87 GB) for a step at parity in
+    # the real-size run (2940 vs 2932 ms at 512 px), though 2-layer benches gained 2-4%.
+    # int8-static: XNNPACK refuses the quantized tiles' zero padding (StaticConstantPad:
+    # xnn_status_invalid_parameter), and its conv is int8 already.
+    default_schemes = ("int8-dynamic",)
 
     def applies_to(self, model: nn.Module, image_tokens: int | None = None) -> bool:
         return image_tokens is None or image_tokens <= MAX_DEFAULT_IMAGE_TOKENS
