@@ -6,17 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-from executorch.exir import to_edge_transform_and_lower
-from executorch.runtime import Runtime
-from test_passes_token_convs import OPTIONS, outputs, with_signal
-from test_passes_xnnpack import compute_outside
+from test_passes_token_convs import OPTIONS, lowered_and_run, outputs, with_signal
 
-from edit_mobile.export.coverage import delegation_coverage
 from edit_mobile.export.passes import apply_passes, default_passes
 from edit_mobile.export.passes.conv_fusion_winograd import WinogradConvFusion
 from edit_mobile.models import (
-    DenoiserWrapper,
     TransformerSignature,
     load_transformer,
     to_edit,
@@ -55,18 +49,8 @@ def test_winograd_tiles_any_grid(grid):
 
 def test_winograd_runs_inside_xnnpack(tmp_path):
     student = with_signal(to_edit(load_transformer("tiny-pixart")))
-    inputs = TransformerSignature.of(student, 128, 128).example_inputs(seed=1)
-    exported = torch.export.export(DenoiserWrapper(apply_passes(student, default_passes("xnnpack"))).eval(), inputs)
-    convolutions = [n for n in exported.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+    convolutions = lowered_and_run(student, ["conv_fusion_winograd", *default_passes("xnnpack")], tmp_path)
     assert len(convolutions) == 1 + 2 * len(student.transformer_blocks)  # patch embedding + the compressors
-    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
-    graph = edge.exported_program().graph_module
-    assert compute_outside(delegation_coverage(graph)) == {}
-    assert not [n.name for n in graph.graph.nodes if n.op == "call_function" and "select_copy" in str(n.target)]
-    path = tmp_path / "model.pte"
-    path.write_bytes(edge.to_executorch().buffer)
-    got = Runtime.get().load_program(path).load_method("forward").execute(list(inputs))[0]
-    torch.testing.assert_close(got, outputs(student, inputs), atol=1e-4, rtol=1e-4)
 
 
 def test_winograd_is_an_int8_dynamic_default_up_to_1024_px_tokens():
