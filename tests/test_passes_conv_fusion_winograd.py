@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_passes_token_convs import OPTIONS, lowered_and_run, outputs, with_signal
+from test_passes_token_convs import (
+    OPTIONS,
+    lowered_and_run,
+    outputs,
+    student_inputs_reference,
+    with_signal,
+)
 
 from edit_mobile.export.passes import apply_passes, default_passes
 from edit_mobile.export.passes.conv_fusion_winograd import WinogradConvFusion
@@ -14,7 +20,6 @@ from edit_mobile.models import (
     TransformerSignature,
     load_transformer,
     to_edit,
-    to_mm_edit,
 )
 from edit_mobile.models.config import EDiTConfig
 from edit_mobile.models.edit_attention import ConvFusion
@@ -23,10 +28,7 @@ from edit_mobile.models.edit_attention import ConvFusion
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 @pytest.mark.parametrize("family", ["pixart", "sd3"])
 def test_winograd_equals_the_convolution(family, options):
-    convert = to_edit if family == "pixart" else to_mm_edit
-    student = with_signal(convert(load_transformer(f"tiny-{family}"), options))
-    inputs = TransformerSignature.of(student, 128, 192, batch=2).example_inputs(seed=3)  # 8 x 12 tokens
-    reference = outputs(student, inputs)
+    student, inputs, reference = student_inputs_reference(family, options)
     rewritten = apply_passes(student, ["conv_fusion_winograd", *default_passes("xnnpack")])
     torch.testing.assert_close(outputs(rewritten, inputs), reference, atol=2e-5, rtol=1e-4)
     fusions = sum(type(m) is ConvFusion for m in student.modules())

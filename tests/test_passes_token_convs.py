@@ -48,13 +48,19 @@ OPTIONS = [
 ]
 
 
+def student_inputs_reference(family: str, options: dict):
+    """A tiny converted student with trained-like EDiT weights, inputs at 8 x 12 tokens (batch 2)
+    and its unrewritten outputs."""
+    convert = to_edit if family == "pixart" else to_mm_edit
+    student = with_signal(convert(load_transformer(f"tiny-{family}"), options))
+    inputs = TransformerSignature.of(student, 128, 192, batch=2).example_inputs(seed=3)
+    return student, inputs, outputs(student, inputs)
+
+
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 @pytest.mark.parametrize("family", ["pixart", "sd3"])
 def test_token_convs_equal_the_convolutions(family, options):
-    convert = to_edit if family == "pixart" else to_mm_edit
-    student = with_signal(convert(load_transformer(f"tiny-{family}"), options))
-    inputs = TransformerSignature.of(student, 128, 192, batch=2).example_inputs(seed=3)  # 8 x 12 tokens
-    reference = outputs(student, inputs)
+    student, inputs, reference = student_inputs_reference(family, options)
     for names in (TOKEN_CONVS[:1], TOKEN_CONVS[1:], ["linear_attention_bmm", *TOKEN_CONVS, "group_norm_pooled"]):
         rewritten = apply_passes(student, names)
         got = outputs(rewritten, inputs)
