@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from edit_mobile.export.passes.base import MobilePass, swap_processor_modules
-from edit_mobile.export.passes.token_convs import TokenConvFusion
+from edit_mobile.export.passes.token_convs import TokenConvFusion, padded_in_pairs
 from edit_mobile.models.edit_attention import ConvFusion
 
-# Measured (docs/bench_runs/conv-fusion-winograd, PixArt-XL width): EDiT 3.5% faster at 1024
-# tokens, 3% at 4096, 2.5% slower at 16384 (2048 px), where the 4x-input tile planes (300 MB a
-# layer) no longer stay in cache and the run's memory grows by 360 MiB: the default stops here.
+# Measured in float32 (docs/bench_runs/conv-fusion-winograd, PixArt-XL width, 2 layers): EDiT
+# 3.5% faster at 1024 tokens, 3% at 4096, 2.5% slower at 16384 (2048 px), where the 4x-input tile
+# planes (300 MB a layer) leave the cache and the run's memory grows by 360 MiB; int8-dynamic,
+# the one default scheme, was not timed at 2048 px, so its default stops here too.
 MAX_DEFAULT_IMAGE_TOKENS = 4096
 
 # F(2, 3): outputs = A^T [(G g) * (B^T d)] for a 3-tap filter g and a 4-sample tile d.
@@ -64,11 +65,8 @@ class WinogradConvFusion(TokenConvFusion):
 
     def transformed_planes(self, tokens: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
         """B^T d B for every tile: 16 planes (B, h/2, w/2, C), row-major over (k, l)."""
-        height, width = grid
         batch, _, channels = tokens.shape
-        rows, cols = -(-height // 2), -(-width // 2)  # tiles; an odd side reads one more zero row
-        padded = F.pad(tokens.view(batch, height, width, channels),
-                       (0, 0, 1, 1 + 2 * cols - width, 1, 1 + 2 * rows - height))
+        padded, rows, cols = padded_in_pairs(tokens, grid)  # one 4 x 4 tile per 2 x 2 output block
         # Tile row i of tile-row t is padded row 2t + i = (row block t + i // 2, phase i % 2).
         row_blocks = padded.view(batch, rows + 1, 2, 2 * cols + 2, channels)
         tile_rows = [row_blocks[:, i // 2 : i // 2 + rows, i % 2 : i % 2 + 1] for i in range(4)]

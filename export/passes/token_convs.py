@@ -45,6 +45,17 @@ def _token_mean(tokens: torch.Tensor) -> torch.Tensor:
     return torch.bmm(row, tokens)
 
 
+def padded_in_pairs(tokens: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+    """(B, N, C) tokens as a (B, 2 rows + 2, 2 cols + 2, C) grid with a zero rim, rows and cols
+    = ceil(side / 2): what a stride-2 or 2 x 2-tiled 3x3 reads (an odd side's last pair reads
+    one more zero row or column)."""
+    height, width = grid
+    rows, cols = -(-height // 2), -(-width // 2)
+    padded = F.pad(tokens.view(tokens.shape[0], height, width, tokens.shape[2]),
+                   (0, 0, 1, 1 + 2 * cols - width, 1, 1 + 2 * rows - height))
+    return padded, rows, cols
+
+
 class TokenGroupNorm(nn.Module):
     """nn.GroupNorm over the channels of (B, N, C) tokens, statistics by matmuls."""
 
@@ -154,11 +165,8 @@ class TokenSpatialCompressor(nn.Module):
         self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        height, width = grid
         batch, _, channels = tokens.shape
-        rows, cols = -(-height // 2), -(-width // 2)  # ceil: an odd side's last row reads the zero padding
-        padded = F.pad(tokens.view(batch, height, width, channels),
-                       (0, 0, 1, 1 + 2 * cols - width, 1, 1 + 2 * rows - height))
+        padded, rows, cols = padded_in_pairs(tokens, grid)
         # Padded row 2i + a of output row i is (row block i + a // 2, phase a % 2); columns alike,
         # with the column phase folded into the channel axis.
         blocks = padded.view(batch, rows + 1, 2, cols + 1, 2 * channels)
