@@ -385,11 +385,11 @@ def time_round_robin(contenders: list[Contender], args) -> None:
 
 def sized_defaults(passes: list[str], model, resolution: int, args, quantize: str | None = None) -> list[str]:
     """Without --passes, the xnnpack defaults as `edit-mobile export` picks them for this size and
-    scheme (conv_fusion_winograd: int8-dynamic, up to 4096 image tokens); --passes as given."""
+    scheme (conv_fusion_winograd: float32 and int8-dynamic, up to 4096 image tokens); --passes as given."""
     if args.passes is not None:
         return passes
     tokens = TransformerSignature.of(model, resolution, resolution).image_tokens
-    return resolve_passes(None, "xnnpack", model, tokens, quantize)
+    return resolve_passes(None, "xnnpack", model, tokens, quantize or "fp32")
 
 
 def measure_resolution(resolution: int, names: list[str], passes: list[str], args) -> list[Row]:

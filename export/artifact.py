@@ -93,10 +93,11 @@ def check_batch(batch: int) -> None:
 
 
 def resolve_passes(requested: list[str] | None, backend_name: str, model: nn.Module | None = None,
-                   image_tokens: int | None = None, quantize: str | None = None) -> list[str]:
+                   image_tokens: int | None = None, scheme: str | None = None) -> list[str]:
     """The pass names to apply, checked and in the order the passes package applies them; the
     backend's defaults (`requested` None) without those `model` cannot take, that do not serve
-    an export of up to `image_tokens` image tokens, or that are not a default for its `quantize` scheme."""
+    an export of up to `image_tokens` image tokens, or that are not a default for its `scheme`
+    (the quantization scheme, or the precision of a float export: "fp32", "fp16")."""
     if requested is not None and not requested:
         return []
     try:
@@ -108,7 +109,7 @@ def resolve_passes(requested: list[str] | None, backend_name: str, model: nn.Mod
     if requested is None:
         requested = [name for name in default_passes(backend_name)
                      if (model is None or PASSES[name].applies_to(model, image_tokens))
-                     and (PASSES[name].default_schemes is None or quantize in PASSES[name].default_schemes)]
+                     and (PASSES[name].default_schemes is None or scheme in PASSES[name].default_schemes)]
     chosen = set(check_pass_names(list(requested)))
     return [name for name in PASSES if name in chosen]
 
@@ -213,7 +214,8 @@ def plan_export(request: ExportRequest) -> ExportPlan:
         model, height, width, batch=request.batch,
         prompt_tokens=request.prompt_tokens or prompt_tokens_of(request.model, model),
     )
-    pass_names = resolve_passes(request.passes, backend.name, model, signature.image_tokens, request.quantize)
+    pass_names = resolve_passes(request.passes, backend.name, model, signature.image_tokens,
+                                request.quantize or precision)
     record = model_record(request.model, model)  # before passes may rebuild modules
     calibration_set, warnings = None, []
     if request.calibration is not None:

@@ -315,7 +315,7 @@ def mobile_transformer(parts, request: PipelineRequest) -> nn.Module:
     from edit_mobile.models import DenoiserWrapper
 
     names = resolve_passes(None, request.backend, parts.transformer, largest_image_tokens(parts, request),
-                           request.quantize)
+                           request.quantize or request.precision)
     casts = request.precision == "fp16" and get_backend(request.backend).casts_model_for_fp16
     # A float32 denoiser shares the model's weights (one copy in memory); a cast one needs its own.
     model = copy.deepcopy(parts.transformer) if casts else parts.transformer

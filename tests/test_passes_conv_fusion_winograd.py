@@ -55,10 +55,10 @@ def test_winograd_runs_inside_xnnpack(tmp_path):
     assert len(convolutions) == 1 + 2 * len(student.transformer_blocks)  # patch embedding + the compressors
 
 
-def test_winograd_is_an_int8_dynamic_default_up_to_1024_px_tokens():
-    """Measured: a gain under int8-dynamic up to 4096 image tokens; slower at 16384 (2048 px at
-    PixArt-XL's patch); in float32 16/9 of the conv's weights for a real-size step at parity;
-    under int8-static not lowerable. The export's defaults follow; asked by name, it applies."""
+def test_winograd_is_a_float32_and_int8_dynamic_default_up_to_1024_px_tokens():
+    """Measured: a gain in float32 and under int8-dynamic up to 4096 image tokens; slower at
+    16384 (2048 px at PixArt-XL's patch); under int8-static not lowerable; fp16 not measured.
+    The export's defaults follow; asked by name, it applies."""
     from edit_mobile.export.artifact import resolve_passes
 
     student = to_edit(load_transformer("tiny-pixart"))
@@ -66,6 +66,9 @@ def test_winograd_is_an_int8_dynamic_default_up_to_1024_px_tokens():
     assert TransformerSignature.of(student, 1024, 1024).image_tokens == 4096
     assert "conv_fusion_winograd" in resolve_passes(None, "xnnpack", student, 4096, "int8-dynamic")
     assert "conv_fusion_winograd" not in resolve_passes(None, "xnnpack", student, 16384, "int8-dynamic")
+    assert "conv_fusion_winograd" in resolve_passes(None, "xnnpack", student, 4096, "fp32")
+    assert "conv_fusion_winograd" not in resolve_passes(None, "xnnpack", student, 16384, "fp32")
+    assert "conv_fusion_winograd" not in resolve_passes(None, "xnnpack", student, 4096, "fp16")
     assert "conv_fusion_winograd" not in resolve_passes(None, "xnnpack", student, 4096)
     assert "conv_fusion_winograd" not in resolve_passes(None, "xnnpack", student, 4096, "int8-static")
     assert "conv_fusion_winograd" in resolve_passes(["conv_fusion_winograd"], "xnnpack", student, 16384)

@@ -18,8 +18,8 @@ class MobilePass:
 
     name: str = ""
     serves: str = ""
-    # The quantization schemes whose exports take it by default (None: every export, float or
-    # quantized); measured per scheme where a form pays only in some.
+    # The schemes whose exports take it by default: quantization schemes, or "fp32" / "fp16" for
+    # float exports (None: every export); measured per scheme where a form pays only in some.
     default_schemes: tuple[str, ...] | None = None
 
     def apply(self, model: nn.Module) -> int:

@@ -29,8 +29,8 @@ from edit_mobile.models.edit_attention import ConvFusion
 
 # Measured in float32 (docs/bench_runs/conv-fusion-winograd, PixArt-XL width, 2 layers): EDiT
 # 3.5% faster at 1024 tokens, 3% at 4096, 2.5% slower at 16384 (2048 px), where the 4x-input tile
-# planes (300 MB a layer) leave the cache and the run's memory grows by 360 MiB; int8-dynamic,
-# the one default scheme, was not timed at 2048 px, so its default stops here too.
+# planes (300 MB a layer) leave the cache and the run's memory grows by 360 MiB; int8-dynamic
+# was not timed at 2048 px, so its default stops here too.
 MAX_DEFAULT_IMAGE_TOKENS = 4096
 
 # F(2, 3): outputs = A^T [(G g) * (B^T d)] for a 3-tap filter g and a 4-sample tile d.
@@ -112,14 +112,14 @@ class ConvFusionWinograd(MobilePass):
         "FLOPs, transforms as adds of strided views, no transposes; costs 4x-input tile planes"
     )
 
-    # int8-dynamic only, by measurement: there XNNPACK's dynamic quantizer leaves the 3x3 conv in
-    # float32 while the tile GEMMs quantize like Linears (1.22x / 2.19x over the int8 teacher at
-    # 512 / 1024 px, against 0.99x / 1.85x). In float32 the 16 transformed weights are 16/9 of
-    # the conv's (a 28-layer PixArt-XL EDiT's program 2.63 -> 2.87 GB) for a step at parity in
-    # the real-size run (2940 vs 2932 ms at 512 px), though 2-layer benches gained 2-4%.
+    # By measurement (EDiT over the teacher, same rounds, with / without the pass): int8-dynamic
+    # 1.22x / 0.99x at 512 px, 2.19x / 1.85x at 1024 px (XNNPACK's dynamic quantizer leaves the
+    # 3x3 conv in float32, the tile GEMMs quantize like Linears); float32 1.03x / 0.99x and
+    # 1.46x / 1.42x on 2 layers, 1.02x at 28 layers and 512 px (2970 vs 3037 ms, 12 rounds),
+    # for 16/9 of the conv's weights (a 28-layer PixArt-XL EDiT's program 2.63 -> 2.87 GB).
     # int8-static: XNNPACK refuses the quantized tiles' zero padding (StaticConstantPad:
-    # xnn_status_invalid_parameter), and its conv is int8 already.
-    default_schemes = ("int8-dynamic",)
+    # xnn_status_invalid_parameter), and its conv is int8 already. fp16: not measured.
+    default_schemes = ("fp32", "int8-dynamic")
 
     def applies_to(self, model: nn.Module, image_tokens: int | None = None) -> bool:
         return image_tokens is None or image_tokens <= MAX_DEFAULT_IMAGE_TOKENS
