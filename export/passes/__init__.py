@@ -57,10 +57,9 @@ PASSES: dict[str, MobilePass] = {
 # Neural engines (Core ML, QNN) want the channels-first layout and per-head softmax.
 # conv_fusion_gemm / compressor_tokens: measured on XNNPACK 4.5% faster, but 5-6x the run's peak
 # memory (docs/bench_runs/token-convs), so no backend has them by default.
-# conv_fusion_winograd: listed for xnnpack, taken by float32 and int8-dynamic exports of up to
-# 4096 image tokens (its `default_schemes`, `applies_to`): EDiT over the teacher 1.03x / 1.46x
-# in float32 at 512 / 1024 px (0.99x / 1.42x without), 1.22x / 2.19x in int8-dynamic (0.99x /
-# 1.85x), for 16/9 of the conv's weights (docs/bench_runs/conv-fusion-winograd).
+# conv_fusion_winograd: listed for xnnpack, taken only by the exports its `default_schemes` and
+# `applies_to` name (float32 and int8-dynamic, up to 4096 image tokens); the measurements behind
+# them are beside those, in conv_fusion_winograd.py.
 _NEURAL_ENGINE = ["linear_attention_bmm", "split_head_attention", "group_norm_pooled", "channels_first"]
 DEFAULT_PASSES: dict[str, list[str]] = {
     "xnnpack": [
