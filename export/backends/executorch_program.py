@@ -31,6 +31,7 @@ from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 from torch.export.graph_signature import InputKind
 
 from edit_mobile.export.backends.base import named_stage
+from edit_mobile.export.backends.partition_reachability import compact_partitioner_reachability
 from edit_mobile.export.coverage import DelegationCoverage, delegation_coverage
 
 
@@ -159,11 +160,13 @@ def lower_methods(
 def _lower_programs(programs: dict[str, torch.export.ExportedProgram], partitioners: list[Any],
                     external_weights: bool, **options) -> EdgeProgramManager:
     """to_edge_transform_and_lower with the weights tagged for model.ptd if asked, lowering's
-    copies sharing the weights, and ExecuTorch's caches of the lowered graph let go after."""
+    copies sharing the weights, the partitioners' reachability in bits (partition_reachability),
+    and ExecuTorch's caches of the lowered graph let go after."""
     if external_weights:
         for exported in programs.values():
             tag_external_weights(exported)
-    with named_stage("to_edge_transform_and_lower"), weights_shared_by_copies(programs.values()):
+    with (named_stage("to_edge_transform_and_lower"), weights_shared_by_copies(programs.values()),
+          compact_partitioner_reachability()):
         edge = to_edge_transform_and_lower(programs, partitioner=partitioners, **options)
     release_lowering_caches()
     return edge
