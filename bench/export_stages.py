@@ -1,0 +1,108 @@
+"""Where an export's memory goes (not a test): `edit-mobile export` run in this process, with
+the resident memory at every stage the backends name (`named_stage`) and the peak sampled inside
+each, and the size of every graph handed to a partitioner.
+
+    python bench/export_stages.py [--every-s 0.5] [--json FILE] -- MODEL --backend xnnpack ... -o ART_DIR
+
+Everything after `--` is `edit-mobile export`'s own arguments. The peaks are sampled (a spike
+shorter than the interval can be missed): `/usr/bin/time -v` around this script gives the true
+maximum. Used to find the partitioners' quadratic reachability sets (docs/bench_runs/partition-memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+from edit_mobile.export.backends import base, partition_reachability
+
+
+def resident_gb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+class StageMemory:
+    """The stack of open stages, a timeline of enters and leaves, and the peak within each."""
+
+    def __init__(self, every_s: float):
+        self.started = time.perf_counter()
+        self.stack = ["export"]
+        self.timeline: list[dict] = []
+        self.peaks: dict[str, float] = {}
+        self.graph_nodes: list[int] = []
+        threading.Thread(target=self._sample, args=(every_s,), daemon=True).start()
+
+    def _sample(self, every_s: float) -> None:
+        while True:
+            key = " > ".join(self.stack)
+            self.peaks[key] = max(self.peaks.get(key, 0.0), resident_gb())
+            time.sleep(every_s)
+
+    def mark(self, event: str, stage: str) -> None:
+        row = {"s": round(time.perf_counter() - self.started, 1), "event": event, "stage": stage,
+               "rss_gb": round(resident_gb(), 3)}
+        self.timeline.append(row)
+        print(f"[{row['s']:7.1f} s] {event:5} {stage}: {row['rss_gb']:.2f} GB", flush=True)
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        self.stack.append(name)
+        self.mark("enter", name)
+        try:
+            with original_named_stage(name):
+                yield
+        finally:
+            self.mark("leave", name)
+            self.stack.pop()
+
+
+original_named_stage = base.named_stage
+
+
+def instrument(memory: StageMemory) -> None:
+    """Before the backends import `named_stage`, so theirs is this one; count partitioned graphs."""
+    base.named_stage = memory.stage
+    viewer = partition_reachability.ReachabilityViewer
+    counted_init = viewer.__init__
+
+    def init(self, graph_module):
+        memory.graph_nodes.append(len(graph_module.graph.nodes))
+        counted_init(self, graph_module)
+
+    viewer.__init__ = init
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--every-s", type=float, default=0.5, help="sampling interval of the peaks")
+    parser.add_argument("--json", type=Path, help="write the timeline, peaks and graph sizes here")
+    parser.add_argument("export_args", nargs=argparse.REMAINDER, help="-- then edit-mobile export's arguments")
+    args = parser.parse_args()
+    export_args = args.export_args[1:] if args.export_args[:1] == ["--"] else args.export_args
+    memory = StageMemory(args.every_s)
+    instrument(memory)
+    from edit_mobile.main import main as edit_mobile
+
+    code = edit_mobile(["export", *export_args])
+    peaks = dict(sorted(memory.peaks.items(), key=lambda item: -item[1]))
+    print("\npeak resident memory by stage (sampled):")
+    for key, value in list(peaks.items())[:10]:
+        print(f"  {value:6.2f} GB  {key}")
+    print(f"graphs handed to a partitioner: {memory.graph_nodes} nodes")
+    if args.json:
+        args.json.write_text(json.dumps({"argv": export_args, "timeline": memory.timeline, "peaks_gb": peaks,
+                                         "partitioned_graph_nodes": memory.graph_nodes}, indent=2) + "\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
