@@ -35,7 +35,7 @@ class DownstreamNodes:
         self._bits, self._nodes, self._index = bits, nodes, index
 
     def __contains__(self, node: object) -> bool:
-        position = self._index.get(node)  # type: ignore[call-overload]
+        position = self._index.get(node)
         return position is not None and (self._bits >> position) & 1 == 1
 
     def __iter__(self) -> Iterator[Node]:
