@@ -7,9 +7,10 @@ Both answer from a `_DependencyViewer` built up front that keeps, for every node
 all nodes downstream of it (ExecuTorch's keeps every node's upstream set too, which nothing
 reads, and builds it while torch's is still alive). A transformer's graph is a chain, so those
 sets hold about N^2 / 2 entries for N nodes, at ~56 bytes each (a set entry and its
-table's slack; ExecuTorch's pair of dicts twice that): the 28-layer int8-dynamic PixArt-XL
-EDiT (dynamic quantization adds five nodes a Linear, Winograd ConvFusion sixteen Linears a layer)
-peaked at 16.7 GB in the partitioner, against 6.7 GB for the same export without Winograd.
+table's slack; ExecuTorch's pair of dicts twice that). The 28-layer int8-dynamic PixArt-XL EDiT
+(dynamic quantization adds its quantize chain to every Linear, Winograd ConvFusion sixteen
+Linears a layer) peaked at 16.7 GB RSS, 6.7 GB without Winograd; with the bits, 9.6 GB
+(docs/bench_runs/partition-memory).
 
 `ReachabilityViewer` answers the same question from one integer bitmask a node, N^2 / 8 bytes in
 all (for 20,000 nodes, 50 MB), and `compact_partitioner_reachability` has both partitioners
