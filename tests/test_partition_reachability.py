@@ -91,6 +91,7 @@ def test_the_same_partitions_with_the_bits_as_with_the_sets():
         def partition(self, program):
             for compact in (True, False):  # the sets' result, partitioned last, is the one lowered
                 with compact_partitioner_reachability() if compact else contextlib.nullcontext():
+                    assert (group_partitioner._DependencyViewer is ReachabilityViewer) == compact
                     result = super().partition(program)
                 groups: dict[str, list[str]] = {}
                 for node in result.tagged_exported_program.graph.nodes:
