@@ -20,14 +20,12 @@ import time
 from pathlib import Path
 
 from edit_mobile.export.backends import base, partition_reachability
+from edit_mobile.runtime.profiling import rss_mb
 
 
 def resident_gb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 2**20
-    return float("nan")
+    megabytes = rss_mb()
+    return float("nan") if megabytes is None else megabytes / 1024
 
 
 class StageMemory:
