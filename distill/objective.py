@@ -2,8 +2,9 @@
 
 DDPM-family schedulers (DPM-Solver, DDIM, Euler...): x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise,
 t uniform over the training timesteps, target noise (epsilon) or v per `prediction_type`.
-Flow matching (SD3's FlowMatchEulerDiscreteScheduler): x_s = (1 - s) x0 + s noise, s
-logit-normal shifted by the scheduler's shift, target noise - x0, timestep 1000 s.
+Flow matching (SD3's FlowMatchEulerDiscreteScheduler, or DPM-Solver on flow sigmas as SANA
+samples): x_s = (1 - s) x0 + s noise, s logit-normal shifted by the scheduler's shift (`shift`,
+or `flow_shift` on flow sigmas), target noise - x0, timestep 1000 s.
 
 Each sample draws its noise and time from its own generator, seeded by (seed, step, sample's
 index in the global batch), so a run gives the same batches whatever the number of processes.
@@ -49,7 +50,8 @@ class FlowObjective:
     """Rectified flow as SD3 trains it (logit-normal times, shifted like the sampler)."""
 
     def __init__(self, scheduler):
-        self.shift = float(scheduler.config.get("shift", 1.0))
+        config = scheduler.config
+        self.shift = float(config.get("flow_shift", 1.0) if config.get("use_flow_sigmas") else config.get("shift", 1.0))
 
     def noised(self, x0: torch.Tensor, generators: list[torch.Generator]) -> Noised:
         u = torch.sigmoid(torch.cat([torch.randn(1, generator=g) for g in generators]))
@@ -60,6 +62,6 @@ class FlowObjective:
 
 
 def objective_for(scheduler):
-    if hasattr(scheduler, "alphas_cumprod"):
+    if hasattr(scheduler, "alphas_cumprod") and not scheduler.config.get("use_flow_sigmas", False):
         return DiffusionObjective(scheduler)
     return FlowObjective(scheduler)

@@ -327,6 +327,8 @@ SCHEDULERS = {
     # Stable Diffusion's: scaled_linear betas, leading spacing with steps_offset 1
     "sd-leading": lambda: dpm(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                               timestep_spacing="leading", steps_offset=1),
+    # SANA's: DPM-Solver++ on flow sigmas, flow prediction
+    "sana-flow-sigmas": lambda: dpm(use_flow_sigmas=True, flow_shift=3.0, prediction_type="flow_prediction"),
     "flow-shift-3": lambda: flow(shift=3.0),  # SD3's
     "flow-shift-6": lambda: flow(shift=6.0),  # the shapes SD3 pipeline's
 }
@@ -401,6 +403,9 @@ SCHEDULER_REFUSALS = {
     "final-sigma-min": ("pixart-sigma", {"final_sigmas_type": "sigma_min"}, "final_sigmas_type = sigma_min"),
     "dynamic-shifting": ("flow-shift-3", {"use_dynamic_shifting": True}, "use_dynamic_shifting = true"),
     "stochastic": ("flow-shift-3", {"stochastic_sampling": True}, "stochastic_sampling = true"),
+    "flow-sigmas-epsilon": ("sana-flow-sigmas", {"prediction_type": "epsilon"}, "prediction_type = epsilon"),
+    "flow-prediction-on-betas": ("pixart-sigma", {"prediction_type": "flow_prediction"},
+                                 "prediction_type = flow_prediction"),
     "other-class": ("pixart-sigma", {"_class_name": "EulerDiscreteScheduler"},
                     "_class_name 'EulerDiscreteScheduler' is not implemented by this app"),
     "truncated-json": ("pixart-sigma", None, "scheduler_config.json is not valid JSON"),

@@ -253,3 +253,34 @@ def test_training_data_takes_the_pipelines_prompt_length(tmp_path):
     teacher = load_transformer("shapes-sd3")
     builder = DataBuilder(teacher, pipeline_folder_of("shapes-sd3"), tmp_path, None, 2, None, 0)
     assert builder.tokens == prompt_tokens_of("shapes-sd3", teacher) == 64
+
+
+@pytest.mark.parametrize("name", ["flow-match-euler", "dpm-solver-flow-sigmas", "dpm-solver-v"])
+def test_the_objective_follows_the_teachers_scheduler(name):
+    """SD3's Euler and SANA's DPM-Solver on flow sigmas both noise along the flow, shifted by
+    their own option; DPM-Solver on betas keeps the DDPM process."""
+    from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
+
+    from edit_mobile.distill.objective import (
+        DiffusionObjective,
+        FlowObjective,
+        objective_for,
+        sample_generator,
+    )
+
+    scheduler = {
+        "flow-match-euler": lambda: FlowMatchEulerDiscreteScheduler(shift=3.0),
+        "dpm-solver-flow-sigmas": lambda: DPMSolverMultistepScheduler(
+            use_flow_sigmas=True, flow_shift=3.0, prediction_type="flow_prediction"),
+        "dpm-solver-v": lambda: DPMSolverMultistepScheduler(prediction_type="v_prediction"),
+    }[name]()
+    objective = objective_for(scheduler)
+    x0 = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noised = objective.noised(x0, [sample_generator(0, 0, i) for i in range(3)])
+    if name == "dpm-solver-v":
+        assert isinstance(objective, DiffusionObjective)
+        return
+    assert isinstance(objective, FlowObjective) and objective.shift == 3.0
+    sigma = (noised.timestep / 1000).view(-1, 1, 1, 1)
+    noise = noised.target + x0  # the target is noise - x0
+    torch.testing.assert_close(noised.latents, (1 - sigma) * x0 + sigma * noise)

@@ -104,17 +104,20 @@ class SteppedScheduler {
   func indexOfAbsent(_ timestep: Double) throws -> Int { fatalError("subclass") }
 }
 
-/// diffusers' DPMSolverMultistepScheduler as PixArt pipelines configure it: DPM-Solver++ (data
-/// prediction), order 1 or 2, midpoint, the last step first order to sigma 0; linear or
-/// scaled_linear betas, optionally rescaled to zero terminal SNR; epsilon or v prediction;
-/// linspace, leading or trailing timestep spacing.
+/// diffusers' DPMSolverMultistepScheduler as PixArt and SANA pipelines configure it: DPM-Solver++
+/// (data prediction), order 1 or 2, midpoint, the last step first order to sigma 0; either linear
+/// or scaled_linear betas (optionally rescaled to zero terminal SNR; epsilon or v prediction;
+/// linspace, leading or trailing timestep spacing) or flow sigmas shifted by flow_shift with flow
+/// prediction (SANA's).
 final class DPMSolverMultistep: SteppedScheduler, DiffusionScheduler {
   private let trainSteps: Int
   private let alphasCumprod: [Float]
   private let spacing: String
   private let stepsOffset: Int
-  private let vPrediction: Bool
+  private let predictionType: String
   private let solverOrder: Int
+  private let flowSigmas: Bool
+  private let flowShift: Double
   private var sigmas: [Double] = []
   private var lowerOrderSteps = 0
   private var previousX0: [Double]? = nil
@@ -122,8 +125,13 @@ final class DPMSolverMultistep: SteppedScheduler, DiffusionScheduler {
   init(_ config: SchedulerConfig) throws {
     try config.refuse("algorithm_type", unlessIn: ["dpmsolver++"], fallback: "dpmsolver++", why: "DPM-Solver++ only")
     try config.refuse("solver_type", unlessIn: ["midpoint"], fallback: "midpoint", why: "midpoint only")
-    try config.refuse("prediction_type", unlessIn: ["epsilon", "v_prediction"], fallback: "epsilon",
-                      why: "epsilon and v prediction")
+    if config.bool("use_flow_sigmas") {
+      try config.refuse("prediction_type", unlessIn: ["flow_prediction"], fallback: "epsilon",
+                        why: "flow sigmas with flow prediction")
+    } else {
+      try config.refuse("prediction_type", unlessIn: ["epsilon", "v_prediction"], fallback: "epsilon",
+                        why: "epsilon and v prediction")
+    }
     try config.refuse("beta_schedule", unlessIn: ["linear", "scaled_linear"], fallback: "linear",
                       why: "linear and scaled_linear betas")
     try config.refuse("timestep_spacing", unlessIn: ["linspace", "leading", "trailing"], fallback: "linspace",
@@ -137,13 +145,15 @@ final class DPMSolverMultistep: SteppedScheduler, DiffusionScheduler {
       throw DemoError("\(config.name) has trained_betas or a variance_type, which this app does not implement")
     }
     try config.refuseTrue(["thresholding", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
-                           "use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting"])
+                           "use_lu_lambdas", "use_dynamic_shifting"])
     let train = try config.integer("num_train_timesteps", 1000, 2...(1 << 20))
     trainSteps = train
     spacing = config.string("timestep_spacing", "linspace")
     stepsOffset = try config.integer("steps_offset", 0, 0...(1 << 20))
-    vPrediction = config.string("prediction_type", "epsilon") == "v_prediction"
+    predictionType = config.string("prediction_type", "epsilon")
     solverOrder = try config.integer("solver_order", 2, 1...2)
+    flowSigmas = config.bool("use_flow_sigmas")
+    flowShift = config.number("flow_shift", 1.0)
     var betas = DPMSolverMultistep.betas(config, train)
     let zeroSnr = config.bool("rescale_betas_zero_snr")
     if zeroSnr { betas = DPMSolverMultistep.rescaleZeroTerminalSnr(betas) }
@@ -197,12 +207,29 @@ final class DPMSolverMultistep: SteppedScheduler, DiffusionScheduler {
 
   func setTimesteps(_ steps: Int) throws {
     guard (1...trainSteps).contains(steps) else { throw DemoError("steps must be in [1, \(trainSteps)], got \(steps)") }
+    if flowSigmas { return setFlowTimesteps(steps) }
     let spaced = spacedTimesteps(steps)
     sigmas = spaced.map { t in
       let ac = alphasCumprod[max(0, min(trainSteps - 1, Int(t)))]  // np.interp: ends held
       return Double(((1.0 - ac) / ac).squareRoot())  // float32, as diffusers' table
     } + [0.0]
     startSchedule(spaced)
+    lowerOrderSteps = 0
+    previousX0 = nil
+  }
+
+  /// Flow sigmas: 1 - np.linspace(1, 1 / N, steps + 1) in float64, shifted, the first (0) dropped
+  /// and the rest reversed; timesteps N * sigma truncated to integers; sigmas rounded to float32.
+  private func setFlowTimesteps(_ steps: Int) {
+    let step = (1.0 / Double(trainSteps) - 1.0) / Double(steps)
+    let shifted: [Double] = (0..<steps).map { i in
+      let k = steps - i
+      let alpha = k == steps ? 1.0 / Double(trainSteps) : Double(k) * step + 1.0  // numpy sets the end exactly
+      let sigma = 1.0 - alpha
+      return flowShift * sigma / (1.0 + (flowShift - 1.0) * sigma)
+    }
+    sigmas = shifted.map { Double(Float($0)) } + [0.0]
+    startSchedule(shifted.map { ($0 * Double(trainSteps)).rounded(.towardZero) })
     lowerOrderSteps = 0
     previousX0 = nil
   }
@@ -250,29 +277,33 @@ final class DPMSolverMultistep: SteppedScheduler, DiffusionScheduler {
   override func indexOfAbsent(_ timestep: Double) throws -> Int { timesteps.count - 1 }
 
   private func dataPrediction(_ output: [Double], _ sample: [Double], _ sigma: Double) -> [Double] {
-    let alphaT = Self.alpha(sigma), sigmaT = sigma * alphaT
+    let alphaT = alpha(sigma), sigmaT = self.sigmaT(sigma)
     return sample.indices.map { i in
-      vPrediction ? alphaT * sample[i] - sigmaT * output[i] : (sample[i] - sigmaT * output[i]) / alphaT
+      switch predictionType {
+      case "flow_prediction": return sample[i] - sigma * output[i]
+      case "v_prediction": return alphaT * sample[i] - sigmaT * output[i]
+      default: return (sample[i] - sigmaT * output[i]) / alphaT
+      }
     }
   }
 
-  private static func alpha(_ sigma: Double) -> Double { 1.0 / (sigma * sigma + 1.0).squareRoot() }
+  /// alpha_t of a sigma (diffusers' _sigma_to_alpha_sigma_t): 1 - sigma on flow sigmas.
+  private func alpha(_ sigma: Double) -> Double { flowSigmas ? 1.0 - sigma : 1.0 / (sigma * sigma + 1.0).squareRoot() }
+
+  private func sigmaT(_ sigma: Double) -> Double { flowSigmas ? sigma : sigma * alpha(sigma) }
 
   /// log(alpha_t / sigma_t): infinite at sigma 0, which makes exp(-h) 0.
-  private static func lambda(_ sigma: Double) -> Double {
-    let alphaT = alpha(sigma)
-    return log(alphaT) - log(sigma * alphaT)
-  }
+  private func lambda(_ sigma: Double) -> Double { log(alpha(sigma)) - log(sigmaT(sigma)) }
 
   /// First order without `previous`; else the multistep midpoint update (DPM-Solver++ 2M).
   private func update(_ x0: [Double], _ previous: [Double]?, _ sample: [Double]) -> [Double] {
     let sigmaS = sigmas[stepIndex], sigmaNext = sigmas[stepIndex + 1]
-    let alphaT = Self.alpha(sigmaNext)
-    let h = Self.lambda(sigmaNext) - Self.lambda(sigmaS)
-    let keep = (sigmaNext * alphaT) / (sigmaS * Self.alpha(sigmaS))
+    let alphaT = alpha(sigmaNext)
+    let h = lambda(sigmaNext) - lambda(sigmaS)
+    let keep = sigmaT(sigmaNext) / sigmaT(sigmaS)
     let towardsX0 = alphaT * (exp(-h) - 1.0)
     guard let previous else { return sample.indices.map { keep * sample[$0] - towardsX0 * x0[$0] } }
-    let r0 = (Self.lambda(sigmaS) - Self.lambda(sigmas[stepIndex - 1])) / h
+    let r0 = (lambda(sigmaS) - lambda(sigmas[stepIndex - 1])) / h
     return sample.indices.map { i in
       let d1 = (1.0 / r0) * (x0[i] - previous[i])
       return keep * sample[i] - towardsX0 * x0[i] - 0.5 * towardsX0 * d1

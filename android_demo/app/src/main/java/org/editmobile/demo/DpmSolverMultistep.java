@@ -1,20 +1,23 @@
 package org.editmobile.demo;
 
 /**
- * diffusers' DPMSolverMultistepScheduler as PixArt pipelines configure it: DPM-Solver++ (data
- * prediction), order 2 (or 1), midpoint, the last step first order to a final sigma of 0; beta
- * schedule linear or scaled_linear, optionally rescaled to zero terminal SNR; epsilon or v
- * prediction; timestep spacing linspace, leading (with steps_offset) or trailing. Other
- * options (Karras / exponential / beta / Lu sigmas, thresholding, SDE variants, order 3, ...)
- * are refused when the config is read.
+ * diffusers' DPMSolverMultistepScheduler as PixArt and SANA pipelines configure it: DPM-Solver++
+ * (data prediction), order 2 (or 1), midpoint, the last step first order to a final sigma of 0;
+ * either a beta schedule (linear or scaled_linear, optionally rescaled to zero terminal SNR;
+ * epsilon or v prediction; timestep spacing linspace, leading (with steps_offset) or trailing)
+ * or flow sigmas (use_flow_sigmas, shifted by flow_shift; flow prediction, as SANA samples).
+ * Other options (Karras / exponential / beta / Lu sigmas, thresholding, SDE variants, order 3,
+ * ...) are refused when the config is read.
  */
 public final class DpmSolverMultistep extends SteppedScheduler {
   private final int trainSteps;
   private final float[] alphasCumprod;
   private final String spacing;
   private final int stepsOffset;
-  private final boolean vPrediction;
+  private final String predictionType;
   private final int solverOrder;
+  private final boolean flowSigmas;
+  private final double flowShift;
 
   private double[] sigmas = new double[0];
   private int lowerOrderSteps;
@@ -25,8 +28,10 @@ public final class DpmSolverMultistep extends SteppedScheduler {
     trainSteps = config.integer("num_train_timesteps", 1000, 2, 1 << 20);
     spacing = config.string("timestep_spacing", "linspace");
     stepsOffset = config.integer("steps_offset", 0, 0, 1 << 20);
-    vPrediction = config.string("prediction_type", "epsilon").equals("v_prediction");
+    predictionType = config.string("prediction_type", "epsilon");
     solverOrder = config.integer("solver_order", 2, 1, 2);
+    flowSigmas = config.bool("use_flow_sigmas", false);
+    flowShift = config.number("flow_shift", 1.0);
     float[] betas = betas(config, trainSteps);
     if (config.bool("rescale_betas_zero_snr", false)) {
       betas = rescaleZeroTerminalSnr(betas);
@@ -41,8 +46,14 @@ public final class DpmSolverMultistep extends SteppedScheduler {
     config.refuseUnless("algorithm_type", "dpmsolver++", "DPM-Solver++ only", "dpmsolver++");
     config.refuseUnless("solver_type", "midpoint", "midpoint only", "midpoint");
     config.refuseUnless("solver_order", 2.0, "orders 1 and 2", 1.0, 2.0);
-    config.refuseUnless(
-        "prediction_type", "epsilon", "epsilon and v prediction", "epsilon", "v_prediction");
+    boolean flow = config.bool("use_flow_sigmas", false);
+    if (flow) {
+      config.refuseUnless("prediction_type", "epsilon", "flow sigmas with flow prediction",
+          "flow_prediction");
+    } else {
+      config.refuseUnless(
+          "prediction_type", "epsilon", "epsilon and v prediction", "epsilon", "v_prediction");
+    }
     config.refuseUnless("beta_schedule", "linear", "linear and scaled_linear betas", "linear",
         "scaled_linear");
     config.refuseUnless("timestep_spacing", "linspace", "linspace, leading, trailing", "linspace",
@@ -54,8 +65,7 @@ public final class DpmSolverMultistep extends SteppedScheduler {
     config.refuseUnless("variance_type", null, "no learned variance in the scheduler",
         (Object) null);
     for (String option : new String[] {"thresholding", "use_karras_sigmas",
-        "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas",
-        "use_dynamic_shifting"}) {
+        "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_dynamic_shifting"}) {
       config.refuseUnless(option, false, "not implemented", false);
     }
   }
@@ -131,6 +141,10 @@ public final class DpmSolverMultistep extends SteppedScheduler {
     if (steps < 1 || steps > trainSteps) {
       throw new DemoException("steps must be in [1, " + trainSteps + "], got " + steps);
     }
+    if (flowSigmas) {
+      setFlowTimesteps(steps);
+      return;
+    }
     double[] timesteps = spacedTimesteps(steps);
     sigmas = new double[timesteps.length + 1];
     for (int i = 0; i < timesteps.length; i++) {
@@ -139,6 +153,27 @@ public final class DpmSolverMultistep extends SteppedScheduler {
       int index = (int) Math.max(0, Math.min(trainSteps - 1, timesteps[i]));
       float ac = alphasCumprod[index];
       sigmas[i] = (float) Math.sqrt((1.0f - ac) / ac); // float32, as diffusers' table
+    }
+    startSchedule(timesteps);
+    lowerOrderSteps = 0;
+    previousX0 = null;
+  }
+
+  /**
+   * Flow sigmas: 1 - np.linspace(1, 1 / N, steps + 1) in float64, shifted, the first (0) dropped
+   * and the rest reversed; timesteps N * sigma truncated to integers; sigmas rounded to float32.
+   */
+  private void setFlowTimesteps(int steps) {
+    double step = (1.0 / trainSteps - 1.0) / steps;
+    double[] timesteps = new double[steps];
+    sigmas = new double[steps + 1];
+    for (int i = 0; i < steps; i++) {
+      int k = steps - i;
+      double alpha = k == steps ? 1.0 / trainSteps : k * step + 1.0; // numpy sets the end exactly
+      double sigma = 1.0 - alpha;
+      double shifted = flowShift * sigma / (1.0 + (flowShift - 1.0) * sigma);
+      timesteps[i] = (long) (shifted * trainSteps);
+      sigmas[i] = (float) shifted;
     }
     startSchedule(timesteps);
     lowerOrderSteps = 0;
@@ -218,24 +253,32 @@ public final class DpmSolverMultistep extends SteppedScheduler {
   /** x0 from the model output (DPM-Solver++ integrates the data prediction). */
   private double[] dataPrediction(double[] modelOutput, double[] sample, double sigma) {
     double alpha = alpha(sigma);
-    double sigmaT = sigma * alpha;
+    double sigmaT = sigmaT(sigma);
     double[] x0 = new double[sample.length];
     for (int i = 0; i < x0.length; i++) {
-      x0[i] = vPrediction
-          ? alpha * sample[i] - sigmaT * modelOutput[i]
-          : (sample[i] - sigmaT * modelOutput[i]) / alpha;
+      if (predictionType.equals("flow_prediction")) {
+        x0[i] = sample[i] - sigma * modelOutput[i];
+      } else if (predictionType.equals("v_prediction")) {
+        x0[i] = alpha * sample[i] - sigmaT * modelOutput[i];
+      } else {
+        x0[i] = (sample[i] - sigmaT * modelOutput[i]) / alpha;
+      }
     }
     return x0;
   }
 
-  private static double alpha(double sigma) {
-    return 1.0 / Math.sqrt(sigma * sigma + 1.0);
+  /** alpha_t of a sigma (diffusers' _sigma_to_alpha_sigma_t): 1 - sigma on flow sigmas. */
+  private double alpha(double sigma) {
+    return flowSigmas ? 1.0 - sigma : 1.0 / Math.sqrt(sigma * sigma + 1.0);
+  }
+
+  private double sigmaT(double sigma) {
+    return flowSigmas ? sigma : sigma * alpha(sigma);
   }
 
   /** lambda = log(alpha_t / sigma_t): infinite at sigma 0, which makes exp(-h) 0. */
-  private static double lambda(double sigma) {
-    double alpha = alpha(sigma);
-    return Math.log(alpha) - Math.log(sigma * alpha);
+  private double lambda(double sigma) {
+    return Math.log(alpha(sigma)) - Math.log(sigmaT(sigma));
   }
 
   private double[] firstOrder(double[] x0, double[] sample) {
@@ -243,7 +286,7 @@ public final class DpmSolverMultistep extends SteppedScheduler {
     double sigmaNext = sigmas[stepIndex + 1];
     double alphaT = alpha(sigmaNext);
     double h = lambda(sigmaNext) - lambda(sigmaS);
-    double keep = (sigmaNext * alphaT) / (sigmaS * alpha(sigmaS));
+    double keep = sigmaT(sigmaNext) / sigmaT(sigmaS);
     double towardsX0 = alphaT * (Math.exp(-h) - 1.0);
     double[] out = new double[sample.length];
     for (int i = 0; i < out.length; i++) {
@@ -260,7 +303,7 @@ public final class DpmSolverMultistep extends SteppedScheduler {
     double alphaT = alpha(sigmaNext);
     double h = lambda(sigmaNext) - lambda(sigmaS);
     double r0 = (lambda(sigmaS) - lambda(sigmaPrev)) / h;
-    double keep = (sigmaNext * alphaT) / (sigmaS * alpha(sigmaS));
+    double keep = sigmaT(sigmaNext) / sigmaT(sigmaS);
     double towardsX0 = alphaT * (Math.exp(-h) - 1.0);
     double[] out = new double[sample.length];
     for (int i = 0; i < out.length; i++) {
