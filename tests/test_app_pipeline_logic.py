@@ -320,18 +320,29 @@ def flow(**options):
 
 SCHEDULERS = {
     # training/train_teacher.py's PixArt recipe, the shapes pipeline's scheduler
-    "shapes-pixart": lambda: dpm(prediction_type="v_prediction", rescale_betas_zero_snr=True,
-                                 timestep_spacing="trailing"),
+    "shapes-pixart": lambda: dpm(use_flow_sigmas=True, flow_shift=6.0, prediction_type="flow_prediction"),
+    # the earlier shapes PixArt teachers': v prediction on betas rescaled to zero terminal SNR
+    "zero-snr-v": lambda: dpm(prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                              timestep_spacing="trailing"),
     # PixArt-Sigma's own: diffusers' defaults (linear 1e-4..0.02, epsilon, linspace, offset 0)
     "pixart-sigma": lambda: dpm(),
     # Stable Diffusion's: scaled_linear betas, leading spacing with steps_offset 1
     "sd-leading": lambda: dpm(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                               timestep_spacing="leading", steps_offset=1),
-    # SANA's: DPM-Solver++ on flow sigmas, flow prediction
+    # SANA's: DPM-Solver++ on flow sigmas, flow prediction, shift 3
     "sana-flow-sigmas": lambda: dpm(use_flow_sigmas=True, flow_shift=3.0, prediction_type="flow_prediction"),
     "flow-shift-3": lambda: flow(shift=3.0),  # SD3's
     "flow-shift-6": lambda: flow(shift=6.0),  # the shapes SD3 pipeline's
 }
+
+
+@pytest.mark.parametrize("name,folder", [("shapes-pixart", "shapes-pixart"), ("flow-shift-6", "shapes-sd3")])
+def test_the_shipped_pipelines_schedulers_are_among_those_checked(name, folder):
+    shipped = json.loads((SHIPPED / folder / "scheduler" / "scheduler_config.json").read_text())
+    checked = dict(SCHEDULERS[name]().config)
+    assert shipped["_class_name"] == type(SCHEDULERS[name]()).__name__
+    assert {key: shipped[key] for key in checked if key in shipped} == {
+        key: value for key, value in checked.items() if key in shipped}
 
 
 def scheduler_config(name: str, folder: Path) -> Path:
@@ -359,7 +370,7 @@ def test_scheduler_timesteps_and_sigmas_are_diffusers(name, java_classes, tmp_pa
 # alphas_cumprod differ by up to 4e-6 relative, and sigma = sqrt((1 - ac) / ac) near ac = 1 (the
 # first timesteps) magnifies that to 1.1e-4. With torch's own sqrt values put in, the float32
 # rebuild is bit-exact (checked when this was written): the difference is torch's rounding.
-SIGMA_RTOL = {"shapes-pixart": 2e-4}
+SIGMA_RTOL = {"zero-snr-v": 2e-4}
 
 
 def fake_model(sample, t):

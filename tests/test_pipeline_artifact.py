@@ -331,7 +331,8 @@ def test_shapes_pipeline_folder_exports_with_its_tokenizer(shapes_folder, shapes
     assert once <= manifest["files"]["program"]["bytes"] <= 1.2 * once  # embedded, still once
     assert manifest["pipeline"]["text"]["tokenizer_class"] != "ByT5Tokenizer"  # the world's own
     assert manifest["pipeline"]["text"]["max_length"] == 32  # its tokenizer's, not PixArt's 300
-    assert manifest["pipeline"]["scheduler"]["config"]["prediction_type"] == "v_prediction"
+    scheduler = manifest["pipeline"]["scheduler"]["config"]  # the folder's: flow sigmas, as trained
+    assert scheduler["prediction_type"] == "flow_prediction" and scheduler["use_flow_sigmas"]
     assert manifest["pipeline"]["defaults"] == {"steps": 20, "guidance": 2.0}  # the folder's, measured
     from edit_mobile.runtime.validate_pipeline import validate_pipeline
 

@@ -3,8 +3,8 @@ both teachers on its latents, then each teacher's EDiT / MM-EDiT student distill
 (`edit-mobile distill`, about 30 minutes each), and install the pipeline folders into
 edit_mobile.pretrained.
 
-Seeded throughout; about 35 (VAE) + 56 (PixArt, alone on an AVX-512 EPYC: text pretraining 4 min,
-2000 steps at 128 px at 0.17 s, 4200 at 256 px at 0.66 s) + 52 (SD3, on the same CPU: text pretraining, 2500 steps at
+Seeded throughout; about 35 (VAE) + 55 (PixArt, alone on an AVX-512 Xeon: text pretraining 4 min,
+2000 steps at 128 px at 0.20 s, 4200 at 256 px at 0.62 s) + 52 (SD3, on the same CPU: text pretraining, 2500 steps at
 128 px at 0.21 s, 4000 at 256 px at 0.62 s) + 2 x 30 (the students) minutes on 2 cores (`--only pixart sd3` reuses
 the shipped VAE). Each pipeline's vae/ is a link to pretrained/shapes-vae/: one VAE serves both
 teachers (it carries SD3's shift and PixArt's scale). A student's folder links its teacher's
@@ -24,8 +24,8 @@ from edit_mobile.training import shipping, train_teacher, train_vae
 
 # (image size, steps) stages of each teacher: most steps at 128 px, 4x cheaper a step.
 # PixArt learns shape only at 256 px (docs/shapes_runs/pixart-cont256); its 4200 steps there lifted
-# held-out accuracy 0.34 -> 0.52 over 2200 (docs/shapes_runs/pixart-long256); SD3's 4000 there, 0.70 -> 0.79
-# over 2800 (docs/shapes_runs/sd3-long256).
+# held-out accuracy 0.34 -> 0.52 over 2200 (docs/shapes_runs/pixart-long256; rectified flow then
+# 0.61, docs/shapes_runs/pixart-flow); SD3's 4000 there, 0.70 -> 0.79 over 2800 (docs/shapes_runs/sd3-long256).
 TEACHER_STAGES = {"pixart": "128:2000,256:4200", "sd3": "128:2500,256:4000"}
 # Each student's distillation (runs recorded in docs/shapes_runs/): 512 teacher samples, then
 # every student weight trained at 256 px.
