@@ -111,6 +111,15 @@ def sd3_sigmas(count: int, generator: torch.Generator) -> torch.Tensor:
     return torch.where(pick_uniform, uniform, shifted)
 
 
+def flow_noised(x0: torch.Tensor, generator: torch.Generator):
+    """Both teachers' rectified flow: x_s = (1 - s) x0 + s noise at timestep 1000 s (s from
+    sd3_sigmas), target noise - x0. Returns (noisy latents, timesteps, target)."""
+    sigma = sd3_sigmas(x0.shape[0], generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    s = sigma.view(-1, 1, 1, 1)
+    return (1 - s) * x0 + s * noise, sigma * 1000, noise - x0
+
+
 class PixArtRecipe:
     """Rectified flow as SD3Recipe trains it, sampled by DPM-Solver++ 2M on flow sigmas."""
 
@@ -134,14 +143,11 @@ class PixArtRecipe:
         return latents * vae.config.scaling_factor  # PixArtSigmaPipeline divides by it, no shift
 
     def loss(self, model, x0: torch.Tensor, cond: dict, generator: torch.Generator) -> torch.Tensor:
-        sigma = sd3_sigmas(x0.shape[0], generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        s = sigma.view(-1, 1, 1, 1)
-        noisy = (1 - s) * x0 + s * noise
-        prediction = model(noisy, encoder_hidden_states=cond["encoder_hidden_states"], timestep=sigma * 1000,
+        noisy, timestep, target = flow_noised(x0, generator)
+        prediction = model(noisy, encoder_hidden_states=cond["encoder_hidden_states"], timestep=timestep,
                            encoder_attention_mask=cond["encoder_attention_mask"],
                            added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
-        return weighted_mse(prediction, noise - x0, object_weights(x0))
+        return weighted_mse(prediction, target, object_weights(x0))
 
     def pipeline(self, model, vae):
         from diffusers import PixArtSigmaPipeline
@@ -172,14 +178,11 @@ class SD3Recipe:
         return (latents - vae.config.shift_factor) * vae.config.scaling_factor
 
     def loss(self, model, x0: torch.Tensor, cond: dict, generator: torch.Generator) -> torch.Tensor:
-        sigma = sd3_sigmas(x0.shape[0], generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        s = sigma.view(-1, 1, 1, 1)
-        noisy = (1 - s) * x0 + s * noise
+        noisy, timestep, target = flow_noised(x0, generator)
         prediction = model(noisy, encoder_hidden_states=cond["encoder_hidden_states"],
-                           pooled_projections=cond["pooled_projections"], timestep=sigma * 1000,
+                           pooled_projections=cond["pooled_projections"], timestep=timestep,
                            return_dict=False)[0]
-        return weighted_mse(prediction, noise - x0, object_weights(x0))
+        return weighted_mse(prediction, target, object_weights(x0))
 
     def pipeline(self, model, vae):
         from diffusers import StableDiffusion3Pipeline
