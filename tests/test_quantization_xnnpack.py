@@ -194,3 +194,36 @@ def test_int4_weight_quantizes_a_copy_that_shares_the_float_weights(trained):
     _, record = quantize_program(exported, backend="xnnpack", scheme="int4-weight", calibration=None,
                                  signature=signature, denoiser=denoiser, progress=False)
     assert record["scheme"] == "int4-weight"
+
+
+def test_softmax_attention_keeps_its_scores_and_caption_mask_float():
+    """The rewrite passes' softmax attention (bmm / softmax / bmm) leaves its element-wise ops
+    (q * scale, scores + caption mask) float: the mask's -10000 for padded tokens would stretch
+    one int8 range over the scores and flatten every cross-attention (measured on the trained
+    PixArt shapes teacher: 15.9 dB held-out with every layer int8, 30.2 dB with this rule)."""
+    from edit_mobile.export.passes import apply_passes
+    from edit_mobile.export.quantization import pt2e
+    from edit_mobile.export.quantization.layers import module_paths
+    from edit_mobile.models import DenoiserWrapper, TransformerSignature, load_transformer
+
+    model = load_transformer("tiny-pixart")
+    signature = TransformerSignature.of(model)
+    inputs = signature.example_inputs(seed=0)
+    mask = inputs[signature.input_names.index("encoder_attention_mask")]
+    assert not mask.bool().all()  # a padded prompt: the mask discards some tokens
+    denoiser = DenoiserWrapper(apply_passes(model, ["softmax_attention_bmm"])).eval()
+    with torch.no_grad():
+        exported = torch.export.export(denoiser, inputs, strict=False)
+    prepared = pt2e.prepare(exported, pt2e.make_quantizer(dynamic=False))
+    observed = {node.args[0] for node in prepared.graph.nodes
+                if node.op == "call_module" and "activation_post_process" in str(node.target)}
+
+    def ops_in(kind: str, targets) -> list:
+        return [node for node in prepared.graph.nodes if node.target in targets
+                and any(path.endswith(kind) for path in module_paths(node))]
+
+    scores = ops_in(".processor", {torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor})
+    assert len(scores) >= 2 * 2  # q * scale in attn1 and attn2 of each block, + the mask in attn2
+    assert not [node for node in scores if node in observed]
+    projections = ops_in(".attn2.to_k", {torch.ops.aten.linear.default})
+    assert projections and all(node in observed for node in projections)  # the GEMMs stay int8
