@@ -339,8 +339,9 @@ SCHEDULERS = {
 @pytest.mark.parametrize("name,folder", [("shapes-pixart", "shapes-pixart"), ("flow-shift-6", "shapes-sd3")])
 def test_the_shipped_pipelines_schedulers_are_among_those_checked(name, folder):
     shipped = json.loads((SHIPPED / folder / "scheduler" / "scheduler_config.json").read_text())
-    checked = dict(SCHEDULERS[name]().config)
-    assert shipped["_class_name"] == type(SCHEDULERS[name]()).__name__
+    scheduler = SCHEDULERS[name]()
+    checked = dict(scheduler.config)
+    assert shipped["_class_name"] == type(scheduler).__name__
     assert {key: shipped[key] for key in checked if key in shipped} == {
         key: value for key, value in checked.items() if key in shipped}
 
