@@ -1,20 +1,22 @@
 """Prompt accuracy of the shipped shapes models and their students and artifacts (not a test).
 
 For each teacher (shapes-pixart, shapes-sd3): the teacher, its converted (undistilled) student,
-its shipped distilled student (shapes-*-edit), and the teacher's XNNPACK fp32 and int8-static programs and its fp32 and int8 pipeline
-artifacts (what the apps load), each judged by `edit-mobile evaluate`
-on the same captions and seeds (seen and held-out one-object captions, two-object captions).
+its shipped distilled student (shapes-*-edit), the teacher's XNNPACK fp32 and int8-static programs,
+its fp32 and int8 pipeline artifacts (what the apps load) and its onnxruntime int8-static
+denoiser, each judged by `edit-mobile evaluate` on the same captions and seeds (seen and held-out
+one-object captions, two-object captions).
 Every stage is the real CLI; results land in bench/measured/shapes_quality/ (JSON per model, the
 grids, and summary.json), and the table is printed.
 
     python bench/shapes_quality.py [--samples 32] [--families pixart sd3] [--no-teacher] [--no-student]
-                                   [--artifacts xnnpack-fp32 ... pipeline-int8]
+                                   [--artifacts xnnpack-fp32 ... onnx-int8]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -27,12 +29,14 @@ RESULTS = Path(__file__).resolve().parent / "measured" / "shapes_quality"
 WORK = Path(__file__).resolve().parent.parent / "build" / "bench_shapes_quality"
 SETS = ["seen", "heldout", "two"]
 INT8 = ["--quantize", "int8", "--calibration", "CALIB"]
+XNNPACK = ["--backend", "xnnpack"]
 # (name, export flags): float, int8-static with every layer it can quantize (below its 30 dB floor
-# on trained weights: kept anyway to show the cost), int8 with the sensitive layers float, and the
-# int8 text-to-image pipeline the apps load.
-ARTIFACTS = (("xnnpack-fp32", []), ("xnnpack-int8-all", [*INT8, "--allow-below-floor"]),
-             ("xnnpack-int8", [*INT8, "--min-psnr", "30"]), ("pipeline-fp32", ["--pipeline"]),
-             ("pipeline-int8", ["--pipeline", *INT8, "--min-psnr", "30"]))
+# on trained weights: kept anyway to show the cost), int8 with the sensitive layers float, the
+# int8 text-to-image pipeline the apps load, and onnxruntime's int8-static (QDQ) denoiser.
+ARTIFACTS = (("xnnpack-fp32", XNNPACK), ("xnnpack-int8-all", [*XNNPACK, *INT8, "--allow-below-floor"]),
+             ("xnnpack-int8", [*XNNPACK, *INT8, "--min-psnr", "30"]), ("pipeline-fp32", [*XNNPACK, "--pipeline"]),
+             ("pipeline-int8", [*XNNPACK, "--pipeline", *INT8, "--min-psnr", "30"]),
+             ("onnx-int8", ["--backend", "onnx", *INT8, "--allow-below-floor"]))
 TARGET_INT8_GAP = 0.05  # issue 10: int8 prompt accuracy within 0.05 of float
 
 
@@ -90,7 +94,7 @@ def main() -> None:
             for name, flags in chosen:
                 artifact = work / name
                 flags = [str(calib) if flag == "CALIB" else flag for flag in flags]
-                run(["export", teacher, "--backend", "xnnpack", *flags, "-o", str(artifact), "--force"])
+                run(["export", teacher, *flags, "-o", str(artifact), "--force"])
                 variants.append((str(artifact), f"{teacher}-{name}", teacher))
         for source, name, reference in variants:
             report = evaluate(source, name, args.samples, reference)
@@ -122,7 +126,7 @@ def print_int8_gaps(rows: list[dict]) -> None:
     rows and the summary's earlier ones)."""
     float_rows = {row["model"]: row for row in rows}
     for row in rows:
-        teacher = float_rows.get(row["model"].split("-xnnpack")[0].split("-pipeline")[0])
+        teacher = float_rows.get(re.split(r"-(?:xnnpack|pipeline|onnx)-", row["model"])[0])
         if "int8" not in row["model"] or teacher is None:
             continue
         gaps = {s: teacher[s] - row[s] for s in [*SETS, "all"]}
