@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,9 +10,15 @@ from edit_mobile.main import THIRD_PARTY_NOTICES
 
 
 def pytest_configure(config):
-    """Third-party deprecation notices we cannot act on; our own warnings still show."""
+    """Third-party deprecation notices we cannot act on; our own warnings still show. Under
+    several xdist workers, one intra-op thread each (and for the processes they start): two
+    workers of two OpenMP threads on two cores spin-wait on each other (one training test: 13 s
+    alone, 115 s beside another worker)."""
     for message in THIRD_PARTY_NOTICES:
         config.addinivalue_line("filterwarnings", f"ignore:{message}")
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
