@@ -33,6 +33,16 @@ def continue_teacher(source: Path, out: Path, steps: int, peak: float, label: st
     rng, generator = np.random.default_rng(11), torch.Generator().manual_seed(12)
     scenes, latents = train_teacher.cached_dataset(VAE_FOLDER, vae, 8000, 0, Path("build/shapes/cache"), 256)
     x0 = recipe.to_model_space(latents, vae)
+    run_continuation(recipe, vae, (model, ema, optimizer), (scenes, x0), (rng, generator), out, steps, peak, label)
+
+
+def run_continuation(recipe, vae, trained, data, randomness, out: Path, steps: int, peak: float, label: str) -> None:
+    """`steps` of the recipe's loss on `data` (scenes, model-space latents), batch 32, warm-up 50
+    and cosine to 0 from `peak`; `trained` is (model, EMA, optimizer), `randomness` the numpy
+    and torch generators; the EMA is saved as a pipeline folder in `out`, the log beside it."""
+    model, ema, optimizer = trained
+    scenes, x0 = data
+    rng, generator = randomness
     out.mkdir(parents=True)
     log = TrainingLog(out, steps, label)
     for step in range(steps):

@@ -7,7 +7,6 @@ in place (the size table and the small / large threshold derived from it).
     python resized_world.py evaluate MODEL SAMPLES                      # prompt accuracy, seen + held-out
 """
 
-import copy
 import json
 import runpy
 import sys
@@ -28,38 +27,19 @@ def continue_teacher(family: str, out: Path, steps: int, peak: float) -> None:
     """The shipped teacher, continued at 256 px on this world's scenes (latent loss, warm-up 50 and
     cosine to 0, EMA 0.998 saved as a pipeline folder), as ../small-squares/cont_pixel.py without
     its pixel term."""
-    from diffusers import AutoencoderKL
-
     from edit_mobile.pretrained import VAE_FOLDER
     from edit_mobile.training import train_teacher
-    from edit_mobile.training.loop import TrainingLog, cosine_lr, seed_everything
 
-    sys.path.insert(0, str(HERE.parent / "pixart-cont256"))
-    from cont256 import step_with_ema
+    sys.path[:0] = [str(HERE.parent / "pixart-cont256"), str(HERE.parent / "small-squares")]
+    from cont256 import run_continuation
+    from cont_pixel import shipped_teacher
 
-    source = Path(f"pretrained/shapes-{family}")
-    seed_everything(5)
-    vae = AutoencoderKL.from_pretrained(VAE_FOLDER).eval().requires_grad_(False)
-    recipe = train_teacher.RECIPES[family](0)
-    recipe.text.load_trained(source)
-    model = type(recipe.model).from_pretrained(source / "transformer", torch_dtype=torch.float32)
-    recipe.model = model.train().requires_grad_(True)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=0.01)
-    rng, generator = np.random.default_rng(11), torch.Generator().manual_seed(12)
+    vae, recipe, trained = shipped_teacher(family, peak)
+    randomness = np.random.default_rng(11), torch.Generator().manual_seed(12)
     cache = Path(f"build/exp/cache-small{SMALL_SIDE:.2f}")  # not the shipped world's cache
     scenes, latents = train_teacher.cached_dataset(VAE_FOLDER, vae, 4000, 0, cache, 256)
-    x0 = recipe.to_model_space(latents, vae)
-    out.mkdir(parents=True)
-    log = TrainingLog(out, steps, f"continue {family}, small side {SMALL_SIDE}")
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, steps, peak, warmup=50)
-        loss = train_teacher.training_step(recipe, model, scenes, x0, 32, rng, generator)
-        step_with_ema(loss, model, ema, optimizer)
-        log.step(step + 1, (step + 1) * 32, loss=loss.item())
-    log.close()
-    recipe.pipeline(ema, vae).save_pretrained(out, safe_serialization=True)
+    data = scenes, recipe.to_model_space(latents, vae)
+    run_continuation(recipe, vae, trained, data, randomness, out, steps, peak, f"continue {family}, small side {SMALL_SIDE}")
     train_teacher.write_sampling(out, recipe)
 
 

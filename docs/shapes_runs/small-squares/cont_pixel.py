@@ -58,8 +58,9 @@ def pixel_loss(vae, to_latents, x0_hat, x0, corners, keep) -> torch.Tensor:
     return (vae.decode(to_latents(predicted)).sample - target).abs().mean()
 
 
-def main() -> None:
-    family, out, steps, peak, weight = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+def shipped_teacher(family: str, peak: float):
+    """The VAE, the family's recipe holding the shipped teacher (trained text encoders, float32
+    transformer in training mode), and (model, EMA copy, AdamW at `peak`), seeded."""
     source = Path(f"pretrained/shapes-{family}")
     seed_everything(5)
     vae = AutoencoderKL.from_pretrained(VAE_FOLDER).eval().requires_grad_(False)
@@ -70,6 +71,12 @@ def main() -> None:
     recipe.model = model
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=0.01)
+    return vae, recipe, (model, ema, optimizer)
+
+
+def main() -> None:
+    family, out, steps, peak, weight = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+    vae, recipe, (model, ema, optimizer) = shipped_teacher(family, peak)
     rng, generator = np.random.default_rng(11), torch.Generator().manual_seed(12)
     scenes, latents = train_teacher.cached_dataset(VAE_FOLDER, vae, 8000, 0, Path("build/shapes/cache"), 256)
     x0_all = recipe.to_model_space(latents, vae)
