@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 import torch
 from test_export_onnx import SATURATION_FREE_WEIGHT, integer_weight_peak
+from test_quantization_xnnpack import capture_shapes_calibration
 
 from edit_mobile.calibration import CalibrationOptions, capture_calibration
 from edit_mobile.export.quantization import quantize_lowered, quantize_program
@@ -115,7 +116,7 @@ def test_coreml_weight_compression_is_in_the_package(tiny):
 
 
 # Held-out PSNR of ONNX int8-static (GEMMs only) on the trained PixArt shapes teacher, this test's
-# set (4 captions, 6 sampler steps, 6 held-out records): measured 42.5 dB, worst 41.8 (Intel Xeon;
+# set (test_quantization_xnnpack's: 4 captions, 6 sampler steps, 6 held-out records): measured 42.5 dB, worst 41.8 (Intel Xeon;
 # bench/shapes_quality's 16 records: 41.8 / 35.4). With every op onnxruntime quantizes by default
 # (normalisation's arithmetic, and the caption mask's -10000 in one range with the scores) the
 # bench set measured 12.7 / 7.4 dB. 35 dB leaves margin for other CPUs' int8 kernels and fails
@@ -131,15 +132,11 @@ def test_onnx_static_int8_of_a_trained_teacher_quantizes_gemms_only(tmp_path):
 
     from edit_mobile.export.quantization.onnx import GEMM_OPS
     from edit_mobile.main import main as cli
-    from edit_mobile.shapes import sample_training_captions
 
-    prompts = tmp_path / "captions.txt"
-    prompts.write_text("".join(f"{c.caption}\n" for c in sample_training_captions(8, seed=7)))
-    capture_calibration("shapes-pixart", tmp_path / "calib", prompts_path=prompts, progress=False,
-                        options=CalibrationOptions(steps=6, samples=4, records=8, heldout_records=6))
+    capture_shapes_calibration("shapes-pixart", tmp_path)
     out = tmp_path / "onnx-int8"
     assert cli(["export", "shapes-pixart", "--backend", "onnx", "--quantize", "int8-static",
-                "--calibration", str(tmp_path / "calib"), "--allow-below-floor", "-o", str(out)]) == 0
+                "--calibration", str(tmp_path / "set"), "--allow-below-floor", "-o", str(out)]) == 0
     graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
     producer = {output: node for node in graph.node for output in node.output}
     consumers: dict[str, list] = {}

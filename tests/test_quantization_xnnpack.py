@@ -32,16 +32,23 @@ INT4_MIN_PSNR_DB = 30.0
 MIN_PSNR_TARGET_DB = 30.0
 
 
+def capture_shapes_calibration(model: str, directory) -> None:
+    """The floors' calibration set of a shipped shapes model in `directory`/set: 8 training
+    captions (4 sampled), 6 sampler steps, 8 records and 6 held out."""
+    from edit_mobile.shapes import sample_training_captions
+
+    prompts = directory / "captions.txt"
+    prompts.write_text("".join(f"{c.caption}\n" for c in sample_training_captions(8, seed=7)))
+    capture_calibration(model, directory / "set", prompts_path=prompts, progress=False,
+                        options=CalibrationOptions(steps=6, samples=4, records=8, heldout_records=6))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from edit_mobile.models import DenoiserWrapper, load_transformer
-    from edit_mobile.shapes import sample_training_captions
 
     directory = tmp_path_factory.mktemp("calib")
-    prompts = directory / "captions.txt"
-    prompts.write_text("".join(f"{c.caption}\n" for c in sample_training_captions(8, seed=7)))
-    capture_calibration(MODEL, directory / "set", prompts_path=prompts, progress=False,
-                        options=CalibrationOptions(steps=6, samples=4, records=8, heldout_records=6))
+    capture_shapes_calibration(MODEL, directory)
     calibration = load_calibration(directory / "set")
     denoiser = DenoiserWrapper(load_transformer(MODEL)).eval()
     with torch.no_grad():
