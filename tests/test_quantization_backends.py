@@ -146,11 +146,14 @@ def test_onnx_static_int8_of_a_trained_teacher_quantizes_gemms_only(tmp_path):
     quantized = [node for node in graph.node if node.op_type == "QuantizeLinear"]
     assert len(quantized) > 6 * 4  # each block's attention projections at least
 
+    dequantized: dict[str, list] = {}  # a QuantizeLinear's output -> its DequantizeLinears' outputs
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear":
+            dequantized.setdefault(node.input[0], []).append(node.output[0])
+
     def feeds_or_leaves_a_gemm(quantize) -> bool:
         source = producer.get(quantize.input[0])
-        dequantized = [node.output[0] for node in graph.node
-                       if node.op_type == "DequantizeLinear" and node.input[0] == quantize.output[0]]
-        readers = [op for name in dequantized for op in consumers.get(name, [])]
+        readers = [op for name in dequantized.get(quantize.output[0], []) for op in consumers.get(name, [])]
         return (source is not None and source.op_type in GEMM_OPS) or any(op in GEMM_OPS for op in readers)
 
     stray = [node.name for node in quantized if not feeds_or_leaves_a_gemm(node)]
