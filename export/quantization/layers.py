@@ -76,8 +76,8 @@ def in_normalization(node: Node) -> bool:
 
 
 def stays_float(node: Node, dynamic: bool = False) -> bool:
-    """Normalisations and per-sample vectors; with `dynamic` activations a GEMM of per-sample
-    rows is quantized even inside an adaLN module (see module doc)."""
+    """Normalisations, per-sample vectors and softmax attention's element-wise ops; with `dynamic`
+    activations a GEMM of per-sample rows is quantized even inside an adaLN module (see module doc)."""
     if dynamic and node.target in QUANTIZABLE_OPS and is_per_sample_vector(node):
         return False
     return is_per_sample_vector(node) or in_normalization(node) or in_softmax_attention(node)
