@@ -310,6 +310,7 @@ def lower(plan: ExportPlan, job: LoweringJob, quantization: dict | None, staging
             quantization = plan.quantization.quantize_lowered(
                 staging / result.files["program"], backend=name, scheme=request.quantize,
                 calibration=plan.calibration_set, signature=plan.signature, record=quantization,
+                min_psnr=request.min_psnr, float_layers=tuple(request.float_layers),
             )
             result = plan.backend.program_rewritten(result, staging)
     with lowering_stage(name, "finishing the program", log_path):

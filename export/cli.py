@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     parser.add_argument("--calibration", type=Path, default=None, metavar="DIR",
                         help="calibration set folder from `edit-mobile calibrate`")
     parser.add_argument("--min-psnr", type=cli_args.psnr_db, default=None, metavar="DB",
-                        help="with --quantize (xnnpack int8): keep the most sensitive layers float "
+                        help="with --quantize (xnnpack or onnx int8): keep the most sensitive layers float "
                         "until the held-out PSNR reaches DB")
     parser.add_argument("--float-layers", nargs="+", default=(), metavar="LAYER",
                         help="with --quantize: layers to keep float (names from `edit-mobile sensitivity`)")

@@ -162,3 +162,60 @@ def test_onnx_static_int8_of_a_trained_teacher_quantizes_gemms_only(tmp_path):
     print(f"ONNX int8-static, trained PixArt teacher: held-out {record['heldout_psnr_db']:.1f} dB "
           f"(worst {record['heldout_psnr_min_db']:.1f})")
     assert TRAINED_ONNX_STATIC_MIN_PSNR_DB <= record["heldout_psnr_db"] < 80.0
+
+
+def gemms_reading_dequantized(graph) -> set[str]:
+    """Names of GEMM nodes with an input from a DequantizeLinear (weights or activations int8)."""
+    from edit_mobile.export.quantization.onnx import GEMM_OPS
+
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    return {node.name for node in graph.node
+            if node.op_type in GEMM_OPS and any(name in dequantized for name in node.input)}
+
+
+def test_onnx_min_psnr_keeps_the_most_sensitive_blocks_float(tmp_path):
+    """ONNX --min-psnr on the trained SD3 teacher: aimed 3 dB above its all-int8 worst held-out
+    record, the search keeps the blocks that one-at-a-time quantization found most sensitive
+    float (their GEMMs read no DequantizeLinear), reaches the target, and names float layers
+    by module as XNNPACK does; a target no block choice reaches, or an unknown layer, is refused."""
+    import onnx
+
+    from edit_mobile.calibration import load_calibration
+    from edit_mobile.errors import UserError
+    from edit_mobile.export.quantization.onnx import gemm_layers, quantize_onnx
+    from edit_mobile.main import main as cli
+
+    capture_shapes_calibration("shapes-sd3", tmp_path)
+    assert cli(["export", "shapes-sd3", "--backend", "onnx", "-o", str(tmp_path / "float")]) == 0
+    float_path = tmp_path / "float" / "model.onnx"
+    names = [spec["name"] for spec in json.loads((tmp_path / "float" / "manifest.json").read_text())["inputs"]]
+    calibration = load_calibration(tmp_path / "set")
+    records, heldout = calibration.calibration_inputs, calibration.heldout_inputs
+
+    every = quantize_onnx(float_path, tmp_path / "all.onnx", "int8-static", names, records, heldout, progress=False)
+    target = every["heldout_psnr_min_db"] + 3.0
+    searched = quantize_onnx(float_path, tmp_path / "searched.onnx", "int8-static", names, records, heldout,
+                             min_psnr=target, progress=False)
+    print(f"ONNX int8-static, trained SD3 teacher: all int8 {every['heldout_psnr_db']:.1f} dB (worst "
+          f"{every['heldout_psnr_min_db']:.1f}); --min-psnr {target:.1f}: {searched['float_layers']} float, "
+          f"{searched['heldout_psnr_db']:.1f} dB (worst {searched['heldout_psnr_min_db']:.1f})")
+    assert searched["heldout_psnr_min_db"] >= target
+    order = [cost["layer"] for cost in searched["sensitivity"]]
+    chosen = searched["float_layers"]
+    assert chosen and chosen == order[: len(chosen)] and len(chosen) < searched["layers_total"]
+    assert searched["all_quantized_psnr_db"] == pytest.approx(every["heldout_psnr_db"], abs=0.01)
+
+    model = onnx.load(str(tmp_path / "searched.onnx"))
+    layers = gemm_layers(onnx.load(str(float_path)), model)
+    kept = {node for node, path in layers.items()
+            if any(path == layer or path.startswith(layer + ".") for layer in chosen)}
+    int8 = gemms_reading_dequantized(model.graph)
+    assert kept and not kept & int8
+    assert int8 - kept, "the other blocks' GEMMs stay int8"
+
+    with pytest.raises(UserError, match="cannot reach"):
+        quantize_onnx(float_path, tmp_path / "x.onnx", "int8-static", names, records, heldout, min_psnr=300.0,
+                      progress=False)
+    with pytest.raises(UserError, match="no quantized layer"):
+        quantize_onnx(float_path, tmp_path / "x.onnx", "int8-static", names, records, heldout,
+                      float_layers=["transformer_blocks.9"], progress=False)

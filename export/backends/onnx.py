@@ -11,8 +11,10 @@ import torch
 from edit_mobile.errors import UserError
 from edit_mobile.export.backends.base import Backend, BackendResult, LoweringJob, named_stage
 from edit_mobile.export.backends.onnx_graph import (
+    MODULE_KEY,
     drop_noop_squeezes,
     mobile_partitions,
+    record_module_paths,
     rsqrt_as_pow,
     unpatchify_rank4,
 )
@@ -25,12 +27,15 @@ MIN_OPSET = 18
 
 
 def tidy_graph(model) -> None:
-    """Drop per-node stack traces and module paths (they name files on the exporting machine)
-    and value_info entries of initializers: they repeat the weight's shape and go stale when a
-    tool rewrites the weight (onnxruntime's quantizer transposes Gemm weights, then fails its
-    own shape inference on them)."""
+    """Drop the exporter's per-node metadata but our module path (its stack traces name files
+    on the exporting machine) and value_info entries of initializers: they repeat the weight's
+    shape and go stale when a tool rewrites the weight (onnxruntime's quantizer transposes Gemm
+    weights, then fails its own shape inference on them)."""
     for node in model.graph.node:
+        kept = [(prop.key, prop.value) for prop in node.metadata_props if prop.key == MODULE_KEY]
         del node.metadata_props[:]
+        for key, value in kept:
+            node.metadata_props.add(key=key, value=value)
         node.doc_string = ""
     del model.metadata_props[:]
     initializers = {initializer.name for initializer in model.graph.initializer}
@@ -79,6 +84,7 @@ def onnx_model(exported: torch.export.ExportedProgram, example_inputs, input_nam
                                          input_names=list(input_names), output_names=list(output_names),
                                          external_data=False, verbose=False)
     model = onnx_program.model_proto
+    record_module_paths(model)
     tidy_graph(model)
     return model
 

@@ -12,6 +12,10 @@ on the exported ATen graph just before `torch.onnx.export`:
 - `rsqrt_as_pow`: torch's rsqrt becomes ONNX Reciprocal(Sqrt), and NNAPI has no Reciprocal; the
   rewrite passes' norms use rsqrt (the form XNNPACK wants), so ONNX gets Pow(x, -0.5) instead.
 
+`record_module_paths` keeps, of the exporter's per-node metadata, the module each node comes from
+(relative to the diffusers transformer, MODULE_KEY): onnxruntime quantization names its float
+layers by it, as XNNPACK's do (export/quantization/onnx.py).
+
 `mobile_partitions` runs onnxruntime's own usability checker (the code behind
 `python -m onnxruntime.tools.check_onnx_model_mobile_usability`) and returns its partition
 counts per mobile execution provider, for the manifest.
@@ -19,6 +23,7 @@ counts per mobile execution provider, for the manifest.
 
 from __future__ import annotations
 
+import ast
 import tempfile
 from pathlib import Path
 
@@ -27,6 +32,8 @@ import torch
 _SQUEEZE_OPS = (torch.ops.aten.squeeze.dim, torch.ops.aten.squeeze.dims)
 _RESHAPE_OPS = (torch.ops.aten.reshape.default, torch.ops.aten.view.default)
 UNPATCHIFY_EQUATION = "nhwpqc->nchpwq"
+MODULE_KEY = "edit_mobile.module"  # node metadata: its module path, relative to the transformer
+_SCOPES_KEY, _CLASSES_KEY = "pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy"
 
 
 def drop_noop_squeezes(exported: torch.export.ExportedProgram) -> int:
@@ -109,6 +116,29 @@ MOBILE_PROVIDERS = {
     "coreml_mlprogram": "coreml_supported_mlprogram_ops.md",
     "coreml_neuralnetwork": "coreml_supported_neuralnetwork_ops.md",
 }
+
+
+def record_module_paths(model) -> int:
+    """Label each node of the dynamo exporter's ModelProto with the innermost module it was
+    traced in, relative to the diffusers transformer (`transformer_blocks.3.attn.to_q`; the
+    exporter's name scopes start at whatever wraps it), under MODULE_KEY. Returns how many."""
+    from edit_mobile.export.quantization.layers import ROOT_SUFFIX
+
+    labelled = 0
+    for node in model.graph.node:
+        props = {prop.key: prop.value for prop in node.metadata_props}
+        if _SCOPES_KEY not in props or _CLASSES_KEY not in props:
+            continue
+        # Both lists: the enclosing modules outermost first, then the op itself.
+        scopes, classes = ast.literal_eval(props[_SCOPES_KEY])[:-1], ast.literal_eval(props[_CLASSES_KEY])[:-1]
+        roots = [i for i, kind in enumerate(classes) if kind.endswith(ROOT_SUFFIX)]
+        if not roots or roots[-1] + 1 >= len(scopes):
+            continue  # outside the transformer, or in its own forward
+        root = scopes[roots[-1]]
+        path = scopes[-1].removeprefix(root + ".") if root else scopes[-1]
+        node.metadata_props.add(key=MODULE_KEY, value=path)
+        labelled += 1
+    return labelled
 
 
 def mobile_partitions(onnx_path: Path) -> dict[str, dict]:

@@ -20,8 +20,9 @@ Schemes by backend (`SCHEMES`):
    back unchanged with record["stage"] == "lowered": then
 2. After the backend wrote its program file (model.onnx / model.mlpackage), before hashing:
      record = quantize_lowered(staging / files["program"], backend=..., scheme=...,
-                               calibration=DIR, signature=signature, record=record)
-   which rewrites the file in place. A Core ML package is re-saved by coremltools: re-apply
+                               calibration=DIR, signature=signature, record=record,
+                               min_psnr=None, float_layers=())
+   which rewrites the file in place (min_psnr and float_layers: onnx only). A Core ML package is re-saved by coremltools: re-apply
    the backend's determinism step (make_package_deterministic) and inspection after it.
    (A backend may instead call `compress_coreml(mlmodel, scheme)` / `quantize_onnx(...)`
    itself, before saving.)
@@ -30,7 +31,7 @@ Schemes by backend (`SCHEMES`):
 "heldout_records", and with min_psnr: "min_psnr_db", "layers_total", "all_quantized_psnr_db"}.
 PSNR = 20 log10(max|ref| / RMSE) of the quantized program's output against the float one on
 held-out records (mean over records; _min_db the worst record). `min_psnr` (export
-`--min-psnr DB`, xnnpack int8 schemes) keeps the most sensitive layers float until the
+`--min-psnr DB`, xnnpack and onnx int8 schemes) keeps the most sensitive layers float until the
 held-out PSNR reaches it, or raises UserError saying it cannot. `accept(module)` (xnnpack), a
 further judgement of the quantized module (the pipeline export's whole-sampler image check),
 extends that search until it holds, and is only measured without min_psnr. Bad input raises
@@ -107,11 +108,13 @@ def quantize_program(exported, *, backend: str, scheme: str, calibration, signat
         raise UserError("quantization starts from the float32 program: export without --precision fp16")
     calibrated = scheme not in UNCALIBRATED_SCHEMES
     if scheme in LOWERED_SCHEMES.get(backend, ()):
-        if min_psnr is not None:
-            raise UserError(f"--min-psnr searches float layers for xnnpack int8 schemes, not {backend} {scheme}")
-        if float_layers:
-            raise UserError(f"--float-layers applies to xnnpack schemes and coreml w8a8, not {backend} {scheme}")
-        calib, _, _ = load_records(calibration, signature, need=calibrated)
+        if backend != "onnx" and min_psnr is not None:
+            raise UserError(f"--min-psnr searches float layers for xnnpack and onnx int8 schemes, not {backend} {scheme}")
+        if backend != "onnx" and float_layers:
+            raise UserError(f"--float-layers applies to xnnpack and onnx schemes and coreml w8a8, not {backend} {scheme}")
+        calib, _, heldout = load_records(calibration, signature, need=calibrated)
+        if min_psnr is not None and not heldout:
+            raise UserError("--min-psnr needs held-out records; pass --calibration CALIB_DIR (edit-mobile calibrate)")
         return exported, {"scheme": scheme, "stage": "lowered", **_calibration_entry(calib)}
     from edit_mobile.export.quantization.layers import check_float_layers
 
@@ -133,14 +136,16 @@ def quantize_program(exported, *, backend: str, scheme: str, calibration, signat
     return program, {**record, **_calibration_entry(calib)}
 
 
-def quantize_lowered(program_path, *, backend: str, scheme: str, calibration, signature, record=None) -> dict:
+def quantize_lowered(program_path, *, backend: str, scheme: str, calibration, signature, record=None,
+                     min_psnr: float | None = None, float_layers=()) -> dict:
     check_scheme(backend, scheme)
     path = Path(program_path)
     if backend == "onnx":
         from edit_mobile.export.quantization.onnx import quantize_onnx
 
         calib, records, heldout = load_records(calibration, signature, need=scheme not in UNCALIBRATED_SCHEMES)
-        result = quantize_onnx(path, path, scheme, signature.input_names, records, heldout)
+        result = quantize_onnx(path, path, scheme, signature.input_names, records, heldout,
+                               float_layers=float_layers, min_psnr=min_psnr)
     elif backend == "coreml":
         import coremltools as ct
 

@@ -14,8 +14,11 @@ shares one int8 range with the scores and flattens the attention. On the trained
 teacher that default measured 12.7 dB held-out (worst 7.4), GEMMs only 41.8 dB (worst 35.4).
 
 As on XNNPACK, int8-static keeps GEMMs on per-sample vectors (timestep / pooled embeddings,
-modulation) float; int8-dynamic quantizes them (each call's one row gets its own range), and
-`float_nodes` names more nodes to exclude.
+modulation) float; int8-dynamic quantizes them (each call's one row gets its own range).
+`float_layers` keeps more GEMMs float by module (`transformer_blocks.3`; the exporter's module
+of each node, recorded under MODULE_KEY), and `min_psnr` (export --min-psnr) keeps the most
+sensitive blocks float until the worst held-out record reaches it, as for XNNPACK; here every
+configuration of the search is quantized and measured for real (ranges calibrated once).
 
 Weights are quantized to 7 bits (onnxruntime's `reduce_range`) for both schemes: on x86 CPUs
 without VNNI (AVX2, AVX-512 before VNNI) onnxruntime multiplies u8 activations by s8 weights
@@ -30,6 +33,7 @@ other machines than the one that exported it, so the choice is the same for all 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -39,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from edit_mobile.errors import UserError
+from edit_mobile.export.backends.onnx_graph import MODULE_KEY
 from edit_mobile.export.quantization.metrics import Inputs, psnr_db
 
 SCHEMES = ("int8-static", "int8-dynamic")
@@ -102,6 +107,100 @@ def dynamic_exclusions(names: list[str]) -> list[str]:
     return [*names, *(f"{name}_MatMul" for name in names)]
 
 
+def gemm_layers(exported_model, prepared_model) -> dict[str, str]:
+    """Each GEMM node of the pre-processed model -> the module it was traced in (MODULE_KEY of
+    the exported model). ORT's pre-processing drops the metadata of nodes it fuses and names the
+    result `<first node>/<fusion>` (a token MatMul + Add -> `node_MatMul_3/MatMulAddFusion`)."""
+    labels = {node.name: prop.value for node in exported_model.graph.node
+              for prop in node.metadata_props if prop.key == MODULE_KEY}
+    found = {node.name: labels.get(node.name) or labels.get(node.name.split("/")[0])
+             for node in prepared_model.graph.node if node.op_type in GEMM_OPS}
+    return {name: path for name, path in found.items() if path}
+
+
+def layer_of(module_path: str) -> str:
+    """The block a module belongs to, as XNNPACK's "block" layers: `transformer_blocks.3` for
+    `transformer_blocks.3.attn.to_q`, `pos_embed` for `pos_embed.proj`."""
+    parts = module_path.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 and parts[1].isdigit() else parts[0]
+
+
+def nodes_in(layers: dict[str, str], float_layers: Sequence[str]) -> list[str]:
+    """GEMM nodes inside the named modules (a name covers its submodules)."""
+    return [node for node, path in layers.items()
+            if any(path == layer or path.startswith(layer + ".") for layer in float_layers)]
+
+
+def check_float_layers(layers: dict[str, str], float_layers: Sequence[str]) -> None:
+    unknown = [layer for layer in float_layers if not nodes_in(layers, [layer])]
+    if unknown:
+        known = list(dict.fromkeys(layer_of(path) for path in layers.values()))
+        raise UserError(f"--float-layers {unknown[0]!r} is no quantized layer of this ONNX model; choose from "
+                        f"{', '.join(known[:6])}{', ...' if len(known) > 6 else ''}")
+
+
+class HeldOut:
+    """The float model's outputs on held-out records, against which quantized models are judged."""
+
+    def __init__(self, float_path: Path, input_names: Sequence[str], records: Sequence[Inputs]):
+        self.feeds = [{name: value.numpy() for name, value in zip(input_names, record, strict=True)}
+                      for record in records]
+        session = _session(float_path) if self.feeds else None
+        self.references = [session.run(None, feed)[0] for feed in self.feeds]
+
+    def psnr(self, quantized_path: Path) -> tuple[float | None, float | None]:
+        """(mean over records, worst record) of the quantized model's output PSNR, in dB."""
+        import torch
+
+        if not self.feeds:
+            return None, None
+        session = _session(quantized_path)
+        values = [psnr_db(torch.from_numpy(reference), torch.from_numpy(session.run(None, feed)[0]))
+                  for reference, feed in zip(self.references, self.feeds, strict=True)]
+        return sum(min(v, 200.0) for v in values) / len(values), min(values)
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+class Quantizer:
+    """The scheme applied to the pre-processed model with some GEMM nodes left float. Static
+    ranges are calibrated on the first call and cached (`calibration_cache_path`), so a layer
+    search quantizes many times from one calibration."""
+
+    def __init__(self, prepared: Path, scheme: str, input_names: Sequence[str], calibration_inputs: Sequence[Inputs],
+                 scratch: Path):
+        self.prepared, self.scheme, self.scratch = prepared, scheme, scratch
+        self.reader = RecordReader(calibration_inputs, input_names)
+
+    def __call__(self, exclude: Sequence[str], out_path: Path) -> None:
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
+
+        if self.scheme == "int8-static":
+            quantize_static(
+                str(self.prepared), str(out_path), self.reader,
+                quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude),
+                op_types_to_quantize=list(GEMM_OPS),
+                reduce_range=REDUCE_RANGE,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                calibration_cache_path=self.scratch / "ranges.json",
+            )
+        else:
+            quantize_dynamic(str(self.prepared), str(out_path), per_channel=True, reduce_range=REDUCE_RANGE,
+                             weight_type=QuantType.QInt8, nodes_to_exclude=dynamic_exclusions(list(exclude)))
+
+
 def quantize_onnx(
     onnx_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -109,24 +208,24 @@ def quantize_onnx(
     input_names: Sequence[str],
     calibration_inputs: Sequence[Inputs] = (),
     heldout_inputs: Sequence[Inputs] = (),
-    float_nodes: Sequence[str] = (),
+    float_layers: Sequence[str] = (),
+    min_psnr: float | None = None,
+    progress: bool = True,
 ) -> dict:
     """Write the quantized model to `out_path` (may equal `onnx_path`); returns the manifest
-    record, with the held-out PSNR of quantized against float outputs in onnxruntime."""
+    record, with the held-out PSNR of quantized against float outputs in onnxruntime.
+    `float_layers`: modules whose GEMMs stay float (`transformer_blocks.3`, `proj_out`);
+    `min_psnr`: the most sensitive blocks stay float too until the worst held-out record
+    reaches it (UserError if only keeping every block float would)."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if scheme not in SCHEMES:
         raise UserError(f"unknown ONNX quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     if scheme == "int8-static" and not calibration_inputs:
         raise UserError("int8-static needs calibration records; pass --calibration CALIB_DIR")
+    if min_psnr is not None and not heldout_inputs:
+        raise UserError("--min-psnr needs held-out records; re-run edit-mobile calibrate")
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     with tempfile.TemporaryDirectory() as scratch:
         float_copy = Path(scratch) / "float.onnx"
@@ -134,25 +233,24 @@ def quantize_onnx(
         float_copy.write_bytes(onnx_path.read_bytes())  # out_path may overwrite onnx_path
         # Shape inference and graph optimisation first, as ORT recommends for quantization.
         quant_pre_process(str(float_copy), str(prepared), skip_symbolic_shape=True)
-        vector_nodes = vector_gemm_nodes(onnx.load(str(prepared)), dynamic=scheme == "int8-dynamic")
-        exclude = list(dict.fromkeys([*vector_nodes, *float_nodes]))
-        if scheme == "int8-static":
-            quantize_static(
-                str(prepared), str(out_path), RecordReader(calibration_inputs, input_names),
-                quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
-                op_types_to_quantize=list(GEMM_OPS),
-                reduce_range=REDUCE_RANGE,
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-            )
-        else:
-            quantize_dynamic(str(prepared), str(out_path), per_channel=True, reduce_range=REDUCE_RANGE,
-                             weight_type=QuantType.QInt8, nodes_to_exclude=dynamic_exclusions(exclude))
-        psnr = heldout_psnr(float_copy, out_path, input_names, heldout_inputs)
+        prepared_model = onnx.load(str(prepared))
+        vector_nodes = vector_gemm_nodes(prepared_model, dynamic=scheme == "int8-dynamic")
+        layers = {node: path for node, path in gemm_layers(onnx.load(str(float_copy)), prepared_model).items()
+                  if node not in vector_nodes}
+        check_float_layers(layers, float_layers)
+        quantize = Quantizer(prepared, scheme, input_names, calibration_inputs, Path(scratch))
+        heldout = HeldOut(float_copy, input_names, heldout_inputs)
+        float_layers, record = list(float_layers), {"scheme": scheme}
+        if min_psnr is not None:
+            search = LayerSearch(quantize, heldout, layers, vector_nodes, Path(scratch), progress)
+            chosen, found = search.float_layers_for(min_psnr, float_layers, scheme)
+            float_layers = list(dict.fromkeys([*float_layers, *chosen]))
+            record.update(found)
+        quantize([*vector_nodes, *nodes_in(layers, float_layers)], out_path)
+        psnr = heldout.psnr(out_path)
     return {
-        "scheme": scheme,
-        "float_layers": list(float_nodes),
+        **record,
+        "float_layers": float_layers,
         "always_float_layers": vector_nodes,
         "reduce_range": REDUCE_RANGE,
         "reduce_range_reason": REDUCE_RANGE_REASON,
@@ -162,18 +260,46 @@ def quantize_onnx(
     }
 
 
-def heldout_psnr(float_path: Path, quantized_path: Path, input_names: Sequence[str],
-                 heldout_inputs: Sequence[Inputs]) -> tuple[float | None, float | None]:
-    import onnxruntime as ort
-    import torch
+class LayerSearch:
+    """Blocks' sensitivity (one block quantized at a time) and the fewest most sensitive blocks to
+    keep float for a PSNR target. Every configuration is quantized and measured for real: from
+    cached ranges that costs a quantizer pass and a session, not a calibration."""
 
-    if not heldout_inputs:
-        return None, None
-    sessions = [ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-                for path in (float_path, quantized_path)]
-    values = []
-    for record in heldout_inputs:
-        feed = {name: value.numpy() for name, value in zip(input_names, record, strict=True)}
-        reference, output = (torch.from_numpy(s.run(None, feed)[0]) for s in sessions)
-        values.append(psnr_db(reference, output))
-    return sum(min(v, 200.0) for v in values) / len(values), min(values)
+    def __init__(self, quantize: Quantizer, heldout: HeldOut, layers: dict[str, str], always_float: Sequence[str],
+                 scratch: Path, progress: bool = True):
+        self.quantize, self.heldout, self.layers = quantize, heldout, layers
+        self.always_float, self.scratch, self.progress = list(always_float), scratch, progress
+        self.blocks = list(dict.fromkeys(layer_of(path) for path in layers.values()))
+
+    def psnr_with_float(self, float_layers: Sequence[str]) -> tuple[float, float]:
+        candidate = self.scratch / "candidate.onnx"
+        self.quantize([*self.always_float, *nodes_in(self.layers, float_layers)], candidate)
+        return self.heldout.psnr(candidate)
+
+    def report(self, scheme: str):
+        from tqdm import tqdm
+
+        from edit_mobile.export.quantization.sensitivity import LayerCost, SensitivityReport
+
+        costs = []
+        for block in tqdm(self.blocks, desc="layer sensitivity", unit="layer", disable=not self.progress):
+            mean, low = self.psnr_with_float([other for other in self.blocks if other != block])
+            costs.append(LayerCost(block, mean, low))
+        costs.sort(key=lambda cost: (cost.min_psnr_db, cost.psnr_db))  # worst record first: what targets judge
+        mean, low = self.psnr_with_float([])
+        return SensitivityReport(scheme, "block", mean, low, costs, self.always_float)
+
+    def float_layers_for(self, min_psnr: float, given: Sequence[str], scheme: str) -> tuple[list[str], dict]:
+        """(blocks to keep float beside `given`, record entries); UserError if unreachable."""
+        from edit_mobile.export.quantization.sensitivity import choose_float_layers
+
+        report = self.report(scheme)
+        order = [cost.layer for cost in report.layers if cost.layer not in given]
+        choice = choose_float_layers(order, lambda chosen: self.psnr_with_float([*given, *chosen])[1], min_psnr)
+        if not choice.target_met:
+            raise UserError(
+                f"{scheme} cannot reach {min_psnr:g} dB PSNR on the worst held-out record unless every layer stays "
+                f"float (all quantized: {report.all_quantized_min_psnr_db:.1f} dB worst); lower --min-psnr")
+        return choice.float_layers, {"min_psnr_db": min_psnr, "layers_total": choice.layers_total,
+                                     "all_quantized_psnr_db": report.all_quantized_psnr_db,
+                                     "sensitivity": [dataclasses.asdict(cost) for cost in report.layers]}

@@ -92,28 +92,34 @@ class SensitivityAnalysis:
         return SensitivityReport(scheme, self.granularity, mean, low, costs, self.always_float_layers)
 
     def choose_float_layers(self, min_psnr: float, report: SensitivityReport | None = None) -> FloatLayerChoice:
-        """Fewest most-sensitive layers to keep float so the worst held-out record reaches `min_psnr`.
-
-        Binary search over the count k in sensitivity order (the estimate grows with k).
-        The target counts as unreachable when only keeping every layer float meets it.
-        """
+        """Fewest most-sensitive layers to keep float so the worst held-out record reaches `min_psnr`."""
         order = [cost.layer for cost in (report or self.report("")).layers]
-        estimates: dict[int, float] = {}
+        return choose_float_layers(order, self.estimate_with_float, min_psnr)
 
-        def estimate(k: int) -> float:
-            if k not in estimates:
-                estimates[k] = self.estimate_with_float(order[:k]) if k < len(order) else math.inf
-            return estimates[k]
 
-        low, high = 0, len(order)
-        while low < high:
-            middle = (low + high) // 2
-            if meets_floor(estimate(middle), min_psnr):
-                high = middle
-            else:
-                low = middle + 1
-        met = low < len(order)
-        return FloatLayerChoice(order[:low], estimate(low), met, len(order))
+def choose_float_layers(order: Sequence[str], worst_psnr_with_float, min_psnr: float) -> FloatLayerChoice:
+    """Fewest of `order` (most sensitive first) to keep float so that
+    `worst_psnr_with_float(layers)`, the worst held-out record's PSNR, reaches `min_psnr`.
+
+    Binary search over the count k in sensitivity order (the PSNR grows with k). The target
+    counts as unreachable when only keeping every layer float meets it."""
+    order = list(order)
+    estimates: dict[int, float] = {}
+
+    def estimate(k: int) -> float:
+        if k not in estimates:
+            estimates[k] = worst_psnr_with_float(order[:k]) if k < len(order) else math.inf
+        return estimates[k]
+
+    low, high = 0, len(order)
+    while low < high:
+        middle = (low + high) // 2
+        if meets_floor(estimate(middle), min_psnr):
+            high = middle
+        else:
+            low = middle + 1
+    met = low < len(order)
+    return FloatLayerChoice(order[:low], estimate(low), met, len(order))
 
 
 def write_report(report: SensitivityReport, out_dir: Path, min_psnr: float | None = None,
