@@ -267,14 +267,7 @@ def train(family: str, vae_folder: Path, output: Path, stages: list[tuple[int, i
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(stage_step, steps, lr, warmup=100)
             loss = training_step(recipe, model, scenes, x0_all, batch, rng, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            decay = min(EMA_DECAY, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for shadow, live in zip(ema.parameters(), model.parameters(), strict=True):
-                    shadow.lerp_(live, 1 - decay)
+            step_with_ema(loss, model, ema, optimizer, decay=min(EMA_DECAY, (1 + step) / (10 + step)))
             step += 1
             log.step(step, step * batch, loss=loss.item())
     summary = log.close()
@@ -286,6 +279,17 @@ def train(family: str, vae_folder: Path, output: Path, stages: list[tuple[int, i
               "text_pretraining": text_record, **summary}
     (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def step_with_ema(loss: torch.Tensor, model, ema, optimizer, decay: float = EMA_DECAY) -> None:
+    """One optimizer step on `loss` (gradients clipped to norm 1), then the EMA follows the model."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    with torch.no_grad():
+        for shadow, live in zip(ema.parameters(), model.parameters(), strict=True):
+            shadow.lerp_(live, 1 - decay)
 
 
 def write_sampling(folder: Path, recipe) -> None:

@@ -49,21 +49,10 @@ def run_continuation(recipe, vae, trained, data, randomness, out: Path, steps: i
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, steps, peak, warmup=50)
         loss = train_teacher.training_step(recipe, model, scenes, x0, 32, rng, generator)
-        step_with_ema(loss, model, ema, optimizer)
+        train_teacher.step_with_ema(loss, model, ema, optimizer)
         log.step(step + 1, (step + 1) * 32, loss=loss.item())
     log.close()
     recipe.pipeline(ema, vae).save_pretrained(out, safe_serialization=True)
-
-
-def step_with_ema(loss: torch.Tensor, model, ema, optimizer) -> None:
-    """One clipped optimizer step on `loss`, then the EMA (decay 0.998) follows the model."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    with torch.no_grad():
-        for shadow, live in zip(ema.parameters(), model.parameters(), strict=True):
-            shadow.lerp_(live, 1 - 0.998)
 
 
 def main() -> None:

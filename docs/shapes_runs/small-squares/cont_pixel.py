@@ -22,9 +22,6 @@ from edit_mobile.pretrained import VAE_FOLDER
 from edit_mobile.training import train_teacher
 from edit_mobile.training.loop import TrainingLog, cosine_lr, seed_everything
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pixart-cont256"))
-from cont256 import step_with_ema  # noqa: E402
-
 MAX_SIGMA = 0.6  # above it the x0 estimate is a blur of many images: no pixel target is right
 CROP = 12  # latent pixels (96 px): a large object (0.28 of 32 = 9) and its rim fit
 MAX_CROPS = 8  # decoded crops a step: the decoder at 96 px costs more than the teacher's step
@@ -106,7 +103,7 @@ def main() -> None:
         x0, sigma = captured["x0"], captured["sigma"]
         x0_hat = captured["noisy"] - sigma.view(-1, 1, 1, 1) * captured["prediction"]  # v = noise - x0
         pixels = pixel_loss(vae, to_latents, x0_hat, x0, object_crops(x0, generator), sigma < MAX_SIGMA)
-        step_with_ema(latent_loss + weight * pixels, model, ema, optimizer)
+        train_teacher.step_with_ema(latent_loss + weight * pixels, model, ema, optimizer)
         log.step(step + 1, (step + 1) * 32, loss=latent_loss.item(), pixel=pixels.item())
     log.close()
     recipe.pipeline(ema, vae).save_pretrained(out, safe_serialization=True)
