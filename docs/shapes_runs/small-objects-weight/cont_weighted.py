@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from edit_mobile.training import train_teacher
 
@@ -19,14 +18,13 @@ from cont256 import continue_teacher  # noqa: E402
 SOURCE = Path("pretrained/shapes-pixart")
 LARGE_SIDE = 0.28  # of the image side (edit_mobile.shapes.world.SIZE_FRACTION)
 MAX_SCALE = 4.0
+shipped_object_weights = train_teacher.object_weights  # main() may replace the module's with area_weights
 
 
 def area_weights(x0: torch.Tensor) -> torch.Tensor:
     """train_teacher.object_weights with the object term scaled by (a large object's area / this
     image's object area), clamped to [1, MAX_SCALE]: a small object's pixels weigh about 3x more."""
-    median = x0.flatten(2).median(dim=2).values[..., None, None]
-    objects = ((x0 - median).norm(dim=1, keepdim=True) > train_teacher.OBJECT_THRESHOLD).float()
-    objects = F.max_pool2d(objects, 3, stride=1, padding=1)
+    objects = (shipped_object_weights(x0) > 1).float()  # the shipped rule's object mask, rim included
     large = (LARGE_SIDE * x0.shape[-1] + 2) ** 2  # with its one-pixel rim
     scale = (large / objects.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)).clamp(1.0, MAX_SCALE)
     return 1 + train_teacher.OBJECT_WEIGHT * scale * objects
