@@ -33,8 +33,9 @@ encode_prompt's outputs for each of the file's prompts, row 0 the negative promp
 unconditional branch), row i the file's i-th prompt, listed in pipeline.text.precomputed; the app
 offers those prompts only.
 
-With --quantize (xnnpack schemes, --calibration from `edit-mobile calibrate`) the denoise method
-is quantized as `export --quantize` quantizes a denoiser (PT2E, float layers for --min-psnr); the
+With --quantize (xnnpack and onnx schemes, --calibration from `edit-mobile calibrate`) the
+denoise method is quantized as `export --quantize` quantizes a denoiser (xnnpack: PT2E on the
+traced program; onnx: onnxruntime's QDQ on the written model; float layers for --min-psnr); the
 text encoder and decoder stay float32. The calibration set fixes the size: one resolution, the
 set's. The denoise method's test vector is then a held-out calibration record (quantization is
 judged where the sampler goes, not on random latents) and its floor the quantized one (30 dB).
@@ -45,6 +46,7 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +124,8 @@ class Method:
     signature: object = None  # the denoiser's TransformerSignature (denoise methods)
     quantization: dict | None = None  # the manifest's quantization record, once quantized
     heldout: list = field(default_factory=list)  # inputs a quantized method is judged on
+    # A scheme applied to the written model (onnx): quantizes the file at the path in place.
+    quantize_written: Callable[[Path], None] | None = None
 
     @property
     def floor_db(self) -> float:
@@ -155,7 +159,7 @@ def check_request(request: PipelineRequest) -> None:
     if not target.takes_weights_option and request.weights != "auto":
         raise UserError("--weights applies to xnnpack; ONNX and Core ML pipelines keep each weight once in their own way")
     if not target.takes_quantization and (request.quantize or request.text_quantize) is not None:
-        raise UserError("a quantized pipeline exports to xnnpack so far; drop --quantize / --text-encoder-quantize, "
+        raise UserError("a quantized pipeline exports to xnnpack and onnx so far; drop --quantize / --text-encoder-quantize, "
                         "or use --backend xnnpack")
     if request.fixed_prompts is not None and request.text_quantize is not None:
         raise UserError("--fixed-prompts ships embeddings instead of the text encoder: drop --text-encoder-quantize")
@@ -379,6 +383,8 @@ def trace_methods(methods: list[Method], request: PipelineRequest, calibration, 
             programs[method.name], backend=request.backend, scheme=request.quantize, calibration=calibration,
             signature=method.signature, denoiser=method.module, min_psnr=request.min_psnr,
             float_layers=tuple(request.float_layers), accept=check)
+        if method.quantization.get("stage") == "lowered":
+            method.quantize_written = written_model_quantizer(method, request, calibration, check)
         method.quantization["sampler_images"] = check.record
     if request.text_quantize is not None:
         from edit_mobile.export.quantization.text_encoder import quantize_text_encoder
@@ -388,6 +394,22 @@ def trace_methods(methods: list[Method], request: PipelineRequest, calibration, 
             programs[method.name], method.module, request.text_quantize, method.output_names, method.heldout)
     target = pipeline_target(request.backend)
     return {name: target.prepare(program, name) for name, program in programs.items()}
+
+
+def written_model_quantizer(method: Method, request: PipelineRequest, calibration, check) -> Callable[[Path], None]:
+    """For schemes applied to the written model (onnx): quantize the file in place, float layers
+    searched for --min-psnr and grown until whole sampler runs pass, as PT2E's are."""
+
+    def quantize(path: Path) -> None:
+        from edit_mobile.export.quantization import quantize_lowered
+
+        method.quantization = quantize_lowered(
+            path, backend=request.backend, scheme=request.quantize, calibration=calibration,
+            signature=method.signature, record=method.quantization, min_psnr=request.min_psnr,
+            float_layers=tuple(request.float_layers), accept=check)
+        method.quantization["sampler_images"] = check.record
+
+    return quantize
 
 
 def sampler_check(methods: list[Method], denoise: Method, calibration, scheduler):

@@ -5,15 +5,21 @@ loads one InferenceSession a component. Their weights live once in weights.onnx.
 external data, each tensor stored once by content and every model that uses it pointing at the
 same offset (so the denoise methods of several resolutions share one copy, as the ExecuTorch
 pipeline's methods share model.ptd).
+
+With --quantize (onnx's int8-static or int8-dynamic) the denoise method's model is quantized by
+onnxruntime.quantization once written, before its weights go into the shared file: its int8
+weights are its own, the other methods keep the float ones.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from pathlib import Path
 
 import torch
 
+from edit_mobile.errors import UserError
 from edit_mobile.export.backends.base import named_stage
 from edit_mobile.export.pipeline_target import PipelineTarget
 
@@ -42,6 +48,9 @@ def write_onnx_methods(programs: dict, methods, staging: Path, opset: int | None
 
     opset = check_opset(opset)
     models = {m.name: onnx_model(programs[m.name], m.inputs, m.input_names, m.output_names, opset) for m in methods}
+    for method in methods:
+        if method.quantize_written is not None:
+            models[method.name] = quantized_model(models[method.name], method.quantize_written)
     share_weights(models.values(), staging / WEIGHTS_FILE)
     program_method = next(name for name in models if name.startswith("denoise_"))
     files, records = {"weights": WEIGHTS_FILE}, {}
@@ -54,6 +63,18 @@ def write_onnx_methods(programs: dict, methods, staging: Path, opset: int | None
         records[name] = {"file": method_role(name, program_method), "opset": opset,
                          "nodes": len(model.graph.node)}
     return files, records
+
+
+def quantized_model(model, quantize_file):
+    """The model after `quantize_file(path)` rewrote it on disk (onnxruntime's quantizers work on
+    files), its weights still inline for share_weights."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "denoise.onnx"
+        onnx.save_model(model, str(path))
+        quantize_file(path)
+        return onnx.load(str(path))
 
 
 def share_weights(models, path: Path) -> None:
@@ -107,6 +128,11 @@ class OnnxPipelineTarget(PipelineTarget):
     runtime = "onnxruntime"
     program_format = "onnx"
     decomposes_encoder_and_decoder = True
+    takes_quantization = True  # the written denoise model, by onnxruntime.quantization
+
+    def check(self, request) -> None:
+        if request.text_quantize is not None:
+            raise UserError("--text-encoder-quantize quantizes encode_prompt for xnnpack so far; drop it for onnx")
 
     def write(self, programs: dict, methods: list, request, staging: Path):
         return (None, *write_onnx_methods(programs, methods, staging, request.onnx_opset))

@@ -31,6 +31,42 @@ def tiny_artifact(tmp_path_factory):
     return export_pipeline(PipelineRequest("tiny-pixart-edit", out, resolutions=RESOLUTIONS, weights="external"))
 
 
+def test_an_onnx_pipeline_quantizes_its_written_denoiser(quantized_calibration, tmp_path):
+    """onnx --pipeline --quantize int8: the denoise model QDQ int8 (onnxruntime.quantization on the
+    written model), encode_prompt and decode float; judged as the XNNPACK pipeline is, on a
+    held-out record at the quantized floor and on whole sampler runs (in onnxruntime) against
+    float. Random weights: --allow-below-floor, as for XNNPACK's plumbing test above."""
+    import onnx
+    from safetensors.torch import load_file
+
+    from edit_mobile.calibration import load_calibration
+    from edit_mobile.main import main
+    from edit_mobile.runtime.manifest import read_manifest
+    from edit_mobile.runtime.validate_pipeline import validate_pipeline
+
+    art = tmp_path / "art"
+    assert main(["export", "tiny-pixart-edit", "--backend", "onnx", "--pipeline", "--quantize", "int8",
+                 "--calibration", str(quantized_calibration), "--allow-below-floor", "-o", str(art)]) == 0
+    manifest = read_manifest(art)
+    methods = manifest.pipeline["methods"]
+    assert methods["denoise_64x64"]["quantization"] == "int8-static" and manifest.quantization["heldout_records"] == 2
+    ops = {name: {node.op_type for node in onnx.load(str(manifest.file(spec["file"]).path),
+                                                     load_external_data=False).graph.node}
+           for name, spec in methods.items()}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops["denoise_64x64"]
+    assert not ops["encode_prompt"] & {"QuantizeLinear", "DequantizeLinear"}
+    assert not ops["decode_64x64"] & {"QuantizeLinear", "DequantizeLinear"}
+    checked = manifest.data["self_check"]
+    assert checked["runtime"] == "onnxruntime" and checked["methods"]["denoise_64x64"]["floor_db"] == 30
+    images = manifest.quantization["sampler_images"]
+    assert images["prompts"] == 1 and images["floor_db"] == 25 and all(0 < v < 100 for v in images["image_psnr_db"])
+    held_out = load_calibration(quantized_calibration).heldout_inputs[0]
+    vectors = load_file(art / "test_vectors.safetensors")
+    torch.testing.assert_close(vectors["denoise_64x64.input.hidden_states"], held_out[0], rtol=0, atol=0)
+    report = validate_pipeline(art, ["a red circle"], steps=2)
+    assert report.precision == "quantized" and report.floor_db < 40
+
+
 @pytest.fixture(scope="module")
 def shapes_folder(tmp_path_factory):
     from edit_mobile.training import train_teacher
@@ -266,7 +302,17 @@ def test_a_core_ml_pipeline_is_a_package_a_component_with_a_function_a_size(tmp_
 
 
 @pytest.fixture(scope="module")
-def quantized_artifact(tmp_path_factory):
+def quantized_calibration(tmp_path_factory):
+    from edit_mobile.main import main
+
+    root = tmp_path_factory.mktemp("quantized-calib")
+    assert main(["calibrate", "tiny-pixart-edit", "--resolution", "64", "--steps", "2", "--samples", "2",
+                 "--records", "4", "--heldout-records", "2", "-o", str(root / "calib")]) == 0
+    return root / "calib"
+
+
+@pytest.fixture(scope="module")
+def quantized_artifact(tmp_path_factory, quantized_calibration):
     """tiny-pixart-edit with its denoise method int8-static at the calibration set's 64x64. Random
     weights quantize badly (about 11 dB on the worst held-out record): written with
     --allow-below-floor, the plumbing is what is tested here; the trained teacher's figures are
@@ -274,11 +320,9 @@ def quantized_artifact(tmp_path_factory):
     from edit_mobile.main import main
 
     root = tmp_path_factory.mktemp("quantized")
-    assert main(["calibrate", "tiny-pixart-edit", "--resolution", "64", "--steps", "2", "--samples", "2",
-                 "--records", "4", "--heldout-records", "2", "-o", str(root / "calib")]) == 0
     assert main(["export", "tiny-pixart-edit", "--backend", "xnnpack", "--pipeline", "--quantize", "int8",
-                 "--calibration", str(root / "calib"), "--allow-below-floor", "-o", str(root / "art")]) == 0
-    return root / "art", root / "calib"
+                 "--calibration", str(quantized_calibration), "--allow-below-floor", "-o", str(root / "art")]) == 0
+    return root / "art", quantized_calibration
 
 
 def test_a_quantized_pipeline_quantizes_the_denoiser_on_held_out_records(quantized_artifact):
@@ -509,6 +553,8 @@ def test_the_ios_apps_pipeline_keys_are_the_android_apps_and_what_export_writes(
     (["--backend", "xnnpack", "--fixed-prompts", "p.txt"], "add --pipeline"),
     (["--backend", "xnnpack", "--pipeline", "--fixed-prompts", "p.txt", "--text-encoder-quantize", "int8-dynamic"],
      "drop --text-encoder-quantize"),
+    (["--backend", "onnx", "--pipeline", "--text-encoder-quantize", "int8-dynamic"], "for xnnpack so far"),
+    (["--backend", "coreml", "--pipeline", "--quantize", "int8"], "exports to xnnpack and onnx so far"),
 ])
 def test_bad_pipeline_requests_are_one_line(argv, message, tmp_path, capsys):
     out = tmp_path / "art"

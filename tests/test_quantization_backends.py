@@ -177,7 +177,9 @@ def test_onnx_min_psnr_keeps_the_most_sensitive_blocks_float(tmp_path):
     """ONNX --min-psnr on the trained SD3 teacher: aimed 3 dB above its all-int8 worst held-out
     record, the search keeps the blocks that one-at-a-time quantization found most sensitive
     float (their GEMMs read no DequantizeLinear), reaches the target, and names float layers
-    by module as XNNPACK does; a target no block choice reaches, or an unknown layer, is refused."""
+    by module as XNNPACK does; a judgement that refuses the result (the pipeline's sampler runs)
+    makes the next most sensitive block float; a target no block choice reaches, or an unknown
+    layer, is refused."""
     import onnx
 
     from edit_mobile.calibration import load_calibration
@@ -212,6 +214,16 @@ def test_onnx_min_psnr_keeps_the_most_sensitive_blocks_float(tmp_path):
     int8 = gemms_reading_dequantized(model.graph)
     assert kept and not kept & int8
     assert int8 - kept, "the other blocks' GEMMs stay int8"
+
+    judged = []
+
+    def refuse_the_first(denoiser) -> bool:  # stands for the pipeline's whole-sampler judgement
+        judged.append(denoiser(*heldout[0]).shape)
+        return len(judged) > 1
+
+    grown = quantize_onnx(float_path, tmp_path / "grown.onnx", "int8-static", names, records, heldout,
+                          min_psnr=target, accept=refuse_the_first, progress=False)
+    assert grown["float_layers"] == order[: len(chosen) + 1] and judged == [heldout[0][0].shape] * 2
 
     with pytest.raises(UserError, match="cannot reach"):
         quantize_onnx(float_path, tmp_path / "x.onnx", "int8-static", names, records, heldout, min_psnr=300.0,

@@ -21,8 +21,9 @@ Schemes by backend (`SCHEMES`):
 2. After the backend wrote its program file (model.onnx / model.mlpackage), before hashing:
      record = quantize_lowered(staging / files["program"], backend=..., scheme=...,
                                calibration=DIR, signature=signature, record=record,
-                               min_psnr=None, float_layers=())
-   which rewrites the file in place (min_psnr and float_layers: onnx only). A Core ML package is re-saved by coremltools: re-apply
+                               min_psnr=None, float_layers=(), accept=None)
+   which rewrites the file in place (min_psnr, float_layers and accept: onnx only; accept is
+   called with an onnxruntime-backed denoiser). A Core ML package is re-saved by coremltools: re-apply
    the backend's determinism step (make_package_deterministic) and inspection after it.
    (A backend may instead call `compress_coreml(mlmodel, scheme)` / `quantize_onnx(...)`
    itself, before saving.)
@@ -137,7 +138,7 @@ def quantize_program(exported, *, backend: str, scheme: str, calibration, signat
 
 
 def quantize_lowered(program_path, *, backend: str, scheme: str, calibration, signature, record=None,
-                     min_psnr: float | None = None, float_layers=()) -> dict:
+                     min_psnr: float | None = None, float_layers=(), accept=None) -> dict:
     check_scheme(backend, scheme)
     path = Path(program_path)
     if backend == "onnx":
@@ -145,7 +146,7 @@ def quantize_lowered(program_path, *, backend: str, scheme: str, calibration, si
 
         calib, records, heldout = load_records(calibration, signature, need=scheme not in UNCALIBRATED_SCHEMES)
         result = quantize_onnx(path, path, scheme, signature.input_names, records, heldout,
-                               float_layers=float_layers, min_psnr=min_psnr)
+                               float_layers=float_layers, min_psnr=min_psnr, accept=accept)
     elif backend == "coreml":
         import coremltools as ct
 

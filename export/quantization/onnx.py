@@ -37,7 +37,7 @@ import dataclasses
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -211,12 +211,15 @@ def quantize_onnx(
     float_layers: Sequence[str] = (),
     min_psnr: float | None = None,
     progress: bool = True,
+    accept: Callable[[OnnxDenoiser], bool] | None = None,
 ) -> dict:
     """Write the quantized model to `out_path` (may equal `onnx_path`); returns the manifest
     record, with the held-out PSNR of quantized against float outputs in onnxruntime.
     `float_layers`: modules whose GEMMs stay float (`transformer_blocks.3`, `proj_out`);
     `min_psnr`: the most sensitive blocks stay float too until the worst held-out record
-    reaches it (UserError if only keeping every block float would)."""
+    reaches it (UserError if only keeping every block float would). `accept(denoiser)`: a
+    further judgement of the quantized model (whole sampler runs): with min_psnr the next most
+    sensitive blocks go float until it holds too; without, it is only measured."""
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -240,13 +243,17 @@ def quantize_onnx(
         check_float_layers(layers, float_layers)
         quantize = Quantizer(prepared, scheme, input_names, calibration_inputs, Path(scratch))
         heldout = HeldOut(float_copy, input_names, heldout_inputs)
-        float_layers, record = list(float_layers), {"scheme": scheme}
+        float_layers, record, search = list(float_layers), {"scheme": scheme}, None
         if min_psnr is not None:
             search = LayerSearch(quantize, heldout, layers, vector_nodes, Path(scratch), progress)
             chosen, found = search.float_layers_for(min_psnr, float_layers, scheme)
             float_layers = list(dict.fromkeys([*float_layers, *chosen]))
             record.update(found)
-        quantize([*vector_nodes, *nodes_in(layers, float_layers)], out_path)
+        while True:
+            quantize([*vector_nodes, *nodes_in(layers, float_layers)], out_path)
+            if accept is None or accept(OnnxDenoiser(out_path, input_names)) or search is None:
+                break
+            float_layers.append(search.next_float_block(float_layers, scheme))
         psnr = heldout.psnr(out_path)
     return {
         **record,
@@ -294,7 +301,8 @@ class LayerSearch:
         from edit_mobile.export.quantization.sensitivity import choose_float_layers
 
         report = self.report(scheme)
-        order = [cost.layer for cost in report.layers if cost.layer not in given]
+        self.order = [cost.layer for cost in report.layers]
+        order = [layer for layer in self.order if layer not in given]
         choice = choose_float_layers(order, lambda chosen: self.psnr_with_float([*given, *chosen])[1], min_psnr)
         if not choice.target_met:
             raise UserError(
@@ -303,3 +311,25 @@ class LayerSearch:
         return choice.float_layers, {"min_psnr_db": min_psnr, "layers_total": choice.layers_total,
                                      "all_quantized_psnr_db": report.all_quantized_psnr_db,
                                      "sensitivity": [dataclasses.asdict(cost) for cost in report.layers]}
+
+    def next_float_block(self, float_layers: Sequence[str], scheme: str) -> str:
+        """The most sensitive block still int8, for a judgement the PSNR target did not foresee."""
+        remaining = [block for block in self.order if block not in float_layers]
+        if len(remaining) <= 1:
+            raise UserError(f"{scheme} cannot reach its image floor unless every layer stays float; "
+                            "lower --min-psnr or export without --quantize")
+        return remaining[0]
+
+
+class OnnxDenoiser:
+    """A written denoiser in an onnxruntime session, called as the PyTorch one is (tensors in
+    the signature's order, the noise prediction out): what whole-sampler checks run."""
+
+    def __init__(self, path: Path, input_names: Sequence[str]):
+        self.session, self.input_names = _session(path), list(input_names)
+
+    def __call__(self, *inputs):
+        import torch
+
+        feed = {name: value.contiguous().numpy() for name, value in zip(self.input_names, inputs, strict=True)}
+        return torch.from_numpy(self.session.run(None, feed)[0])
