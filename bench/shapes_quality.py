@@ -3,13 +3,13 @@
 For each teacher (shapes-pixart, shapes-sd3): the teacher, its converted (undistilled) student,
 its shipped distilled student (shapes-*-edit), the teacher's XNNPACK fp32 and int8-static programs,
 its fp32 and int8 pipeline artifacts (what the apps load) and its onnxruntime int8-static
-denoiser, each judged by `edit-mobile evaluate` on the same captions and seeds (seen and held-out
-one-object captions, two-object captions).
+denoiser, alone and in an onnxruntime pipeline, each judged by `edit-mobile evaluate` on the same
+captions and seeds (seen and held-out one-object captions, two-object captions).
 Every stage is the real CLI; results land in bench/measured/shapes_quality/ (JSON per model, the
 grids, and summary.json), and the table is printed.
 
     python bench/shapes_quality.py [--samples 32] [--families pixart sd3] [--no-teacher] [--no-student]
-                                   [--artifacts xnnpack-fp32 ... onnx-int8]
+                                   [--artifacts xnnpack-fp32 ... onnx-pipeline-int8]
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ XNNPACK = ["--backend", "xnnpack"]
 # (name, export flags): float, int8-static with every layer it can quantize (below its 30 dB floor
 # on trained weights: kept anyway to show the cost), int8 with the sensitive layers float, the
 # int8 text-to-image pipeline the apps load, and onnxruntime's int8-static (QDQ) denoiser with its
-# sensitive blocks float for the same 30 dB.
+# sensitive blocks float for the same 30 dB, alone and in an onnxruntime pipeline.
 ARTIFACTS = (("xnnpack-fp32", XNNPACK), ("xnnpack-int8-all", [*XNNPACK, *INT8, "--allow-below-floor"]),
              ("xnnpack-int8", [*XNNPACK, *INT8, "--min-psnr", "30"]), ("pipeline-fp32", [*XNNPACK, "--pipeline"]),
              ("pipeline-int8", [*XNNPACK, "--pipeline", *INT8, "--min-psnr", "30"]),
-             ("onnx-int8", ["--backend", "onnx", *INT8, "--min-psnr", "30"]))
+             ("onnx-int8", ["--backend", "onnx", *INT8, "--min-psnr", "30"]),
+             ("onnx-pipeline-int8", ["--backend", "onnx", "--pipeline", *INT8, "--min-psnr", "30"]))
 TARGET_INT8_GAP = 0.05  # issue 10: int8 prompt accuracy within 0.05 of float
 
 
