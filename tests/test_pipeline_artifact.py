@@ -553,7 +553,6 @@ def test_the_ios_apps_pipeline_keys_are_the_android_apps_and_what_export_writes(
     (["--backend", "xnnpack", "--fixed-prompts", "p.txt"], "add --pipeline"),
     (["--backend", "xnnpack", "--pipeline", "--fixed-prompts", "p.txt", "--text-encoder-quantize", "int8-dynamic"],
      "drop --text-encoder-quantize"),
-    (["--backend", "onnx", "--pipeline", "--text-encoder-quantize", "int8-dynamic"], "for xnnpack so far"),
     (["--backend", "coreml", "--pipeline", "--quantize", "int8"], "exports to xnnpack and onnx so far"),
 ])
 def test_bad_pipeline_requests_are_one_line(argv, message, tmp_path, capsys):

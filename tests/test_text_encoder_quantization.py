@@ -86,7 +86,7 @@ def test_without_t5_gives_zeros_in_t5s_place(encoder):
     (["tiny-sd3", "--backend", "xnnpack", "--pipeline", "--text-encoder-quantize", "int8-static"],
      "int8-dynamic or int4-weight"),
     (["tiny-sd3", "--backend", "onnx", "--pipeline", "--text-encoder-quantize", "int8-dynamic"],
-     "exports to xnnpack so far"),
+     "quantizes encode_prompt for xnnpack so far"),
     (["tiny-sd3", "--backend", "xnnpack", "--without-t5"], "add --pipeline"),
 ])
 def test_text_encoder_options_refuse_in_one_line(argv, message, tmp_path, capsys):

@@ -298,7 +298,7 @@ class LayerSearch:
 
     def float_layers_for(self, min_psnr: float, given: Sequence[str], scheme: str) -> tuple[list[str], dict]:
         """(blocks to keep float beside `given`, record entries); UserError if unreachable."""
-        from edit_mobile.export.quantization.sensitivity import choose_float_layers
+        from edit_mobile.export.quantization.sensitivity import choose_float_layers, json_safe
 
         report = self.report(scheme)
         self.order = [cost.layer for cost in report.layers]
@@ -310,7 +310,7 @@ class LayerSearch:
                 f"float (all quantized: {report.all_quantized_min_psnr_db:.1f} dB worst); lower --min-psnr")
         return choice.float_layers, {"min_psnr_db": min_psnr, "layers_total": choice.layers_total,
                                      "all_quantized_psnr_db": report.all_quantized_psnr_db,
-                                     "sensitivity": [dataclasses.asdict(cost) for cost in report.layers]}
+                                     "sensitivity": json_safe([dataclasses.asdict(cost) for cost in report.layers])}
 
     def next_float_block(self, float_layers: Sequence[str], scheme: str) -> str:
         """The most sensitive block still int8, for a judgement the PSNR target did not foresee."""

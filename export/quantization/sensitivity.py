@@ -130,7 +130,7 @@ def write_report(report: SensitivityReport, out_dir: Path, min_psnr: float | Non
     if choice is not None:
         data["min_psnr_db"] = min_psnr
         data["choice"] = asdict(choice)
-    (out_dir / "sensitivity.json").write_text(json.dumps(_finite(data), indent=2) + "\n")
+    (out_dir / "sensitivity.json").write_text(json.dumps(json_safe(data), indent=2) + "\n")
     (out_dir / "sensitivity.txt").write_text(format_table(report, choice) + "\n")
     _plot(report, out_dir / "sensitivity.png", min_psnr)
     return [out_dir / name for name in ("sensitivity.json", "sensitivity.txt", "sensitivity.png")]
@@ -178,11 +178,12 @@ def _plot(report: SensitivityReport, path: Path, min_psnr: float | None) -> None
     plt.close(figure)
 
 
-def _finite(value):
+def json_safe(value):
+    """`value` with NaN as None and infinities as strings: JSON without extensions."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_finite(item) for item in value]
+        return [json_safe(item) for item in value]
     return value
