@@ -157,7 +157,9 @@ class HeldOut:
         session = _session(quantized_path)
         values = [psnr_db(torch.from_numpy(reference), torch.from_numpy(session.run(None, feed)[0]))
                   for reference, feed in zip(self.references, self.feeds, strict=True)]
-        return sum(min(v, 200.0) for v in values) / len(values), min(values)
+        if any(math.isnan(v) for v in values):  # a non-finite output meets no target (min() may skip a NaN)
+            return math.nan, math.nan
+        return sum(values) / len(values), min(values)
 
 
 def _session(path: Path):
@@ -277,6 +279,7 @@ class LayerSearch:
         self.quantize, self.heldout, self.layers = quantize, heldout, layers
         self.always_float, self.scratch, self.progress = list(always_float), scratch, progress
         self.blocks = list(dict.fromkeys(layer_of(path) for path in layers.values()))
+        self.order: list[str] = []  # the blocks, most sensitive first, once float_layers_for ran
 
     def psnr_with_float(self, float_layers: Sequence[str]) -> tuple[float, float]:
         candidate = self.scratch / "candidate.onnx"
