@@ -6,8 +6,9 @@ int8-static   QDQ format (QuantizeLinear / DequantizeLinear around each quantize
               mobile (NNAPI, XNNPACK, QNN) execution providers fuse into int8 kernels.
 int8-dynamic  int8 weights, activations quantized per call (MatMulInteger); no calibration.
 
-int8-static quantizes GEMMs only (MatMul, Gemm, Conv: their inputs and outputs), the ops whose
-dynamic counterparts (MatMulInteger, ConvInteger) int8-dynamic writes. onnxruntime's default for
+int8-static quantizes weight GEMMs only (MatMul, Gemm, Conv with a weight: their inputs and
+outputs), the ops whose dynamic counterparts (MatMulInteger, ConvInteger) int8-dynamic writes;
+attention's MatMuls of two activations stay float, as on XNNPACK (activation_gemm_nodes). onnxruntime's default for
 int8-static also puts QDQ around element-wise ops (Add, Mul, Softmax, ...): normalisation's
 arithmetic and, in cross-attention, `scores + caption mask`, whose -10000 for padded tokens then
 shares one int8 range with the scores and flattens the attention. On the trained PixArt shapes
@@ -99,6 +100,17 @@ def vector_gemm_nodes(model, dynamic: bool = False) -> list[str]:
     return [node.name for node in inferred.graph.node
             if node.op_type in GEMM_OPS and ((per_sample(node) and not dynamic)
                                               or (node.op_type == "MatMul" and columns.get(node.input[1]) == 1))]
+
+
+def activation_gemm_nodes(model) -> list[str]:
+    """MatMuls of two activations (attention's scores and weighted values): kept float, as
+    XNNPACK's schemes quantize Linear and Conv layers only. Quantized, their outputs put QDQ
+    around the softmax, which onnxruntime then fuses into QLinearSoftmax, the slowest op of the
+    int8 PixArt shapes teacher (2.1 of its 16.3 ms)."""
+    constants = {init.name for init in model.graph.initializer}
+    constants |= {output for node in model.graph.node if node.op_type == "Constant" for output in node.output}
+    return [node.name for node in model.graph.node
+            if node.op_type == "MatMul" and not any(name in constants for name in node.input)]
 
 
 def dynamic_exclusions(names: list[str]) -> list[str]:
@@ -239,20 +251,21 @@ def quantize_onnx(
         # Shape inference and graph optimisation first, as ORT recommends for quantization.
         quant_pre_process(str(float_copy), str(prepared), skip_symbolic_shape=True)
         prepared_model = onnx.load(str(prepared))
-        vector_nodes = vector_gemm_nodes(prepared_model, dynamic=scheme == "int8-dynamic")
+        always_float = [*vector_gemm_nodes(prepared_model, dynamic=scheme == "int8-dynamic"),
+                        *activation_gemm_nodes(prepared_model)]
         layers = {node: path for node, path in gemm_layers(onnx.load(str(float_copy)), prepared_model).items()
-                  if node not in vector_nodes}
+                  if node not in always_float}
         check_float_layers(layers, float_layers)
         quantize = Quantizer(prepared, scheme, input_names, calibration_inputs, Path(scratch))
         heldout = HeldOut(float_copy, input_names, heldout_inputs)
         float_layers, record, search = list(float_layers), {"scheme": scheme}, None
         if min_psnr is not None:
-            search = LayerSearch(quantize, heldout, layers, vector_nodes, Path(scratch), progress)
+            search = LayerSearch(quantize, heldout, layers, always_float, Path(scratch), progress)
             chosen, found = search.float_layers_for(min_psnr, float_layers, scheme)
             float_layers = list(dict.fromkeys([*float_layers, *chosen]))
             record.update(found)
         while True:
-            quantize([*vector_nodes, *nodes_in(layers, float_layers)], out_path)
+            quantize([*always_float, *nodes_in(layers, float_layers)], out_path)
             if accept is None or accept(OnnxDenoiser(out_path, input_names)) or search is None:
                 break
             float_layers.append(search.next_float_block(float_layers, scheme))
@@ -260,7 +273,7 @@ def quantize_onnx(
     return {
         **record,
         "float_layers": float_layers,
-        "always_float_layers": vector_nodes,
+        "always_float_layers": always_float,
         "reduce_range": REDUCE_RANGE,
         "reduce_range_reason": REDUCE_RANGE_REASON,
         "heldout_psnr_db": psnr[0],
