@@ -45,7 +45,7 @@ import numpy as np
 
 from edit_mobile.errors import UserError
 from edit_mobile.export.backends.onnx_graph import MODULE_KEY
-from edit_mobile.export.quantization.metrics import Inputs, psnr_db
+from edit_mobile.export.quantization.metrics import Inputs, mean_psnr, reference_outputs
 
 SCHEMES = ("int8-static", "int8-dynamic")
 GEMM_OPS = ("MatMul", "Gemm", "Conv")
@@ -152,26 +152,18 @@ def check_float_layers(layers: dict[str, str], float_layers: Sequence[str]) -> N
 
 
 class HeldOut:
-    """The float model's outputs on held-out records, against which quantized models are judged."""
+    """The float model's outputs on held-out records, against which quantized models are judged
+    (metrics.mean_psnr, as XNNPACK's programs are)."""
 
     def __init__(self, float_path: Path, input_names: Sequence[str], records: Sequence[Inputs]):
-        self.feeds = [{name: value.numpy() for name, value in zip(input_names, record, strict=True)}
-                      for record in records]
-        session = _session(float_path) if self.feeds else None
-        self.references = [session.run(None, feed)[0] for feed in self.feeds]
+        self.input_names, self.records = list(input_names), list(records)
+        self.references = reference_outputs(OnnxDenoiser(float_path, input_names), self.records) if records else []
 
     def psnr(self, quantized_path: Path) -> tuple[float | None, float | None]:
         """(mean over records, worst record) of the quantized model's output PSNR, in dB."""
-        import torch
-
-        if not self.feeds:
+        if not self.records:
             return None, None
-        session = _session(quantized_path)
-        values = [psnr_db(torch.from_numpy(reference), torch.from_numpy(session.run(None, feed)[0]))
-                  for reference, feed in zip(self.references, self.feeds, strict=True)]
-        if any(math.isnan(v) for v in values):  # a non-finite output meets no target (min() may skip a NaN)
-            return math.nan, math.nan
-        return sum(values) / len(values), min(values)
+        return mean_psnr(OnnxDenoiser(quantized_path, self.input_names), self.references, self.records)
 
 
 def _session(path: Path):
