@@ -31,42 +31,6 @@ def tiny_artifact(tmp_path_factory):
     return export_pipeline(PipelineRequest("tiny-pixart-edit", out, resolutions=RESOLUTIONS, weights="external"))
 
 
-def test_an_onnx_pipeline_quantizes_its_written_denoiser(quantized_calibration, tmp_path):
-    """onnx --pipeline --quantize int8: the denoise model QDQ int8 (onnxruntime.quantization on the
-    written model), encode_prompt and decode float; judged as the XNNPACK pipeline is, on a
-    held-out record at the quantized floor and on whole sampler runs (in onnxruntime) against
-    float. Random weights: --allow-below-floor, as for XNNPACK's plumbing test above."""
-    import onnx
-    from safetensors.torch import load_file
-
-    from edit_mobile.calibration import load_calibration
-    from edit_mobile.main import main
-    from edit_mobile.runtime.manifest import read_manifest
-    from edit_mobile.runtime.validate_pipeline import validate_pipeline
-
-    art = tmp_path / "art"
-    assert main(["export", "tiny-pixart-edit", "--backend", "onnx", "--pipeline", "--quantize", "int8",
-                 "--calibration", str(quantized_calibration), "--allow-below-floor", "-o", str(art)]) == 0
-    manifest = read_manifest(art)
-    methods = manifest.pipeline["methods"]
-    assert methods["denoise_64x64"]["quantization"] == "int8-static" and manifest.quantization["heldout_records"] == 2
-    ops = {name: {node.op_type for node in onnx.load(str(manifest.file(spec["file"]).path),
-                                                     load_external_data=False).graph.node}
-           for name, spec in methods.items()}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops["denoise_64x64"]
-    assert not ops["encode_prompt"] & {"QuantizeLinear", "DequantizeLinear"}
-    assert not ops["decode_64x64"] & {"QuantizeLinear", "DequantizeLinear"}
-    checked = manifest.data["self_check"]
-    assert checked["runtime"] == "onnxruntime" and checked["methods"]["denoise_64x64"]["floor_db"] == 30
-    images = manifest.quantization["sampler_images"]
-    assert images["prompts"] == 1 and images["floor_db"] == 25 and all(0 < v < 100 for v in images["image_psnr_db"])
-    held_out = load_calibration(quantized_calibration).heldout_inputs[0]
-    vectors = load_file(art / "test_vectors.safetensors")
-    torch.testing.assert_close(vectors["denoise_64x64.input.hidden_states"], held_out[0], rtol=0, atol=0)
-    report = validate_pipeline(art, ["a red circle"], steps=2)
-    assert report.precision == "quantized" and report.floor_db < 40
-
-
 @pytest.fixture(scope="module")
 def shapes_folder(tmp_path_factory):
     from edit_mobile.training import train_teacher
@@ -325,14 +289,17 @@ def quantized_artifact(tmp_path_factory, quantized_calibration):
     return root / "art", quantized_calibration
 
 
-def test_a_quantized_pipeline_quantizes_the_denoiser_on_held_out_records(quantized_artifact):
+def check_quantized_denoise_method(art, calib):
+    """What every quantized pipeline holds, whatever its backend: the calibration set's one size,
+    the denoise method alone int8-static, its test vector a held-out record judged at the
+    quantized floor, whole sampler runs judged against float, `validate --pipeline` at the
+    quantized floor. Returns (manifest, validate report)."""
     from safetensors.torch import load_file
 
     from edit_mobile.calibration import load_calibration
     from edit_mobile.runtime.manifest import read_manifest
     from edit_mobile.runtime.validate_pipeline import validate_pipeline
 
-    art, calib = quantized_artifact
     manifest = read_manifest(art)
     methods = manifest.pipeline["methods"]
     assert sorted(methods) == ["decode_64x64", "denoise_64x64", "encode_prompt"]  # the set's one size
@@ -353,7 +320,34 @@ def test_a_quantized_pipeline_quantizes_the_denoiser_on_held_out_records(quantiz
     assert checked["denoise_64x64"]["psnr_db_min"] < 50 < 100 < checked["encode_prompt"]["psnr_db_min"]
     report = validate_pipeline(art, ["a red circle"], steps=2)
     assert report.precision == "quantized" and report.floor_db < 40
+    return manifest, report
+
+
+def test_a_quantized_pipeline_quantizes_the_denoiser_on_held_out_records(quantized_artifact):
+    _, report = check_quantized_denoise_method(*quantized_artifact)
     assert all(case["passed"] for case in report.bundled)  # the device reproduces the host's int8 outputs
+
+
+def test_an_onnx_pipeline_quantizes_its_written_denoiser(quantized_calibration, tmp_path):
+    """onnx --pipeline --quantize int8: the denoise model QDQ int8 (onnxruntime.quantization on the
+    written model), encode_prompt and decode float; judged as the XNNPACK pipeline is, on a
+    held-out record at the quantized floor and on whole sampler runs (in onnxruntime) against
+    float. Random weights: --allow-below-floor, as for XNNPACK's plumbing test above."""
+    import onnx
+
+    from edit_mobile.main import main
+
+    art = tmp_path / "art"
+    assert main(["export", "tiny-pixart-edit", "--backend", "onnx", "--pipeline", "--quantize", "int8",
+                 "--calibration", str(quantized_calibration), "--allow-below-floor", "-o", str(art)]) == 0
+    manifest, _ = check_quantized_denoise_method(art, quantized_calibration)
+    assert manifest.data["self_check"]["runtime"] == "onnxruntime" and manifest.quantization["heldout_records"] == 2
+    ops = {name: {node.op_type for node in onnx.load(str(manifest.file(spec["file"]).path),
+                                                     load_external_data=False).graph.node}
+           for name, spec in manifest.pipeline["methods"].items()}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops["denoise_64x64"]
+    assert not ops["encode_prompt"] & {"QuantizeLinear", "DequantizeLinear"}
+    assert not ops["decode_64x64"] & {"QuantizeLinear", "DequantizeLinear"}
 
 
 @pytest.fixture(scope="module")
